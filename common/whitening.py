@@ -1,0 +1,76 @@
+"""Pre-whitening fitted on pilots: ``V̄ = L⁻¹(V − μ)`` with ``C = L Lᴴ``.
+
+The covariance is the biased one (``1/n``), so whitened pilots satisfy
+``V̄ V̄ᴴ = n I`` exactly when no loading is needed; this makes the AP's
+``B = (X̄ X̄ᴴ)⁻¹`` equal to ``I/n``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+
+# Largest condition number of the loaded covariance that we accept: beyond it the
+# Cholesky factor exists numerically but whitening amplifies rounding noise.
+MAX_CONDITION = 1e12
+# Loadings tried, relative to the mean eigenvalue trace(C)/m, after zero.
+_RELATIVE_LOADINGS = tuple(10.0**k for k in range(-14, 1))
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """Affine whitening map of one party, fitted on its own pilots."""
+
+    mean: np.ndarray  # (m, 1) complex
+    chol: np.ndarray  # (m, m) lower-triangular complex
+    loading: float  # absolute diagonal loading added to C (0 when none was needed)
+
+    @property
+    def dim(self) -> int:
+        return self.chol.shape[0]
+
+    def whiten(self, v: np.ndarray) -> np.ndarray:
+        """``L⁻¹(V − μ)`` by a triangular solve (no explicit inverse)."""
+        return sla.solve_triangular(self.chol, v - self.mean, lower=True, check_finite=False)
+
+    def dewhiten(self, v_bar: np.ndarray) -> np.ndarray:
+        """``L V̄ + μ``: back to the party's own (compressed) latent coordinates."""
+        return self.chol @ v_bar + self.mean
+
+
+def _condition_ok(chol: np.ndarray) -> bool:
+    diag = np.abs(np.diag(chol))
+    return bool(diag.min() > 0 and (diag.max() / diag.min()) ** 2 <= MAX_CONDITION)
+
+
+def loaded_cholesky(matrix: np.ndarray) -> tuple[np.ndarray, float]:
+    """Cholesky factor of a Hermitian PSD matrix plus the smallest diagonal loading that works.
+
+    Tries 0, then 1e-14 … 1 times the mean eigenvalue, and accepts the first
+    loading for which the factorisation succeeds and the condition number is at
+    most ``MAX_CONDITION``. Returns ``(L, loading)``.
+    """
+    size = matrix.shape[0]
+    matrix = (matrix + matrix.conj().T) / 2
+    scale = float(np.real(np.trace(matrix))) / size
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"cannot factorise a zero {matrix.shape} matrix (all pilots identical?)")
+    for loading in (0.0, *(scale * r for r in _RELATIVE_LOADINGS)):
+        try:
+            chol = np.linalg.cholesky(matrix + loading * np.eye(size))
+        except np.linalg.LinAlgError:
+            continue
+        if _condition_ok(chol):
+            return chol, loading
+    raise ValueError(f"matrix of shape {matrix.shape} could not be factorised with loading")
+
+
+def fit_whitening(v: np.ndarray) -> Whitening:
+    """Fit ``(μ, L)`` on complex pilots ``V`` (m × n), loading ``C`` only as far as needed."""
+    v = np.asarray(v, dtype=np.complex128)
+    mean = v.mean(axis=1, keepdims=True)
+    centred = v - mean
+    chol, loading = loaded_cholesky(centred @ centred.conj().T / v.shape[1])
+    return Whitening(mean=mean, chol=chol, loading=loading)

@@ -1,0 +1,97 @@
+"""Signal-processing blocks: compression, whitening, channel, noise."""
+
+import math
+
+import numpy as np
+import pytest
+
+from common import channel
+from common.compression import compress, compressed_dim, decompress
+from common.link import LinkConfig
+from common.whitening import fit_whitening
+
+
+@pytest.mark.parametrize("d", [1, 2, 7, 8, 191, 192])
+def test_compression_round_trip_is_exact(d):
+    x = np.random.default_rng(d).standard_normal((d, 13))
+    z = compress(x)
+    assert z.shape == (compressed_dim(d), 13) == ((d + 1) // 2, 13)
+    np.testing.assert_array_equal(decompress(z, d), x)
+    np.testing.assert_array_equal(z.real, x[: (d + 1) // 2])
+    if d % 2:
+        np.testing.assert_array_equal(z.imag[-1], 0.0)  # the padding feature
+
+
+def test_decompress_rejects_wrong_size():
+    with pytest.raises(ValueError, match="d=10"):
+        decompress(np.zeros((4, 2), complex), 10)
+
+
+def test_whitened_pilots_have_identity_covariance():
+    rng = np.random.default_rng(1)
+    mix = rng.standard_normal((6, 6)) + 1j * rng.standard_normal((6, 6))
+    v = mix @ (rng.standard_normal((6, 500)) + 1j * rng.standard_normal((6, 500))) + 3.0
+    w = fit_whitening(v)
+    v_bar = w.whiten(v)
+    assert w.loading == 0.0
+    np.testing.assert_allclose(v_bar.mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_allclose(v_bar @ v_bar.conj().T / 500, np.eye(6), atol=1e-10)
+    np.testing.assert_allclose(w.dewhiten(v_bar), v, atol=1e-10)
+
+
+def test_rank_deficient_covariance_gets_smallest_working_loading():
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((3, 40)) + 1j * rng.standard_normal((3, 40))
+    v = np.vstack([base, base[:1] * 2.0])  # fourth row duplicates the first: singular C
+    w = fit_whitening(v)
+    assert w.loading > 0
+    # the previous candidate loading (10x smaller) must not have been acceptable
+    cov = np.cov(v, bias=True)
+    smaller = w.loading / 10
+    try:
+        chol = np.linalg.cholesky(cov + smaller * np.eye(4))
+        diag = np.abs(np.diag(chol))
+        assert (diag.max() / diag.min()) ** 2 > 1e12
+    except np.linalg.LinAlgError:
+        pass
+
+
+def test_rayleigh_entries_have_unit_variance_per_complex_entry():
+    h = channel.rayleigh(200, 200, np.random.default_rng(3))
+    assert h.shape == (200, 200)
+    assert abs(np.mean(np.abs(h) ** 2) - 1.0) < 0.02
+    assert abs(np.var(h.real) - 0.5) < 0.02 and abs(np.var(h.imag) - 0.5) < 0.02
+
+
+def test_block_channel_is_kronecker_of_identity():
+    h = channel.rayleigh(2, 3, np.random.default_rng(4))
+    blk = channel.block_diagonal(h, 3)
+    assert blk.shape == (6, 9)
+    np.testing.assert_array_equal(blk[2:4, 3:6], h)
+    assert np.count_nonzero(blk[0:2, 3:]) == 0
+
+
+def test_noise_variance_follows_snr_definition():
+    assert math.isclose(channel.noise_variance(1.0, 4, 20.0), 1.0 / (4 * 100))
+    assert channel.noise_variance(2.0, 1, 0.0) == 2.0
+    assert channel.noise_variance(1.0, 4, math.inf) == 0.0
+    n = channel.complex_noise((4, 20000), 0.3, np.random.default_rng(5))
+    assert abs(np.mean(np.abs(n) ** 2) - 0.3) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"antennas_tx": 0}, "antennas_tx"),
+        ({"antennas_rx": -1}, "antennas_rx"),
+        ({"channel_uses": 0}, "channel_uses"),
+        ({"channel_uses": 2.5}, "channel_uses"),
+        ({"power": 0.0}, "power"),
+        ({"power": -1.0}, "power"),
+        ({"snr_db": float("nan")}, "snr_db"),
+    ],
+)
+def test_link_config_rejects_bad_values_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name) as info:
+        LinkConfig(**kwargs)
+    assert repr(next(iter(kwargs.values()))) in str(info.value)

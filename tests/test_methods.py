@@ -1,0 +1,162 @@
+"""First-K/Top-K baselines, overhead accounting, protocol and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+from common import protocol
+from common.access_point import TopKAccessPoint, access_point_class
+from common.driver import build_parties, run_experiment
+from common.experiment import AlignmentProblem, ExperimentConfig
+from common.link import LinkConfig
+from common.user import UserData
+from tests.synthetic import make_problem
+
+NOISE_FREE = LinkConfig(antennas_tx=2, antennas_rx=2, channel_uses=2, snr_db=math.inf)
+
+
+@pytest.mark.parametrize("method", ["first_k", "top_k"])
+def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
+    problem = make_problem(d=24)
+    ap, users = build_parties(problem, ExperimentConfig(method=method, link=NOISE_FREE))
+    message = ap.train_messages([0])[0]
+    user = users[0]
+    received = user._receive(message.signal, 0)
+    features = user._decode_features(
+        received, message.mean, message.chol, message.indices, int(message.feature_dim[0])
+    )
+    x = problem.ap_pilots.T
+    k = 2 * NOISE_FREE.tx_dim
+    if method == "first_k":
+        np.testing.assert_allclose(features[:k], x[:k], atol=1e-8)
+        assert not features[k:].any()
+    else:
+        kept = np.abs(features) > 0
+        assert (kept.sum(axis=0) == k).all()
+        threshold = np.sort(np.abs(x), axis=0)[-k]
+        assert (np.abs(x[kept]) >= np.repeat(threshold[None], 24, 0)[kept] - 1e-12).all()
+        np.testing.assert_allclose(features[kept], x[kept], atol=1e-8)
+
+
+def test_top_k_selects_largest_magnitudes_in_index_order():
+    problem = make_problem(d=10)
+    ap = TopKAccessPoint(
+        problem.ap_pilots, problem.ap_test, LinkConfig(1, 1, 2), [0], rounds=1, seed=0
+    )
+    values, idx = ap._select(np.array([[0.1, -5.0], [-3.0, 0.2], [2.0, 4.0], [0.5, 0.0]]))
+    assert ap.k == 4
+    np.testing.assert_array_equal(idx[:, 0], [0, 1, 2, 3])
+    small = TopKAccessPoint(
+        problem.ap_pilots, problem.ap_test, LinkConfig(1, 1, 1), [0], rounds=1, seed=0
+    )
+    values, idx = small._select(np.array([[0.1, -5.0], [-3.0, 0.2], [2.0, 4.0], [0.5, 0.0]]))
+    np.testing.assert_array_equal(idx, [[1, 0], [2, 2]])
+    np.testing.assert_array_equal(values, [[-3.0, -5.0], [2.0, 4.0]])
+
+
+def test_overhead_counts_the_bytes_each_method_puts_on_the_air():
+    problem = make_problem(n=200, n_test=50, d=24)
+    link = LinkConfig(antennas_tx=2, antennas_rx=2, channel_uses=3)  # Nt·u = 6, k = 12
+    n, n_test, s = 200, 50, 6
+    runs = {
+        m: run_experiment(problem, ExperimentConfig(method=m, rounds=4, link=link))
+        for m in ("federated", "multi_link", "first_k", "top_k")
+    }
+    fed = runs["federated"].results.iloc[0]
+    assert fed.bytes_down == 4 * 16 * s * n + 16 * s * n_test
+    assert fed.bytes_up == 4 * 16 * (s * s + s * n)
+    assert fed.messages == 4 * 2 + 1
+    history = runs["federated"].history
+    assert (history.messages_down == 2).all() and (
+        history.bytes_up == 2 * 16 * (s * s + s * n)
+    ).all()
+    assert (
+        runs["multi_link"].results.bytes_down.tolist()
+        == runs["federated"].results.bytes_down.tolist()
+    )
+    first, top = runs["first_k"].results.iloc[0], runs["top_k"].results.iloc[0]
+    side = 16 * s + 16 * s * s + 8  # whitening mean, Cholesky factor, feature_dim
+    assert first.bytes_down == 16 * s * n + side + 16 * s * n_test
+    assert top.bytes_down - first.bytes_down == 2 * 12 * (n + n_test)  # uint16 indices
+    assert first.bytes_up == 0 and first.messages == 3 and first.rounds == 1
+
+
+def test_messages_round_trip_through_arrays_and_reject_wrong_dtypes():
+    msg = protocol.AlignUplink(a_gram=np.eye(3, dtype=complex), a_y=np.ones((3, 5), complex))
+    back = protocol.decode(msg.KIND, msg.arrays())
+    assert isinstance(back, protocol.AlignUplink)
+    np.testing.assert_array_equal(back.a_y, msg.a_y)
+    assert msg.nbytes == 16 * (9 + 15)
+    with pytest.raises(TypeError, match="a_gram must have dtype complex128"):
+        protocol.AlignUplink(a_gram=np.eye(3), a_y=np.ones((3, 5), complex))
+    with pytest.raises(ValueError, match="needs arrays"):
+        protocol.decode("align_uplink", {"a_gram": np.eye(3, dtype=complex)})
+    with pytest.raises(ValueError, match="unknown message kind 'nope'"):
+        protocol.decode("nope", {})
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_latents_are_rejected_naming_the_party(bad):
+    problem = make_problem()
+    user = problem.users[1]
+    pilots = user.pilots.copy()
+    pilots[3, 2] = bad
+    broken = UserData(user.name, pilots, user.test, user.test_labels, user.predict)
+    problem = AlignmentProblem("s", "ap", problem.ap_pilots, problem.ap_test, (broken,))
+    with pytest.raises(ValueError, match=r"user 0 \(user1\) pilot latents contains 1 NaN/Inf"):
+        run_experiment(problem, ExperimentConfig(rounds=1))
+    ap_pilots = make_problem().ap_pilots.copy()
+    ap_pilots[0, 0] = bad
+    with pytest.raises(ValueError, match="AP pilot latents contains 1 NaN/Inf"):
+        run_experiment(
+            AlignmentProblem("s", "ap", ap_pilots, problem.ap_test, make_problem().users),
+            ExperimentConfig(rounds=1),
+        )
+
+
+def test_mismatched_pilot_counts_are_rejected():
+    problem = make_problem()
+    user = problem.users[0]
+    short = UserData(user.name, user.pilots[:-5], user.test, user.test_labels, user.predict)
+    with pytest.raises(ValueError, match="mismatched pilot counts: the AP has 600 pilots, user 0"):
+        AlignmentProblem("s", "ap", problem.ap_pilots, problem.ap_test, (short,))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"rho": 0.0}, "rho"),
+        ({"rho": -1.0}, "rho"),
+        ({"rounds": 0}, "rounds"),
+        ({"pilot_fraction": 0.0}, "pilot_fraction"),
+        ({"pilot_fraction": 1.5}, "pilot_fraction"),
+        ({"seed": -1}, "seed"),
+        ({"method": "fedavg"}, "strategy"),
+    ],
+)
+def test_experiment_config_rejects_bad_values(kwargs, name):
+    with pytest.raises(ValueError, match=name) as info:
+        ExperimentConfig(**kwargs)
+    assert repr(next(iter(kwargs.values()))) in str(info.value)
+
+
+def test_paper_aliases_and_import_paths_resolve():
+    assert ExperimentConfig(method="shared").method == "federated"
+    assert ExperimentConfig(method="Top-K").method == "top_k"
+    cls = access_point_class("common.access_point:FirstKAccessPoint")
+    assert cls.method == "first_k"
+    with pytest.raises(ValueError, match="not a subclass"):
+        access_point_class("common.link:LinkConfig")
+    with pytest.raises(ValueError, match="could not be imported"):
+        access_point_class("no_such_module:Thing")
+
+
+def test_ill_conditioned_pilots_are_loaded_and_reported_in_history():
+    problem = make_problem(d=12, user_dims=(10,))
+    x = problem.ap_pilots.copy()
+    x[:, [0, 6]] = 0.0  # complex symbol 0 (features 0 and 6) is constant: singular covariance
+    problem = AlignmentProblem("s", "ap", x, problem.ap_test, problem.users)
+    history = run_experiment(problem, ExperimentConfig(rounds=3)).history
+    assert (history.whitening_loading_ap > 0).all()
+    assert history.whitening_loading_users.eq(0).all()
