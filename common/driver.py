@@ -44,17 +44,20 @@ def build_parties(problem: AlignmentProblem, config: ExperimentConfig):
     return ap, users
 
 
-def run_info(problem: AlignmentProblem, config: ExperimentConfig, ap: AccessPoint) -> RunInfo:
+def run_info(
+    config: ExperimentConfig, dataset: str, ap_model: str, user_models: list[str], ap: AccessPoint
+) -> RunInfo:
+    """What the results table says about a run; the AP knows all of it without user data."""
     return RunInfo(
         method=config.method,
-        dataset=problem.dataset,
+        dataset=dataset,
         seed=config.seed,
-        ap_model=problem.ap_model,
+        ap_model=ap_model,
         latent_dim_ap=ap.dim,
-        user_models={k: u.name for k, u in enumerate(problem.users)},
+        user_models=dict(enumerate(user_models)),
         link=config.link,
         pilot_fraction=config.pilot_fraction,
-        n_pilots=problem.n_pilots,
+        n_pilots=ap.n_pilots,
         rounds=ap.num_rounds,
     )
 
@@ -83,9 +86,8 @@ def run_experiment(
     test = ap.test_messages(ids)
     ledger.record("evaluate", 0, DOWN, test)
     evaluation = {k: users[k].evaluate(message) for k, message in test.items()}
-    results = result_rows(
-        run_info(problem, config, ap), evaluation, ap_metrics, ledger, time.perf_counter() - start
-    )
+    info = run_info(config, problem.dataset, problem.ap_model, [u.name for u in problem.users], ap)
+    results = result_rows(info, evaluation, ap_metrics, ledger, time.perf_counter() - start)
     return ExperimentResult(
         history=pd.DataFrame(history, columns=list(HISTORY_COLUMNS)),
         results=results,

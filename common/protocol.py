@@ -43,6 +43,21 @@ class Message:
         return int(sum(a.nbytes for a in self.arrays().values()))
 
     @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_list(self) -> list[np.ndarray]:
+        """Arrays in declared order (the ``parameters`` list of a NumPyClient)."""
+        return [getattr(self, name) for name in self.field_names()]
+
+    @classmethod
+    def from_list(cls, arrays: list[np.ndarray]) -> Message:
+        names = cls.field_names()
+        if len(arrays) != len(names):
+            raise ValueError(f"message {cls.KIND!r} needs {len(names)} arrays, got {len(arrays)}")
+        return cls.from_arrays(dict(zip(names, arrays, strict=True)))
+
+    @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Message:
         names = {f.name for f in dataclasses.fields(cls)}
         if set(arrays) != names:
@@ -128,8 +143,16 @@ MESSAGES: dict[str, type[Message]] = {
 }
 
 
-def decode(kind: str, arrays: dict[str, np.ndarray]) -> Message:
-    """Rebuild a message from its kind name and arrays (the receiving side)."""
+# What a user answers to each training downlink.
+REPLY_KIND = {AlignPilots.KIND: AlignUplink.KIND, FeaturePilots.KIND: Ack.KIND}
+
+
+def message_class(kind: str) -> type[Message]:
     if kind not in MESSAGES:
         raise ValueError(f"unknown message kind {kind!r}; known: {sorted(MESSAGES)}")
-    return MESSAGES[kind].from_arrays(arrays)
+    return MESSAGES[kind]
+
+
+def decode(kind: str, arrays: dict[str, np.ndarray]) -> Message:
+    """Rebuild a message from its kind name and named arrays (the receiving side)."""
+    return message_class(kind).from_arrays(arrays)

@@ -84,12 +84,13 @@ class User:
                 f"user {index} ({data.name}): pilot latents have {pilots.shape[1]} features "
                 f"but test latents have {self._test.shape[1]}"
             )
-        self._pilots = pilots.T.astype(np.float64)  # (d_k, n)
+        self._pilots = np.ascontiguousarray(pilots.T, dtype=np.float32)  # (d_k, n), kept small
         self._labels = np.asarray(data.test_labels)
         self._predict = data.predict
         self.dim = pilots.shape[1]
-        self.whitening: Whitening = fit_whitening(compress(self._pilots))
-        self._y_bar = self.whitening.whiten(compress(self._pilots))
+        compressed = compress(self._pilots)
+        self.whitening: Whitening = fit_whitening(compressed)
+        self._y_bar = self.whitening.whiten(compressed)
         self.h = channel.rayleigh(
             link.antennas_rx, link.antennas_tx, rng(seed, Stream.CHANNEL, index)
         )
@@ -100,6 +101,26 @@ class User:
     @property
     def n_pilots(self) -> int:
         return self._pilots.shape[1]
+
+    # ---- state that must outlive a process (Flower keeps it in the node's context) ------
+    def export_state(self) -> dict[str, np.ndarray]:
+        """What the user learned so far: its equalizer and/or its feature map."""
+        state: dict[str, np.ndarray] = {}
+        if self.g is not None:
+            state["g"] = self.g
+        if self._feature_map is not None:
+            w, mean, chol, dim = self._feature_map
+            state |= {"map_w": w, "map_mean": mean, "map_chol": chol, "map_dim": np.array([dim])}
+        return state
+
+    def import_state(self, state: dict[str, np.ndarray]) -> None:
+        self.g = state.get("g")
+        if "map_w" in state:
+            self._feature_map = (
+                state["map_w"], state["map_mean"], state["map_chol"], int(state["map_dim"][0])
+            )
+        else:
+            self._feature_map = None
 
     # ---- training -------------------------------------------------------------------------
     def train(self, message: protocol.Message) -> tuple[protocol.Message, dict[str, float]]:

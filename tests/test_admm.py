@@ -109,7 +109,7 @@ def test_power_constraint_holds_and_primal_residual_shrinks(method):
 
 def test_single_user_noise_free_alignment_reaches_least_squares():
     """Infinite SNR, square channels, Nt·u ≥ m: ADMM matches the unconstrained LS map."""
-    problem = make_problem(d=16, user_dims=(20,), n=800, noise=0.5)  # m = 8
+    problem = make_problem(ap_dim=16, user_dims=(20,), n=800, noise=0.5)  # m = 8
     config = ExperimentConfig(
         rounds=30, link=LinkConfig(antennas_tx=4, antennas_rx=4, channel_uses=2, snr_db=math.inf)
     )

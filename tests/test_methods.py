@@ -18,7 +18,7 @@ NOISE_FREE = LinkConfig(antennas_tx=2, antennas_rx=2, channel_uses=2, snr_db=mat
 
 @pytest.mark.parametrize("method", ["first_k", "top_k"])
 def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
-    problem = make_problem(d=24)
+    problem = make_problem(ap_dim=24)
     ap, users = build_parties(problem, ExperimentConfig(method=method, link=NOISE_FREE))
     message = ap.train_messages([0])[0]
     user = users[0]
@@ -40,7 +40,7 @@ def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
 
 
 def test_top_k_selects_largest_magnitudes_in_index_order():
-    problem = make_problem(d=10)
+    problem = make_problem(ap_dim=10)
     ap = TopKAccessPoint(
         problem.ap_pilots, problem.ap_test, LinkConfig(1, 1, 2), [0], rounds=1, seed=0
     )
@@ -56,7 +56,7 @@ def test_top_k_selects_largest_magnitudes_in_index_order():
 
 
 def test_overhead_counts_the_bytes_each_method_puts_on_the_air():
-    problem = make_problem(n=200, n_test=50, d=24)
+    problem = make_problem(n=200, n_test=50, ap_dim=24)
     link = LinkConfig(antennas_tx=2, antennas_rx=2, channel_uses=3)  # Nt·u = 6, k = 12
     n, n_test, s = 200, 50, 6
     runs = {
@@ -104,7 +104,7 @@ def test_non_finite_latents_are_rejected_naming_the_party(bad):
     pilots[3, 2] = bad
     broken = UserData(user.name, pilots, user.test, user.test_labels, user.predict)
     problem = AlignmentProblem("s", "ap", problem.ap_pilots, problem.ap_test, (broken,))
-    with pytest.raises(ValueError, match=r"user 0 \(user1\) pilot latents contains 1 NaN/Inf"):
+    with pytest.raises(ValueError, match=r"user 0 \(synthetic17\) pilot latents contains 1 NaN/Inf"):
         run_experiment(problem, ExperimentConfig(rounds=1))
     ap_pilots = make_problem().ap_pilots.copy()
     ap_pilots[0, 0] = bad
@@ -153,7 +153,7 @@ def test_paper_aliases_and_import_paths_resolve():
 
 
 def test_ill_conditioned_pilots_are_loaded_and_reported_in_history():
-    problem = make_problem(d=12, user_dims=(10,))
+    problem = make_problem(ap_dim=12, user_dims=(10,))
     x = problem.ap_pilots.copy()
     x[:, [0, 6]] = 0.0  # complex symbol 0 (features 0 and 6) is constant: singular covariance
     problem = AlignmentProblem("s", "ap", x, problem.ap_test, problem.users)
