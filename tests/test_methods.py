@@ -104,7 +104,8 @@ def test_non_finite_latents_are_rejected_naming_the_party(bad):
     pilots[3, 2] = bad
     broken = UserData(user.name, pilots, user.test, user.test_labels, user.predict)
     problem = AlignmentProblem("s", "ap", problem.ap_pilots, problem.ap_test, (broken,))
-    with pytest.raises(ValueError, match=r"user 0 \(synthetic17\) pilot latents contains 1 NaN/Inf"):
+    expected = r"user 0 \(synthetic17\) pilot latents contains 1 NaN/Inf"
+    with pytest.raises(ValueError, match=expected):
         run_experiment(problem, ExperimentConfig(rounds=1))
     ap_pilots = make_problem().ap_pilots.copy()
     ap_pilots[0, 0] = bad

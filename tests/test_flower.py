@@ -1,0 +1,59 @@
+"""The Flower simulation against the in-process driver, and fault tolerance."""
+
+import numpy as np
+import pytest
+
+from common.driver import run_experiment
+from common.reporting import write_tables
+from common.settings import RunSettings
+from common.sources import SyntheticSource
+from server.simulation import simulate
+from tests.flower_helpers import faulty_second_user
+
+pytestmark = pytest.mark.slow
+
+SOURCE = SyntheticSource(n=400, n_test=200, ap_dim=24, user_dims=(30, 17, 20))
+MODELS = tuple(SOURCE.user_data(k).name for k in range(SOURCE.num_users))
+
+
+def _settings(method: str, rounds: int = 4) -> RunSettings:
+    return RunSettings(
+        models=MODELS, method=method, rounds=rounds, channel_uses=2, seed=7, progress=False
+    )
+
+
+@pytest.mark.parametrize("method", ["federated", "multi_link", "first_k", "top_k"])
+def test_flower_simulation_matches_the_in_process_driver(method):
+    settings = _settings(method)
+    outcome = simulate(settings, SOURCE)
+    reference = run_experiment(SOURCE.problem(), settings.experiment())
+    expected = reference.access_point.precoders()
+    assert set(outcome.precoders) == set(expected)
+    for name, value in expected.items():
+        diff = np.linalg.norm(outcome.precoders[name] - value)
+        assert diff <= 1e-6 * max(np.linalg.norm(value), 1e-12), name
+    got, want = outcome.results, reference.results
+    assert got.accuracy.tolist() == want.accuracy.tolist()
+    np.testing.assert_allclose(got.mse, want.mse, rtol=1e-9)
+    for column in ("bytes_down", "bytes_up", "messages", "rounds", "n_pilots"):
+        assert got[column].tolist() == want[column].tolist(), column
+    assert len(outcome.history) == reference.history.shape[0]
+    assert (outcome.history.failures == 0).all()
+
+
+def test_a_failing_user_is_counted_and_the_run_completes(tmp_path):
+    settings = _settings("federated", rounds=4)
+    outcome = simulate(settings, SOURCE, user_factory=faulty_second_user)
+    history = outcome.history
+    assert history.failures.tolist() == [0, 1, 1, 1]
+    assert history.responded.tolist() == [3, 2, 2, 2]
+    failures = outcome.failures
+    assert failures.user.tolist() == [1, 1, 1]
+    assert failures.reason.str.contains("lost its radio").all()
+    # every user is still evaluated (user 1 with the equalizer of its last good round)
+    assert outcome.results.user.tolist() == [0, 1, 2]
+    assert outcome.results.accuracy.between(0, 1).all()
+    written = write_tables(tmp_path, outcome.tables())
+    assert {p.name for p in written} == {
+        "results.parquet", "results.csv", "history.csv", "failures.csv"
+    }
