@@ -15,14 +15,31 @@ import scipy.linalg as sla
 from common.whitening import loaded_cholesky
 
 
-def g_step(y_bar: np.ndarray, received: np.ndarray, noise_energy: float) -> np.ndarray:
+@dataclass(frozen=True)
+class ReceivedMoments:
+    """``R Rᴴ`` and ``Ȳ Rᴴ``: all a user needs from the ``n`` received pilots.
+
+    Forming them is the only O(n) work of the G step; the equalizer and the
+    objective follow from these small matrices.
+    """
+
+    gram: np.ndarray  # R Rᴴ (Nr·u × Nr·u)
+    cross: np.ndarray  # Ȳ Rᴴ (m_k × Nr·u)
+
+    @classmethod
+    def of(cls, y_bar: np.ndarray, received: np.ndarray) -> ReceivedMoments:
+        r_h = received.conj().T
+        gram = received @ r_h
+        return cls(gram=(gram + gram.conj().T) / 2, cross=y_bar @ r_h)
+
+
+def equalizer(moments: ReceivedMoments, noise_energy: float) -> np.ndarray:
     """MMSE equalizer ``G = Ȳ Rᴴ (R Rᴴ + nσ² I)⁻¹``.
 
     Solved as the Hermitian system ``(R Rᴴ + nσ² I) Gᴴ = R Ȳᴴ``; with no noise
     and a rank-deficient ``R`` the minimum-norm least-squares solution is used.
     """
-    gram = received @ received.conj().T
-    rhs = received @ y_bar.conj().T
+    gram, rhs = moments.gram, moments.cross.conj().T
     if noise_energy > 0:
         gram = gram + noise_energy * np.eye(gram.shape[0])
         g_h = sla.solve(gram, rhs, assume_a="pos", check_finite=False)
@@ -31,20 +48,31 @@ def g_step(y_bar: np.ndarray, received: np.ndarray, noise_energy: float) -> np.n
     return g_h.conj().T
 
 
+def g_step(y_bar: np.ndarray, received: np.ndarray, noise_energy: float) -> np.ndarray:
+    """The G step from the raw signals (see :func:`equalizer`)."""
+    return equalizer(ReceivedMoments.of(y_bar, received), noise_energy)
+
+
 def uplink_statistics(
     g: np.ndarray, h_block: np.ndarray, y_bar: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """What user k sends: ``Aᴴ A`` and ``Aᴴ Ȳ`` with ``A = G 𝓗``."""
-    a = g @ h_block
-    a_h = a.conj().T
-    gram = a_h @ a
+    a_h = (g @ h_block).conj().T
+    gram = a_h @ a_h.conj().T
     return (gram + gram.conj().T) / 2, a_h @ y_bar
 
 
-def local_objective(y_bar: np.ndarray, g: np.ndarray, received: np.ndarray, noise_energy: float):
-    """User k's term ``‖Ȳ − G R‖² + nσ² ‖G‖²`` and its data-fit part alone."""
-    fit = float(np.linalg.norm(y_bar - g @ received) ** 2)
-    return fit + noise_energy * float(np.linalg.norm(g) ** 2), fit
+def local_objective(
+    y_energy: float, moments: ReceivedMoments, g: np.ndarray, noise_energy: float
+) -> tuple[float, float]:
+    """User k's term ``‖Ȳ − G R‖² + nσ² ‖G‖²`` and its data-fit part, from the moments.
+
+    ``‖Ȳ − GR‖² = ‖Ȳ‖² − 2 Re tr(Gᴴ Ȳ Rᴴ) + tr(G R Rᴴ Gᴴ)``, with ``‖Ȳ‖²`` precomputed.
+    """
+    cross_term = float(np.real(np.vdot(g, moments.cross)))
+    energy = float(np.real(np.vdot(g, g @ moments.gram)))
+    fit = max(y_energy - 2 * cross_term + energy, 0.0)
+    return fit + noise_energy * float(np.real(np.vdot(g, g))), fit
 
 
 class HermitianSylvester:
@@ -74,6 +102,7 @@ class PilotGeometry:
     """What the AP derives once from its whitened pilots ``X̄``."""
 
     x_bar: np.ndarray  # (m, n)
+    x_bar_h: np.ndarray  # X̄ᴴ (n, m), contiguous: used by every local F step
     b: np.ndarray  # (X̄ X̄ᴴ)⁻¹
     sylvester: HermitianSylvester
     rho: float
@@ -85,7 +114,13 @@ class PilotGeometry:
         chol, _ = loaded_cholesky(x_bar @ x_bar.conj().T)
         b = sla.cho_solve((chol, True), np.eye(chol.shape[0]))
         b = (b + b.conj().T) / 2
-        return cls(x_bar=x_bar, b=b, sylvester=HermitianSylvester(rho * n * b), rho=rho)
+        return cls(
+            x_bar=x_bar,
+            x_bar_h=np.ascontiguousarray(x_bar.conj().T),
+            b=b,
+            sylvester=HermitianSylvester(rho * n * b),
+            rho=rho,
+        )
 
     @property
     def n(self) -> int:
@@ -101,7 +136,7 @@ def local_f_step(
 ) -> np.ndarray:
     """Solve ``(AᴴA) F_k + F_k (ρnB) = (ρn(Z − U) + (AᴴȲ) X̄ᴴ) B``."""
     rho_n = geometry.rho * geometry.n
-    q = (rho_n * (z - u) + a_y @ geometry.x_bar.conj().T) @ geometry.b
+    q = (rho_n * (z - u) + a_y @ geometry.x_bar_h) @ geometry.b
     return geometry.sylvester.solve(a_gram, q)
 
 
@@ -110,7 +145,7 @@ def sylvester_residual(
 ) -> float:
     """Relative residual of :func:`local_f_step`'s equation at ``f`` (for checks)."""
     rho_n = geometry.rho * geometry.n
-    q = (rho_n * (z - u) + a_y @ geometry.x_bar.conj().T) @ geometry.b
+    q = (rho_n * (z - u) + a_y @ geometry.x_bar_h) @ geometry.b
     lhs = a_gram @ f + f @ (rho_n * geometry.b)
     return float(np.linalg.norm(lhs - q) / np.linalg.norm(q))
 

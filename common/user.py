@@ -91,6 +91,7 @@ class User:
         compressed = compress(self._pilots)
         self.whitening: Whitening = fit_whitening(compressed)
         self._y_bar = self.whitening.whiten(compressed)
+        self._y_energy = float(np.vdot(self._y_bar, self._y_bar).real)
         self.h = channel.rayleigh(
             link.antennas_rx, link.antennas_tx, rng(seed, Stream.CHANNEL, index)
         )
@@ -147,9 +148,10 @@ class User:
         self._check_pilot_count(message.signal)
         received = self.h_block @ message.signal
         noise_energy = self.n_pilots * self.link.noise_variance
-        self.g = admm.g_step(self._y_bar, received, noise_energy)
+        moments = admm.ReceivedMoments.of(self._y_bar, received)
+        self.g = admm.equalizer(moments, noise_energy)
         a_gram, a_y = admm.uplink_statistics(self.g, self.h_block, self._y_bar)
-        objective, fit = admm.local_objective(self._y_bar, self.g, received, noise_energy)
+        objective, fit = admm.local_objective(self._y_energy, moments, self.g, noise_energy)
         metrics = {
             "objective": objective,
             "pilot_mse": fit / self._y_bar.size,

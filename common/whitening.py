@@ -32,8 +32,13 @@ class Whitening:
         return self.chol.shape[0]
 
     def whiten(self, v: np.ndarray) -> np.ndarray:
-        """``L⁻¹(V − μ)`` by a triangular solve (no explicit inverse)."""
-        return sla.solve_triangular(self.chol, v - self.mean, lower=True, check_finite=False)
+        """``L⁻¹(V − μ)`` by a triangular solve (no explicit inverse).
+
+        The result is made C-contiguous: LAPACK returns Fortran order, which
+        makes every later product with it several times slower.
+        """
+        out = sla.solve_triangular(self.chol, v - self.mean, lower=True, check_finite=False)
+        return np.ascontiguousarray(out)
 
     def dewhiten(self, v_bar: np.ndarray) -> np.ndarray:
         """``L V̄ + μ``: back to the party's own (compressed) latent coordinates."""

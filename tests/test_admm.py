@@ -143,3 +143,16 @@ def test_runs_are_deterministic_and_seed_dependent():
     other = ExperimentConfig(rounds=30, seed=4)
     c = run_experiment(problem, other)
     assert not np.allclose(a.access_point.state.z, c.access_point.state.z)
+
+
+def test_objective_from_moments_equals_the_direct_computation():
+    rng = np.random.default_rng(9)
+    y_bar, r = _crandn(rng, 7, 200), _crandn(rng, 8, 200)
+    moments = admm.ReceivedMoments.of(y_bar, r)
+    g = admm.equalizer(moments, 5.0)
+    objective, fit = admm.local_objective(
+        float(np.vdot(y_bar, y_bar).real), moments, g, noise_energy=5.0
+    )
+    direct_fit = np.linalg.norm(y_bar - g @ r) ** 2
+    assert fit == pytest.approx(direct_fit, rel=1e-10)
+    assert objective == pytest.approx(direct_fit + 5.0 * np.linalg.norm(g) ** 2, rel=1e-10)
