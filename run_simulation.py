@@ -34,7 +34,8 @@ def prepare(settings: RunSettings) -> None:
     """Build or load every party's encoder latents and heads (progress bars here, once)."""
     from common.asset_source import AssetSource
 
-    AssetSource(settings).warm(progress=settings.progress)
+    table = AssetSource(settings).warm(progress=settings.progress)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)

@@ -1,0 +1,104 @@
+"""Configuration: composition, the paper's aliases, and bad values failing early."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.settings import ConfigError, RunSettings, settings_from_config
+from server.runconfig import compose, settings_from_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings(*overrides: str) -> RunSettings:
+    return settings_from_config(compose(list(overrides)))
+
+
+def test_default_config_is_the_papers_default_run():
+    s = settings()
+    assert (s.dataset, s.zoo, s.method, s.rounds) == ("mnist5k", "embedded", "federated", 30)
+    assert (s.antennas_tx, s.antennas_rx, s.channel_uses, s.snr_db) == (4, 4, 4, 20.0)
+    assert s.num_users == 8 and s.pilot_fraction == 1.0 and s.rho == 1.0
+    assert s.cpus_per_user == 1.0
+
+
+def test_groups_and_counts_select_users():
+    assert settings("users=heterogeneous").num_users == 4
+    assert settings("users=homogeneous", "users.count=2").models == (
+        "rexnet_100",
+        "mobilenetv3_small_075",
+    )
+    assert settings("users.models=[levit_128s,resnet10t]").models == ("levit_128s", "resnet10t")
+    assert settings("users=paper10", "data=cifar10").num_users == 10
+
+
+def test_paper_keys_translate_one_to_one():
+    assert settings("base_station.status=multi-link").method == "multi_link"
+    assert settings("base_station.status=shared").method == "federated"
+    assert settings("base_station.strategy=Top-K").method == "top_k"
+    assert (
+        settings("base_station.status=shared", "base_station.strategy=First-K").method == "first_k"
+    )
+    s = settings(
+        "communication.channel_usage=8",
+        "communication.antennas_transmitter=2",
+        "communication.antennas_receiver=2",
+        "communication.snr=-10",
+        "seed=27",
+    )
+    assert (s.channel_uses, s.antennas_tx, s.antennas_rx, s.snr_db, s.seed) == (8, 2, 2, -10, 27)
+
+
+def test_settings_survive_json_and_the_flwr_run_config_path():
+    s = settings("strategy=top_k", "communication.channel_usage=2")
+    assert RunSettings.from_json(s.to_json()) == s
+    assert settings_from_overrides("strategy=top_k communication.channel_usage=2") == s
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("strategy.name=fedavg", "strategy.name", "federated, first_k, multi_link, top_k"),
+        ("base_station.strategy=Best-K", "base_station.strategy", "First-K"),
+        ("data.name=imagenet", "data.name", "mnist5k, cifar10"),
+        ("users.zoo=huge", "users.zoo", "embedded"),
+        ("users.group=tiny", "users.group", "heterogeneous"),
+        ("users.models=[resnet10t,resnet99]", "users.models", "convnext_atto"),
+        ("users.count=9", "users.count", "1..8"),
+        ("users.count=0", "users.count", ">= 1"),
+        ("communication.antennas_transmitter=0", "communication.antennas_transmitter", ">= 1"),
+        ("communication.antennas_receiver=-2", "communication.antennas_receiver", ">= 1"),
+        ("communication.channel_usage=0", "communication.channel_usage", ">= 1"),
+        ("communication.snr=nan", "communication.snr", "number in dB"),
+        ("communication.power=0", "communication.power", "> 0"),
+        ("data.pilot_fraction=0", "data.pilot_fraction", "(0, 1]"),
+        ("data.pilot_fraction=1.5", "data.pilot_fraction", "(0, 1]"),
+        ("experiment.rounds=0", "experiment.rounds", ">= 1"),
+        ("strategy.rho=0", "strategy.rho", "> 0"),
+        ("seed=-3", "seed", ">= 0"),
+    ],
+)
+def test_bad_values_name_key_value_and_what_is_allowed(override, key, allowed):
+    value = override.split("=", 1)[1]
+    with pytest.raises(ConfigError) as info:
+        settings(override)
+    message = str(info.value)
+    assert f"'{key}'" in message
+    assert allowed in message
+    assert value.strip("[]").split(",")[-1] in message
+
+
+def test_cli_rejects_bad_config_before_starting_ray(tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": "ray://127.0.0.1:1"}  # any Ray start would fail loudly
+    proc = subprocess.run(
+        [sys.executable, "run_simulation.py", "communication.antennas_transmitter=0",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "error: config key 'communication.antennas_transmitter' = 0 is invalid" in proc.stderr
+    assert "ray" not in (proc.stdout + proc.stderr).lower().replace("array", "")
+    assert not (tmp_path / "results.parquet").exists()
