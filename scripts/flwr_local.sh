@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `flwr run .` on a local simulation federation, end to end:
+#   scripts/flwr_local.sh ["hydra overrides ..."]
+# e.g. scripts/flwr_local.sh "strategy=multi_link communication.channel_usage=2 users.count=4"
+#
+# Validates the config and warms the zoo cache first (so users do not train encoders inside
+# Ray), starts the run with one SuperNode per user and 1 CPU each, follows its log, reads the
+# run's real final status (`flwr run --stream` exits 0 even when a run fails), writes the
+# tables under outputs/flwr/<timestamp>/ and stops the SuperLink it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OVERRIDES="${1:-}"
+PY=.venv/bin/python
+export PATH="$PWD/.venv/bin:$PATH"
+export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}"
+export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_LOG_LEVEL=WARNING
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
+export TQDM_DISABLE=1
+mkdir -p "$FLWR_HOME"
+[ -f "$FLWR_HOME/config.toml" ] || cat > "$FLWR_HOME/config.toml" <<'TOML'
+[superlink]
+default = "local"
+
+[superlink.local]
+address = ":local:"
+TOML
+
+USERS=$($PY - "$OVERRIDES" <<'PYEOF'
+import sys
+from common.asset_source import AssetSource
+from common.settings import ConfigError
+from server.runconfig import settings_from_overrides
+try:
+    settings = settings_from_overrides(sys.argv[1])
+except ConfigError as exc:
+    sys.exit(f"error: {exc}")
+AssetSource(settings).warm(progress=False)
+print(settings.num_users)
+PYEOF
+)
+OUT="$PWD/outputs/flwr/$(date +%Y-%m-%d_%H-%M-%S)"
+mkdir -p "$OUT"
+LOG="$OUT/flwr_run.log"
+superlink_pid() { pgrep -f -- "--log-file $FLWR_HOME/local-superlink/superlink.log" || true; }
+STARTED_HERE=0
+[ -n "$(superlink_pid)" ] || STARTED_HERE=1
+cleanup() {
+  if [ "$STARTED_HERE" = 1 ]; then
+    pid=$(superlink_pid)
+    [ -z "$pid" ] || kill -TERM $pid
+  fi
+}
+trap cleanup EXIT
+
+flwr run . local --stream \
+  --federation-config "num-supernodes=$USERS client-resources-num-cpus=1 client-resources-num-gpus=0" \
+  --run-config "overrides='$OVERRIDES' output-dir='$OUT'" 2>&1 | tee "$LOG"
+
+RUN_ID=$(grep -oP "Successfully started run \K[0-9]+" "$LOG" || true)
+[ -n "$RUN_ID" ] || { echo "error: the run did not start (see $LOG)"; exit 1; }
+STATUS=$(flwr ls local --run-id "$RUN_ID" --format json \
+  | $PY -c "import json,sys; r=json.load(sys.stdin)['runs'][0]; print(r['status'])")
+echo "run $RUN_ID: $STATUS"
+[ "$STATUS" = "finished:completed" ] || { echo "error: run $RUN_ID did not complete"; exit 1; }
