@@ -31,7 +31,6 @@ CONFIG = ExperimentConfig(method="federated", rounds=30, link=LINK, pilot_fracti
 
 def paper_sized() -> None:
     from common.asset_source import AssetSource
-
     from common.settings import RunSettings, settings_from_config
 
     settings = settings_from_config({})  # the default run: embedded zoo, all users
