@@ -66,7 +66,7 @@ def test_settings_survive_json_and_the_flwr_run_config_path():
         ("data.name=imagenet", "data.name", "mnist5k, cifar10"),
         ("users.zoo=huge", "users.zoo", "embedded"),
         ("users.group=tiny", "users.group", "heterogeneous"),
-        ("users.models=[resnet10t,resnet99]", "users.models", "convnext_atto"),
+        ("users.models=[resnet10t,resnet99]", "users.models", "levit_128s"),
         ("users.count=9", "users.count", "1..8"),
         ("users.count=0", "users.count", ">= 1"),
         ("communication.antennas_transmitter=0", "communication.antennas_transmitter", ">= 1"),

@@ -1,0 +1,125 @@
+"""Latent extraction: uint8 images in, pooled pre-logits features out.
+
+The latent of an image is what the encoder hands its classifier: timm's
+``forward_head(forward_features(x), pre_logits=True)``. Preprocessing (channel
+matching, resizing, normalisation) happens per batch on the fly so that only
+uint8 images are ever held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+Preprocess = Callable[[torch.Tensor], torch.Tensor]
+
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def _as_tuple(name: str, value: Any) -> tuple[float, ...]:
+    values = tuple(float(v) for v in (value if isinstance(value, Sequence) else (value,)))
+    if not values:
+        raise ValueError(f"{name}={value!r} must hold at least one value")
+    return values
+
+
+def make_preprocess(config: Mapping[str, Any]) -> Preprocess:
+    """Build the uint8 -> model input transform from a timm-style data config.
+
+    ``config`` holds ``input_size`` (C, H, W), ``mean`` and ``std`` (one value
+    or one per channel) and optionally ``interpolation`` (timm's
+    ``resolve_data_config`` output qualifies). Grayscale images are repeated to
+    three channels when the model wants three, colour images are averaged when
+    it wants one, and images are resized only if their size differs.
+    """
+    try:
+        channels, height, width = (int(v) for v in config["input_size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"config must hold input_size=(C, H, W), got {dict(config)}") from exc
+    mean = torch.tensor(_as_tuple("mean", config["mean"])).view(1, -1, 1, 1)
+    std = torch.tensor(_as_tuple("std", config["std"])).view(1, -1, 1, 1)
+    if torch.any(std <= 0):
+        raise ValueError(f"std={config['std']!r} must be positive")
+    mode = str(config.get("interpolation") or "bilinear")
+    if mode not in _INTERPOLATIONS:
+        mode = "bilinear"
+    # x / 255 normalised in one fused step: x * gain + offset
+    gain, offset = 1.0 / (255.0 * std), -mean / std
+    align = None if mode == "nearest" else False
+
+    def preprocess(images: torch.Tensor) -> torch.Tensor:
+        x = images.to(torch.float32)
+        if x.shape[1] != channels:
+            if x.shape[1] == 1:
+                x = x.expand(-1, channels, -1, -1)
+            elif channels == 1:
+                x = x.mean(dim=1, keepdim=True)
+            else:
+                raise ValueError(f"cannot map {x.shape[1]} image channels to {channels}")
+        # Normalising commutes with (bilinear/bicubic/nearest) resizing, so it is done
+        # first, on the smaller image; channels-last survives the resize.
+        x = torch.addcmul(offset, x, gain).contiguous(memory_format=torch.channels_last)
+        if x.shape[-2:] != (height, width):
+            x = F.interpolate(x, size=(height, width), mode=mode, align_corners=align)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    return preprocess
+
+
+def model_label(model: nn.Module) -> str:
+    """A readable name for progress bars and logs."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return str(getattr(model, "zoo_name", None) or cfg.get("architecture") or type(model).__name__)
+
+
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm's pooled pre-logits features: what the model's classifier sees."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def extract_latents(
+    model: nn.Module,
+    images_uint8: np.ndarray,
+    preprocess: Preprocess,
+    *,
+    batch_size: int = 256,
+    progress: bool | str = True,
+) -> np.ndarray:
+    """Latents (float32, N x d) of uint8 images ``N x C x H x W``, in inference mode.
+
+    Batches are preprocessed just before they are encoded, on the same threads:
+    preparing the next batch in the background competes with the model for the
+    cores and was measured to slow small models down by up to a third.
+    """
+    images = np.asarray(images_uint8)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 N x C x H x W, got {images.dtype} {images.shape}")
+    if len(images) == 0:
+        raise ValueError("images is empty: nothing to extract")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be positive")
+    label = progress if isinstance(progress, str) else model_label(model)
+    was_training = model.training
+    model.eval()
+    out: np.ndarray | None = None
+    try:
+        with torch.inference_mode():
+            starts = range(0, len(images), batch_size)
+            for start in tqdm(starts, desc=label, disable=progress is False, leave=False):
+                batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+                z = pooled_features(model, preprocess(batch)).float().numpy()
+                if out is None:
+                    out = np.empty((len(images), z.shape[1]), dtype=np.float32)
+                out[start : start + len(z)] = z
+    finally:
+        model.train(was_training)
+    return out

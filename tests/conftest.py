@@ -1,0 +1,40 @@
+"""Shared fixtures.
+
+Tests share one warm cache (``$FEDALIGN_CACHE``, by default ``<repo>/.cache/fedalign``)
+so that the embedded zoo is built at most once per machine, not once per test run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("FEDALIGN_CACHE", str(REPO / ".cache" / "fedalign"))
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The shared, persistent cache folder (the zoo's assets survive between runs)."""
+    path = Path(os.environ["FEDALIGN_CACHE"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    """The default dataset with the default split."""
+    from common.data import load_dataset
+
+    return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def embedded_scenario(cache_dir):
+    """The default embedded scenario (all users); builds the zoo if the cache is cold."""
+    from common.assets import load_scenario
+    from common.cache import Cache
+
+    return load_scenario(cache=Cache(cache_dir), progress=False)

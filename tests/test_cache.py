@@ -1,0 +1,182 @@
+"""The verified on-disk cache: hits, misses, damaged entries, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from common.cache import (
+    ARRAYS_FILE,
+    MANIFEST_FILE,
+    Cache,
+    CacheError,
+    default_cache_dir,
+)
+
+KEY = {"model": "resnet10t", "seed": 3, "sizes": [1, 2]}
+
+
+class Builder:
+    """Counts its calls; returns fresh arrays each time."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    def __call__(self):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("build failed")
+        arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, 2])}
+        return arrays, {"note": "built", "calls": self.calls}
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return Cache(tmp_path / "cache")
+
+
+def _leftovers(root) -> list:
+    return [p for p in root.rglob("*") if p.name.startswith(".tmp")]
+
+
+def test_miss_then_hit(cache):
+    build = Builder()
+    arrays, meta, hit = cache.get_or_build("latents", KEY, build)
+    assert not hit and build.calls == 1
+    again, meta_again, hit_again = cache.get_or_build("latents", dict(reversed(KEY.items())), build)
+    assert hit_again and build.calls == 1  # key order does not matter
+    for name in arrays:
+        np.testing.assert_array_equal(again[name], arrays[name])
+        assert again[name].dtype == arrays[name].dtype
+    assert meta_again == meta == {"note": "built", "calls": 1}
+
+
+def test_entry_layout_and_manifest(cache):
+    cache.get_or_build("head", KEY, Builder())
+    entry = cache.entry_dir("head", KEY)
+    assert entry.parent == cache.root / "head"
+    assert sorted(p.name for p in entry.iterdir()) == [ARRAYS_FILE, MANIFEST_FILE]
+    manifest = json.loads((entry / MANIFEST_FILE).read_text())
+    assert manifest["key"] == KEY and manifest["kind"] == "head"
+    assert len(manifest["arrays_sha256"]) == 64 and manifest["meta"]["note"] == "built"
+
+
+def test_key_change_is_a_miss(cache):
+    build = Builder()
+    cache.get_or_build("latents", KEY, build)
+    cache.get_or_build("latents", {**KEY, "seed": 4}, build)
+    cache.get_or_build("encoder", KEY, build)  # same key, other kind
+    assert build.calls == 3
+
+
+def _flip_bytes(entry):
+    path = entry / ARRAYS_FILE
+    data = bytearray(path.read_bytes())
+    data[-5:] = bytes(b ^ 0xFF for b in data[-5:])
+    path.write_bytes(bytes(data))
+
+
+def _truncate(entry):
+    path = entry / ARRAYS_FILE
+    path.write_bytes(path.read_bytes()[:20])
+
+
+def _delete_manifest(entry):
+    (entry / MANIFEST_FILE).unlink()
+
+
+def _garble_manifest(entry):
+    (entry / MANIFEST_FILE).write_text("{not json")
+
+
+def _other_key_in_manifest(entry):
+    manifest = json.loads((entry / MANIFEST_FILE).read_text())
+    manifest["key"]["seed"] = 99
+    (entry / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def _delete_arrays(entry):
+    (entry / ARRAYS_FILE).unlink()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _flip_bytes,
+        _truncate,
+        _delete_manifest,
+        _garble_manifest,
+        _other_key_in_manifest,
+        _delete_arrays,
+    ],
+)
+def test_damaged_entry_is_reported_and_rebuilt(cache, caplog, damage):
+    build = Builder()
+    cache.get_or_build("latents", KEY, build)
+    entry = cache.entry_dir("latents", KEY)
+    damage(entry)
+    with caplog.at_level(logging.WARNING, logger="common.cache"):
+        arrays, _, hit = cache.get_or_build("latents", KEY, build)
+    assert not hit and build.calls == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("corrupt cache entry" in w and str(entry) in w for w in warnings), warnings
+    # the rebuilt entry is sound again
+    _, _, hit = cache.get_or_build("latents", KEY, build)
+    assert hit and build.calls == 2
+    np.testing.assert_array_equal(arrays["a"], np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+def test_failed_build_leaves_nothing_behind(cache):
+    with pytest.raises(RuntimeError, match="build failed"):
+        cache.get_or_build("latents", KEY, Builder(fail=True))
+    assert not cache.entry_dir("latents", KEY).exists()
+    assert _leftovers(cache.root) == []
+    _, _, hit = cache.get_or_build("latents", KEY, Builder())
+    assert not hit
+
+
+def test_failed_write_leaves_nothing_behind(cache):
+    def unserialisable_meta():
+        return {"a": np.zeros(3)}, {"when": object()}
+
+    with pytest.raises(TypeError):
+        cache.get_or_build("latents", KEY, unserialisable_meta)
+    assert not cache.entry_dir("latents", KEY).exists()
+    assert _leftovers(cache.root) == []
+
+
+def test_store_replaces_an_existing_entry(cache):
+    cache.store("head", KEY, {"w": np.ones(2)}, {"v": 1})
+    cache.store("head", KEY, {"w": np.zeros(2)}, {"v": 2})
+    arrays, meta = cache.load("head", KEY)
+    np.testing.assert_array_equal(arrays["w"], np.zeros(2))
+    assert meta == {"v": 2}
+    assert cache.load("head", {**KEY, "seed": 0}) is None
+
+
+def test_unwritable_folder_names_path_and_remedy(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    target = blocker / "cache"
+    with pytest.raises(CacheError) as info:
+        Cache(target)
+    assert str(target) in str(info.value)
+    assert "FEDALIGN_CACHE" in str(info.value) and "cache_dir" in str(info.value)
+
+
+def test_bad_kind_and_key(cache):
+    with pytest.raises(ValueError, match="kind"):
+        cache.entry_dir("../escape", KEY)
+    with pytest.raises(TypeError):
+        cache.get_or_build("latents", {"x": object()}, Builder())
+
+
+def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDALIGN_CACHE", str(tmp_path / "here"))
+    assert default_cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("FEDALIGN_CACHE")
+    assert "fedalign" in str(default_cache_dir())
