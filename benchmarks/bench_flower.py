@@ -96,8 +96,8 @@ def compare(name: str, settings: RunSettings, source: ProblemSource) -> tuple[fl
     print(f"    Flower    : {t_fl:7.2f} s   peak memory {mem_fl.gib:5.2f} GiB (all Ray processes)")
     print(f"    ratio Flower/in-process {t_fl / t_ref:.2f}x; overhead per round "
           f"{1000 * (t_fl - t_ref) / rounds:.0f} ms (whole run incl. Ray start-up)")  # fmt: skip
-    steady = outcome.history.seconds.iloc[1:]
-    ref_round = t_ref / rounds
+    steady = outcome.history.seconds.iloc[1:]  # round 1 includes building the users in Ray
+    ref_round = reference.history.seconds.iloc[1:].mean()
     extra = 1000 * (steady.mean() - ref_round)
     print(f"    steady-state Flower round {1000 * steady.mean():.0f} ms vs in-process "
           f"{1000 * ref_round:.0f} ms: {extra:.0f} ms overhead")  # fmt: skip

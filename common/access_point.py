@@ -108,11 +108,22 @@ class _AdmmAccessPoint(AccessPoint):
             raise TypeError(f"{self.method} AP expects align_uplink replies, got {reply.KIND!r}")
         return admm.local_f_step(self.geometry, reply.a_gram, reply.a_y, state.z, state.u)
 
+    def _per_state(self, users, make) -> dict[int, protocol.Message]:
+        """One message per distinct precoder state (the federated AP sends one to all)."""
+        built: dict[int, protocol.Message] = {}
+        out = {}
+        for k in users:
+            state = self._state(k)
+            if id(state) not in built:
+                built[id(state)] = make(state)
+            out[k] = built[id(state)]
+        return out
+
     def train_messages(self, users):
-        return {k: protocol.AlignPilots(signal=self._state(k).f @ self.x_bar) for k in users}
+        return self._per_state(users, lambda s: protocol.AlignPilots(signal=s.f @ self.x_bar))
 
     def test_messages(self, users):
-        return {k: protocol.AlignTest(signal=self._state(k).z @ self._x_test_bar) for k in users}
+        return self._per_state(users, lambda s: protocol.AlignTest(signal=s.z @ self._x_test_bar))
 
 
 class FederatedAccessPoint(_AdmmAccessPoint):

@@ -28,7 +28,7 @@ class ReceivedMoments:
 
     @classmethod
     def of(cls, y_bar: np.ndarray, received: np.ndarray) -> ReceivedMoments:
-        r_h = received.conj().T
+        r_h = np.ascontiguousarray(received.conj().T)  # a strided Rᴴ is several times slower
         gram = received @ r_h
         return cls(gram=(gram + gram.conj().T) / 2, cross=y_bar @ r_h)
 
@@ -39,10 +39,10 @@ def equalizer(moments: ReceivedMoments, noise_energy: float) -> np.ndarray:
     Solved as the Hermitian system ``(R Rᴴ + nσ² I) Gᴴ = R Ȳᴴ``; with no noise
     and a rank-deficient ``R`` the minimum-norm least-squares solution is used.
     """
-    gram, rhs = moments.gram, moments.cross.conj().T
+    gram, rhs = moments.gram, np.ascontiguousarray(moments.cross.conj().T)
     if noise_energy > 0:
         gram = gram + noise_energy * np.eye(gram.shape[0])
-        g_h = sla.solve(gram, rhs, assume_a="pos", check_finite=False)
+        g_h = np.linalg.solve(gram, rhs)  # small Hermitian PD system (Nr·u unknowns)
     else:
         g_h = sla.lstsq(gram, rhs, check_finite=False)[0]
     return g_h.conj().T
@@ -57,7 +57,7 @@ def uplink_statistics(
     g: np.ndarray, h_block: np.ndarray, y_bar: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """What user k sends: ``Aᴴ A`` and ``Aᴴ Ȳ`` with ``A = G 𝓗``."""
-    a_h = (g @ h_block).conj().T
+    a_h = np.ascontiguousarray((g @ h_block).conj().T)
     gram = a_h @ a_h.conj().T
     return (gram + gram.conj().T) / 2, a_h @ y_bar
 

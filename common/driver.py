@@ -74,6 +74,7 @@ def run_experiment(
     ap_metrics: dict[str, float] = {}
     bar = tqdm(range(1, ap.num_rounds + 1), desc=config.method, disable=not progress)
     for rnd in bar:
+        round_start = time.perf_counter()
         downlink = ap.train_messages(ids)
         ledger.record("train", rnd, DOWN, downlink)
         replies, metrics = {}, {}
@@ -81,7 +82,8 @@ def run_experiment(
             replies[k], metrics[k] = users[k].train(message)
         ledger.record("train", rnd, UP, replies)
         ap_metrics = ap.update(replies)
-        history.append(history_row(rnd, ap_metrics, metrics, 0, ledger, ap.whitening_loading))
+        row = history_row(rnd, ap_metrics, metrics, 0, ledger, ap.whitening_loading)
+        history.append({**row, "seconds": time.perf_counter() - round_start})
         bar.set_postfix(residual=f"{ap_metrics['primal_residual']:.3g}")
     test = ap.test_messages(ids)
     ledger.record("evaluate", 0, DOWN, test)
@@ -89,7 +91,7 @@ def run_experiment(
     info = run_info(config, problem.dataset, problem.ap_model, [u.name for u in problem.users], ap)
     results = result_rows(info, evaluation, ap_metrics, ledger, time.perf_counter() - start)
     return ExperimentResult(
-        history=pd.DataFrame(history, columns=list(HISTORY_COLUMNS)),
+        history=pd.DataFrame(history, columns=[*HISTORY_COLUMNS, "seconds"]),
         results=results,
         access_point=ap,
         users=users,
