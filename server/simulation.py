@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 from clients.client_app import UserFactory, default_user, make_client_app
 from common.settings import RunSettings
@@ -21,8 +23,21 @@ QUIET_ENV = {
 }
 
 
+# One BLAS thread per process: the AP and every Ray actor each get a core, and
+# multi-threaded BLAS spinning beside them slows a round down many times over.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 class SimulationFailed(RuntimeError):
     """The ServerApp did not produce an outcome (its error was logged by Flower)."""
+
+
+def _isolated_process() -> None:
+    """Initializer of the fresh process that hosts one simulation."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ.update(SINGLE_THREAD_ENV)  # inherited by the Ray workers started from here
+    threadpool_limits(1)  # numpy is already imported in this process
 
 
 def simulate(
@@ -30,8 +45,21 @@ def simulate(
     source: ProblemSource | None = None,
     *,
     user_factory: UserFactory = default_user,
+    isolated: bool = True,
 ) -> RunOutcome:
-    """One user per simulated SuperNode, ``settings.cpus_per_user`` CPUs each."""
+    """One user per simulated SuperNode, ``settings.cpus_per_user`` CPUs each.
+
+    By default the simulation runs in a freshly spawned process and its outcome
+    comes back pickled: starting Ray a second time from a process that already
+    holds many threads (a Hydra ``-m`` sweep, a benchmark) can deadlock, and a
+    fresh process also gets the single-threaded BLAS set-up above.
+    """
+    if isolated:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context, initializer=_isolated_process) as pool:
+            return pool.submit(
+                simulate, settings, source, user_factory=user_factory, isolated=False
+            ).result()
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     from flwr.simulation import run_simulation
