@@ -80,9 +80,12 @@ class AccessPoint(abc.ABC):
         """The learned state, by name (for checks and for saving)."""
         return {}
 
+    whitening: Whitening | None = None  # the AP's whitening of what it sends, if any
+
     @property
     def whitening_loading(self) -> float:
-        return 0.0
+        """Diagonal loading its whitening needed (reported in the history)."""
+        return 0.0 if self.whitening is None else self.whitening.loading
 
 
 class _AdmmAccessPoint(AccessPoint):
@@ -90,15 +93,12 @@ class _AdmmAccessPoint(AccessPoint):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.whitening: Whitening = fit_whitening(compress(self._pilots))
-        self.x_bar = self.whitening.whiten(compress(self._pilots))
+        compressed = compress(self._pilots)
+        self.whitening = fit_whitening(compressed)
+        self.x_bar = self.whitening.whiten(compressed)
         self._x_test_bar = self.whitening.whiten(compress(self._test))
         self.geometry = admm.PilotGeometry.from_pilots(self.x_bar, self.rho)
         self.shape = (self.link.tx_dim, self.x_bar.shape[0])
-
-    @property
-    def whitening_loading(self) -> float:
-        return self.whitening.loading
 
     def _state(self, user: int) -> admm.ConsensusState:
         raise NotImplementedError
@@ -201,10 +201,6 @@ class _FeatureAccessPoint(AccessPoint):
     @property
     def num_rounds(self) -> int:
         return 1
-
-    @property
-    def whitening_loading(self) -> float:
-        return self.whitening.loading
 
     @abc.abstractmethod
     def _select(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

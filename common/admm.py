@@ -135,18 +135,20 @@ def local_f_step(
     u: np.ndarray,
 ) -> np.ndarray:
     """Solve ``(AᴴA) F_k + F_k (ρnB) = (ρn(Z − U) + (AᴴȲ) X̄ᴴ) B``."""
-    rho_n = geometry.rho * geometry.n
-    q = (rho_n * (z - u) + a_y @ geometry.x_bar_h) @ geometry.b
-    return geometry.sylvester.solve(a_gram, q)
+    return geometry.sylvester.solve(a_gram, _f_step_rhs(geometry, a_y, z, u))
+
+
+def _f_step_rhs(geometry: PilotGeometry, a_y: np.ndarray, z, u) -> np.ndarray:
+    """``(ρn(Z − U) + (AᴴȲ) X̄ᴴ) B``, the right-hand side of the local F step."""
+    return (geometry.rho * geometry.n * (z - u) + a_y @ geometry.x_bar_h) @ geometry.b
 
 
 def sylvester_residual(
     geometry: PilotGeometry, a_gram: np.ndarray, a_y: np.ndarray, z, u, f: np.ndarray
 ) -> float:
     """Relative residual of :func:`local_f_step`'s equation at ``f`` (for checks)."""
-    rho_n = geometry.rho * geometry.n
-    q = (rho_n * (z - u) + a_y @ geometry.x_bar_h) @ geometry.b
-    lhs = a_gram @ f + f @ (rho_n * geometry.b)
+    q = _f_step_rhs(geometry, a_y, z, u)
+    lhs = a_gram @ f + f @ (geometry.rho * geometry.n * geometry.b)
     return float(np.linalg.norm(lhs - q) / np.linalg.norm(q))
 
 

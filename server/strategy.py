@@ -114,21 +114,20 @@ class AlignmentStrategy(Strategy):
     def _collect(self, rnd: int, stage: str, replies: Iterable[Message]):
         """Split replies into (user -> content) and count failures and silent users."""
         good: dict[int, RecordDict] = {}
+        errored: set[int] = set()
         for reply in replies:
             user = self._sent.get(reply.metadata.src_node_id)
             if user is None:
                 continue
             if reply.has_error():
                 reason = reply.error.reason.rsplit("Message: ", 1)[-1].strip()
+                errored.add(user)
                 self.failures.append({"round": rnd, "stage": stage, "user": user, "reason": reason})
                 logger.warning("round %d %s: user %d failed: %s", rnd, stage, user, reason[:200])
             else:
                 good[user] = reply.content
-        for user in sorted(set(self._sent.values()) - set(good)):
-            if not any(f["user"] == user and f["round"] == rnd and f["stage"] == stage
-                       for f in self.failures):  # fmt: skip
-                self.failures.append({"round": rnd, "stage": stage, "user": user,
-                                      "reason": "no reply"})  # fmt: skip
+        for user in sorted(set(self._sent.values()) - set(good) - errored):
+            self.failures.append({"round": rnd, "stage": stage, "user": user, "reason": "no reply"})
         return good, len(self._sent) - len(good)
 
     # ---- training --------------------------------------------------------------------------
@@ -194,4 +193,3 @@ class AlignmentStrategy(Strategy):
 
     def failures_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.failures, columns=["round", "stage", "user", "reason"])
-
