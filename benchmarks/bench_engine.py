@@ -20,23 +20,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
 from benchmarks._common import measure, verdict  # noqa: E402
-from common.driver import run_experiment  # noqa: E402
-from common.experiment import ExperimentConfig  # noqa: E402
-from common.link import LinkConfig  # noqa: E402
-from common.sources import SyntheticSource  # noqa: E402
+from common.run.driver import run_experiment  # noqa: E402
+from common.run.sources import SyntheticSource  # noqa: E402
+from conf import settings  # noqa: E402
 
-LINK = LinkConfig(antennas_tx=4, antennas_rx=4, channel_uses=4, snr_db=20.0)
-CONFIG = ExperimentConfig(method="federated", rounds=30, link=LINK, pilot_fraction=1.0, seed=42)
+# The default run (federated, 30 rounds, u = 4, 4x4, 20 dB, all pilots, seed 42).
+DEFAULT = settings("experiment.progress=false")
 
 
 def paper_sized() -> None:
-    from common.asset_source import AssetSource
-    from common.settings import RunSettings, settings_from_config
+    from common.assets.source import AssetSource
 
-    settings = settings_from_config({})  # the default run: embedded zoo, all users
-    source = AssetSource(RunSettings(**{**settings.__dict__, "progress": False}))
-    problem = source.problem()
-    result, wall, peak = measure(lambda: run_experiment(problem, CONFIG))
+    problem = AssetSource(DEFAULT).problem()  # the default run: embedded zoo, all users
+    result, wall, peak = measure(lambda: run_experiment(problem, DEFAULT))
     print(
         f"\n[1] paper-sized in-process run: {len(problem.users)} users, n = {problem.n_pilots} "
         f"pilots, 30 rounds, u = 4, 4x4, 20 dB"
@@ -54,7 +50,8 @@ def scaling(max_n: int) -> None:
             n=n, n_test=1_000, ap_dim=192, user_dims=(192, 384, 768, 384), classes=10, seed=0
         )
         problem = source.problem()
-        _, wall, peak = measure(lambda p=problem: run_experiment(p, CONFIG))
+        config = DEFAULT.replace(models=tuple(u.name for u in problem.users))
+        _, wall, peak = measure(lambda p=problem, c=config: run_experiment(p, c))
         rows.append({"n": n, "wall_s": wall, "peak_MiB": peak})
     table = pd.DataFrame(rows)
     table["s_per_1k_pilots"] = table.wall_s / (table.n / 1000)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import sys
 import threading
@@ -26,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from benchmarks._common import verdict  # noqa: E402
-from common.driver import run_experiment  # noqa: E402
-from common.settings import RunSettings, settings_from_config  # noqa: E402
-from common.sources import ProblemSource, SyntheticSource  # noqa: E402
-from server.simulation import simulate  # noqa: E402
+from common.run.driver import run_experiment  # noqa: E402
+from common.run.settings import RunSettings  # noqa: E402
+from common.run.sources import ProblemSource, SyntheticSource  # noqa: E402
+from conf import settings as configured  # noqa: E402
+from launch.simulation import simulate  # noqa: E402
 
 
 def _rss_bytes(pid: str) -> int:
@@ -80,7 +80,7 @@ def compare(name: str, settings: RunSettings, source: ProblemSource) -> tuple[fl
     problem = source.problem()
     with PeakMemory() as mem_ref:
         start = time.perf_counter()
-        reference = run_experiment(problem, settings.experiment())
+        reference = run_experiment(problem, settings)
         t_ref = time.perf_counter() - start
     del problem
     with PeakMemory() as mem_fl:
@@ -114,9 +114,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000)
     args = parser.parse_args()
     if not args.skip_default:
-        from common.asset_source import AssetSource
+        from common.assets.source import AssetSource
 
-        settings = dataclasses.replace(settings_from_config({}), progress=False)
+        settings = configured("experiment.progress=false")
         AssetSource(settings).warm(progress=False)
         _, _, overhead = compare("default run", settings, AssetSource(settings))
         print("    " + verdict("steady-state overhead per round", 1000 * overhead, 150, "ms"))
@@ -124,7 +124,7 @@ def main() -> None:
         dims = (384, 768, 384, 768, 384, 768, 384, 768, 384, 768)
         source = SyntheticSource(n=args.n, n_test=2_000, ap_dim=192, user_dims=dims, classes=10)
         names = tuple(source.user_data(k).name + f"_{k}" for k in range(len(dims)))
-        settings = RunSettings(models=names, rounds=30, progress=False)
+        settings = configured("experiment.progress=false").replace(models=names, rounds=30)
         t_fl, t_ref, _ = compare("paper scale, synthetic", settings, source)
         print("    " + verdict("Flower / in-process", t_fl / t_ref, 1.5, "x"))
 

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_zoo.py [--repeats N]``
 
-1. Build the default embedded scenario (AP + every user: train, extract, heads)
+1. Build the default embedded zoo's assets (AP + every user: train, extract, heads)
    into an empty temporary cache. Target: <= 180 s.
 2. Load it again from that (now warm) cache. Target: <= 5 s.
 3. Per model, latent-extraction throughput of ``extract_latents`` (uint8 images
@@ -25,11 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common.assets import load_encoder, load_scenario, main_table  # noqa: E402
-from common.cache import Cache  # noqa: E402
-from common.data import load_dataset  # noqa: E402
-from common.latents import extract_latents  # noqa: E402
-from common.zoo import get_zoo  # noqa: E402
+from common.assets.cache import Cache  # noqa: E402
+from common.assets.data import load_dataset  # noqa: E402
+from common.assets.latents import extract_latents  # noqa: E402
+from common.assets.source import AssetSource  # noqa: E402
+from common.assets.store import load_encoder  # noqa: E402
+from common.assets.zoo import get_zoo  # noqa: E402
+from conf import settings  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _import_started
 COLD_TARGET_S, WARM_TARGET_S, RATIO_TARGET = 180.0, 5.0, 0.9
@@ -100,29 +102,28 @@ def main() -> int:
     print(f"torch {torch.__version__}, {cores} cores, imports took {IMPORT_SECONDS:.1f} s")
 
     with tempfile.TemporaryDirectory(prefix="fedalign-bench-") as folder:
-        cache = Cache(folder)
+        source = AssetSource(settings(f"cache_dir={folder}", "experiment.progress=false"))
         started = time.perf_counter()
-        scenario = load_scenario(cache=cache, progress=False)
+        built = source.warm(progress=False)
         cold_s = time.perf_counter() - started
         print("\n(1) cold build, empty cache:")
-        print(main_table(scenario).to_string(index=False, float_format="%.3f"))
+        print(built.to_string(index=False, float_format="%.3f"))
 
         started = time.perf_counter()
-        warm = load_scenario(cache=Cache(folder), progress=False)
+        warm = AssetSource(source.settings).warm(progress=False)
         warm_s = time.perf_counter() - started
-        all_cached = all(z.meta["cached"] for z in (warm.ap, *warm.users)) and all(
-            h.meta["cached"] for h in (warm.ap_head, *warm.heads)
-        )
+        all_cached = bool(warm.cached.all())
         print(f"\n(2) warm load: {warm_s:.2f} s, all cache hits: {all_cached}")
 
         torch.set_num_threads(max(1, cores or 1))
-        rows = throughput(cache, args.repeats)
+        rows = throughput(Cache(folder), args.repeats)
     table = pd.DataFrame(rows)
-    print(f"\n(3) extraction throughput, {len(scenario.labels['train'])} images, batch {BATCH}:")
+    images = len(load_dataset("mnist5k").labels["train"])
+    print(f"\n(3) extraction throughput, {images} images, batch {BATCH}:")
     print(table.to_string(index=False, float_format="%.2f"))
 
     worst = min(rows, key=lambda r: r["ratio"])
-    accuracies = [h.clean_test_accuracy for h in (scenario.ap_head, *scenario.heads)]
+    accuracies = built.clean_test_accuracy.tolist()
     checks = [
         (cold_s <= COLD_TARGET_S, f"cold build {cold_s:.1f} s (target <= {COLD_TARGET_S:.0f} s)"),
         (

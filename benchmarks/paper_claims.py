@@ -11,7 +11,6 @@ results/paper_claims/results.parquet and accuracy_vs_compression.png.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -20,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from common.asset_source import AssetSource  # noqa: E402
-from common.driver import run_experiment  # noqa: E402
-from common.plots import plot_against_compression, seed_summary  # noqa: E402
-from common.reporting import write_tables  # noqa: E402
-from common.settings import settings_from_config  # noqa: E402
+from common.assets.source import AssetSource  # noqa: E402
+from common.run.driver import run_experiment  # noqa: E402
+from common.run.plots import plot_against_compression, seed_summary  # noqa: E402
+from common.run.reporting import write_tables  # noqa: E402
+from conf import settings  # noqa: E402
 
 METHODS = ("federated", "multi_link", "first_k", "top_k")
 
@@ -38,17 +37,15 @@ def main() -> None:
     parser.add_argument("--out", default="results/paper_claims")
     args = parser.parse_args()
 
-    base = settings_from_config({"users": {"group": args.group}, "experiment": {"progress": False}})
+    base = settings(f"users.group={args.group}", "experiment.progress=false")
     frames = []
     grid = [(s, m, u) for s in args.seeds for m in METHODS for u in args.uses]
     problems = {}
     for seed, method, uses in tqdm(grid, desc="runs"):
-        settings = dataclasses.replace(
-            base, seed=seed, method=method, channel_uses=uses, snr_db=args.snr
-        )
+        cell = base.replace(seed=seed, method=method, channel_uses=uses, snr_db=args.snr)
         if seed not in problems:  # the pilots depend on the seed only
-            problems[seed] = AssetSource(settings).problem()
-        frames.append(run_experiment(problems[seed], settings.experiment()).results)
+            problems[seed] = AssetSource(cell).problem()
+        frames.append(run_experiment(problems[seed], cell).results)
     results = pd.concat(frames, ignore_index=True)
     write_tables(args.out, {"results": results})
     summary = seed_summary(results)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.user_client import AlignmentClient
-from common import protocol
-from common.settings import RunSettings
-from common.sources import ProblemSource
-from common.user import User
-from server import wire
+from clients.client import AlignmentClient
+from common.parties import protocol
+from common.parties.user import User
+from common.run.session import build_user
+from common.run.settings import RunSettings
+from common.run.sources import ProblemSource
 
 STATE = "user_state"
 
@@ -29,7 +29,8 @@ _USERS: dict[tuple, User] = {}
 
 
 def default_user(index: int, source: ProblemSource, settings: RunSettings) -> User:
-    return User(index, source.user_data(index), settings.link, settings.seed)
+    """The method's own user class over this user's private inputs."""
+    return build_user(settings, index, source.user_data(index))
 
 
 def cached_user(
@@ -45,12 +46,6 @@ def cached_user(
     return _USERS[key]
 
 
-def _asset_source(settings: RunSettings) -> ProblemSource:
-    from common.asset_source import AssetSource
-
-    return AssetSource(settings)
-
-
 def make_client_app(
     settings: RunSettings | None = None,
     source: ProblemSource | None = None,
@@ -59,52 +54,48 @@ def make_client_app(
     """A ClientApp bound to ``settings``/``source``, or reading them from the run config."""
     app = ClientApp()
 
-    def resolve(context: Context) -> tuple[RunSettings, ProblemSource]:
-        if settings is None:
-            from server.runconfig import settings_from_run_config
+    def user_for(context: Context) -> User:
+        resolved = settings
+        if resolved is None:
+            from conf import settings_from_run_config
 
             resolved = settings_from_run_config(context.run_config)
-        else:
-            resolved = settings
-        return resolved, source if source is not None else _asset_source(resolved)
+        src = source
+        if src is None:
+            from common.assets.source import AssetSource
 
-    def user_for(context: Context) -> User:
-        resolved, src = resolve(context)
+            src = AssetSource(resolved)
         user = cached_user(int(context.node_config["partition-id"]), src, resolved, user_factory)
         saved = context.state.get(STATE)
-        user.import_state(wire.numpy_arrays(saved) if saved is not None else {})
+        user.import_state({} if saved is None else {k: a.numpy() for k, a in saved.items()})
         return user
 
-    def parameters(msg: Message) -> tuple[str, list]:
-        kind = str(msg.content[wire.CONFIG]["kind"])
-        arrays = wire.numpy_arrays(msg.content[wire.ARRAYS])
-        return kind, [arrays[name] for name in protocol.message_class(kind).field_names()]
+    def request(msg: Message) -> tuple[list, dict]:
+        """The AP's arrays in declared order and the config (its ``kind``)."""
+        return msg.content[protocol.ARRAYS].to_numpy_ndarrays(), dict(msg.content[protocol.CONFIG])
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         identity = MetricRecord({"partition-id": int(context.node_config["partition-id"])})
-        return Message(RecordDict({wire.METRICS: identity}), reply_to=msg)
+        return Message(RecordDict({protocol.METRICS: identity}), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         user = user_for(context)
-        kind, params = parameters(msg)
-        reply_arrays, _, metrics = AlignmentClient(user).fit(params, {"kind": kind})
-        reply = protocol.message_class(protocol.REPLY_KIND[kind]).from_list(reply_arrays)
-        context.state[STATE] = wire.array_record(user.export_state())
-        content = wire.encode(reply)
-        content[wire.METRICS] = wire.metric_record(metrics)
+        arrays, _, metrics = AlignmentClient(user).fit(*request(msg))
+        kind = metrics.pop("kind")
+        context.state[STATE] = ArrayRecord({k: Array(v) for k, v in user.export_state().items()})
+        content = RecordDict({
+            protocol.ARRAYS: ArrayRecord(numpy_ndarrays=arrays),
+            protocol.CONFIG: ConfigRecord({"kind": kind}),
+            protocol.METRICS: MetricRecord(metrics),
+        })  # fmt: skip
         return Message(content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        user = user_for(context)
-        kind, params = parameters(msg)
-        _, _, metrics = AlignmentClient(user).evaluate(params, {"kind": kind})
-        content = RecordDict(
-            {wire.METRICS: wire.metric_record(metrics), wire.CONFIG: ConfigRecord({"kind": "ok"})}
-        )
-        return Message(content, reply_to=msg)
+        _, _, metrics = AlignmentClient(user_for(context)).evaluate(*request(msg))
+        return Message(RecordDict({protocol.METRICS: MetricRecord(metrics)}), reply_to=msg)
 
     return app
 

@@ -13,9 +13,7 @@ OVERRIDES="${1:-}"
 PY=.venv/bin/python
 export PATH="$PWD/.venv/bin:$PATH"
 export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}"
-export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 FLWR_LOG_LEVEL=WARNING
-export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
-export TQDM_DISABLE=1
+eval "$($PY -m launch.environment)"  # the quiet Flower/Ray variables, defined once
 mkdir -p "$FLWR_HOME"
 [ -f "$FLWR_HOME/config.toml" ] || cat > "$FLWR_HOME/config.toml" <<'TOML'
 [superlink]
@@ -27,9 +25,9 @@ TOML
 
 USERS=$($PY - "$OVERRIDES" <<'PYEOF'
 import sys
-from common.asset_source import AssetSource
-from common.settings import ConfigError
-from server.runconfig import settings_from_overrides
+from common.assets.source import AssetSource
+from common.run.settings import ConfigError
+from conf import settings_from_overrides
 try:
     settings = settings_from_overrides(sys.argv[1])
 except ConfigError as exc:

@@ -26,15 +26,15 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist5k():
     """The default dataset with the default split."""
-    from common.data import load_dataset
+    from common.assets.data import load_dataset
 
     return load_dataset("mnist5k")
 
 
 @pytest.fixture(scope="session")
-def embedded_scenario(cache_dir):
-    """The default embedded scenario (all users); builds the zoo if the cache is cold."""
-    from common.assets import load_scenario
-    from common.cache import Cache
+def embedded_source(cache_dir):
+    """The default embedded zoo's assets (all users) as a run's inputs, in the shared cache."""
+    from common.assets.source import AssetSource
+    from conf import settings
 
-    return load_scenario(cache=Cache(cache_dir), progress=False)
+    return AssetSource(settings(f"cache_dir={cache_dir}", "experiment.progress=false"))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from common.settings import RunSettings
-from common.sources import ProblemSource
-from common.user import User
+from common.parties.consensus import AdmmUser
+from common.run.session import build_user
+from common.run.settings import RunSettings
+from common.run.sources import ProblemSource
 
 
-class FaultyUser(User):
+class FaultyUser(AdmmUser):
     """Raises whenever it is asked to train again after its first round."""
 
     def train(self, message):
@@ -16,6 +17,7 @@ class FaultyUser(User):
         return super().train(message)
 
 
-def faulty_second_user(index: int, source: ProblemSource, settings: RunSettings) -> User:
-    cls = FaultyUser if index == 1 else User
-    return cls(index, source.user_data(index), settings.link, settings.seed)
+def faulty_second_user(index: int, source: ProblemSource, settings: RunSettings):
+    if index == 1:
+        return FaultyUser(index, source.user_data(index), settings.link, settings.seed)
+    return build_user(settings, index, source.user_data(index))

@@ -1,10 +1,25 @@
-"""Synthetic alignment problems for tests (see :class:`common.sources.SyntheticSource`)."""
+"""Synthetic alignment problems and settings for them (see :class:`SyntheticSource`)."""
 
 from __future__ import annotations
 
-from common.experiment import AlignmentProblem
-from common.sources import SyntheticSource
+import dataclasses
+
+from common.maths.link import LinkConfig
+from common.run.settings import RunSettings
+from common.run.sources import AlignmentProblem, SyntheticSource
+from conf import settings
 
 
 def make_problem(**kwargs) -> AlignmentProblem:
     return SyntheticSource(**kwargs).problem()
+
+
+def settings_for(problem: AlignmentProblem, **changes) -> RunSettings:
+    """The configured defaults, with ``problem``'s users and the given changes."""
+    models = tuple(user.name for user in problem.users)
+    return settings().replace(models=models, progress=False, **changes)
+
+
+def link(**changes) -> LinkConfig:
+    """The configured default link with some values changed."""
+    return dataclasses.replace(settings().link, **changes)

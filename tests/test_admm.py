@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 
-from common import admm
-from common.access_point import FederatedAccessPoint
-from common.compression import compress
-from common.driver import build_parties, run_experiment
-from common.experiment import ExperimentConfig
-from common.link import LinkConfig
-from tests.synthetic import make_problem
+from common.maths import admm
+from common.maths.compression import compress
+from common.parties.consensus import FederatedAccessPoint
+from common.run.driver import build_parties, run_experiment, run_parties
+from tests.synthetic import link, make_problem, settings_for
 
 
 def _crandn(rng, *shape):
@@ -57,10 +55,9 @@ def test_g_is_a_stationary_point_of_its_objective():
         assert np.linalg.norm(gradient) / np.linalg.norm(y_bar @ r.conj().T) < 1e-10
 
 
-def _run(method="federated", **link):
+def _run(method="federated", **link_changes):
     problem = make_problem()
-    config = ExperimentConfig(method=method, rounds=30, link=LinkConfig(**link), seed=3)
-    return problem, config
+    return problem, settings_for(problem, method=method, rounds=30, seed=3, **link_changes)
 
 
 @pytest.mark.parametrize("method", ["federated", "multi_link"])
@@ -69,7 +66,7 @@ def test_every_local_f_solves_its_sylvester_equation_and_z_stays_feasible(method
     ap, users = build_parties(problem, config)
     ids = [u.index for u in users]
     for _ in range(8):
-        replies = {k: users[k].train(m)[0] for k, m in ap.train_messages(ids).items()}
+        replies = {k: users[k].train(m).message for k, m in ap.train_messages(ids).items()}
         for k, reply in replies.items():
             state = ap.state if method == "federated" else ap.states[k]
             f_k = admm.local_f_step(ap.geometry, reply.a_gram, reply.a_y, state.z, state.u)
@@ -87,7 +84,7 @@ def test_federated_f_is_the_mean_of_the_local_solutions():
     problem, config = _run()
     ap, users = build_parties(problem, config)
     ids = [u.index for u in users]
-    replies = {k: users[k].train(m)[0] for k, m in ap.train_messages(ids).items()}
+    replies = {k: users[k].train(m).message for k, m in ap.train_messages(ids).items()}
     z, u = ap.state.z.copy(), ap.state.u.copy()
     local = [admm.local_f_step(ap.geometry, r.a_gram, r.a_y, z, u) for r in replies.values()]
     ap.update(replies)
@@ -110,11 +107,12 @@ def test_power_constraint_holds_and_primal_residual_shrinks(method):
 def test_single_user_noise_free_alignment_reaches_least_squares():
     """Infinite SNR, square channels, Nt·u ≥ m: ADMM matches the unconstrained LS map."""
     problem = make_problem(ap_dim=16, user_dims=(20,), n=800, noise=0.5)  # m = 8
-    config = ExperimentConfig(
-        rounds=30, link=LinkConfig(antennas_tx=4, antennas_rx=4, channel_uses=2, snr_db=math.inf)
+    config = settings_for(
+        problem, rounds=30, antennas_tx=4, antennas_rx=4, channel_uses=2, snr_db=math.inf
     )
-    result = run_experiment(problem, config)
-    ap, user = result.access_point, result.users[0]
+    ap, users = build_parties(problem, config)
+    run_parties(ap, users, config, problem)
+    user = users[0]
     x_bar, y_bar = ap.x_bar, user._y_bar
     aligned = user.g @ user.h_block @ ap.state.z @ x_bar
     mse_admm = np.mean(np.abs(y_bar - aligned) ** 2)
@@ -127,7 +125,7 @@ def test_single_user_noise_free_alignment_reaches_least_squares():
 def test_ap_pilot_geometry_uses_whitened_pilots():
     problem = make_problem()
     ap = FederatedAccessPoint(
-        problem.ap_pilots, problem.ap_test, LinkConfig(), [0, 1], rounds=2, seed=0
+        problem.ap_pilots, problem.ap_test, link(), [0, 1], rounds=2, rho=1.0, seed=0
     )
     n = problem.n_pilots
     np.testing.assert_allclose(ap.geometry.b, np.eye(ap.x_bar.shape[0]) / n, atol=1e-12)
@@ -138,11 +136,10 @@ def test_runs_are_deterministic_and_seed_dependent():
     problem, config = _run()
     a = run_experiment(problem, config)
     b = run_experiment(problem, config)
-    np.testing.assert_array_equal(a.access_point.state.z, b.access_point.state.z)
+    np.testing.assert_array_equal(a.precoders["Z"], b.precoders["Z"])
     assert a.results.accuracy.tolist() == b.results.accuracy.tolist()
-    other = ExperimentConfig(rounds=30, seed=4)
-    c = run_experiment(problem, other)
-    assert not np.allclose(a.access_point.state.z, c.access_point.state.z)
+    c = run_experiment(problem, config.replace(seed=4))
+    assert not np.allclose(a.precoders["Z"], c.precoders["Z"])
 
 
 def test_objective_from_moments_equals_the_direct_computation():

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from common import channel
-from common.compression import compress, compressed_dim, decompress
-from common.link import LinkConfig
-from common.whitening import fit_whitening
+from common.maths import channel
+from common.maths.compression import compress, compressed_dim, decompress
+from common.maths.whitening import fit_whitening
+from tests.synthetic import link
 
 
 @pytest.mark.parametrize("d", [1, 2, 7, 8, 191, 192])
@@ -93,5 +93,5 @@ def test_noise_variance_follows_snr_definition():
 )
 def test_link_config_rejects_bad_values_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name) as info:
-        LinkConfig(**kwargs)
+        link(**kwargs)
     assert repr(next(iter(kwargs.values()))) in str(info.value)

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from common.cache import (
+from common.assets.cache import (
     ARRAYS_FILE,
     MANIFEST_FILE,
     Cache,
@@ -119,7 +119,7 @@ def test_damaged_entry_is_reported_and_rebuilt(cache, caplog, damage):
     cache.get_or_build("latents", KEY, build)
     entry = cache.entry_dir("latents", KEY)
     damage(entry)
-    with caplog.at_level(logging.WARNING, logger="common.cache"):
+    with caplog.at_level(logging.WARNING, logger="common.assets.cache"):
         arrays, _, hit = cache.get_or_build("latents", KEY, build)
     assert not hit and build.calls == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import ConfigError, RunSettings, settings_from_config
-from server.runconfig import compose, settings_from_overrides
+from common.run.settings import ConfigError, RunSettings, settings_from_config
+from conf import compose, settings_from_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,8 @@ def settings(*overrides: str) -> RunSettings:
 def test_default_config_is_the_papers_default_run():
     s = settings()
     assert (s.dataset, s.zoo, s.method, s.rounds) == ("mnist5k", "embedded", "federated", 30)
-    assert (s.antennas_tx, s.antennas_rx, s.channel_uses, s.snr_db) == (4, 4, 4, 20.0)
+    assert (s.link.antennas_tx, s.link.antennas_rx, s.link.channel_uses, s.link.snr_db) == (
+        4, 4, 4, 20.0)  # fmt: skip
     assert s.num_users == 8 and s.pilot_fraction == 1.0 and s.rho == 1.0
     assert s.cpus_per_user == 1.0
 
@@ -49,7 +50,9 @@ def test_paper_keys_translate_one_to_one():
         "communication.snr=-10",
         "seed=27",
     )
-    assert (s.channel_uses, s.antennas_tx, s.antennas_rx, s.snr_db, s.seed) == (8, 2, 2, -10, 27)
+    link = s.link
+    assert (link.channel_uses, link.antennas_tx, link.antennas_rx, link.snr_db, s.seed) == (
+        8, 2, 2, -10, 27)  # fmt: skip
 
 
 def test_settings_survive_json_and_the_flwr_run_config_path():
@@ -63,7 +66,7 @@ def test_settings_survive_json_and_the_flwr_run_config_path():
     [
         ("strategy.name=fedavg", "strategy.name", "federated, first_k, multi_link, top_k"),
         ("base_station.strategy=Best-K", "base_station.strategy", "First-K"),
-        ("data.name=imagenet", "data.name", "mnist5k, cifar10"),
+        ("data.name=imagenet", "data.name", "cifar10, mnist5k"),
         ("users.zoo=huge", "users.zoo", "embedded"),
         ("users.group=tiny", "users.group", "heterogeneous"),
         ("users.models=[resnet10t,resnet99]", "users.models", "levit_128s"),
@@ -102,3 +105,49 @@ def test_cli_rejects_bad_config_before_starting_ray(tmp_path):
     assert "error: config key 'communication.antennas_transmitter' = 0 is invalid" in proc.stderr
     assert "ray" not in (proc.stdout + proc.stderr).lower().replace("array", "")
     assert not (tmp_path / "results.parquet").exists()
+
+
+def test_every_default_lives_in_the_config_files():
+    """Settings hold no defaults of their own: a key missing from the config is an error."""
+    cfg = compose([])
+    del cfg["communication"]["snr"]
+    with pytest.raises(ConfigError, match="'communication.snr' is missing"):
+        settings_from_config(cfg)
+    with pytest.raises(ConfigError, match="'strategy.name' is missing"):
+        settings_from_config({})
+    with pytest.raises(TypeError):
+        RunSettings()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("users.models=resnet10t", "users.models", "give a list"),
+        ("experiment.progress=no_thanks", "experiment.progress", "true or false"),
+        ("users.head_seed=-1", "users.head_seed", ">= 0"),
+        ("data.split_seed=1.5", "data.split_seed", ">= 0"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused(override, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        settings(override)
+    assert f"'{key}'" in str(info.value) and allowed in str(info.value)
+
+
+def test_settings_replace_routes_link_fields_and_validates_them():
+    s = settings()
+    changed = s.replace(channel_uses=8, seed=3)
+    assert changed.link.channel_uses == 8 and changed.seed == 3 and s.link.channel_uses == 4
+    with pytest.raises(ValueError, match="channel_uses"):
+        s.replace(channel_uses=0)
+
+
+def test_the_settings_module_imports_no_domain_module():
+    """Names are validated through registries; the method and zoo modules load on first use."""
+    code = (
+        "import sys; import common.run.settings; "
+        "bad = [m for m in ('common.parties.consensus', 'common.assets.zoo', 'torch', "
+        "'common.assets.data') if m in sys.modules]; print(bad)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr

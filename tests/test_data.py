@@ -9,14 +9,15 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 
-from common.data import (
+from common.assets.data import (
     CIFAR10_FILES,
     CIFAR10_FOLDER,
-    DATASETS,
     DatasetNotFoundError,
     load_dataset,
     pilot_indices,
 )
+from common.registry import DATASETS
+from conf import settings
 
 SIZES = {"train": 3500, "val": 500, "test": 1000}
 
@@ -28,6 +29,7 @@ def _class_counts(labels: np.ndarray) -> np.ndarray:
 def test_unknown_dataset_names_value_and_choices():
     with pytest.raises(ValueError, match="imagenet") as info:
         load_dataset("imagenet")
+    assert set(DATASETS) == {"mnist5k", "cifar10"}
     for name in DATASETS:
         assert name in str(info.value)
 
@@ -109,8 +111,9 @@ def test_pilots_full_and_tiny_fractions(mnist5k):
 
 @pytest.mark.parametrize("fraction", [0, 0.0, -0.1, 1.5, math.nan, "0.5", None])
 def test_bad_pilot_fraction(fraction):
+    """Checked where the value enters (the run settings), before any pilot is drawn."""
     with pytest.raises(ValueError, match="pilot_fraction") as info:
-        pilot_indices(np.arange(10) % 2, fraction, 0)
+        settings().replace(pilot_fraction=fraction)
     assert repr(fraction) in str(info.value)
 
 

@@ -1,13 +1,11 @@
 """Alignment on the embedded zoo: accuracy grows with channel uses and with SNR."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from common.asset_source import AssetSource
-from common.driver import run_experiment
-from common.settings import settings_from_config
+from common.assets.source import AssetSource
+from common.run.driver import run_experiment
+from conf import settings
 
 pytestmark = pytest.mark.slow
 SEEDS = (27, 42, 100)
@@ -15,18 +13,16 @@ SEEDS = (27, 42, 100)
 
 @pytest.fixture(scope="module")
 def problems():
-    base = dataclasses.replace(settings_from_config({}), progress=False)
-    return base, {
-        seed: AssetSource(dataclasses.replace(base, seed=seed)).problem() for seed in SEEDS
-    }
+    base = settings("experiment.progress=false")
+    return base, {seed: AssetSource(base.replace(seed=seed)).problem() for seed in SEEDS}
 
 
 def mean_accuracy(problems, **changes) -> float:
     base, by_seed = problems
     runs = []
     for seed in SEEDS:
-        settings = dataclasses.replace(base, seed=seed, **changes)
-        runs.append(run_experiment(by_seed[seed], settings.experiment()).results.accuracy.mean())
+        run = run_experiment(by_seed[seed], base.replace(seed=seed, **changes))
+        runs.append(run.results.accuracy.mean())
     return float(np.mean(runs))
 
 
@@ -42,6 +38,6 @@ def test_accuracy_rises_with_snr(problems):
 
 def test_aligned_accuracy_stays_below_the_clean_bound(problems):
     base, by_seed = problems
-    results = run_experiment(by_seed[42], base.experiment()).results
+    results = run_experiment(by_seed[42], base).results
     assert (results.accuracy <= results.clean_accuracy + 0.02).all()
     assert results.accuracy.mean() > 0.5

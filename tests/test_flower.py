@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from common.driver import run_experiment
-from common.reporting import write_tables
-from common.settings import RunSettings
-from common.sources import SyntheticSource
-from server.simulation import simulate
+from common.run.driver import run_experiment
+from common.run.reporting import write_tables
+from common.run.sources import SyntheticSource
+from conf import settings
+from launch.simulation import simulate
 from tests.flower_helpers import faulty_second_user
 
 pytestmark = pytest.mark.slow
@@ -16,8 +16,8 @@ SOURCE = SyntheticSource(n=400, n_test=200, ap_dim=24, user_dims=(30, 17, 20))
 MODELS = tuple(SOURCE.user_data(k).name for k in range(SOURCE.num_users))
 
 
-def _settings(method: str, rounds: int = 4) -> RunSettings:
-    return RunSettings(
+def _settings(method: str, rounds: int = 4):
+    return settings().replace(
         models=MODELS, method=method, rounds=rounds, channel_uses=2, seed=7, progress=False
     )
 
@@ -26,8 +26,8 @@ def _settings(method: str, rounds: int = 4) -> RunSettings:
 def test_flower_simulation_matches_the_in_process_driver(method):
     settings = _settings(method)
     outcome = simulate(settings, SOURCE)
-    reference = run_experiment(SOURCE.problem(), settings.experiment())
-    expected = reference.access_point.precoders()
+    reference = run_experiment(SOURCE.problem(), settings)
+    expected = reference.precoders
     assert set(outcome.precoders) == set(expected)
     for name, value in expected.items():
         diff = np.linalg.norm(outcome.precoders[name] - value)
@@ -57,3 +57,20 @@ def test_a_failing_user_is_counted_and_the_run_completes(tmp_path):
     assert {p.name for p in written} == {
         "results.parquet", "results.csv", "history.csv", "failures.csv"
     }
+
+
+def test_a_failing_user_is_recorded_the_same_way_in_process():
+    """The in-process transport drives the same session: the same failure rows."""
+    settings = _settings("federated", rounds=4)
+    problem = SOURCE.problem()
+    from common.run.driver import build_parties, run_parties
+
+    ap, users = build_parties(problem, settings)
+    users[1] = faulty_second_user(1, SOURCE, settings)
+    outcome = run_parties(ap, users, settings, problem)
+    flower = simulate(settings, SOURCE, user_factory=faulty_second_user)
+    assert outcome.history.failures.tolist() == flower.history.failures.tolist()
+    assert outcome.failures.user.tolist() == flower.failures.user.tolist()
+    assert outcome.failures.reason.str.contains("lost its radio").all()
+    np.testing.assert_allclose(outcome.precoders["F"], flower.precoders["F"], rtol=1e-9)
+    assert outcome.results.accuracy.tolist() == flower.results.accuracy.tolist()

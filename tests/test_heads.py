@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.heads import (
+from common.assets.encoders import state_arrays
+from common.assets.heads import (
     ClassifierHead,
     accuracy,
     head_from_state,
-    head_state,
     predict,
     train_head,
 )
@@ -64,7 +64,7 @@ def test_training_is_deterministic_per_seed(data):
     a, _ = train_head(tz, ty, vz, vy, seed=1, **kwargs)
     b, _ = train_head(tz, ty, vz, vy, seed=1, **kwargs)
     c, _ = train_head(tz, ty, vz, vy, seed=2, **kwargs)
-    sa, sb, sc = head_state(a), head_state(b), head_state(c)
+    sa, sb, sc = state_arrays(a), state_arrays(b), state_arrays(c)
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
     assert not all(np.array_equal(sa[k], sc[k]) for k in sa)
 
@@ -72,7 +72,7 @@ def test_training_is_deterministic_per_seed(data):
 def test_state_round_trip(data):
     (tz, ty), (vz, vy), (sz, _) = data
     head, _ = train_head(tz, ty, vz, vy, num_classes=4, seed=0, max_epochs=3)
-    state = head_state(head)
+    state = state_arrays(head)
     assert all(isinstance(v, np.ndarray) for v in state.values())
     rebuilt = head_from_state(state)
     assert (rebuilt.dim, rebuilt.num_classes) == (24, 4)

@@ -5,29 +5,31 @@ import math
 import numpy as np
 import pytest
 
-from common import protocol
-from common.access_point import TopKAccessPoint, access_point_class
-from common.driver import build_parties, run_experiment
-from common.experiment import AlignmentProblem, ExperimentConfig
-from common.link import LinkConfig
-from common.user import UserData
-from tests.synthetic import make_problem
+from common.maths.seeding import Stream
+from common.parties import protocol
+from common.parties.access_point import access_point_class
+from common.parties.feature_selection import TopKAccessPoint
+from common.parties.user import UserData
+from common.run.driver import build_parties, run_experiment
+from common.run.sources import AlignmentProblem
+from conf import settings
+from tests.synthetic import link, make_problem, settings_for
 
-NOISE_FREE = LinkConfig(antennas_tx=2, antennas_rx=2, channel_uses=2, snr_db=math.inf)
+NOISE_FREE = dict(antennas_tx=2, antennas_rx=2, channel_uses=2, snr_db=math.inf)
 
 
 @pytest.mark.parametrize("method", ["first_k", "top_k"])
 def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
     problem = make_problem(ap_dim=24)
-    ap, users = build_parties(problem, ExperimentConfig(method=method, link=NOISE_FREE))
+    ap, users = build_parties(problem, settings_for(problem, method=method, **NOISE_FREE))
     message = ap.train_messages([0])[0]
     user = users[0]
-    received = user._receive(message.signal, 0)
-    features = user._decode_features(
+    received = user.receive(message.signal, Stream.AP_INIT)
+    features = user.decode_features(
         received, message.mean, message.chol, message.indices, int(message.feature_dim[0])
     )
     x = problem.ap_pilots.T
-    k = 2 * NOISE_FREE.tx_dim
+    k = 2 * link(**NOISE_FREE).tx_dim
     if method == "first_k":
         np.testing.assert_allclose(features[:k], x[:k], atol=1e-8)
         assert not features[k:].any()
@@ -42,14 +44,16 @@ def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
 def test_top_k_selects_largest_magnitudes_in_index_order():
     problem = make_problem(ap_dim=10)
     ap = TopKAccessPoint(
-        problem.ap_pilots, problem.ap_test, LinkConfig(1, 1, 2), [0], rounds=1, seed=0
-    )
+        problem.ap_pilots, problem.ap_test, link(antennas_tx=1, antennas_rx=1, channel_uses=2),
+        [0], rounds=1, rho=1.0, seed=0,
+    )  # fmt: skip
     values, idx = ap._select(np.array([[0.1, -5.0], [-3.0, 0.2], [2.0, 4.0], [0.5, 0.0]]))
     assert ap.k == 4
     np.testing.assert_array_equal(idx[:, 0], [0, 1, 2, 3])
     small = TopKAccessPoint(
-        problem.ap_pilots, problem.ap_test, LinkConfig(1, 1, 1), [0], rounds=1, seed=0
-    )
+        problem.ap_pilots, problem.ap_test, link(antennas_tx=1, antennas_rx=1, channel_uses=1),
+        [0], rounds=1, rho=1.0, seed=0,
+    )  # fmt: skip
     values, idx = small._select(np.array([[0.1, -5.0], [-3.0, 0.2], [2.0, 4.0], [0.5, 0.0]]))
     np.testing.assert_array_equal(idx, [[1, 0], [2, 2]])
     np.testing.assert_array_equal(values, [[-3.0, -5.0], [2.0, 4.0]])
@@ -57,10 +61,10 @@ def test_top_k_selects_largest_magnitudes_in_index_order():
 
 def test_overhead_counts_the_bytes_each_method_puts_on_the_air():
     problem = make_problem(n=200, n_test=50, ap_dim=24)
-    link = LinkConfig(antennas_tx=2, antennas_rx=2, channel_uses=3)  # Nt·u = 6, k = 12
-    n, n_test, s = 200, 50, 6
+    base = settings_for(problem, rounds=4, antennas_tx=2, antennas_rx=2, channel_uses=3)
+    n, n_test, s = 200, 50, 6  # Nt·u = 6, k = 12
     runs = {
-        m: run_experiment(problem, ExperimentConfig(method=m, rounds=4, link=link))
+        m: run_experiment(problem, base.replace(method=m))
         for m in ("federated", "multi_link", "first_k", "top_k")
     }
     fed = runs["federated"].results.iloc[0]
@@ -106,14 +110,12 @@ def test_non_finite_latents_are_rejected_naming_the_party(bad):
     problem = AlignmentProblem("s", "ap", problem.ap_pilots, problem.ap_test, (broken,))
     expected = r"user 0 \(synthetic17\) pilot latents contains 1 NaN/Inf"
     with pytest.raises(ValueError, match=expected):
-        run_experiment(problem, ExperimentConfig(rounds=1))
+        run_experiment(problem, settings_for(problem, rounds=1))
     ap_pilots = make_problem().ap_pilots.copy()
     ap_pilots[0, 0] = bad
     with pytest.raises(ValueError, match="AP pilot latents contains 1 NaN/Inf"):
-        run_experiment(
-            AlignmentProblem("s", "ap", ap_pilots, problem.ap_test, make_problem().users),
-            ExperimentConfig(rounds=1),
-        )
+        good = AlignmentProblem("s", "ap", ap_pilots, problem.ap_test, make_problem().users)
+        run_experiment(good, settings_for(good, rounds=1))
 
 
 def test_mismatched_pilot_counts_are_rejected():
@@ -136,19 +138,21 @@ def test_mismatched_pilot_counts_are_rejected():
         ({"method": "fedavg"}, "strategy"),
     ],
 )
-def test_experiment_config_rejects_bad_values(kwargs, name):
+def test_run_settings_reject_bad_values(kwargs, name):
     with pytest.raises(ValueError, match=name) as info:
-        ExperimentConfig(**kwargs)
+        settings().replace(**kwargs)
     assert repr(next(iter(kwargs.values()))) in str(info.value)
 
 
 def test_paper_aliases_and_import_paths_resolve():
-    assert ExperimentConfig(method="shared").method == "federated"
-    assert ExperimentConfig(method="Top-K").method == "top_k"
-    cls = access_point_class("common.access_point:FirstKAccessPoint")
+    assert settings().replace(method="shared").method == "federated"
+    assert settings().replace(method="Top-K").method == "top_k"
+    cls = access_point_class("common.parties.feature_selection:FirstKAccessPoint")
     assert cls.method == "first_k"
     with pytest.raises(ValueError, match="not a subclass"):
-        access_point_class("common.link:LinkConfig")
+        access_point_class("common.maths.link:LinkConfig")
+    assert access_point_class("federated").user_class.__name__ == "AdmmUser"
+    assert access_point_class("top_k").user_class.__name__ == "FeatureMapUser"
     with pytest.raises(ValueError, match="could not be imported"):
         access_point_class("no_such_module:Thing")
 
@@ -158,6 +162,6 @@ def test_ill_conditioned_pilots_are_loaded_and_reported_in_history():
     x = problem.ap_pilots.copy()
     x[:, [0, 6]] = 0.0  # complex symbol 0 (features 0 and 6) is constant: singular covariance
     problem = AlignmentProblem("s", "ap", x, problem.ap_test, problem.users)
-    history = run_experiment(problem, ExperimentConfig(rounds=3)).history
+    history = run_experiment(problem, settings_for(problem, rounds=3)).history
     assert (history.whitening_loading_ap > 0).all()
     assert history.whitening_loading_users.eq(0).all()

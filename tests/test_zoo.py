@@ -11,32 +11,22 @@ import pytest
 import timm
 import torch
 
-from common.assets import (
-    encoder_latents,
-    head_asset,
-    load_ap,
-    load_encoder,
-    load_scenario,
-    load_user,
-    main_table,
-)
-from common.cache import Cache
-from common.data import ImageSplits
-from common.latents import extract_latents, make_preprocess
-from common.zoo import (
-    EMBEDDED,
-    PAPER,
-    ZOOS,
-    EncoderSpec,
+from common.assets.cache import Cache
+from common.assets.data import ImageSplits
+from common.assets.encoders import (
     UnknownModelError,
     WeightsNotFoundError,
     check_model_name,
     create_encoder,
     find_weights_file,
-    get_zoo,
     random_shift,
     train_encoder,
 )
+from common.assets.latents import extract_latents, make_preprocess
+from common.assets.source import AssetSource
+from common.assets.store import encoder_latents, head_asset, load_encoder
+from common.assets.zoo import EMBEDDED, PAPER, EncoderSpec, get_zoo
+from common.registry import ZOOS
 
 PAPER_HETEROGENEOUS = [
     "vit_small_patch16_224",
@@ -247,7 +237,7 @@ def test_latents_and_heads_are_cached(tiny_data, tmp_path, monkeypatch):
     head = head_asset(latents, tiny_data, seed=0, cache=cache)
     assert head.meta["cached"] is False and 0.0 <= head.clean_test_accuracy <= 1.0
 
-    import common.assets as assets
+    import common.assets.store as assets
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a cache hit must not train or extract")
@@ -270,7 +260,7 @@ def test_latents_rebuilt_from_cached_encoder(tiny_data, tmp_path, monkeypatch):
     """New data to extract (e.g. a new test split) reuses the trained encoder."""
     cache = Cache(tmp_path)
     encoder_latents(TINY_SPEC, tiny_data, cache, progress=False)
-    import common.assets as assets
+    import common.assets.store as assets
 
     monkeypatch.setattr(assets, "train_encoder", lambda *a, **k: pytest.fail("retrained"))
     changed = replace(tiny_data, fingerprint="tiny-1")
@@ -316,56 +306,32 @@ def test_pretrained_model_from_weights_dir(tiny_data, tmp_path):
     assert not np.allclose(changed.splits["test"], latents.splits["test"])
 
 
-def test_scenario_arguments_are_validated():
-    with pytest.raises(ValueError, match="users=9 .* 4, .*'homogeneous'"):
-        load_scenario(group="homogeneous", users=9)
-    with pytest.raises(ValueError, match="users=0"):
-        load_scenario(users=0)
-    with pytest.raises(ValueError, match="group='nope'"):
-        load_scenario(group="nope")
-    with pytest.raises(ValueError, match="zoo='nope'"):
-        load_scenario(zoo="nope")
-    with pytest.raises(ValueError, match="index=8"):
-        load_user("embedded", "heterogeneous", 8)
-
-
 # --------------------------------------------------------------------------- the real zoo
 @pytest.mark.slow
-def test_embedded_zoo_is_accurate_and_cached(embedded_scenario, cache_dir):
-    scenario = embedded_scenario
-    assert len(scenario.users) == len(EMBEDDED.group("all")) == len(scenario.heads)
-    accuracies = {h.model: h.clean_test_accuracy for h in (scenario.ap_head, *scenario.heads)}
+def test_embedded_zoo_is_accurate_and_cached(embedded_source):
+    source = embedded_source
+    table = source.warm(progress=False)  # builds the zoo if the cache is cold
+    assert list(table.role) == ["AP", *(f"user {k}" for k in range(source.num_users))]
+    assert source.num_users == len(EMBEDDED.group("all"))
+    accuracies = dict(zip(table.model, table.clean_test_accuracy, strict=True))
     assert min(accuracies.values()) >= 0.85, accuracies
-    dims = [z.dim for z in scenario.users]
-    assert len(set(dims)) >= 5, dims
-    for latents in (scenario.ap, *scenario.users):
-        assert latents.splits["test"].shape == (1000, latents.dim)
+    dims = table.latent_dim.tolist()
+    assert len(set(dims[1:])) >= 5, dims
 
     started = time.perf_counter()
-    again = load_scenario(cache=Cache(cache_dir), progress=False)
+    again = source.warm(progress=False)
     assert time.perf_counter() - started < 10
-    assert all(z.meta["cached"] for z in (again.ap, *again.users))
-    assert all(h.meta["cached"] for h in (again.ap_head, *again.heads))
-    table = main_table(again)
-    assert list(table["built_or_cached"]) == ["cached"] * (1 + len(again.users))
-    assert {
-        "role",
-        "model",
-        "timm_name",
-        "latent_dim",
-        "params_M",
-        "head_val_accuracy",
-        "clean_test_accuracy",
-        "build_seconds",
-    } <= set(table.columns)
+    assert again.cached.all()
+    assert {"role", "model", "timm_name", "latent_dim", "clean_test_accuracy"} <= set(again)
 
-    # a single party loads exactly what the scenario holds
-    latents, head, labels = load_user("embedded", "all", 2, cache=Cache(cache_dir), progress=False)
-    assert latents.model == scenario.users[2].model
-    np.testing.assert_array_equal(latents.splits["test"], scenario.users[2].splits["test"])
-    np.testing.assert_array_equal(labels["test"], scenario.labels["test"])
-    assert head.clean_test_accuracy == scenario.heads[2].clean_test_accuracy
-    ap = load_ap("embedded", cache=Cache(cache_dir), progress=False)
-    np.testing.assert_array_equal(ap.splits["train"], scenario.ap.splits["train"])
-    first_two = load_scenario(users=2, cache=Cache(cache_dir), progress=False)
-    assert [z.model for z in first_two.users] == [z.model for z in scenario.users[:2]]
+    # each party loads exactly its own assets
+    ap = source.ap_inputs()
+    assert ap.model == EMBEDDED.ap.name and ap.test.shape == (1000, dims[0])
+    for k in range(source.num_users):
+        data = source.user_data(k)
+        assert data.name == source.settings.models[k]
+        assert data.test.shape == (1000, dims[k + 1])
+        clean = float(np.mean(data.predict(data.test) == data.test_labels))
+        assert clean == table.clean_test_accuracy[k + 1]
+    first_two = AssetSource(source.settings.replace(models=source.settings.models[:2]))
+    np.testing.assert_array_equal(first_two.user_data(1).test, source.user_data(1).test)

@@ -1,0 +1,1 @@
+"""Datasets, the encoder zoo, latents and classifier heads, built once and cached."""

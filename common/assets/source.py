@@ -1,0 +1,109 @@
+"""The zoo's cached latents and heads as the inputs of a run.
+
+The AP loads only its own encoder's latents; user ``k`` loads only the latents
+and head of ``settings.models[k]``. Both pick the same semantic pilots, which
+depend only on the training labels, ``pilot_fraction`` and the seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from common.assets.cache import Cache
+from common.assets.data import ImageSplits, load_dataset, pilot_indices
+from common.assets.heads import predict
+from common.assets.store import HeadAsset, ModelLatents, encoder_latents, head_asset
+from common.assets.zoo import get_zoo
+from common.parties.user import UserData
+from common.run.settings import RunSettings
+from common.run.sources import APInputs, ProblemSource
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str, root: str | None, split_seed: int) -> ImageSplits:
+    return load_dataset(name, root=root, split_seed=split_seed)
+
+
+def head_predictor(head: HeadAsset):
+    """The user's classifier as a plain latents → labels function."""
+    module = head.module()
+    return lambda z: predict(module, z)
+
+
+@dataclass(frozen=True)
+class AssetSource(ProblemSource):
+    settings: RunSettings
+
+    @property
+    def num_users(self) -> int:
+        return self.settings.num_users
+
+    def _data(self) -> ImageSplits:
+        s = self.settings
+        return _dataset(s.dataset, s.data_root, s.split_seed)
+
+    def _latents(self, spec, progress: bool = False) -> ModelLatents:
+        s = self.settings
+        return encoder_latents(
+            spec, self._data(), Cache(s.cache_dir), progress=progress, weights_dir=s.weights_dir
+        )
+
+    def _head(self, latents: ModelLatents) -> HeadAsset:
+        return head_asset(
+            latents, self._data(), self.settings.head_seed, Cache(self.settings.cache_dir)
+        )
+
+    def pilots(self) -> np.ndarray:
+        s = self.settings
+        return pilot_indices(self._data().labels["train"], s.pilot_fraction, s.seed)
+
+    def ap_inputs(self) -> APInputs:
+        latents = self._latents(get_zoo(self.settings.zoo).ap)
+        pilots = self.pilots()
+        return APInputs(
+            self.settings.dataset,
+            latents.model,
+            latents.splits["train"][pilots],
+            latents.splits["test"],
+        )
+
+    def user_data(self, index: int) -> UserData:
+        spec = get_zoo(self.settings.zoo).users[self.settings.models[index]]
+        latents = self._latents(spec)
+        labels = self._data().labels
+        return UserData(
+            name=latents.model,
+            pilots=latents.splits["train"][self.pilots()],
+            test=latents.splits["test"],
+            test_labels=labels["test"],
+            predict=head_predictor(self._head(latents)),
+        )
+
+    def warm(self, progress: bool = True) -> pd.DataFrame:
+        """Build (or verify in the cache) every party's encoder, latents and head; a table."""
+        zoo = get_zoo(self.settings.zoo)
+        rows = []
+        parties = [("AP", zoo.ap)] + [
+            (f"user {k}", zoo.users[name]) for k, name in enumerate(self.settings.models)
+        ]
+        for role, spec in parties:
+            latents = self._latents(spec, progress=progress)
+            head = self._head(latents)
+            rows.append(
+                {
+                    "role": role,
+                    "model": spec.name,
+                    "timm_name": spec.timm_name,
+                    "latent_dim": latents.dim,
+                    "clean_test_accuracy": head.clean_test_accuracy,
+                    "cached": bool(latents.meta.get("cached")) and bool(head.meta.get("cached")),
+                }
+            )
+        return pd.DataFrame(rows)

@@ -1,0 +1,36 @@
+"""Rayleigh MIMO channels over ``u`` channel uses, and noise from SNR.
+
+Arguments come from a validated :class:`~common.maths.link.LinkConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def rayleigh(n_rx: int, n_tx: int, rng: np.random.Generator) -> np.ndarray:
+    """``H ∈ C^{Nr×Nt}`` with i.i.d. ``CN(0, 1)`` entries (each part of variance 1/2)."""
+    return (rng.standard_normal((n_rx, n_tx)) + 1j * rng.standard_normal((n_rx, n_tx))) / math.sqrt(
+        2.0
+    )
+
+
+def block_diagonal(h: np.ndarray, channel_uses: int) -> np.ndarray:
+    """``𝓗 = I_u ⊗ H``: the same channel realisation over ``u`` uses."""
+    return np.kron(np.eye(channel_uses), h)
+
+
+def noise_variance(power: float, channel_uses: int, snr_db: float) -> float:
+    """``σ² = P / (u · 10^{SNR/10})``; an infinite SNR means no noise."""
+    if snr_db == math.inf:
+        return 0.0
+    return power / (channel_uses * 10.0 ** (snr_db / 10.0))
+
+
+def complex_noise(shape: tuple[int, ...], sigma2: float, rng: np.random.Generator) -> np.ndarray:
+    """Samples of ``CN(0, σ²)``."""
+    if sigma2 == 0:
+        return np.zeros(shape, dtype=np.complex128)
+    return math.sqrt(sigma2 / 2.0) * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))

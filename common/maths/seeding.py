@@ -1,0 +1,34 @@
+"""Named random streams, so every party draws the same numbers in any runtime.
+
+A user's channel, for example, depends only on ``(seed, CHANNEL, user index)``:
+the in-process driver and a Flower client on another machine draw the same ``H``.
+"""
+
+from __future__ import annotations
+
+import enum
+from numbers import Integral
+
+import numpy as np
+
+from common.maths.validation import InvalidValue
+
+
+class Stream(enum.IntEnum):
+    AP_INIT = 0
+    CHANNEL = 1
+    EVAL_NOISE = 2
+    PILOT_NOISE = 3
+    PILOTS = 4  # which training samples serve as semantic pilots
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """A seed is a whole number >= 0 (numpy's SeedSequence takes any size)."""
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
+        raise InvalidValue(name, f"{name} must be a whole number >= 0, got {seed!r}")
+    return int(seed)
+
+
+def rng(seed: int, stream: Stream, index: int = 0) -> np.random.Generator:
+    """A fresh generator for one purpose of one party."""
+    return np.random.default_rng([check_seed(seed), int(stream), int(index)])

@@ -1,0 +1,70 @@
+"""Argument checks that fail early with the argument's name, its value and what is allowed."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+
+class InvalidValue(ValueError):
+    """A named value is invalid; ``name`` says which, so callers can name its config key."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def positive_int(name: str, value: object) -> int:
+    """Return ``value`` as an int, or raise if it is not a whole number ≥ 1."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < 1:
+        raise InvalidValue(name, f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def positive_float(name: str, value: object) -> float:
+    """Return ``value`` as a float, or raise if it is not finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise InvalidValue(name, f"{name} must be a finite number > 0, got {value!r}")
+    if value <= 0:
+        raise InvalidValue(name, f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def snr_db(name: str, value: object) -> float:
+    """An SNR in dB: any real number or +inf (noise-free), never NaN."""
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
+        raise InvalidValue(
+            name, f"{name} must be a number in dB (or inf for no noise), got {value!r}"
+        )
+    if value == -math.inf:
+        raise InvalidValue(name, f"{name} must be > -inf dB, got {value!r}")
+    return float(value)
+
+
+def boolean(name: str, value: object) -> bool:
+    """A true/false switch; strings such as ``"no"`` are refused rather than read as true."""
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidValue(name, f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
+def fraction(name: str, value: object) -> float:
+    """A fraction in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value <= 1:
+        raise InvalidValue(name, f"{name} must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+def finite_matrix(name: str, value: np.ndarray, *, ndim: int = 2) -> np.ndarray:
+    """Reject arrays of the wrong rank or with NaN/Inf entries (they poison every solve)."""
+    arr = np.asarray(value)
+    if arr.ndim != ndim:
+        raise InvalidValue(name, f"{name} must be a {ndim}-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InvalidValue(name, f"{name} must not be empty, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise InvalidValue(name, f"{name} contains {bad} NaN/Inf entries; latents must be finite")
+    return arr

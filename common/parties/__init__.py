@@ -1,0 +1,1 @@
+"""The access point and the users of every method, and what crosses the air between them."""

@@ -1,0 +1,102 @@
+"""The access point's side of every alignment method, runtime-agnostic.
+
+An :class:`AccessPoint` produces the downlink messages of each round, absorbs
+the users' replies, and produces the test transmissions. Each subclass names the
+:class:`~common.parties.user.User` class that answers it, so a new method is one
+pair of classes, registered by name in :data:`common.registry.METHODS` (or
+loaded by import path, ``package.module:ClassName``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from common.maths import validation
+from common.maths.link import LinkConfig
+from common.maths.whitening import Whitening
+from common.parties import protocol
+from common.parties.user import User
+from common.registry import METHODS
+
+
+class AccessPoint(abc.ABC):
+    """One AP holding its pilot and test latents and its precoder state.
+
+    ``rounds``, ``rho`` and ``seed`` come from the validated run settings.
+    """
+
+    method: ClassVar[str] = ""
+    user_class: ClassVar[type[User]]  # the user side of this method
+    whitening: Whitening | None = None  # the AP's whitening of what it sends, if any
+
+    def __init__(
+        self,
+        pilots: np.ndarray,
+        test: np.ndarray,
+        link: LinkConfig,
+        users: Sequence[int],
+        *,
+        rounds: int,
+        rho: float,
+        seed: int,
+    ):
+        pilots = validation.finite_matrix("AP pilot latents", pilots)
+        test = validation.finite_matrix("AP test latents", test)
+        if pilots.shape[1] != test.shape[1]:
+            raise ValueError(
+                f"AP pilot latents have {pilots.shape[1]} features, test latents {test.shape[1]}"
+            )
+        if not users:
+            raise ValueError("an access point needs at least one user")
+        self.link = link
+        self.users = tuple(int(k) for k in users)
+        self.rounds = rounds
+        self.rho = rho
+        self.seed = seed
+        self.dim = pilots.shape[1]
+        self._pilots = pilots.T.astype(np.float64)  # (d, n)
+        self._test = test.T.astype(np.float64)
+
+    @property
+    def n_pilots(self) -> int:
+        return self._pilots.shape[1]
+
+    @property
+    def num_rounds(self) -> int:
+        """Training rounds this method runs (iterative methods: ``rounds``)."""
+        return self.rounds
+
+    @abc.abstractmethod
+    def train_messages(self, users: Sequence[int]) -> dict[int, protocol.Message]:
+        """Downlink of the current round for each listed user."""
+
+    @abc.abstractmethod
+    def update(self, replies: Mapping[int, protocol.Message]) -> dict[str, float]:
+        """Absorb the replies of the users that answered; return AP-side round metrics."""
+
+    @abc.abstractmethod
+    def test_messages(self, users: Sequence[int]) -> dict[int, protocol.Message]:
+        """The test-split transmission for each listed user."""
+
+    def precoders(self) -> dict[str, np.ndarray]:
+        """The learned state, by name (for checks and for saving)."""
+        return {}
+
+    @property
+    def whitening_loading(self) -> float:
+        """Diagonal loading its whitening needed (reported in the history)."""
+        return 0.0 if self.whitening is None else self.whitening.loading
+
+
+def access_point_class(name: str) -> type[AccessPoint]:
+    """A registered method by name or paper alias, or ``package.module:ClassName``."""
+    return METHODS.get(name, subclass_of=AccessPoint)
+
+
+def canonical_method(name: str) -> str:
+    """The registered name behind a paper alias (import paths pass through)."""
+    return METHODS.canonical(name)

@@ -1,0 +1,163 @@
+"""The ADMM methods: federated (one shared ``F``) and multi-link (one ``F`` per user).
+
+The AP precodes its whitened pilots with ``F``; each :class:`AdmmUser` fits its
+MMSE equalizer ``G_k`` on what it receives and sends back ``Aᴴ A`` and ``Aᴴ Ȳ``
+(``A = G_k 𝓗_k``); the AP solves each user's local ``F_k`` step and runs the
+consensus, projection and dual updates (see ALGORITHM.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from common.maths import admm
+from common.maths.compression import compress, decompress
+from common.maths.seeding import Stream, rng
+from common.maths.whitening import fit_whitening
+from common.parties import protocol
+from common.parties.access_point import AccessPoint
+from common.parties.user import TrainReply, User
+from common.registry import METHODS
+
+
+class AdmmUser(User):
+    """Fits ``G_k`` on the precoded pilots; decodes test transmissions with it."""
+
+    TRAIN_KIND = protocol.AlignPilots.KIND
+    TEST_KIND = protocol.AlignTest.KIND
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._y_bar = self.whitening.whiten(compress(self._pilots))
+        self._y_energy = float(np.vdot(self._y_bar, self._y_bar).real)
+        self.g: np.ndarray | None = None
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        return {} if self.g is None else {"g": self.g}
+
+    def import_state(self, state: dict[str, np.ndarray]) -> None:
+        self.g = state.get("g")
+
+    def train(self, message: protocol.Message) -> TrainReply:
+        self._expect(message, self.TRAIN_KIND)
+        self._check_pilot_count(message.signal)
+        received = self.h_block @ message.signal
+        noise_energy = self.n_pilots * self.link.noise_variance
+        moments = admm.ReceivedMoments.of(self._y_bar, received)
+        self.g = admm.equalizer(moments, noise_energy)
+        a_gram, a_y = admm.uplink_statistics(self.g, self.h_block, self._y_bar)
+        objective, fit = admm.local_objective(self._y_energy, moments, self.g, noise_energy)
+        metrics = {
+            "objective": objective,
+            "pilot_mse": fit / self._y_bar.size,
+            "whitening_loading": self.whitening.loading,
+        }
+        return TrainReply(protocol.AlignUplink(a_gram=a_gram, a_y=a_y), metrics)
+
+    def decode(self, message: protocol.Message) -> np.ndarray:
+        if self.g is None:
+            raise RuntimeError(f"user {self.index} has no equalizer yet: train first")
+        received = self.receive(message.signal, Stream.EVAL_NOISE)
+        return decompress(self.whitening.dewhiten(self.g @ received), self.dim).T
+
+
+class _ConsensusAccessPoint(AccessPoint):
+    """Shared machinery of the ADMM methods: whitened pilots and pilot geometry."""
+
+    user_class = AdmmUser
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        compressed = compress(self._pilots)
+        self.whitening = fit_whitening(compressed)
+        self.x_bar = self.whitening.whiten(compressed)
+        self._x_test_bar = self.whitening.whiten(compress(self._test))
+        self.geometry = admm.PilotGeometry.from_pilots(self.x_bar, self.rho)
+        self.shape = (self.link.tx_dim, self.x_bar.shape[0])
+
+    def _state(self, user: int) -> admm.ConsensusState:
+        raise NotImplementedError
+
+    def _local_f(self, state: admm.ConsensusState, reply: protocol.Message) -> np.ndarray:
+        if reply.KIND != protocol.AlignUplink.KIND:
+            raise TypeError(f"{self.method} AP expects align_uplink replies, got {reply.KIND!r}")
+        return admm.local_f_step(self.geometry, reply.a_gram, reply.a_y, state.z, state.u)
+
+    def _per_state(
+        self, users: Sequence[int], make: Callable[[admm.ConsensusState], protocol.Message]
+    ) -> dict[int, protocol.Message]:
+        """One message per distinct precoder state (the federated AP sends one to all)."""
+        built: dict[int, protocol.Message] = {}
+        out = {}
+        for k in users:
+            state = self._state(k)
+            if id(state) not in built:
+                built[id(state)] = make(state)
+            out[k] = built[id(state)]
+        return out
+
+    def train_messages(self, users):
+        return self._per_state(users, lambda s: protocol.AlignPilots(signal=s.f @ self.x_bar))
+
+    def test_messages(self, users):
+        return self._per_state(users, lambda s: protocol.AlignTest(signal=s.z @ self._x_test_bar))
+
+
+@METHODS.register("federated")
+class FederatedAccessPoint(_ConsensusAccessPoint):
+    """One shared precoder ``F`` agreed on by consensus over all users (the paper's method)."""
+
+    method = "federated"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state = admm.ConsensusState.initial(self.shape, rng(self.seed, Stream.AP_INIT))
+
+    def _state(self, user):
+        return self.state
+
+    def update(self, replies: Mapping[int, protocol.Message]) -> dict[str, float]:
+        if replies:
+            local = [self._local_f(self.state, replies[k]) for k in sorted(replies)]
+            self.state.update(local, self.link.power)
+        return {
+            "primal_residual": self.state.primal_residual,
+            "power": float(np.linalg.norm(self.state.z) ** 2),
+        }
+
+    def precoders(self):
+        return {"F": self.state.f, "Z": self.state.z, "U": self.state.u}
+
+
+@METHODS.register("multi_link")
+class MultiLinkAccessPoint(_ConsensusAccessPoint):
+    """One precoder per user: no consensus, K times the downlink streams."""
+
+    method = "multi_link"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.states = {
+            k: admm.ConsensusState.initial(self.shape, rng(self.seed, Stream.AP_INIT, k + 1))
+            for k in self.users
+        }
+
+    def _state(self, user):
+        return self.states[user]
+
+    def update(self, replies: Mapping[int, protocol.Message]) -> dict[str, float]:
+        for k in sorted(replies):
+            self.states[k].update([self._local_f(self.states[k], replies[k])], self.link.power)
+        return {
+            "primal_residual": math.sqrt(sum(s.primal_residual**2 for s in self.states.values())),
+            "power": float(np.mean([np.linalg.norm(s.z) ** 2 for s in self.states.values()])),
+        }
+
+    def precoders(self):
+        out = {}
+        for k, s in self.states.items():
+            out.update({f"F_{k}": s.f, f"Z_{k}": s.z, f"U_{k}": s.u})
+        return out

@@ -1,0 +1,203 @@
+"""The feature-selection baselines: First-K and Top-K.
+
+The AP sends ``2·Nt·u`` raw latent features per sample (at most ``d``),
+complex-compressed, whitened on the pilots, zero-padded to ``Nt·u`` symbols if
+needed and sent through the power-normalised precoder ``√(P/(Nt·u)) I``. One
+exchange: each :class:`FeatureMapUser` equalizes what it receives, undoes the
+AP's whitening and fits its least-squares map into its own latent space.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.maths.compression import compress, decompress
+from common.maths.seeding import Stream
+from common.maths.whitening import fit_whitening
+from common.parties import protocol
+from common.parties.access_point import AccessPoint
+from common.parties.user import TrainReply, User
+from common.registry import METHODS
+
+
+def mmse_equalizer(effective: np.ndarray, sigma2: float) -> np.ndarray:
+    """``Wᴴ = Hᴴ (H Hᴴ + σ² I)⁻¹`` for unit-covariance inputs (least squares if σ² = 0)."""
+    gram = effective @ effective.conj().T
+    if sigma2 > 0:
+        gram = gram + sigma2 * np.eye(gram.shape[0])
+    return effective.conj().T @ np.linalg.pinv(gram, hermitian=True)
+
+
+def least_squares_map(inputs: np.ndarray, targets: np.ndarray, ridge: float = 1e-8) -> np.ndarray:
+    """Affine map ``W [x; 1] ≈ y`` fitted on columns (features × samples).
+
+    A ridge of ``ridge · mean eigenvalue`` keeps zero-filled (rank-deficient)
+    inputs solvable; it changes a well-posed fit negligibly.
+    """
+    ones = np.ones((1, inputs.shape[1]))
+    phi = np.vstack([inputs, ones])
+    gram = phi @ phi.T
+    load = ridge * float(np.trace(gram)) / gram.shape[0]
+    return np.linalg.solve(gram + load * np.eye(gram.shape[0]), phi @ targets.T).T
+
+
+def apply_affine(w: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    return w[:, :-1] @ inputs + w[:, -1:]
+
+
+def zero_fill(values: np.ndarray, indices: np.ndarray | None, dim: int) -> np.ndarray:
+    """Place selected features (k × n) back into ``dim`` features, zeros elsewhere."""
+    out = np.zeros((dim, values.shape[1]))
+    if indices is None or indices.size == 0:
+        out[: values.shape[0]] = values
+    else:
+        np.put_along_axis(out, indices.astype(np.int64), values, axis=0)
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """What a baseline user learns: its affine map and the AP's whitening side information."""
+
+    w: np.ndarray
+    mean: np.ndarray
+    chol: np.ndarray
+    feature_dim: int
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"map_w": self.w, "map_mean": self.mean, "map_chol": self.chol,
+                "map_dim": np.array([self.feature_dim])}  # fmt: skip
+
+    @classmethod
+    def from_arrays(cls, state: dict[str, np.ndarray]) -> FeatureMap:
+        return cls(state["map_w"], state["map_mean"], state["map_chol"], int(state["map_dim"][0]))
+
+
+class FeatureMapUser(User):
+    """Fits a least-squares map from the AP's received features to its own latents."""
+
+    TRAIN_KIND = protocol.FeaturePilots.KIND
+    TEST_KIND = protocol.FeatureTest.KIND
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.feature_map: FeatureMap | None = None
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        return {} if self.feature_map is None else self.feature_map.arrays()
+
+    def import_state(self, state: dict[str, np.ndarray]) -> None:
+        self.feature_map = FeatureMap.from_arrays(state) if "map_w" in state else None
+
+    def decode_features(self, signal, mean, chol, indices, feature_dim) -> np.ndarray:
+        """Equalize, de-whiten, decompress and zero-fill a First-K/Top-K transmission."""
+        scale = np.sqrt(self.link.power / self.link.tx_dim)
+        equalizer = mmse_equalizer(scale * self.h_block, self.link.noise_variance)
+        symbols = (equalizer @ signal)[: chol.shape[0]]  # drop zero-padding symbols, if any
+        values = decompress(chol @ symbols + mean, 2 * chol.shape[0])
+        k = indices.shape[0] if indices.size else min(2 * self.link.tx_dim, feature_dim)
+        return zero_fill(values[:k], indices if indices.size else None, feature_dim)
+
+    def train(self, message: protocol.Message) -> TrainReply:
+        self._expect(message, self.TRAIN_KIND)
+        self._check_pilot_count(message.signal)
+        received = self.receive(message.signal, Stream.PILOT_NOISE)
+        dim = int(message.feature_dim[0])
+        features = self.decode_features(received, message.mean, message.chol, message.indices, dim)
+        w = least_squares_map(features, self._pilots)
+        self.feature_map = FeatureMap(w, message.mean, message.chol, dim)
+        pilot_mse = float(np.mean((apply_affine(w, features) - self._pilots) ** 2))
+        metrics = {"pilot_mse": pilot_mse, "whitening_loading": self.whitening.loading}
+        return TrainReply(protocol.Ack(), metrics)
+
+    def decode(self, message: protocol.Message) -> np.ndarray:
+        fm = self.feature_map
+        if fm is None:
+            raise RuntimeError(f"user {self.index} has no feature map yet: train first")
+        received = self.receive(message.signal, Stream.EVAL_NOISE)
+        features = self.decode_features(received, fm.mean, fm.chol, message.indices, fm.feature_dim)
+        return apply_affine(fm.w, features).T
+
+
+class _FeatureAccessPoint(AccessPoint):
+    """Sends selected raw features; learns nothing (one round)."""
+
+    user_class = FeatureMapUser
+    sends_indices = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.k = min(2 * self.link.tx_dim, self.dim)
+        values, _ = self._select(self._pilots)
+        self.whitening = fit_whitening(compress(values))
+
+    @property
+    def num_rounds(self) -> int:
+        return 1
+
+    @abc.abstractmethod
+    def _select(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Selected values (k × n, in index order) and their indices (k × n, uint16)."""
+
+    def _signal(self, values: np.ndarray) -> np.ndarray:
+        symbols = self.whitening.whiten(compress(values))
+        pad = self.link.tx_dim - symbols.shape[0]
+        if pad:
+            symbols = np.vstack([symbols, np.zeros((pad, symbols.shape[1]))])
+        return math.sqrt(self.link.power / self.link.tx_dim) * symbols
+
+    def _side_indices(self, indices: np.ndarray) -> np.ndarray:
+        return indices if self.sends_indices else np.zeros((0, 0), dtype=protocol.INDEX)
+
+    def train_messages(self, users):
+        values, indices = self._select(self._pilots)
+        message = protocol.FeaturePilots(
+            signal=self._signal(values),
+            mean=self.whitening.mean,
+            chol=self.whitening.chol,
+            indices=self._side_indices(indices),
+            feature_dim=np.array([self.dim], dtype=protocol.INT),
+        )
+        return {k: message for k in users}
+
+    def update(self, replies):
+        return {"primal_residual": 0.0, "power": self.link.power * min(1.0, self._fill)}
+
+    @property
+    def _fill(self) -> float:
+        return math.ceil(self.k / 2) / self.link.tx_dim
+
+    def test_messages(self, users):
+        values, indices = self._select(self._test)
+        message = protocol.FeatureTest(
+            signal=self._signal(values), indices=self._side_indices(indices)
+        )
+        return {k: message for k in users}
+
+
+@METHODS.register("first_k")
+class FirstKAccessPoint(_FeatureAccessPoint):
+    """The first ``2·Nt·u`` features of every sample."""
+
+    method = "first_k"
+
+    def _select(self, x):
+        idx = np.broadcast_to(np.arange(self.k)[:, None], (self.k, x.shape[1]))
+        return x[: self.k], idx.astype(protocol.INDEX)
+
+
+@METHODS.register("top_k")
+class TopKAccessPoint(_FeatureAccessPoint):
+    """The ``2·Nt·u`` largest-magnitude features of every sample; indices sent as side info."""
+
+    method = "top_k"
+    sends_indices = True
+
+    def _select(self, x):
+        top = np.argpartition(-np.abs(x), self.k - 1, axis=0)[: self.k]
+        top.sort(axis=0)
+        return np.take_along_axis(x, top, axis=0), top.astype(protocol.INDEX)

@@ -1,0 +1,159 @@
+"""Everything that crosses the air, declared once for both sides.
+
+Each message is a frozen dataclass of named numpy arrays with fixed dtypes. The
+in-process driver passes them as objects; over Flower a message travels as its
+arrays in declared order (``to_list``/``from_list``) in the record called
+:data:`ARRAYS`, its kind in :data:`CONFIG` and the sender's scalar metrics in
+:data:`METRICS`. Byte counts for the overhead figures are the payload sizes
+computed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+
+# The parts of a message on any transport (record names in a Flower RecordDict).
+ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
+
+COMPLEX = np.dtype(np.complex128)
+INDEX = np.dtype(np.uint16)  # Top-K feature indices (latent dims < 65,536)
+INT = np.dtype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """Base class: a named bundle of arrays of declared dtypes."""
+
+    KIND: ClassVar[str] = ""
+    DTYPES: ClassVar[dict[str, np.dtype]] = {}
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = np.asarray(getattr(self, field.name))
+            expected = self.DTYPES[field.name]
+            if value.dtype != expected:
+                raise TypeError(
+                    f"{self.KIND}.{field.name} must have dtype {expected}, got {value.dtype}"
+                )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def nbytes(self) -> int:
+        """Payload bytes: what the message actually carries."""
+        return int(sum(a.nbytes for a in self.arrays().values()))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_list(self) -> list[np.ndarray]:
+        """Arrays in declared order (the ``parameters`` list of a NumPyClient)."""
+        return [getattr(self, name) for name in self.field_names()]
+
+    @classmethod
+    def from_list(cls, arrays: list[np.ndarray]) -> Message:
+        names = cls.field_names()
+        if len(arrays) != len(names):
+            raise ValueError(f"message {cls.KIND!r} needs {len(names)} arrays, got {len(arrays)}")
+        return cls.from_arrays(dict(zip(names, arrays, strict=True)))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Message:
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(arrays) != names:
+            raise ValueError(
+                f"message {cls.KIND!r} needs arrays {sorted(names)}, got {sorted(arrays)}"
+            )
+        return cls(**{name: np.asarray(arrays[name]) for name in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignPilots(Message):
+    """Downlink training signal ``F X̄`` (Nt·u × n): the precoded whitened pilots."""
+
+    KIND: ClassVar[str] = "align_pilots"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {"signal": COMPLEX}
+    signal: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignUplink(Message):
+    """Uplink ``Aᴴ A`` (Nt·u × Nt·u) and ``Aᴴ Ȳ`` (Nt·u × n): nothing else leaves a user."""
+
+    KIND: ClassVar[str] = "align_uplink"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {"a_gram": COMPLEX, "a_y": COMPLEX}
+    a_gram: np.ndarray
+    a_y: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignTest(Message):
+    """Downlink test transmission ``Z X̄_test`` (noise is added by the user's channel)."""
+
+    KIND: ClassVar[str] = "align_test"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {"signal": COMPLEX}
+    signal: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturePilots(Message):
+    """First-K/Top-K pilots: selected features, whitened and power-normalised.
+
+    ``mean``/``chol`` are the AP's whitening of the selected features (side
+    information so that the user can undo it), ``indices`` the Top-K positions
+    per sample (empty for First-K, whose positions are fixed), ``feature_dim``
+    the AP's latent size for zero-filling.
+    """
+
+    KIND: ClassVar[str] = "feature_pilots"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {
+        "signal": COMPLEX,
+        "mean": COMPLEX,
+        "chol": COMPLEX,
+        "indices": INDEX,
+        "feature_dim": INT,
+    }
+    signal: np.ndarray
+    mean: np.ndarray
+    chol: np.ndarray
+    indices: np.ndarray
+    feature_dim: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureTest(Message):
+    """First-K/Top-K test transmission, with Top-K indices as side information."""
+
+    KIND: ClassVar[str] = "feature_test"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {"signal": COMPLEX, "indices": INDEX}
+    signal: np.ndarray
+    indices: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Ack(Message):
+    """A reply that carries no arrays (a baseline user has fitted its map)."""
+
+    KIND: ClassVar[str] = "ack"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {}
+
+
+MESSAGES: dict[str, type[Message]] = {
+    cls.KIND: cls for cls in (AlignPilots, AlignUplink, AlignTest, FeaturePilots, FeatureTest, Ack)
+}
+
+
+def message_class(kind: str) -> type[Message]:
+    if kind not in MESSAGES:
+        raise ValueError(f"unknown message kind {kind!r}; known: {sorted(MESSAGES)}")
+    return MESSAGES[kind]
+
+
+def decode(kind: str, arrays: dict[str, np.ndarray]) -> Message:
+    """Rebuild a message from its kind name and named arrays (the receiving side)."""
+    return message_class(kind).from_arrays(arrays)

@@ -1,0 +1,149 @@
+"""A user: its private latents, whitening, channel and classifier, and how it is evaluated.
+
+:class:`User` is what every method's user shares; each method family subclasses
+it with how it trains on the AP's pilots and how it decodes a test transmission
+(:class:`~common.parties.consensus.AdmmUser`,
+:class:`~common.parties.feature_selection.FeatureMapUser`). The in-process driver
+calls users directly; the Flower client wraps one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from common.maths import channel, validation
+from common.maths.compression import compress
+from common.maths.link import LinkConfig
+from common.maths.seeding import Stream, rng
+from common.maths.whitening import Whitening, fit_whitening
+from common.parties import protocol
+
+Predict = Callable[[np.ndarray], np.ndarray]
+"""Maps latents (N × d_k, float32) to class predictions (N,)."""
+
+
+@dataclass(frozen=True)
+class UserData:
+    """A user's private inputs: pilot latents, test latents and labels, head."""
+
+    name: str
+    pilots: np.ndarray  # (n, d_k) clean latents of the semantic pilots
+    test: np.ndarray  # (n_test, d_k) clean test latents
+    test_labels: np.ndarray  # (n_test,)
+    predict: Predict
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """What a user answers to a training downlink: the uplink message and its metrics."""
+
+    message: protocol.Message
+    metrics: dict[str, float]
+
+
+class User(abc.ABC):
+    """User ``k`` of the protocol, holding everything that never leaves it.
+
+    Subclasses name the message kinds they train and test on and implement
+    :meth:`train` and :meth:`decode`; what they learn travels between processes
+    through :meth:`export_state`/:meth:`import_state` (Flower keeps it in the
+    node's context).
+    """
+
+    TRAIN_KIND: ClassVar[str] = ""
+    TEST_KIND: ClassVar[str] = ""
+
+    def __init__(self, index: int, data: UserData, link: LinkConfig, seed: int):
+        self.index = int(index)
+        self.name = data.name
+        self.link = link
+        self.seed = seed
+        pilots = validation.finite_matrix(f"user {index} ({data.name}) pilot latents", data.pilots)
+        self._test = validation.finite_matrix(f"user {index} ({data.name}) test latents", data.test)
+        if pilots.shape[1] != self._test.shape[1]:
+            raise ValueError(
+                f"user {index} ({data.name}): pilot latents have {pilots.shape[1]} features "
+                f"but test latents have {self._test.shape[1]}"
+            )
+        self._pilots = np.ascontiguousarray(pilots.T, dtype=np.float32)  # (d_k, n), kept small
+        self._labels = np.asarray(data.test_labels)
+        self._predict = data.predict
+        self.dim = pilots.shape[1]
+        self.whitening: Whitening = fit_whitening(compress(self._pilots))
+        self.h = channel.rayleigh(
+            link.antennas_rx, link.antennas_tx, rng(seed, Stream.CHANNEL, index)
+        )
+        self.h_block = channel.block_diagonal(self.h, link.channel_uses)
+
+    @property
+    def n_pilots(self) -> int:
+        return self._pilots.shape[1]
+
+    # ---- what a method family defines ---------------------------------------------------
+    @abc.abstractmethod
+    def train(self, message: protocol.Message) -> TrainReply:
+        """Answer one training downlink with the message the algorithm lets leave the device."""
+
+    @abc.abstractmethod
+    def decode(self, message: protocol.Message) -> np.ndarray:
+        """Turn a test transmission into latents in this user's space (n_test × d_k)."""
+
+    @abc.abstractmethod
+    def export_state(self) -> dict[str, np.ndarray]:
+        """What the user learned so far, as named arrays."""
+
+    @abc.abstractmethod
+    def import_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`export_state` returned (an empty dict: nothing learned yet)."""
+
+    # ---- shared by every method -----------------------------------------------------------
+    def _expect(self, message: protocol.Message, kind: str) -> None:
+        if kind != message.KIND:
+            raise TypeError(
+                f"user {self.index} ({type(self).__name__}) expects {kind!r} messages, "
+                f"got {message.KIND!r}"
+            )
+
+    def _check_pilot_count(self, signal: np.ndarray) -> None:
+        if signal.shape[1] != self.n_pilots:
+            raise ValueError(
+                f"user {self.index} ({self.name}) holds {self.n_pilots} pilots but the AP sent "
+                f"{signal.shape[1]}: both sides must use the same pilot_fraction and seed"
+            )
+        if signal.shape[0] != self.link.tx_dim:
+            raise ValueError(
+                f"user {self.index}: downlink has {signal.shape[0]} symbols per sample, "
+                f"expected Nt·u = {self.link.tx_dim}"
+            )
+
+    def receive(self, signal: np.ndarray, stream: Stream) -> np.ndarray:
+        """``𝓗 s + n``: the signal through this user's channel, noise from ``stream``."""
+        noise = channel.complex_noise(
+            (self.link.rx_dim, signal.shape[1]),
+            self.link.noise_variance,
+            rng(self.seed, stream, self.index),
+        )
+        return self.h_block @ signal + noise
+
+    def evaluate(self, message: protocol.Message) -> dict[str, float]:
+        """Task accuracy, MSE to the clean latents, and clean accuracy (the upper bound)."""
+        self._expect(message, self.TEST_KIND)
+        decoded = self.decode(message)
+        if decoded.shape[0] != self._labels.shape[0]:
+            raise ValueError(
+                f"user {self.index}: test transmission has {decoded.shape[0]} samples, "
+                f"labels have {self._labels.shape[0]}"
+            )
+        predictions = self._predict(decoded.astype(np.float32))
+        clean = self._predict(self._test.astype(np.float32))
+        return {
+            "accuracy": float(np.mean(predictions == self._labels)),
+            "clean_accuracy": float(np.mean(clean == self._labels)),
+            "mse": float(np.mean((decoded - self._test) ** 2)),
+            "n_test": float(self._labels.shape[0]),
+        }

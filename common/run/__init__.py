@@ -1,0 +1,1 @@
+"""One experiment: its settings, inputs, rounds, outcome and reports."""

@@ -1,0 +1,79 @@
+"""In-process transport: the protocol without Flower.
+
+It is the reference that the Flower run must match, and the fast path for tests
+and sweeps. It drives the same :class:`~common.run.session.Session` as the
+Flower strategy, calling the users directly; a user that raises is recorded as
+a failure of that round, as a failed ClientApp is under Flower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from tqdm.auto import tqdm
+
+from common.parties.access_point import AccessPoint
+from common.parties.protocol import Message
+from common.parties.user import User
+from common.run.results import RunOutcome
+from common.run.session import Session, build_access_point, build_user
+from common.run.settings import RunSettings
+from common.run.sources import AlignmentProblem, APInputs
+
+
+def build_parties(
+    problem: AlignmentProblem, settings: RunSettings
+) -> tuple[AccessPoint, list[User]]:
+    """The AP and users of one run, with every random draw fixed by ``settings.seed``."""
+    if len(problem.users) != settings.num_users:
+        raise ValueError(
+            f"the problem has {len(problem.users)} users but the settings name "
+            f"{settings.num_users} ({', '.join(settings.models)})"
+        )
+    users = [build_user(settings, k, data) for k, data in enumerate(problem.users)]
+    ap = build_access_point(settings, _ap_inputs(problem), [u.index for u in users])
+    return ap, users
+
+
+def _ap_inputs(problem: AlignmentProblem) -> APInputs:
+    return APInputs(problem.dataset, problem.ap_model, problem.ap_pilots, problem.ap_test)
+
+
+def _deliver(messages: Mapping[int, Message], handle: Callable[[int, Message], object]):
+    """Each user's answer, or the error it raised (as a Flower node would report it)."""
+    answers, errors = {}, {}
+    for k, message in messages.items():
+        try:
+            answers[k] = handle(k, message)
+        except Exception as exc:  # a failing user must not end the run
+            errors[k] = f"{type(exc).__name__}: {exc}"
+    return answers, errors
+
+
+def run_parties(
+    ap: AccessPoint,
+    users: list[User],
+    settings: RunSettings,
+    problem: AlignmentProblem,
+    *,
+    progress: bool = False,
+) -> RunOutcome:
+    """Train for the method's rounds, then evaluate every user; the AP and users are kept."""
+    session = Session(ap, settings, _ap_inputs(problem))
+    by_index = {u.index: u for u in users}
+    for rnd in tqdm(session.rounds, desc=ap.method, disable=not progress, leave=False):
+        downlink = session.train_downlink(rnd, list(by_index))
+        replies, errors = _deliver(downlink, lambda k, m: by_index[k].train(m))
+        session.finish_train_round(rnd, replies, errors)
+    test = session.test_downlink(list(by_index))
+    evaluations, errors = _deliver(test, lambda k, m: by_index[k].evaluate(m))
+    session.finish_evaluation(evaluations, errors)
+    return session.outcome()
+
+
+def run_experiment(
+    problem: AlignmentProblem, settings: RunSettings, *, progress: bool = False
+) -> RunOutcome:
+    """One whole run in this process."""
+    ap, users = build_parties(problem, settings)
+    return run_parties(ap, users, settings, problem, progress=progress)

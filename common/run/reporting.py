@@ -1,0 +1,57 @@
+"""Writing and printing results: parquet + csv tables, a per-user summary."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write via a temporary file in the same folder, then rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tables(out_dir: str | Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
+    """``results`` goes to parquet and csv, every other table to csv."""
+    out = Path(out_dir)
+    written = []
+    for name, frame in tables.items():
+        if name == "results":
+            path = out / "results.parquet"
+            atomic_write(path, lambda p, f=frame: f.to_parquet(p, index=False))
+            written.append(path)
+        path = out / f"{name}.csv"
+        atomic_write(path, lambda p, f=frame: f.to_csv(p, index=False))
+        written.append(path)
+    return written
+
+
+def per_user_table(results: pd.DataFrame) -> str:
+    """Accuracy, clean accuracy and MSE per user, and their means."""
+    cols = ["user", "user_model", "accuracy", "clean_accuracy", "mse"]
+    table = results[cols].copy()
+    mean = pd.DataFrame([{"user": "mean", "user_model": "", **results[cols[2:]].mean()}])
+    table = pd.concat([table.astype({"user": str}), mean], ignore_index=True)
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def headline(results: pd.DataFrame) -> str:
+    row = results.iloc[0]
+    return (
+        f"method={row.method} dataset={row.dataset} users={len(results)} "
+        f"u={row.channel_usage} {row.antennas_tx}x{row.antennas_rx} snr={row.snr_db:g} dB "
+        f"zeta={row.compression_factor:.2f}% seed={row.seed}: "
+        f"mean accuracy {results.accuracy.mean():.4f} (clean {results.clean_accuracy.mean():.4f})"
+    )

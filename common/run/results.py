@@ -1,0 +1,160 @@
+"""The results table (one row per user per run), the per-round history, the outcome.
+
+Both runtimes fill these through one :class:`~common.run.session.Session`, so
+their tables are comparable column for column. :class:`RunOutcome` is what a
+run returns and what its output folder holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.maths.link import LinkConfig
+from common.parties.ledger import Ledger
+from common.run.reporting import atomic_write, write_tables
+
+RESULT_COLUMNS = (
+    "method", "dataset", "seed", "ap_model", "user", "user_model", "channel_usage",
+    "antennas_tx", "antennas_rx", "snr_db", "pilot_fraction", "n_pilots", "latent_dim_ap",
+    "compression_factor", "symbols_per_sample", "rounds", "accuracy", "clean_accuracy", "mse",
+    "power", "primal_residual", "bytes_down", "bytes_up", "messages", "wall_time_s",
+)  # fmt: skip
+
+HISTORY_COLUMNS = (
+    "round", "objective", "primal_residual", "power", "mean_pilot_mse", "responded",
+    "failures", "messages_down", "bytes_down", "messages_up", "bytes_up",
+    "whitening_loading_ap", "whitening_loading_users", "seconds",
+)  # fmt: skip
+FAILURE_COLUMNS = ("round", "stage", "user", "reason")
+PRECODERS_FILE = "precoders.npz"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Everything a results row says about the run besides the measured values."""
+
+    method: str
+    dataset: str
+    seed: int
+    ap_model: str
+    latent_dim_ap: int
+    user_models: Mapping[int, str]
+    link: LinkConfig
+    pilot_fraction: float
+    n_pilots: int
+    rounds: int
+
+
+def history_row(
+    rnd: int,
+    ap_metrics: Mapping[str, float],
+    user_metrics: Mapping[int, Mapping[str, float]],
+    failures: int,
+    ledger: Ledger,
+    ap_loading: float,
+) -> dict[str, float]:
+    """One round's line: objective = Σ_k users' reported local objectives."""
+    objectives = [m["objective"] for m in user_metrics.values() if "objective" in m]
+    mses = [m["pilot_mse"] for m in user_metrics.values() if "pilot_mse" in m]
+    loadings = [m.get("whitening_loading", 0.0) for m in user_metrics.values()]
+    return {
+        "round": rnd,
+        "objective": float(np.sum(objectives)) if objectives else float("nan"),
+        "primal_residual": float(ap_metrics.get("primal_residual", float("nan"))),
+        "power": float(ap_metrics.get("power", float("nan"))),
+        "mean_pilot_mse": float(np.mean(mses)) if mses else float("nan"),
+        "responded": len(user_metrics),
+        "failures": failures,
+        **ledger.round_totals("train", rnd),
+        "whitening_loading_ap": ap_loading,
+        "whitening_loading_users": float(max(loadings, default=0.0)),
+    }
+
+
+def result_rows(
+    info: RunInfo,
+    evaluation: Mapping[int, Mapping[str, float]],
+    ap_metrics: Mapping[str, float],
+    ledger: Ledger,
+    wall_time_s: float,
+) -> pd.DataFrame:
+    """The results table of one run: one row per evaluated user."""
+    totals = ledger.user_totals()
+    rows = []
+    for user in sorted(evaluation):
+        metrics = evaluation[user]
+        counts = totals.get(user, {"bytes_down": 0, "bytes_up": 0, "messages": 0})
+        rows.append(
+            {
+                "method": info.method,
+                "dataset": info.dataset,
+                "seed": info.seed,
+                "ap_model": info.ap_model,
+                "user": user,
+                "user_model": info.user_models[user],
+                "channel_usage": info.link.channel_uses,
+                "antennas_tx": info.link.antennas_tx,
+                "antennas_rx": info.link.antennas_rx,
+                "snr_db": info.link.snr_db,
+                "pilot_fraction": info.pilot_fraction,
+                "n_pilots": info.n_pilots,
+                "latent_dim_ap": info.latent_dim_ap,
+                "compression_factor": info.link.compression_factor(info.latent_dim_ap),
+                "symbols_per_sample": info.link.tx_dim,
+                "rounds": info.rounds,
+                "accuracy": metrics["accuracy"],
+                "clean_accuracy": metrics["clean_accuracy"],
+                "mse": metrics["mse"],
+                "power": float(ap_metrics.get("power", float("nan"))),
+                "primal_residual": float(ap_metrics.get("primal_residual", float("nan"))),
+                **counts,
+                "wall_time_s": wall_time_s,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+@dataclass
+class RunOutcome:
+    """Everything a finished run reports: per-user results, history, failures, precoders."""
+
+    results: pd.DataFrame
+    history: pd.DataFrame
+    failures: pd.DataFrame
+    precoders: dict[str, np.ndarray]
+    wall_time_s: float
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"results": self.results, "history": self.history, "failures": self.failures}
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """The tables (parquet/csv) and the learned precoders (npz), each written atomically."""
+        written = write_tables(out_dir, self.tables())
+        path = Path(out_dir) / PRECODERS_FILE
+        atomic_write(path, lambda p: _save_npz(p, self.precoders))
+        return [*written, path]
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> RunOutcome:
+        """Read back what :meth:`save` wrote (``FileNotFoundError`` if the run wrote nothing)."""
+        folder = Path(out_dir)
+        results = pd.read_parquet(folder / "results.parquet")
+        with np.load(folder / PRECODERS_FILE) as npz:
+            precoders = {name: npz[name] for name in npz.files}
+        return cls(
+            results=results,
+            history=pd.read_csv(folder / "history.csv"),
+            failures=pd.read_csv(folder / "failures.csv", dtype={"reason": str}),
+            precoders=precoders,
+            wall_time_s=float(results.wall_time_s.iloc[0]) if len(results) else float("nan"),
+        )
+
+
+def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to the name
+        np.savez(handle, **arrays)

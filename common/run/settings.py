@@ -1,0 +1,221 @@
+"""Run settings: the one validated, serialisable object that describes an experiment.
+
+Every default lives in the Hydra configuration (``conf/``); this module holds
+none. :func:`settings_from_config` turns a composed config (a plain nested
+mapping) into :class:`RunSettings`. Each value is checked once, where it enters
+(``RunSettings``/``LinkConfig`` construction); a bad value is reported under
+its config key, with the value and what is allowed, before anything expensive
+starts. Names (methods, datasets, zoos) are checked against the registries that
+the domain modules fill, so this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from common.maths import validation
+from common.maths.link import LinkConfig
+from common.maths.seeding import check_seed
+from common.registry import DATASETS, METHODS, ZOOS
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names key, value and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Everything one experiment needs to know; the same JSON reaches every party."""
+
+    dataset: str
+    data_root: str | None
+    split_seed: int
+    pilot_fraction: float
+    zoo: str
+    group: str
+    models: tuple[str, ...]  # the users' model names, resolved from group/count
+    head_seed: int
+    method: str
+    rho: float
+    rounds: int
+    link: LinkConfig
+    seed: int
+    cache_dir: str | None
+    weights_dir: str | None
+    cpus_per_user: float
+    progress: bool
+
+    def __post_init__(self) -> None:
+        checks = {
+            "split_seed": lambda v: check_seed(v, "split_seed"),
+            "head_seed": lambda v: check_seed(v, "head_seed"),
+            "seed": check_seed,
+            "pilot_fraction": lambda v: validation.fraction("pilot_fraction", v),
+            "rho": lambda v: validation.positive_float("rho", v),
+            "rounds": lambda v: validation.positive_int("rounds", v),
+            "cpus_per_user": lambda v: validation.positive_float("cpus_per_user", v),
+            "progress": lambda v: validation.boolean("progress", v),
+            "method": _method,
+            "dataset": lambda v: _known(DATASETS, "dataset", v),
+            "zoo": lambda v: _known(ZOOS, "zoo", v),
+        }
+        for name, check in checks.items():
+            object.__setattr__(self, name, check(getattr(self, name)))
+        object.__setattr__(self, "models", tuple(str(m) for m in self.models))
+        if not self.models:
+            raise validation.InvalidValue("models", "a run needs at least one user model")
+        if not isinstance(self.link, LinkConfig):
+            raise TypeError(f"link must be a LinkConfig, got {type(self.link).__name__}")
+
+    @property
+    def num_users(self) -> int:
+        return len(self.models)
+
+    def replace(self, **changes: Any) -> RunSettings:
+        """A copy with some fields changed; link fields (``channel_uses``, …) may be named too."""
+        link_fields = {f.name for f in dataclasses.fields(LinkConfig)}
+        link_changes = {k: changes.pop(k) for k in list(changes) if k in link_fields}
+        if link_changes:
+            changes["link"] = dataclasses.replace(self.link, **link_changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSettings:
+        raw = json.loads(text)
+        raw["models"] = tuple(raw["models"])
+        raw["link"] = LinkConfig(**raw["link"])
+        return cls(**raw)
+
+
+def _known(registry, name: str, value: object) -> str:
+    if not isinstance(value, str) or value not in registry:
+        allowed = ", ".join(registry.names())
+        raise validation.InvalidValue(name, f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _method(value: object) -> str:
+    """A registered method or alias (stored under its registered name), or an import path."""
+    name = str(value)
+    try:
+        METHODS.get(name)
+    except ValueError as exc:
+        raise validation.InvalidValue("method", str(exc)) from None
+    return METHODS.canonical(name)
+
+
+# Where each settings field comes from in the composed config (``None``: set below).
+CONFIG_KEYS = {
+    "dataset": "data.name",
+    "data_root": "data.root",
+    "split_seed": "data.split_seed",
+    "pilot_fraction": "data.pilot_fraction",
+    "zoo": "users.zoo",
+    "head_seed": "users.head_seed",
+    "rho": "strategy.rho",
+    "rounds": "experiment.rounds",
+    "seed": "seed",
+    "cache_dir": "cache_dir",
+    "weights_dir": "weights_dir",
+    "cpus_per_user": "experiment.cpus_per_user",
+    "progress": "experiment.progress",
+    "antennas_tx": "communication.antennas_transmitter",
+    "antennas_rx": "communication.antennas_receiver",
+    "channel_uses": "communication.channel_usage",
+    "snr_db": "communication.snr",
+    "power": "communication.power",
+}
+_NULLABLE = {"data_root", "cache_dir", "weights_dir"}
+_MISSING = object()
+
+
+def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _value(cfg: Mapping[str, Any], key: str, *, nullable: bool = False) -> Any:
+    value = _lookup(cfg, key)
+    if value is _MISSING or (value is None and not nullable):
+        raise ConfigError(f"config key {key!r} is missing: compose the config from conf/")
+    return value
+
+
+def resolve_method(cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """The strategy name and the key it came from (the paper's aliases win when set)."""
+    for key in ("base_station.strategy", "base_station.status"):
+        value = _lookup(cfg, key)
+        if value not in (None, _MISSING):
+            return str(value), key
+    return str(_value(cfg, "strategy.name")), "strategy.name"
+
+
+def _resolve_models(cfg: Mapping[str, Any], zoo_name: str) -> tuple[str, tuple[str, ...]]:
+    """The group and the users' model names from ``users.group/models/count``."""
+    zoo = ZOOS.get(zoo_name)
+    group = str(_value(cfg, "users.group"))
+    explicit = _lookup(cfg, "users.models")
+    if explicit not in (None, _MISSING):
+        if isinstance(explicit, str) or not isinstance(explicit, list | tuple):
+            raise ConfigError(
+                f"config key 'users.models' = {explicit!r} is invalid: give a list of the "
+                f"{zoo_name} zoo's model names, e.g. users.models=[resnet10t,levit_128s]"
+            )
+        models = tuple(str(m) for m in explicit)
+        for name in models:
+            if name not in zoo.users:
+                raise ConfigError(
+                    f"config key 'users.models' names unknown model {name!r}; "
+                    f"the {zoo_name} zoo has: {', '.join(zoo.users)}"
+                )
+    else:
+        if group not in zoo.groups:
+            raise ConfigError(
+                f"config key 'users.group' = {group!r} is invalid: the {zoo_name} zoo's groups "
+                f"are {', '.join(sorted(zoo.groups))}"
+            )
+        models = tuple(zoo.groups[group])
+    count = _lookup(cfg, "users.count")
+    if count not in (None, _MISSING):
+        try:
+            count = validation.positive_int("count", count)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'users.count' = {count!r} is invalid: {exc}") from None
+        if count > len(models):
+            raise ConfigError(
+                f"config key 'users.count' = {count} is invalid: group {group!r} of the "
+                f"{zoo_name} zoo has only {len(models)} users (allowed: 1..{len(models)})"
+            )
+        models = models[:count]
+    return group, models
+
+
+def settings_from_config(cfg: Mapping[str, Any]) -> RunSettings:
+    """Validate a composed config (plain nested mapping) into :class:`RunSettings`."""
+    method, method_key = resolve_method(cfg)
+    keys = {**CONFIG_KEYS, "method": method_key}
+    values = {
+        field: _value(cfg, key, nullable=field in _NULLABLE)
+        for field, key in CONFIG_KEYS.items()
+    }
+    values["method"] = method
+    link_fields = [f.name for f in dataclasses.fields(LinkConfig)]
+    try:
+        zoo = _known(ZOOS, "zoo", values["zoo"])
+        group, models = _resolve_models(cfg, zoo)
+        link = LinkConfig(**{name: values.pop(name) for name in link_fields})
+        return RunSettings(group=group, models=models, link=link, **values)
+    except validation.InvalidValue as exc:
+        key = keys[exc.name]
+        value = _lookup(cfg, key)
+        raise ConfigError(f"config key {key!r} = {value!r} is invalid: {exc}") from None

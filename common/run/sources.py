@@ -1,0 +1,134 @@
+"""Where the AP's and each user's inputs come from.
+
+A source is small and picklable: Flower ships it to every ClientApp, and each
+party rebuilds only its own inputs from it (a user never sees another party's
+latents). :class:`~common.assets.source.AssetSource` reads the zoo's cached
+latents and heads;
+:class:`SyntheticSource` generates paper-scale latents for benchmarks and tests.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.parties.user import UserData
+
+
+@dataclass(frozen=True)
+class AlignmentProblem:
+    """The numbers one experiment runs on: AP latents and each user's private data."""
+
+    dataset: str
+    ap_model: str
+    ap_pilots: np.ndarray  # (n, d)
+    ap_test: np.ndarray  # (n_test, d)
+    users: tuple[UserData, ...]
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ValueError("an alignment problem needs at least one user")
+        n = self.ap_pilots.shape[0]
+        for k, user in enumerate(self.users):
+            if user.pilots.shape[0] != n:
+                raise ValueError(
+                    f"mismatched pilot counts: the AP has {n} pilots, user {k} ({user.name}) "
+                    f"has {user.pilots.shape[0]}"
+                )
+
+    @property
+    def n_pilots(self) -> int:
+        return self.ap_pilots.shape[0]
+
+
+@dataclass(frozen=True)
+class APInputs:
+    dataset: str
+    model: str
+    pilots: np.ndarray  # (n, d)
+    test: np.ndarray  # (n_test, d)
+
+
+class ProblemSource(abc.ABC):
+    """Builds the AP's inputs and any one user's private inputs."""
+
+    @property
+    @abc.abstractmethod
+    def num_users(self) -> int: ...
+
+    @abc.abstractmethod
+    def ap_inputs(self) -> APInputs: ...
+
+    @abc.abstractmethod
+    def user_data(self, index: int) -> UserData: ...
+
+    def problem(self) -> AlignmentProblem:
+        """Everything at once, for the in-process driver."""
+        ap = self.ap_inputs()
+        users = tuple(self.user_data(k) for k in range(self.num_users))
+        return AlignmentProblem(ap.dataset, ap.model, ap.pilots, ap.test, users)
+
+
+def _nearest_centroid(centroids: np.ndarray):
+    norms = (centroids**2).sum(1)
+
+    def predict(z: np.ndarray) -> np.ndarray:
+        return np.argmin(norms[None] - 2 * z @ centroids.T, axis=1)
+
+    return predict
+
+
+@dataclass(frozen=True)
+class SyntheticSource(ProblemSource):
+    """Latents of the same samples in different spaces, with a known class structure.
+
+    Every party's latents are a random linear image of shared low-dimensional
+    semantic factors (class centroid plus within-class variation) plus private
+    noise, so alignment is possible but not exact. Users classify by nearest
+    class centroid in their own space.
+    """
+
+    n: int = 600
+    n_test: int = 300
+    ap_dim: int = 24
+    user_dims: tuple[int, ...] = (30, 17)
+    classes: int = 5
+    factors: int = 16
+    noise: float = 0.3
+    separation: float = 2.0
+    seed: int = 0
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_dims)
+
+    def _shared(self):
+        rng = np.random.default_rng([self.seed, 0])
+        centroids = self.separation * rng.standard_normal((self.classes, self.factors))
+        labels = rng.integers(0, self.classes, self.n + self.n_test)
+        z = centroids[labels] + rng.standard_normal((self.n + self.n_test, self.factors))
+        return centroids, labels, z
+
+    def _party(self, party: int, dim: int):
+        centroids, labels, z = self._shared()
+        rng = np.random.default_rng([self.seed, 1, party])
+        mixing = rng.standard_normal((self.factors, dim)) / np.sqrt(self.factors)
+        latents = z @ mixing + self.noise * rng.standard_normal((z.shape[0], dim))
+        return latents, labels, centroids @ mixing
+
+    def ap_inputs(self) -> APInputs:
+        x, _, _ = self._party(0, self.ap_dim)
+        return APInputs("synthetic", f"synthetic{self.ap_dim}", x[: self.n], x[self.n :])
+
+    def user_data(self, index: int) -> UserData:
+        dim = self.user_dims[index]
+        y, labels, centroids = self._party(index + 1, dim)
+        return UserData(
+            f"synthetic{dim}",
+            y[: self.n],
+            y[self.n :],
+            labels[self.n :],
+            _nearest_centroid(centroids),
+        )

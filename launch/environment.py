@@ -1,0 +1,49 @@
+"""The process environment of a run: quiet Flower and Ray, one BLAS thread per process.
+
+Defined once here and applied by every entry point (``run_simulation.py``, the
+simulation helper, ``scripts/flwr_local.sh`` through ``python -m launch.environment``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+QUIET_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_LOG_LEVEL": "WARNING",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "TQDM_DISABLE": "1",  # no per-actor progress bars from inside the users
+}
+
+# One BLAS thread per process: the AP and every Ray actor each get a core, and
+# multi-threaded BLAS spinning beside them slows a round down many times over.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def quiet() -> None:
+    """Set the quiet variables (unless the caller set them); call before flwr/ray import."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def show_progress(enabled: bool) -> None:
+    """Round lines and run summaries (the ``fedalign`` loggers' INFO) on stdout, or not."""
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # FLWR_LOG_LEVEL is read at import
+    for name in ("common", "server", "clients", "launch"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO if enabled else logging.WARNING)
+        if not any(getattr(h, "fedalign", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            handler.fedalign = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            logger.propagate = False
+
+
+if __name__ == "__main__":  # `eval "$(python -m launch.environment)"` in shell scripts
+    print("export " + " ".join(f"{k}={v}" for k, v in QUIET_ENV.items()))
