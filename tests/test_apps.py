@@ -1,0 +1,221 @@
+"""The Flower strategy and ClientApp as units: no Ray, no SuperLink, replies built by hand.
+
+A small fake grid stands in for Flower's: it answers the strategy's node queries
+and hands back whatever replies a test prepares, so each test states exactly
+which users answered, which failed and which stayed silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pytest
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.client_app import STATE, make_client_app
+from common.parties import protocol
+from common.run.driver import build_parties
+from common.run.session import Session
+from common.run.sources import SyntheticSource
+from server.strategy import AlignmentStrategy, UsersNotConnected, decode, encode
+from tests.synthetic import settings_for
+
+SOURCE = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9, 10))
+NODES = {1001: 0, 1002: 1, 1003: 2}  # node id -> user index (partition-id)
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    """Messages need a run identity, which Flower's runtimes set and these tests fake."""
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, 0
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+class FakeGrid:
+    """Answers QUERY messages with each node's partition-id; other messages via ``answer``."""
+
+    def __init__(self, nodes: dict[int, int], answer: Callable[[Message], Message | None]):
+        self.nodes = nodes
+        self.answer = answer
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout=None) -> list[Message]:
+        replies = []
+        for message in messages:
+            self.sent.append(message)
+            node = message.metadata.dst_node_id
+            if message.metadata.message_type == MessageType.QUERY:
+                identity = MetricRecord({"partition-id": self.nodes[node]})
+                replies.append(Message(RecordDict({"metrics": identity}), reply_to=message))
+            elif (reply := self.answer(message)) is not None:
+                replies.append(reply)
+        return replies
+
+
+def _setup(method: str = "federated", rounds: int = 3):
+    problem = SOURCE.problem()
+    settings = settings_for(problem, method=method, rounds=rounds, channel_uses=2, seed=5)
+    ap, users = build_parties(problem, settings)
+    inputs = SOURCE.ap_inputs()
+    strategy = AlignmentStrategy(Session(ap, settings, inputs), node_wait_timeout=1.0)
+    reference_ap, reference_users = build_parties(problem, settings)
+    return strategy, users, (reference_ap, reference_users)
+
+
+def _user_reply(users, message: Message) -> Message:
+    """What a healthy ClientApp would send back, built by hand from the user object."""
+    user = users[NODES[message.metadata.dst_node_id]]
+    reply = user.train(decode(message.content))
+    content = encode(reply.message, 0)
+    content[protocol.METRICS] = MetricRecord(reply.metrics)
+    return Message(content, reply_to=message)
+
+
+def test_connect_maps_users_to_nodes_and_times_out_on_missing_users():
+    strategy, _, _ = _setup()
+    grid = FakeGrid(NODES, lambda m: None)
+    assert strategy.connect(grid) == {0: 1001, 1: 1002, 2: 1003}
+    lonely, _, _ = _setup()
+    with pytest.raises(UsersNotConnected, match=r"users \[2\] did not connect"):
+        lonely.connect(FakeGrid({1001: 0, 1002: 1}, lambda m: None))
+
+
+def test_a_round_through_the_strategy_equals_the_in_process_round():
+    strategy, users, (ref_ap, ref_users) = _setup()
+    grid = FakeGrid(NODES, lambda m: _user_reply(users, m))
+    messages = list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid))
+    assert sorted(m.metadata.dst_node_id for m in messages) == sorted(NODES)
+    assert {m.metadata.message_type for m in messages} == {MessageType.TRAIN}
+    expected = ref_ap.train_messages([0, 1, 2])[0].signal
+    for message in messages:
+        assert message.content[protocol.CONFIG]["kind"] == "align_pilots"
+        np.testing.assert_array_equal(decode(message.content).signal, expected)
+    arrays, metrics = strategy.aggregate_train(1, grid.send_and_receive(messages))
+
+    downlink = ref_ap.train_messages([0, 1, 2])
+    ref_ap.update({k: ref_users[k].train(m).message for k, m in downlink.items()})
+    np.testing.assert_allclose(arrays["F"].numpy(), ref_ap.state.f, rtol=1e-12)
+    assert set(arrays.keys()) == {"F", "Z", "U"}
+    assert metrics["responded"] == 3 and metrics["failures"] == 0
+    assert strategy.session.failures == []
+
+
+def test_error_replies_and_silent_users_are_recorded_and_left_out():
+    strategy, users, (ref_ap, ref_users) = _setup()
+
+    def answer(message: Message) -> Message | None:
+        user = NODES[message.metadata.dst_node_id]
+        if user == 1:
+            return Message(Error(code=0, reason="Exception; Message: radio on fire"),
+                           reply_to=message)  # fmt: skip
+        if user == 2:
+            return None  # never answers
+        return _user_reply(users, message)
+
+    grid = FakeGrid(NODES, answer)
+    messages = strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid)
+    _, metrics = strategy.aggregate_train(1, grid.send_and_receive(messages))
+    assert metrics["responded"] == 1 and metrics["failures"] == 2
+    assert strategy.session.failures == [
+        {"round": 1, "stage": "train", "user": 1, "reason": "radio on fire"},
+        {"round": 1, "stage": "train", "user": 2, "reason": "no reply"},
+    ]
+    # the update used user 0 alone, exactly as the in-process AP fed with user 0 alone
+    downlink = ref_ap.train_messages([0])
+    ref_ap.update({0: ref_users[0].train(downlink[0]).message})
+    np.testing.assert_allclose(strategy.session.ap.state.f, ref_ap.state.f, rtol=1e-12)
+    row = strategy.session.history[-1]
+    assert row["messages_down"] == 3 and row["messages_up"] == 1
+
+
+def test_evaluation_happens_once_after_the_last_round():
+    strategy, users, _ = _setup(rounds=2)
+    grid = FakeGrid(NODES, lambda m: _user_reply(users, m))
+    strategy.connect(grid)
+    assert list(strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord(), grid)) == []
+    assert strategy.aggregate_evaluate(1, []) is None
+    for rnd in (1, 2):
+        messages = strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)
+        strategy.aggregate_train(rnd, grid.send_and_receive(messages))
+    tests = list(strategy.configure_evaluate(2, ArrayRecord(), ConfigRecord(), grid))
+    assert {m.metadata.message_type for m in tests} == {MessageType.EVALUATE}
+    replies = []
+    for message in tests:
+        metrics = users[NODES[message.metadata.dst_node_id]].evaluate(decode(message.content))
+        replies.append(Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message))
+    summary = strategy.aggregate_evaluate(2, replies[:2])  # user 2's reply is lost
+    outcome = strategy.session.outcome()
+    assert outcome.results.user.tolist() == [0, 1]
+    assert summary["mean_accuracy"] == pytest.approx(outcome.results.accuracy.mean())
+    assert outcome.failures.to_dict("records")[-1] == {
+        "round": 2, "stage": "evaluate", "user": 2, "reason": "no reply"
+    }
+    assert len(outcome.history) == 2
+
+
+# ---- the ClientApp -----------------------------------------------------------------------
+def _context(partition: int) -> Context:
+    return Context(
+        run_id=7, node_id=2000 + partition, node_config={"partition-id": partition},
+        state=RecordDict(), run_config={},
+    )  # fmt: skip
+
+
+def _to_client(content: RecordDict, message_type: str, node: int) -> Message:
+    return Message(content, dst_node_id=node, message_type=message_type)
+
+
+def test_client_app_trains_keeps_its_state_and_evaluates():
+    problem = SOURCE.problem()
+    run = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
+    ref_ap, ref_users = build_parties(problem, run)
+    app = make_client_app(run, SOURCE)
+    context = _context(1)
+
+    query = app(_to_client(RecordDict(), MessageType.QUERY, 2001), context)
+    assert query.content["metrics"]["partition-id"] == 1
+
+    pilots = ref_ap.train_messages([1])[1]
+    reply = app(_to_client(encode(pilots, 1), MessageType.TRAIN, 2001), context)
+    assert reply.content[protocol.CONFIG]["kind"] == "align_uplink"
+    uplink = decode(reply.content)
+    expected = ref_users[1].train(pilots)
+    np.testing.assert_allclose(uplink.a_y, expected.message.a_y, rtol=1e-12)
+    assert reply.content[protocol.METRICS]["objective"] == pytest.approx(
+        expected.metrics["objective"]
+    )
+    saved = context.state[STATE]
+    np.testing.assert_allclose(saved["g"].numpy(), ref_users[1].g, rtol=1e-12)
+
+    test = ref_ap.test_messages([1])[1]
+    result = app(_to_client(encode(test, 1), MessageType.EVALUATE, 2001), context)
+    assert result.content["metrics"]["accuracy"] == ref_users[1].evaluate(test)["accuracy"]
+
+
+def test_client_app_refuses_a_message_of_the_wrong_kind():
+    problem = SOURCE.problem()
+    run = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
+    app = make_client_app(run, SOURCE)
+    ap, _ = build_parties(problem, run)
+    wrong = encode(ap.test_messages([0])[0], 1)  # a test transmission sent as training
+    with pytest.raises(TypeError, match="expects 'align_pilots' messages, got 'align_test'"):
+        app(_to_client(wrong, MessageType.TRAIN, 2000), _context(0))
+    fresh = _context(0)
+    with pytest.raises(RuntimeError, match="no equalizer yet: train first"):
+        app(_to_client(wrong, MessageType.EVALUATE, 2000), fresh)
