@@ -6,9 +6,7 @@ simulation helper, ``scripts/flwr_local.sh`` through ``python -m launch.environm
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -29,20 +27,6 @@ def quiet() -> None:
     """Set the quiet variables (unless the caller set them); call before flwr/ray import."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-
-
-def show_progress(enabled: bool) -> None:
-    """Round lines and run summaries (the ``fedalign`` loggers' INFO) on stdout, or not."""
-    logging.getLogger("flwr").setLevel(logging.WARNING)  # FLWR_LOG_LEVEL is read at import
-    for name in ("common", "server", "clients", "launch"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO if enabled else logging.WARNING)
-        if not any(getattr(h, "fedalign", False) for h in logger.handlers):
-            handler = logging.StreamHandler(sys.stdout)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            handler.fedalign = True  # type: ignore[attr-defined]
-            logger.addHandler(handler)
-            logger.propagate = False
 
 
 if __name__ == "__main__":  # `eval "$(python -m launch.environment)"` in shell scripts

@@ -17,10 +17,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from clients.client_app import UserFactory, default_user, make_client_app
+from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
 from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
-from launch.environment import SINGLE_THREAD_ENV, quiet, show_progress
+from launch.environment import SINGLE_THREAD_ENV, quiet
 from server.server_app import make_server_app
 
 

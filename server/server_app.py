@@ -14,7 +14,7 @@ from pathlib import Path
 from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.run.reporting import headline
+from common.run.reporting import headline, show_progress
 from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point
 from common.run.settings import RunSettings
@@ -67,6 +67,7 @@ def make_server_app(
             from conf import settings_from_run_config
 
             resolved = settings_from_run_config(context.run_config)
+            show_progress(resolved.progress)
         src = source
         if src is None:
             from common.assets.source import AssetSource

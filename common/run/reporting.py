@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,3 +57,21 @@ def headline(results: pd.DataFrame) -> str:
         f"zeta={row.compression_factor:.2f}% seed={row.seed}: "
         f"mean accuracy {results.accuracy.mean():.4f} (clean {results.clean_accuracy.mean():.4f})"
     )
+
+
+def show_progress(enabled: bool) -> None:
+    """Round lines and run summaries (the project's INFO logs) on stdout, or only warnings.
+
+    Called by every process that runs an AP (the ServerApp, the simulation), so
+    the per-round lines appear under ``run_simulation.py`` and ``flwr run`` alike.
+    """
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # FLWR_LOG_LEVEL is read at import
+    for name in ("common", "server", "clients", "launch"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO if enabled else logging.WARNING)
+        if not any(getattr(h, "fedalign", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            handler.fedalign = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            logger.propagate = False
