@@ -125,11 +125,11 @@ def test_single_user_noise_free_alignment_reaches_least_squares():
 def test_ap_pilot_geometry_uses_whitened_pilots():
     problem = make_problem()
     ap = FederatedAccessPoint(
-        problem.ap_pilots, problem.ap_test, link(), [0, 1], rounds=2, rho=1.0, seed=0
+        problem.ap.pilots, problem.ap.test, link(), [0, 1], rounds=2, rho=1.0, seed=0
     )
     n = problem.n_pilots
     np.testing.assert_allclose(ap.geometry.b, np.eye(ap.x_bar.shape[0]) / n, atol=1e-12)
-    np.testing.assert_allclose(ap.x_bar, ap.whitening.whiten(compress(problem.ap_pilots.T)))
+    np.testing.assert_allclose(ap.x_bar, ap.whitening.whiten(compress(problem.ap.pilots.T)))
 
 
 def test_runs_are_deterministic_and_seed_dependent():

@@ -11,7 +11,7 @@ from common.parties.access_point import access_point_class
 from common.parties.feature_selection import TopKAccessPoint
 from common.parties.user import UserData
 from common.run.driver import build_parties, run_experiment
-from common.run.sources import AlignmentProblem
+from common.run.sources import AlignmentProblem, APInputs
 from conf import settings
 from tests.synthetic import link, make_problem, settings_for
 
@@ -28,7 +28,7 @@ def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
     features = user.decode_features(
         received, message.mean, message.chol, message.indices, int(message.feature_dim[0])
     )
-    x = problem.ap_pilots.T
+    x = problem.ap.pilots.T
     k = 2 * link(**NOISE_FREE).tx_dim
     if method == "first_k":
         np.testing.assert_allclose(features[:k], x[:k], atol=1e-8)
@@ -44,14 +44,14 @@ def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
 def test_top_k_selects_largest_magnitudes_in_index_order():
     problem = make_problem(ap_dim=10)
     ap = TopKAccessPoint(
-        problem.ap_pilots, problem.ap_test, link(antennas_tx=1, antennas_rx=1, channel_uses=2),
+        problem.ap.pilots, problem.ap.test, link(antennas_tx=1, antennas_rx=1, channel_uses=2),
         [0], rounds=1, rho=1.0, seed=0,
     )  # fmt: skip
     values, idx = ap._select(np.array([[0.1, -5.0], [-3.0, 0.2], [2.0, 4.0], [0.5, 0.0]]))
     assert ap.k == 4
     np.testing.assert_array_equal(idx[:, 0], [0, 1, 2, 3])
     small = TopKAccessPoint(
-        problem.ap_pilots, problem.ap_test, link(antennas_tx=1, antennas_rx=1, channel_uses=1),
+        problem.ap.pilots, problem.ap.test, link(antennas_tx=1, antennas_rx=1, channel_uses=1),
         [0], rounds=1, rho=1.0, seed=0,
     )  # fmt: skip
     values, idx = small._select(np.array([[0.1, -5.0], [-3.0, 0.2], [2.0, 4.0], [0.5, 0.0]]))
@@ -107,14 +107,15 @@ def test_non_finite_latents_are_rejected_naming_the_party(bad):
     pilots = user.pilots.copy()
     pilots[3, 2] = bad
     broken = UserData(user.name, pilots, user.test, user.test_labels, user.predict)
-    problem = AlignmentProblem("s", "ap", problem.ap_pilots, problem.ap_test, (broken,))
+    problem = AlignmentProblem(problem.ap, (broken,))
     expected = r"user 0 \(synthetic17\) pilot latents contains 1 NaN/Inf"
     with pytest.raises(ValueError, match=expected):
         run_experiment(problem, settings_for(problem, rounds=1))
-    ap_pilots = make_problem().ap_pilots.copy()
+    ap_pilots = make_problem().ap.pilots.copy()
     ap_pilots[0, 0] = bad
     with pytest.raises(ValueError, match="AP pilot latents contains 1 NaN/Inf"):
-        good = AlignmentProblem("s", "ap", ap_pilots, problem.ap_test, make_problem().users)
+        ap = APInputs("s", "ap", ap_pilots, problem.ap.test)
+        good = AlignmentProblem(ap, make_problem().users)
         run_experiment(good, settings_for(good, rounds=1))
 
 
@@ -123,7 +124,7 @@ def test_mismatched_pilot_counts_are_rejected():
     user = problem.users[0]
     short = UserData(user.name, user.pilots[:-5], user.test, user.test_labels, user.predict)
     with pytest.raises(ValueError, match="mismatched pilot counts: the AP has 600 pilots, user 0"):
-        AlignmentProblem("s", "ap", problem.ap_pilots, problem.ap_test, (short,))
+        AlignmentProblem(problem.ap, (short,))
 
 
 @pytest.mark.parametrize(
@@ -159,9 +160,9 @@ def test_paper_aliases_and_import_paths_resolve():
 
 def test_ill_conditioned_pilots_are_loaded_and_reported_in_history():
     problem = make_problem(ap_dim=12, user_dims=(10,))
-    x = problem.ap_pilots.copy()
+    x = problem.ap.pilots.copy()
     x[:, [0, 6]] = 0.0  # complex symbol 0 (features 0 and 6) is constant: singular covariance
-    problem = AlignmentProblem("s", "ap", x, problem.ap_test, problem.users)
+    problem = AlignmentProblem(APInputs("s", "ap", x, problem.ap.test), problem.users)
     history = run_experiment(problem, settings_for(problem, rounds=3)).history
     assert (history.whitening_loading_ap > 0).all()
     assert history.whitening_loading_users.eq(0).all()

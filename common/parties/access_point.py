@@ -95,8 +95,3 @@ class AccessPoint(abc.ABC):
 def access_point_class(name: str) -> type[AccessPoint]:
     """A registered method by name or paper alias, or ``package.module:ClassName``."""
     return METHODS.get(name, subclass_of=AccessPoint)
-
-
-def canonical_method(name: str) -> str:
-    """The registered name behind a paper alias (import paths pass through)."""
-    return METHODS.canonical(name)

@@ -18,7 +18,7 @@ from common.parties.user import User
 from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point, build_user
 from common.run.settings import RunSettings
-from common.run.sources import AlignmentProblem, APInputs
+from common.run.sources import AlignmentProblem
 
 
 def build_parties(
@@ -31,12 +31,8 @@ def build_parties(
             f"{settings.num_users} ({', '.join(settings.models)})"
         )
     users = [build_user(settings, k, data) for k, data in enumerate(problem.users)]
-    ap = build_access_point(settings, _ap_inputs(problem), [u.index for u in users])
+    ap = build_access_point(settings, problem.ap, [u.index for u in users])
     return ap, users
-
-
-def _ap_inputs(problem: AlignmentProblem) -> APInputs:
-    return APInputs(problem.dataset, problem.ap_model, problem.ap_pilots, problem.ap_test)
 
 
 def _deliver(messages: Mapping[int, Message], handle: Callable[[int, Message], object]):
@@ -59,7 +55,7 @@ def run_parties(
     progress: bool = False,
 ) -> RunOutcome:
     """Train for the method's rounds, then evaluate every user; the AP and users are kept."""
-    session = Session(ap, settings, _ap_inputs(problem))
+    session = Session(ap, settings, problem.ap)
     by_index = {u.index: u for u in users}
     for rnd in tqdm(session.rounds, desc=ap.method, disable=not progress, leave=False):
         downlink = session.train_downlink(rnd, list(by_index))

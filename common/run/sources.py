@@ -3,8 +3,8 @@
 A source is small and picklable: Flower ships it to every ClientApp, and each
 party rebuilds only its own inputs from it (a user never sees another party's
 latents). :class:`~common.assets.source.AssetSource` reads the zoo's cached
-latents and heads;
-:class:`SyntheticSource` generates paper-scale latents for benchmarks and tests.
+latents and heads; :class:`SyntheticSource` generates paper-scale latents for
+benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -18,19 +18,26 @@ from common.parties.user import UserData
 
 
 @dataclass(frozen=True)
-class AlignmentProblem:
-    """The numbers one experiment runs on: AP latents and each user's private data."""
+class APInputs:
+    """The AP's own inputs: its encoder's latents of the pilots and of the test split."""
 
     dataset: str
-    ap_model: str
-    ap_pilots: np.ndarray  # (n, d)
-    ap_test: np.ndarray  # (n_test, d)
+    model: str
+    pilots: np.ndarray  # (n, d)
+    test: np.ndarray  # (n_test, d)
+
+
+@dataclass(frozen=True)
+class AlignmentProblem:
+    """The numbers one experiment runs on: the AP's inputs and each user's private data."""
+
+    ap: APInputs
     users: tuple[UserData, ...]
 
     def __post_init__(self) -> None:
         if not self.users:
             raise ValueError("an alignment problem needs at least one user")
-        n = self.ap_pilots.shape[0]
+        n = self.ap.pilots.shape[0]
         for k, user in enumerate(self.users):
             if user.pilots.shape[0] != n:
                 raise ValueError(
@@ -40,15 +47,7 @@ class AlignmentProblem:
 
     @property
     def n_pilots(self) -> int:
-        return self.ap_pilots.shape[0]
-
-
-@dataclass(frozen=True)
-class APInputs:
-    dataset: str
-    model: str
-    pilots: np.ndarray  # (n, d)
-    test: np.ndarray  # (n_test, d)
+        return self.ap.pilots.shape[0]
 
 
 class ProblemSource(abc.ABC):
@@ -66,9 +65,8 @@ class ProblemSource(abc.ABC):
 
     def problem(self) -> AlignmentProblem:
         """Everything at once, for the in-process driver."""
-        ap = self.ap_inputs()
         users = tuple(self.user_data(k) for k in range(self.num_users))
-        return AlignmentProblem(ap.dataset, ap.model, ap.pilots, ap.test, users)
+        return AlignmentProblem(self.ap_inputs(), users)
 
 
 def _nearest_centroid(centroids: np.ndarray):
