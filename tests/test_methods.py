@@ -166,3 +166,17 @@ def test_ill_conditioned_pilots_are_loaded_and_reported_in_history():
     history = run_experiment(problem, settings_for(problem, rounds=3)).history
     assert (history.whitening_loading_ap > 0).all()
     assert history.whitening_loading_users.eq(0).all()
+
+
+def test_effective_channel_uses_charge_top_k_for_its_indices():
+    problem = make_problem(ap_dim=24)
+    base = settings_for(problem, rounds=2, channel_uses=3)
+    rows = {m: run_experiment(problem, base.replace(method=m)).results.iloc[0]
+            for m in ("federated", "first_k", "top_k")}  # fmt: skip
+    m_ap = 12  # 24 real features -> 12 complex symbols
+    for method, row in rows.items():
+        assert row.channel_usage == 3
+        assert row.compression_factor == pytest.approx(100 * 3 / m_ap)
+        expected = 6 if method == "top_k" else 3
+        assert row.channel_usage_effective == expected, method
+        assert row.compression_factor_effective == pytest.approx(100 * expected / m_ap)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from common.maths import channel, validation
+from common.maths.compression import compressed_dim
 
 
 @dataclass(frozen=True)
@@ -43,4 +43,4 @@ class LinkConfig:
 
     def compression_factor(self, latent_dim: int) -> float:
         """``ζ = u / m`` in percent, with ``m = ⌈d/2⌉`` the AP's complex latent size."""
-        return 100.0 * self.channel_uses / math.ceil(latent_dim / 2)
+        return 100.0 * self.channel_uses / compressed_dim(latent_dim)

@@ -86,6 +86,14 @@ class AccessPoint(abc.ABC):
         """The learned state, by name (for checks and for saving)."""
         return {}
 
+    def side_channel_uses(self) -> int:
+        """Channel uses that side information costs on top of the values' ``u``.
+
+        The convention of the paper's code: Top-K's indices cost as many channel
+        uses as the values they index; every other method sends none per sample.
+        """
+        return 0
+
     @property
     def whitening_loading(self) -> float:
         """Diagonal loading its whitening needed (reported in the history)."""

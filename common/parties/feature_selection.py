@@ -197,6 +197,9 @@ class TopKAccessPoint(_FeatureAccessPoint):
     method = "top_k"
     sends_indices = True
 
+    def side_channel_uses(self) -> int:
+        return self.link.channel_uses
+
     def _select(self, x):
         top = np.argpartition(-np.abs(x), self.k - 1, axis=0)[: self.k]
         top.sort(axis=0)

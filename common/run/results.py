@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.maths.compression import compressed_dim
 from common.maths.link import LinkConfig
 from common.parties.ledger import Ledger
 from common.run.reporting import atomic_write, write_tables
@@ -21,7 +22,8 @@ from common.run.reporting import atomic_write, write_tables
 RESULT_COLUMNS = (
     "method", "dataset", "seed", "ap_model", "user", "user_model", "channel_usage",
     "antennas_tx", "antennas_rx", "snr_db", "pilot_fraction", "n_pilots", "latent_dim_ap",
-    "compression_factor", "symbols_per_sample", "rounds", "accuracy", "clean_accuracy", "mse",
+    "compression_factor", "channel_usage_effective", "compression_factor_effective",
+    "symbols_per_sample", "rounds", "accuracy", "clean_accuracy", "mse",
     "power", "primal_residual", "bytes_down", "bytes_up", "messages", "wall_time_s",
 )  # fmt: skip
 
@@ -48,6 +50,7 @@ class RunInfo:
     pilot_fraction: float
     n_pilots: int
     rounds: int
+    side_channel_uses: int = 0  # channel uses of side information (Top-K's indices)
 
 
 def history_row(
@@ -85,6 +88,8 @@ def result_rows(
 ) -> pd.DataFrame:
     """The results table of one run: one row per evaluated user."""
     totals = ledger.user_totals()
+    effective = info.link.channel_uses + info.side_channel_uses
+    m_ap = compressed_dim(info.latent_dim_ap)
     rows = []
     for user in sorted(evaluation):
         metrics = evaluation[user]
@@ -105,6 +110,8 @@ def result_rows(
                 "n_pilots": info.n_pilots,
                 "latent_dim_ap": info.latent_dim_ap,
                 "compression_factor": info.link.compression_factor(info.latent_dim_ap),
+                "channel_usage_effective": effective,
+                "compression_factor_effective": 100.0 * effective / m_ap,
                 "symbols_per_sample": info.link.tx_dim,
                 "rounds": info.rounds,
                 "accuracy": metrics["accuracy"],

@@ -84,6 +84,7 @@ class Session:
             pilot_fraction=settings.pilot_fraction,
             n_pilots=access_point.n_pilots,
             rounds=access_point.num_rounds,
+            side_channel_uses=access_point.side_channel_uses(),
         )
         self.ledger = Ledger()
         self.history: list[dict[str, float]] = []
