@@ -1,8 +1,10 @@
-"""Run one experiment as a Flower simulation on the Ray backend.
+"""Run experiments as Flower simulations on the Ray backend.
 
-The ServerApp writes the run's outcome to an output folder; :func:`simulate`
-reads it back from there, so a simulation returns exactly what a deployed run
-leaves on disk.
+:func:`simulate` runs one experiment; :func:`simulate_sweep` runs the cells of
+a sweep back to back in as few simulations as possible, keeping each finished
+cell in a :class:`~common.run.cells.CellStore`. The ServerApp writes every
+outcome to disk and the callers read it back from there, so a simulation
+returns exactly what a deployed run leaves behind.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from clients.client_app import UserFactory, default_user, make_client_app
+from common.run.cells import CellStore, cell_key
 from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
 from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
 from launch.environment import SINGLE_THREAD_ENV, quiet
-from server.server_app import make_server_app
+from server.server_app import Sink, WriteTo, make_server_app
 
 
 class SimulationFailed(RuntimeError):
@@ -45,39 +49,102 @@ def simulate(
     user_factory: UserFactory = default_user,
     isolated: bool = True,
 ) -> RunOutcome:
-    """One user per simulated SuperNode, ``settings.cpus_per_user`` CPUs each.
+    """One run: one user per simulated SuperNode, ``settings.cpus_per_user`` CPUs each.
 
     The outcome is written to ``out_dir`` (a temporary folder when not given)
-    and returned. By default the simulation runs in a freshly spawned process:
-    starting Ray a second time from a process that already holds many threads
-    (a Hydra ``-m`` sweep, a benchmark) can deadlock, and a fresh process also
-    gets the single-threaded BLAS set-up above.
+    and returned as read back from there.
     """
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="fedalign-") as tmp:
             return simulate(
                 settings, source, out_dir=tmp, user_factory=user_factory, isolated=isolated
             )
+    started = time.time()
+    simulate_cells([settings], WriteTo(out_dir), source,
+                   user_factory=user_factory, isolated=isolated)  # fmt: skip
+    written = Path(out_dir) / PRECODERS_FILE  # the last file a run writes
+    if not written.exists() or written.stat().st_mtime < started - 1:
+        raise SimulationFailed("the Flower simulation ended without results; see the log above")
+    return RunOutcome.load(out_dir)
+
+
+def simulate_sweep(
+    cells: Sequence[RunSettings],
+    store: CellStore,
+    source: ProblemSource | None = None,
+    *,
+    user_factory: UserFactory = default_user,
+    isolated: bool = True,
+) -> list[RunOutcome]:
+    """Every cell of a sweep that ``store`` lacks, in as few simulations as possible.
+
+    Cells that share ``cpus_per_user`` run back to back in one simulation, over
+    as many SuperNodes as the largest cell has users; each finished cell is saved
+    in ``store`` at once. Cells already there are not run again. Returns every
+    cell's outcome, in order.
+    """
+    todo: dict[str, RunSettings] = {}
+    for cell in cells:
+        if not store.finished(cell):
+            todo.setdefault(cell_key(cell), cell)
+    by_cpus: dict[float, list[RunSettings]] = {}
+    for cell in todo.values():
+        by_cpus.setdefault(cell.cpus_per_user, []).append(cell)
+    errors = []
+    for group in by_cpus.values():
+        try:
+            simulate_cells(group, store.save, source, user_factory=user_factory,
+                           isolated=isolated)  # fmt: skip
+        except Exception as exc:  # finished cells are in the store; report the rest below
+            errors.append(f"{type(exc).__name__}: {exc}")
+    missing = [cell_key(cell) for cell in cells if not store.finished(cell)]
+    if missing:
+        raise SimulationFailed(
+            f"{len(missing)} cell(s) ended without results ({', '.join(missing[:5])}): "
+            f"{'; '.join(errors) or 'see the log above'}. Finished cells are kept in "
+            f"{store.root}: run the sweep again to redo only the rest."
+        )
+    return [store.load(cell) for cell in cells]
+
+
+def simulate_cells(
+    cells: Sequence[RunSettings],
+    sink: Sink,
+    source: ProblemSource | None = None,
+    *,
+    user_factory: UserFactory = default_user,
+    isolated: bool = True,
+) -> None:
+    """Run ``cells`` back to back in one Flower simulation; each outcome goes to ``sink``.
+
+    By default the simulation runs in a freshly spawned process: starting Ray a
+    second time from a process that already holds many threads (a Hydra ``-m``
+    sweep, a benchmark) can deadlock, and a fresh process also gets the
+    single-threaded BLAS set-up above. The cells must share ``cpus_per_user``.
+    """
+    if not cells:
+        return
+    if len({cell.cpus_per_user for cell in cells}) > 1:
+        raise ValueError("the cells of one simulation must share experiment.cpus_per_user")
     if isolated:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=context, initializer=_isolated_process) as pool:
-            return pool.submit(
-                simulate, settings, source, out_dir=out_dir, user_factory=user_factory,
-                isolated=False,
-            ).result()  # fmt: skip
+            pool.submit(
+                simulate_cells, cells, sink, source, user_factory=user_factory, isolated=False
+            ).result()
+        return
     quiet()
     from flwr.simulation import run_simulation
 
-    started = time.time()
-    show_progress(settings.progress)
+    show_progress(any(cell.progress for cell in cells))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
-            server_app=make_server_app(settings, source, out_dir),
-            client_app=make_client_app(settings, source, user_factory),
-            num_supernodes=settings.num_users,
+            server_app=make_server_app(list(cells), sink, source),
+            client_app=make_client_app(cells[0], source, user_factory),
+            num_supernodes=max(cell.num_users for cell in cells),
             backend_config={
-                "client_resources": {"num_cpus": settings.cpus_per_user, "num_gpus": 0.0},
+                "client_resources": {"num_cpus": cells[0].cpus_per_user, "num_gpus": 0.0},
                 "init_args": {
                     "logging_level": logging.WARNING,
                     "log_to_driver": False,
@@ -85,7 +152,3 @@ def simulate(
                 },
             },
         )
-    written = Path(out_dir) / PRECODERS_FILE  # the last file the ServerApp writes
-    if not written.exists() or written.stat().st_mtime < started - 1:
-        raise SimulationFailed("the Flower simulation ended without results; see the log above")
-    return RunOutcome.load(out_dir)

@@ -37,11 +37,11 @@ class UsersNotConnected(RuntimeError):
     """Fewer users than configured joined the federation in time."""
 
 
-def encode(message: protocol.Message, rnd: int) -> RecordDict:
+def encode(message: protocol.Message, **config: int | str) -> RecordDict:
     """A protocol message as Flower records: its arrays in order, its kind in the config."""
     return RecordDict({
         protocol.ARRAYS: ArrayRecord(numpy_ndarrays=message.to_list()),
-        protocol.CONFIG: ConfigRecord({"kind": message.KIND, "round": rnd}),
+        protocol.CONFIG: ConfigRecord({"kind": message.KIND, **config}),
     })  # fmt: skip
 
 
@@ -59,11 +59,20 @@ def error_reason(reply: Message) -> str:
 class AlignmentStrategy(Strategy):
     """Drives a :class:`Session` (any access point) over a Flower grid."""
 
-    def __init__(self, session: Session, *, node_wait_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        node_wait_timeout: float = 300.0,
+        user_nodes: dict[int, int] | None = None,
+    ) -> None:
         self.session = session
         self.node_wait_timeout = node_wait_timeout
-        self.user_nodes: dict[int, int] = {}  # user index (partition-id) -> node id
+        # user index (partition-id) -> node id; shared by the cells of a sweep
+        self.user_nodes: dict[int, int] = {} if user_nodes is None else user_nodes
         self._evaluating = False
+        # every message names its run, so a node serving a sweep rebuilds its user per cell
+        self._settings = session.settings.to_json()
 
     @property
     def users(self) -> tuple[int, ...]:
@@ -118,7 +127,7 @@ class AlignmentStrategy(Strategy):
     ) -> list[Message]:
         return [
             Message(
-                encode(message, rnd),
+                encode(message, round=rnd, settings=self._settings),
                 dst_node_id=self.user_nodes[k],
                 message_type=message_type,
                 group_id=str(rnd),

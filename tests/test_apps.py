@@ -25,6 +25,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import STATE, make_client_app
 from common.parties import protocol
+from common.run.cells import cell_key
 from common.run.driver import build_parties
 from common.run.session import Session
 from common.run.sources import SyntheticSource
@@ -82,7 +83,7 @@ def _user_reply(users, message: Message) -> Message:
     """What a healthy ClientApp would send back, built by hand from the user object."""
     user = users[NODES[message.metadata.dst_node_id]]
     reply = user.train(decode(message.content))
-    content = encode(reply.message, 0)
+    content = encode(reply.message, round=1)
     content[protocol.METRICS] = MetricRecord(reply.metrics)
     return Message(content, reply_to=message)
 
@@ -192,7 +193,7 @@ def test_client_app_trains_keeps_its_state_and_evaluates():
     assert query.content["metrics"]["partition-id"] == 1
 
     pilots = ref_ap.train_messages([1])[1]
-    reply = app(_to_client(encode(pilots, 1), MessageType.TRAIN, 2001), context)
+    reply = app(_to_client(encode(pilots, round=1), MessageType.TRAIN, 2001), context)
     assert reply.content[protocol.CONFIG]["kind"] == "align_uplink"
     uplink = decode(reply.content)
     expected = ref_users[1].train(pilots)
@@ -204,7 +205,7 @@ def test_client_app_trains_keeps_its_state_and_evaluates():
     np.testing.assert_allclose(saved["g"].numpy(), ref_users[1].g, rtol=1e-12)
 
     test = ref_ap.test_messages([1])[1]
-    result = app(_to_client(encode(test, 1), MessageType.EVALUATE, 2001), context)
+    result = app(_to_client(encode(test, round=1), MessageType.EVALUATE, 2001), context)
     assert result.content["metrics"]["accuracy"] == ref_users[1].evaluate(test)["accuracy"]
 
 
@@ -213,9 +214,31 @@ def test_client_app_refuses_a_message_of_the_wrong_kind():
     run = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
     app = make_client_app(run, SOURCE)
     ap, _ = build_parties(problem, run)
-    wrong = encode(ap.test_messages([0])[0], 1)  # a test transmission sent as training
+    wrong = encode(ap.test_messages([0])[0], round=1)  # a test transmission sent as training
     with pytest.raises(TypeError, match="expects 'align_pilots' messages, got 'align_test'"):
         app(_to_client(wrong, MessageType.TRAIN, 2000), _context(0))
     fresh = _context(0)
     with pytest.raises(RuntimeError, match="no equalizer yet: train first"):
         app(_to_client(wrong, MessageType.EVALUATE, 2000), fresh)
+
+
+def test_client_app_follows_the_cell_each_message_names():
+    """A node serving a sweep rebuilds its user per cell and never mixes cells' states."""
+    problem = SOURCE.problem()
+    first = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
+    second = first.replace(seed=6)
+    app = make_client_app(None, SOURCE)  # bound to nothing: the messages say which run
+    context = _context(0)
+    for run in (first, second):
+        ap, users = build_parties(problem, run)
+        pilots = ap.train_messages([0])[0]
+        content = encode(pilots, round=1, settings=run.to_json())
+        reply = app(_to_client(content, MessageType.TRAIN, 2000), context)
+        np.testing.assert_allclose(decode(reply.content).a_y, users[0].train(pilots).message.a_y,
+                                   rtol=1e-12)  # fmt: skip
+        assert context.state["user_state_cell"]["key"] == cell_key(run)
+    # a test transmission of the first cell finds no equalizer learned in that cell any more
+    ap, _ = build_parties(problem, first)
+    test = encode(ap.test_messages([0])[0], round=1, settings=first.to_json())
+    with pytest.raises(RuntimeError, match="no equalizer yet"):
+        app(_to_client(test, MessageType.EVALUATE, 2000), context)

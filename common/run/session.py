@@ -73,6 +73,7 @@ class Session:
 
     def __init__(self, access_point: AccessPoint, settings: RunSettings, inputs: APInputs):
         self.ap = access_point
+        self.settings = settings
         self.info = RunInfo(
             method=access_point.method or settings.method,
             dataset=inputs.dataset,

@@ -1,0 +1,68 @@
+"""Cells of a study: one experiment each, named by a hash of its settings, stored once done.
+
+A sweep is a list of cells. Each finished cell lives in a :class:`CellStore`
+folder named by :func:`cell_key`, written to a temporary folder first and
+renamed into place, so a folder that exists is a finished cell and nothing
+partial is ever taken for one. A sweep started again skips the cells it finds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from common.run.results import RunOutcome
+from common.run.settings import RunSettings
+
+# How a cell is run, not what it computes: left out of its key.
+EXECUTION_FIELDS = ("progress", "cpus_per_user", "cache_dir")
+SETTINGS_FILE = "settings.json"
+
+
+def cell_key(settings: RunSettings) -> str:
+    """A stable name for the numbers ``settings`` produce (every field that can change them)."""
+    fields = dataclasses.asdict(settings)
+    for name in EXECUTION_FIELDS:
+        fields.pop(name)
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class CellStore:
+    """A folder of finished cells, one sub-folder per :func:`cell_key`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, settings: RunSettings) -> Path:
+        return self.root / cell_key(settings)
+
+    def finished(self, settings: RunSettings) -> bool:
+        return self.path(settings).is_dir()
+
+    def load(self, settings: RunSettings) -> RunOutcome:
+        return RunOutcome.load(self.path(settings))
+
+    def save(self, settings: RunSettings, outcome: RunOutcome) -> Path:
+        """Write the outcome and the settings it came from; atomic as a whole."""
+        final = self.path(settings)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.root))
+        try:
+            outcome.save(tmp)
+            (tmp / SETTINGS_FILE).write_text(settings.to_json() + "\n")
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                shutil.rmtree(tmp)  # the same cell finished elsewhere meanwhile: keep that one
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
