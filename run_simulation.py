@@ -9,7 +9,9 @@ The configuration is validated before Ray starts; the encoders, latents and
 heads are built (or read from the cache) here, once, before the users start.
 Each run writes results.parquet/csv, history.csv, failures.csv and
 precoders.npz to its Hydra output folder and prints the per-user table and the
-mean accuracy.
+mean accuracy. A sweep (-m) runs all its cells in as few Flower simulations as
+possible and keeps each finished cell in ``sweep_store``, so a sweep started
+again redoes only what did not finish (``hydra_plugins/fedalign_sweep_launcher``).
 """
 
 from __future__ import annotations
@@ -23,18 +25,12 @@ quiet()  # before flwr and ray are imported
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from common.run.reporting import per_user_table  # noqa: E402
-from common.run.settings import ConfigError, RunSettings, settings_from_config  # noqa: E402
-
-
-def prepare(settings: RunSettings) -> None:
-    """Build or load every party's encoder latents and heads (progress bars here, once)."""
-    from common.assets.source import AssetSource
-
-    table = AssetSource(settings).warm(progress=settings.progress)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+from common.run.settings import ConfigError, settings_from_config  # noqa: E402
+from launch.sweeps import cell_store  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
@@ -43,11 +39,19 @@ def main(cfg: DictConfig) -> float:
         settings = settings_from_config(OmegaConf.to_container(cfg, resolve=True))
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
-    from launch.simulation import simulate
-
-    prepare(settings)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    outcome = simulate(settings, out_dir=out_dir)
+    store = cell_store(cfg) if HydraConfig.get().mode == RunMode.MULTIRUN else None
+    if store is not None and store.finished(settings):  # run by the sweep launcher, or earlier
+        outcome = store.load(settings)
+        outcome.save(out_dir)
+        print(f"cell {store.path(settings).name}: {' '.join(HydraConfig.get().overrides.task)}")
+    else:
+        from launch.simulation import prepare, simulate
+
+        prepare(settings)
+        outcome = simulate(settings, out_dir=out_dir)
+        if store is not None:
+            store.save(settings, outcome)
     print(per_user_table(outcome.results))
     return float(outcome.results.accuracy.mean())
 

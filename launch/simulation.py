@@ -41,6 +41,14 @@ def _isolated_process() -> None:
     threadpool_limits(1)  # numpy is already imported in this process
 
 
+def prepare(settings: RunSettings) -> None:
+    """Build or load every party's encoder latents and heads (progress bars here, once)."""
+    from common.assets.source import AssetSource
+
+    table = AssetSource(settings).warm(progress=settings.progress)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
+
+
 def simulate(
     settings: RunSettings,
     source: ProblemSource | None = None,

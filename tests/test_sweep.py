@@ -1,6 +1,12 @@
 """Sweeps: cells back to back in one simulation, each equal to itself run alone, resumable."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from common.run.cells import CellStore, cell_key
@@ -9,6 +15,7 @@ from common.run.sources import SyntheticSource
 from launch.simulation import SimulationFailed, simulate, simulate_sweep
 from tests.synthetic import settings_for
 
+ROOT = Path(__file__).resolve().parents[1]
 SOURCE = SyntheticSource(n=300, n_test=100, ap_dim=16, user_dims=(18, 11, 13))
 BASE = settings_for(SOURCE.problem(), rounds=3, channel_uses=2, seed=7)
 CELLS = [
@@ -61,3 +68,41 @@ def test_an_interrupted_sweep_keeps_finished_cells_and_redoes_only_the_rest(tmp_
     assert again == kept  # finished cells are not redone
     assert all(store.finished(cell) for cell in CELLS)
     _same(run_experiment(SOURCE.problem(), CELLS[2]), outcomes[2])
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": "ray://127.0.0.1:1"} if "bad" in args[0] else None
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_simulation.py"), *args[1:]],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_a_bad_sweep_value_stops_every_cell_before_ray_starts(tmp_path):
+    proc = _cli("bad", "communication.channel_usage=1,0", f"sweep_store={tmp_path}/cells",
+                f"hydra.sweep.dir={tmp_path}/run", "-m", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode != 0
+    assert "error: sweep cell #1 (communication.channel_usage=0 " in proc.stderr
+    assert "config key 'communication.channel_usage' = 0 is invalid" in proc.stderr
+    assert "ray" not in (proc.stdout + proc.stderr).lower().replace("array", "")
+    assert not (tmp_path / "cells").exists() and not (tmp_path / "run" / "0").exists()
+
+
+@pytest.mark.slow
+def test_the_command_line_sweep_is_one_simulation_and_resumes(tmp_path):
+    args = ["users.count=2", "experiment.rounds=2", "communication.channel_usage=1,2",
+            "experiment.progress=false", f"sweep_store={tmp_path}/cells"]  # fmt: skip
+    first = _cli("ok", *args, f"hydra.sweep.dir={tmp_path}/run1", "-m", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "sweep: 2 cells, 0 already finished" in first.stdout
+    assert first.stderr.count("DEPRECATED FEATURE") == 1  # Flower's notice: once per simulation
+    for job in ("0", "1"):
+        assert (tmp_path / "run1" / job / "results.parquet").is_file()
+    assert len(list((tmp_path / "cells").iterdir())) == 2
+    again = _cli("ok", *args, f"hydra.sweep.dir={tmp_path}/run2", "-m", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "sweep: 2 cells, 2 already finished" in again.stdout
+    assert "DEPRECATED FEATURE" not in again.stderr  # no simulation at all
+    a = pd.read_parquet(tmp_path / "run1" / "1" / "results.parquet")
+    b = pd.read_parquet(tmp_path / "run2" / "1" / "results.parquet")
+    pd.testing.assert_frame_equal(a, b)
