@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench clean-venv
+.PHONY: install run test test-fast lint figures clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) run_simulation.py $(ARGS)
+
+# Every figure of the paper (docs/figures): cells are read from outputs/cells where present.
+figures: $(STAMP)
+	$(PY) -m launch.figures $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

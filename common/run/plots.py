@@ -1,21 +1,35 @@
-"""Figures from results tables: accuracy (or MSE) against the compression factor.
+"""Figures and summary tables from results tables, as the paper draws them.
 
     python -m common.run.plots multirun/2026-11-22 --out accuracy.png [--metric mse]
 
-Reads every results.parquet below the given folders (or the given files), averages
-over seeds and users, and draws one line per method and antenna pair with a
-band of ± one standard deviation over seeds, as in the paper's figures.
+Every figure averages over users per run, then shows the mean over seeds with
+a band of ± one standard deviation. Compression is on the *effective* ζ: the
+channel uses of the values plus those of per-sample side information (Top-K's
+indices), as a percentage of the AP's complex latent size.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+ZETA = "compression_factor_effective"
+ZETA_LABEL = "effective compression factor ζ (% of the AP's complex latent size)"
+LABELS = {
+    "accuracy": "accuracy (fraction of test images correct)",
+    "mse": "MSE per latent entry (user's space)",
+}
+SHORT_LABELS = {"accuracy": "network accuracy (fraction)", "mse": "network MSE per latent entry"}
+METHOD_NAMES = {"federated": "federated (shared F)", "multi_link": "multi-link (F per user)",
+                "first_k": "First-K", "top_k": "Top-K"}  # fmt: skip
+KEYS = ["method", "user_group", "pilot_fraction", "antennas_tx", "antennas_rx", "snr_db",
+        "channel_usage", ZETA]  # fmt: skip
 
-def load_results(paths: list[str | Path]) -> pd.DataFrame:
+
+def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
     files: list[Path] = []
     for p in map(Path, paths):
         files += sorted(p.rglob("results.parquet")) if p.is_dir() else [p]
@@ -25,46 +39,144 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
 
 
 def seed_summary(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Mean over users per run, then mean and std over seeds per method and setting."""
-    keys = ["method", "antennas_tx", "antennas_rx", "snr_db", "channel_usage", "compression_factor"]
-    per_run = results.groupby([*keys, "seed"], as_index=False)[metric].mean()
+    """Mean over users per run, then mean and std over seeds per setting."""
+    keys = [k for k in KEYS if k in results]
+    per_run = results.groupby([*keys, "seed"], as_index=False, dropna=False)[metric].mean()
     return (
-        per_run.groupby(keys, as_index=False)[metric]
+        per_run.groupby(keys, as_index=False, dropna=False)[metric]
         .agg(mean="mean", std="std", seeds="count")
         .fillna({"std": 0.0})
     )
 
 
-def plot_against_compression(
-    results: pd.DataFrame, out: str | Path, metric: str = "accuracy"
-) -> Path:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = seed_summary(results, metric)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (method, ntx, nrx), part in summary.groupby(["method", "antennas_tx", "antennas_rx"]):
-        part = part.sort_values("compression_factor")
-        label = f"{method} {ntx}x{nrx}"
-        ax.plot(part.compression_factor, part["mean"], marker="o", label=label)
-        ax.fill_between(
-            part.compression_factor,
-            part["mean"] - part["std"],
-            part["mean"] + part["std"],
-            alpha=0.2,
-        )
-    ax.set_xlabel("compression factor ζ = u/m (%)")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    return plt
+
+
+def _line(ax, part: pd.DataFrame, x: str, label: str) -> None:
+    part = part.sort_values(x)
+    line = ax.plot(part[x], part["mean"], marker="o", markersize=3, label=label)[0]
+    ax.fill_between(part[x], part["mean"] - part["std"], part["mean"] + part["std"],
+                    color=line.get_color(), alpha=0.15)  # fmt: skip
+
+
+def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out, dpi=130)
+    _pyplot().close(fig)
     return out
+
+
+def figure_compression(results: pd.DataFrame, out: str | Path, metric: str = "accuracy") -> Path:
+    """``metric`` vs effective ζ (see :func:`draw_compression`), saved as PNG."""
+    return _save(draw_compression(results, metric), out)
+
+
+def draw_compression(results: pd.DataFrame, metric: str = "accuracy"):
+    """``metric`` vs effective ζ: one panel per antenna pair, one line per method."""
+    plt = _pyplot()
+    summary = seed_summary(results, metric)
+    pairs = sorted(set(zip(summary.antennas_tx, summary.antennas_rx, strict=True)))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.6), squeeze=False,
+                             sharey=True)  # fmt: skip
+    for ax, (n_tx, n_rx) in zip(axes[0], pairs, strict=True):
+        at = summary[(summary.antennas_tx == n_tx) & (summary.antennas_rx == n_rx)]
+        for method in [m for m in METHOD_NAMES if m in set(at.method)]:
+            _line(ax, at[at.method == method], ZETA, METHOD_NAMES[method])
+        ax.set_title(f"{n_tx}×{n_rx} antennas (Nt×Nr)")
+        ax.set_xlabel(ZETA_LABEL, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(LABELS[metric])
+    axes[0][-1].legend(fontsize=8)
+    return fig
+
+
+def figure_snr(results: pd.DataFrame, out: str | Path) -> Path:
+    """Accuracy vs SNR (see :func:`draw_snr`), saved as PNG."""
+    return _save(draw_snr(results), out)
+
+
+def draw_snr(results: pd.DataFrame):
+    """Accuracy vs SNR: one line per method and channel-use count."""
+    plt = _pyplot()
+    summary = seed_summary(results, "accuracy")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (method, uses, zeta), part in summary.groupby(["method", "channel_usage", ZETA]):
+        name = METHOD_NAMES.get(method, method)
+        _line(ax, part, "snr_db", f"{name}, u={uses} (effective ζ={zeta:.1f}%)")
+    ax.set_xlabel("SNR (dB)")
+    ax.set_ylabel(LABELS["accuracy"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def figure_groups(results: pd.DataFrame, out: str | Path) -> Path:
+    """User groups per pilot fraction (see :func:`draw_groups`), saved as PNG."""
+    return _save(draw_groups(results), out)
+
+
+def draw_groups(results: pd.DataFrame):
+    """Heterogeneous vs homogeneous users: network accuracy and MSE vs ζ per pilot fraction."""
+    plt = _pyplot()
+    fractions = sorted(set(results.pilot_fraction), reverse=True)
+    fig, axes = plt.subplots(2, len(fractions), figsize=(4.2 * len(fractions), 6.4),
+                             squeeze=False, sharex=True)  # fmt: skip
+    for row, metric in enumerate(("accuracy", "mse")):
+        summary = seed_summary(results, metric)
+        for col, fraction in enumerate(fractions):
+            ax = axes[row][col]
+            for group, part in summary[summary.pilot_fraction == fraction].groupby("user_group"):
+                _line(ax, part, ZETA, f"{group} users")
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(f"semantic pilots: {100 * fraction:g}% of the training split")
+            else:
+                ax.set_xlabel(ZETA_LABEL, fontsize=8)
+            if col == 0:
+                ax.set_ylabel(SHORT_LABELS[metric])
+    axes[0][-1].legend(fontsize=8)
+    return fig
+
+
+HEADERS = {ZETA: "ζ eff. (%)", "snr_db": "SNR (dB)", "antennas_tx": "Nt (=Nr)", "antennas_rx": "Nr",
+           "channel_usage": "u", "pilot_fraction": "pilots", "user_group": "users"}  # fmt: skip
+
+
+def markdown_table(results: pd.DataFrame, metric: str, rows: list[str], columns: list[str]) -> str:
+    """Mean ± std over seeds of ``metric``: one row per ``rows`` value, one column per setting."""
+    summary = seed_summary(results, metric)
+    summary["cell"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["mean"], summary["std"],
+                                                            strict=True)]  # fmt: skip
+    table = summary.pivot_table(index=rows, columns=columns, values="cell", aggfunc="first")
+    column_names = [" ".join(f"{HEADERS.get(n, n)} {_fmt(v)}" for n, v in
+                             zip(columns, c if isinstance(c, tuple) else (c,), strict=True))
+                    for c in table.columns]  # fmt: skip
+    header = [HEADERS.get(r, r) for r in rows] + column_names
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, values in table.iterrows():
+        keys = index if isinstance(index, tuple) else (index,)
+        cells = [_fmt(k) for k in keys] + [v if isinstance(v, str) else "–" for v in values]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def plot_against_compression(
+    results: pd.DataFrame, out: str | Path, metric: str = "accuracy"
+) -> Path:
+    """The accuracy (or MSE) vs ζ figure of any results table."""
+    return figure_compression(results, out, metric)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from common.parties.ledger import Ledger
 from common.run.reporting import atomic_write, write_tables
 
 RESULT_COLUMNS = (
-    "method", "dataset", "seed", "ap_model", "user", "user_model", "channel_usage",
+    "method", "dataset", "seed", "ap_model", "user", "user_model", "user_group", "channel_usage",
     "antennas_tx", "antennas_rx", "snr_db", "pilot_fraction", "n_pilots", "latent_dim_ap",
     "compression_factor", "channel_usage_effective", "compression_factor_effective",
     "symbols_per_sample", "rounds", "accuracy", "clean_accuracy", "mse",
@@ -51,6 +51,7 @@ class RunInfo:
     n_pilots: int
     rounds: int
     side_channel_uses: int = 0  # channel uses of side information (Top-K's indices)
+    user_group: str = ""  # the zoo group the users came from
 
 
 def history_row(
@@ -102,6 +103,7 @@ def result_rows(
                 "ap_model": info.ap_model,
                 "user": user,
                 "user_model": info.user_models[user],
+                "user_group": info.user_group,
                 "channel_usage": info.link.channel_uses,
                 "antennas_tx": info.link.antennas_tx,
                 "antennas_rx": info.link.antennas_rx,

@@ -86,6 +86,7 @@ class Session:
             n_pilots=access_point.n_pilots,
             rounds=access_point.num_rounds,
             side_channel_uses=access_point.side_channel_uses(),
+            user_group=settings.group,
         )
         self.ledger = Ledger()
         self.history: list[dict[str, float]] = []

@@ -1,0 +1,123 @@
+"""Every figure of the paper in one command: run (or read) the study's cells, then draw.
+
+    python -m launch.figures                      # the paper's grids (six seeds), through Flower
+    python -m launch.figures --quick              # a small version of every grid
+    python -m launch.figures --seeds 27 42 --in-process --only compression snr
+
+Each cell is looked up in the cell store first (``--store``, default
+``outputs/cells``, shared with ``run_simulation.py -m``); only missing cells
+are run, through Flower sweeps (one simulation for all of them) or, with
+``--in-process``, by the in-process driver, which gives the same numbers.
+Figures (PNG) and one markdown table per figure go to ``--out``
+(``docs/figures``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from common.run import plots
+from common.run.cells import CellStore
+from common.run.settings import RunSettings
+from common.run.study import StudyGrid, compression_cells, group_cells, snr_cells
+
+
+def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[RunSettings]]:
+    return {
+        "compression": compression_cells(base, grid),
+        "snr": snr_cells(base, grid),
+        "groups": group_cells(base, grid, models),
+    }
+
+
+def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
+    """The figure(s) and markdown table of one study."""
+    if name == "compression":
+        written = [plots.figure_compression(results, out / "accuracy_vs_zeta.png"),
+                   plots.figure_compression(results, out / "mse_vs_zeta.png", metric="mse")]
+        tables = [("accuracy vs effective ζ", "accuracy", ["antennas_tx", "method"], [plots.ZETA]),
+                  ("MSE vs effective ζ", "mse", ["antennas_tx", "method"], [plots.ZETA])]
+    elif name == "snr":
+        written = [plots.figure_snr(results, out / "accuracy_vs_snr.png")]
+        tables = [("accuracy vs SNR (dB)", "accuracy", ["method", "channel_usage"], ["snr_db"])]
+    else:
+        written = [plots.figure_groups(results, out / "groups_vs_zeta.png")]
+        tables = [(f"network {m} vs effective ζ", m, ["pilot_fraction", "user_group"],
+                   [plots.ZETA]) for m in ("accuracy", "mse")]  # fmt: skip
+    text = "".join(f"### {title}\n\nmean ± std over seeds ({results.seed.nunique()} seeds)\n\n"
+                   + plots.markdown_table(results, metric, rows, cols) + "\n"
+                   for title, metric, rows, cols in tables)  # fmt: skip
+    table = out / f"{name}.md"
+    table.write_text(text)
+    return [*written, table]
+
+
+def _run_missing(cells: list[RunSettings], store: CellStore, in_process: bool) -> None:
+    todo = list({store.path(c).name: c for c in cells if not store.finished(c)}.values())
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} found in {store.root}, "
+          f"{len(todo)} to run ({'in process' if in_process else 'through Flower'})", flush=True)
+    if not todo:
+        return
+    from launch.simulation import prepare, simulate_sweep
+
+    for user_set in {(c.models, c.pilot_fraction): c for c in todo}.values():
+        prepare(user_set)
+    if not in_process:
+        simulate_sweep(todo, store)
+        return
+    from common.assets.source import AssetSource
+    from common.run.driver import run_experiment
+
+    problems: dict[tuple, object] = {}
+    for cell in tqdm(todo, desc="cells"):
+        key = (cell.models, cell.seed, cell.pilot_fraction)  # what the inputs depend on
+        if key not in problems:
+            problems[key] = AssetSource(cell).problem()
+        store.save(cell, run_experiment(problems[key], cell))  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small version of every grid")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the paper's six)")
+    parser.add_argument("--only", nargs="+", choices=["compression", "snr", "groups"])
+    parser.add_argument("--in-process", action="store_true", help="skip Flower (same numbers)")
+    parser.add_argument("--store", default="outputs/cells", help="the cell store")
+    parser.add_argument("--out", default="docs/figures", help="where figures and tables go")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base run")
+    args = parser.parse_args(argv)
+
+    from common.run.settings import ConfigError
+    from conf import settings
+
+    try:
+        base = settings("experiment.progress=false", *args.overrides)
+        models = {g: settings(f"users={g}", *args.overrides).models
+                  for g in ("heterogeneous", "homogeneous")}  # fmt: skip
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    grid = StudyGrid.quick(tuple(args.seeds or (42,))) if args.quick else StudyGrid(
+        **({"seeds": tuple(args.seeds)} if args.seeds else {}))  # fmt: skip
+    study = _study(base, grid, models)
+    names = args.only or list(study)
+    store, out = CellStore(args.store), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    _run_missing([c for n in names for c in study[n]], store, args.in_process)
+    for name in names:
+        results = pd.concat([store.load(c).results for c in study[name]], ignore_index=True)
+        for path in _draw(name, results, out):
+            print(f"wrote {path}")
+    print(f"study done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The study's grids and figures, drawn from small results tables."""
+
+import pandas as pd
+import pytest
+
+from common.run import plots
+from common.run.driver import run_experiment
+from common.run.study import (
+    PAPER_SEEDS,
+    StudyGrid,
+    compression_cells,
+    group_cells,
+    snr_cells,
+)
+from conf import settings
+from tests.synthetic import make_problem, settings_for
+
+PROBLEM = make_problem(n=200, n_test=80, ap_dim=16, user_dims=(12, 9))
+BASE = settings_for(PROBLEM, rounds=3)
+
+
+def test_the_paper_grids_have_the_papers_sizes():
+    base, grid = settings(), StudyGrid()
+    models = {"heterogeneous": ("a",), "homogeneous": ("b",)}
+    compression = compression_cells(base, grid)
+    assert len(compression) == 3 * 6 * (3 * 7 + 6)  # pairs x seeds x (3 methods x 7 u + Top-K)
+    top_k = {c.link.channel_uses for c in compression if c.method == "top_k"}
+    assert top_k == {1, 2, 3, 4, 5, 10}
+    assert {(c.link.antennas_tx, c.link.antennas_rx) for c in compression} == {(1, 1), (2, 2),
+                                                                                 (4, 4)}
+    snr = snr_cells(base, grid)
+    assert len(snr) == 6 * 5 * (3 + 3 + 2) and {c.link.antennas_tx for c in snr} == {4}
+    groups = group_cells(base, grid, models)
+    assert len(groups) == 2 * 3 * 7 * 6 and {c.method for c in groups} == {"federated"}
+    assert {c.seed for c in [*compression, *snr, *groups]} == set(PAPER_SEEDS)
+
+
+@pytest.fixture(scope="module")
+def results():
+    """A small study on synthetic latents: two seeds, two pairs, every method."""
+    grid = StudyGrid.quick(seeds=(1, 2))
+    models = {"heterogeneous": BASE.models, "homogeneous": BASE.models}
+    studies = {"compression": compression_cells(BASE, grid), "snr": snr_cells(BASE, grid),
+               "groups": group_cells(BASE, grid, models)}  # fmt: skip
+    return {name: pd.concat([run_experiment(PROBLEM, c).results for c in cells],
+                            ignore_index=True)
+            for name, cells in studies.items()}  # fmt: skip
+
+
+def _lines(ax) -> dict[str, tuple]:
+    return {line.get_label(): tuple(line.get_xdata()) for line in ax.get_lines()}
+
+
+def test_the_compression_figure_has_a_panel_per_pair_and_a_line_per_method(results):
+    table = results["compression"]
+    fig = plots.draw_compression(table)
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["2×2 antennas (Nt×Nr)", "4×4 antennas (Nt×Nr)"]
+    lines = _lines(axes[1])
+    assert set(lines) == {"federated (shared F)", "multi-link (F per user)", "First-K", "Top-K"}
+    m_ap = 8  # 16 real features -> 8 complex symbols
+    assert lines["federated (shared F)"] == pytest.approx((100 / m_ap, 400 / m_ap))
+    assert lines["Top-K"] == pytest.approx((200 / m_ap, 800 / m_ap))  # indices double it
+    assert "effective compression factor" in axes[0].get_xlabel()
+    assert axes[0].get_ylabel().startswith("accuracy")
+    assert plots.draw_compression(table, "mse").axes[0].get_ylabel().startswith("MSE")
+
+
+def test_the_snr_and_group_figures_draw_what_they_name(results):
+    ax = plots.draw_snr(results["snr"]).axes[0]
+    assert ax.get_xlabel() == "SNR (dB)"
+    labels = set(_lines(ax))
+    assert "federated (shared F), u=4 (effective ζ=50.0%)" in labels
+    assert "Top-K, u=2 (effective ζ=50.0%)" in labels
+    fig = plots.draw_groups(results["groups"])
+    assert len(fig.axes) == 4  # accuracy and MSE rows x two pilot fractions
+    assert fig.axes[0].get_title() == "semantic pilots: 100% of the training split"
+    assert set(_lines(fig.axes[0])) == {"heterogeneous users", "homogeneous users"}
+    assert fig.axes[2].get_ylabel() == "network MSE per latent entry"
+
+
+def test_summary_tables_are_markdown_with_mean_and_spread(results):
+    compression = results["compression"]
+    table = plots.markdown_table(compression[compression.antennas_tx == 4], "accuracy",
+                                 ["method"], [plots.ZETA])  # fmt: skip
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| method | ζ eff. (%) ")
+    assert set(lines[1]) <= {"|", "-"}
+    federated = next(line for line in lines if line.startswith("| federated "))
+    assert "±" in federated
