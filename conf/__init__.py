@@ -45,3 +45,23 @@ def settings(*overrides: str) -> RunSettings:
 def settings_from_run_config(run_config: Mapping[str, Any]) -> RunSettings:
     """The settings of a ``flwr run``: its run config's ``overrides`` string."""
     return settings_from_overrides(str(run_config.get("overrides", "")))
+
+
+def sweep_cells(overrides: str) -> list[tuple[str, RunSettings]]:
+    """Every cell of a sweep in Hydra's syntax (``"seed=1,2 strategy=federated,top_k"``).
+
+    Returns each cell's own override string and validated settings, in Hydra's
+    order; a string without sweeps gives one cell. A bad value names its cell.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(shlex.split(overrides))
+    cells = []
+    for number, cell in enumerate(BasicSweeper.split_arguments(parsed, None)[0]):
+        text = shlex.join(cell)
+        try:
+            cells.append((text, settings_from_overrides(text)))
+        except ValueError as exc:
+            raise type(exc)(f"sweep cell #{number} ({text}): {exc}") from None
+    return cells

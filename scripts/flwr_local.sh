@@ -2,6 +2,8 @@
 # `flwr run .` on a local simulation federation, end to end:
 #   scripts/flwr_local.sh ["hydra overrides ..."]
 # e.g. scripts/flwr_local.sh "strategy=multi_link communication.channel_usage=2 users.count=4"
+# A sweep in Hydra's syntax ("communication.channel_usage=1,2 seed=27,42") runs as one Flower
+# run: its cells go to <output>/cells/<key>/, listed in <output>/cells.csv.
 #
 # Validates the config and warms the zoo cache first (so users do not train encoders inside
 # Ray), starts the run with one SuperNode per user and 1 CPU each, follows its log, reads the
@@ -27,13 +29,14 @@ USERS=$($PY - "$OVERRIDES" <<'PYEOF'
 import sys
 from common.assets.source import AssetSource
 from common.run.settings import ConfigError
-from conf import settings_from_overrides
+from conf import sweep_cells
 try:
-    settings = settings_from_overrides(sys.argv[1])
+    cells = [settings for _, settings in sweep_cells(sys.argv[1])]
 except ConfigError as exc:
     sys.exit(f"error: {exc}")
-AssetSource(settings).warm(progress=False)
-print(settings.num_users)
+for settings in {(c.dataset, c.split_seed, c.zoo, c.models): c for c in cells}.values():
+    AssetSource(settings).warm(progress=False)
+print(max(c.num_users for c in cells))
 PYEOF
 )
 OUT="$PWD/outputs/flwr/$(date +%Y-%m-%d_%H-%M-%S)"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -118,6 +119,33 @@ class WriteTo:
         return Path(self.folder)
 
 
+def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) -> None:
+    """``flwr run``: one run, or a sweep (Hydra sweep syntax in ``overrides``), from the run
+    config. One run writes its tables to ``output-dir``; a sweep keeps each cell in
+    ``output-dir/cells/<key>`` (finished cells are skipped when the same sweep runs
+    again) and lists the cells in ``output-dir/cells.csv``."""
+    from common.run.cells import CellStore
+    from conf import sweep_cells
+
+    folder = Path(str(context.run_config.get("output-dir") or "")
+                  or Path("outputs/flwr") / str(context.run_id))  # fmt: skip
+    cells = sweep_cells(str(context.run_config.get("overrides", "")))
+    show_progress(any(settings.progress for _, settings in cells))
+    if len(cells) == 1:
+        run_cells(grid, [cells[0][1]], WriteTo(folder), source)
+        return
+    store = CellStore(folder / "cells")
+    index = pd.DataFrame(
+        [{"cell": store.path(s).name, "overrides": text} for text, s in cells]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    index.to_csv(folder / "cells.csv", index=False)
+    todo = [s for _, s in cells if not store.finished(s)]
+    logger.info("sweep: %d cells, %d already finished in %s", len(cells),
+                len(cells) - len(todo), store.root)  # fmt: skip
+    run_cells(grid, todo, store.save, source)
+
+
 def make_server_app(
     cells: Sequence[RunSettings] | None = None,
     sink: Sink | None = None,
@@ -132,14 +160,7 @@ def make_server_app(
         if hasattr(grid, "pull_interval"):  # the in-memory grid of a simulation
             grid.pull_interval = PULL_INTERVAL_S
         if cells is None:
-            from conf import settings_from_run_config
-
-            settings = settings_from_run_config(context.run_config)
-            show_progress(settings.progress)
-            folder = context.run_config.get("output-dir") or Path("outputs/flwr") / str(
-                context.run_id
-            )
-            run_cells(grid, [settings], WriteTo(str(folder)), source)
+            run_from_config(grid, context, source)
         else:
             run_cells(grid, cells, sink or WriteTo("outputs/flwr"), source)
 
