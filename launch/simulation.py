@@ -108,7 +108,8 @@ def simulate_sweep(
     missing = [cell_key(cell) for cell in cells if not store.finished(cell)]
     if missing:
         raise SimulationFailed(
-            f"{len(missing)} cell(s) ended without results ({', '.join(missing[:5])}): "
+            f"{len(missing)} cell(s) ended without results ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}): "
             f"{'; '.join(errors) or 'see the log above'}. Finished cells are kept in "
             f"{store.root}: run the sweep again to redo only the rest."
         )

@@ -105,7 +105,8 @@ def run_cells(
         logger.info("%s", headline(outcome.results))
         logger.info("wrote the tables and precoders.npz to %s", folder)
     if failed:
-        raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed: " + "; ".join(failed))
+        shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+        raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed: {shown}")
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,11 @@ def equalizer(moments: ReceivedMoments, noise_energy: float) -> np.ndarray:
     return g_h.conj().T
 
 
+def equalizer_with(moments: ReceivedMoments, loading: np.ndarray) -> np.ndarray:
+    """``G = Ȳ Rᴴ (R Rᴴ + L)⁻¹`` for any (possibly non-Hermitian) loading matrix ``L``."""
+    return np.linalg.solve((moments.gram + loading).T, moments.cross.T).T
+
+
 def g_step(y_bar: np.ndarray, received: np.ndarray, noise_energy: float) -> np.ndarray:
     """The G step from the raw signals (see :func:`equalizer`)."""
     return equalizer(ReceivedMoments.of(y_bar, received), noise_energy)

@@ -72,10 +72,15 @@ def loaded_cholesky(matrix: np.ndarray) -> tuple[np.ndarray, float]:
     raise ValueError(f"matrix of shape {matrix.shape} could not be factorised with loading")
 
 
-def fit_whitening(v: np.ndarray) -> Whitening:
-    """Fit ``(μ, L)`` on complex pilots ``V`` (m × n), loading ``C`` only as far as needed."""
+def fit_whitening(v: np.ndarray, *, unbiased: bool = False) -> Whitening:
+    """Fit ``(μ, L)`` on complex pilots ``V`` (m × n), loading ``C`` only as far as needed.
+
+    ``C`` is the biased ``1/n`` covariance of ALGORITHM.md; ``unbiased`` uses ``1/(n−1)``
+    (the paper code's convention).
+    """
     v = np.asarray(v, dtype=np.complex128)
     mean = v.mean(axis=1, keepdims=True)
     centred = v - mean
-    chol, loading = loaded_cholesky(centred @ centred.conj().T / v.shape[1])
+    divisor = v.shape[1] - 1 if unbiased and v.shape[1] > 1 else v.shape[1]
+    chol, loading = loaded_cholesky(centred @ centred.conj().T / divisor)
     return Whitening(mean=mean, chol=chol, loading=loading)

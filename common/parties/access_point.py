@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from common.maths import validation
+from common.maths.conventions import CORRECTED, Conventions
 from common.maths.link import LinkConfig
 from common.maths.whitening import Whitening
 from common.parties import protocol
@@ -26,7 +27,7 @@ from common.registry import METHODS
 class AccessPoint(abc.ABC):
     """One AP holding its pilot and test latents and its precoder state.
 
-    ``rounds``, ``rho`` and ``seed`` come from the validated run settings.
+    ``rounds``, ``rho``, ``seed`` and ``conventions`` come from the validated run settings.
     """
 
     method: ClassVar[str] = ""
@@ -43,6 +44,7 @@ class AccessPoint(abc.ABC):
         rounds: int,
         rho: float,
         seed: int,
+        conventions: Conventions = CORRECTED,
     ):
         pilots = validation.finite_matrix("AP pilot latents", pilots)
         test = validation.finite_matrix("AP test latents", test)
@@ -57,6 +59,7 @@ class AccessPoint(abc.ABC):
         self.rounds = rounds
         self.rho = rho
         self.seed = seed
+        self.conventions = conventions
         self.dim = pilots.shape[1]
         self._pilots = pilots.T.astype(np.float64)  # (d, n)
         self._test = test.T.astype(np.float64)

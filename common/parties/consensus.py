@@ -45,9 +45,13 @@ class AdmmUser(User):
         self._expect(message, self.TRAIN_KIND)
         self._check_pilot_count(message.signal)
         received = self.h_block @ message.signal
-        noise_energy = self.n_pilots * self.link.noise_variance
+        noise_energy = self.n_pilots * self.noise_variance
         moments = admm.ReceivedMoments.of(self._y_bar, received)
-        self.g = admm.equalizer(moments, noise_energy)
+        if self.conventions.paper:
+            loading = self.conventions.paper_g_loading(self.n_pilots, self.link, received.shape[0])
+            self.g = admm.equalizer_with(moments, loading)
+        else:
+            self.g = admm.equalizer(moments, noise_energy)
         a_gram, a_y = admm.uplink_statistics(self.g, self.h_block, self._y_bar)
         objective, fit = admm.local_objective(self._y_energy, moments, self.g, noise_energy)
         metrics = {
@@ -72,7 +76,7 @@ class _ConsensusAccessPoint(AccessPoint):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         compressed = compress(self._pilots)
-        self.whitening = fit_whitening(compressed)
+        self.whitening = fit_whitening(compressed, unbiased=self.conventions.unbiased_covariance)
         self.x_bar = self.whitening.whiten(compressed)
         self._x_test_bar = self.whitening.whiten(compress(self._test))
         self.geometry = admm.PilotGeometry.from_pilots(self.x_bar, self.rho)
@@ -103,7 +107,11 @@ class _ConsensusAccessPoint(AccessPoint):
         return self._per_state(users, lambda s: protocol.AlignPilots(signal=s.f @ self.x_bar))
 
     def test_messages(self, users):
-        return self._per_state(users, lambda s: protocol.AlignTest(signal=s.z @ self._x_test_bar))
+        def test(state: admm.ConsensusState) -> protocol.Message:
+            precoder = state.f if self.conventions.test_with_f else state.z
+            return protocol.AlignTest(signal=precoder @ self._x_test_bar)
+
+        return self._per_state(users, test)
 
 
 @METHODS.register("federated")
@@ -140,8 +148,11 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        shared = self.conventions.shared_initial_f
         self.states = {
-            k: admm.ConsensusState.initial(self.shape, rng(self.seed, Stream.AP_INIT, k + 1))
+            k: admm.ConsensusState.initial(
+                self.shape, rng(self.seed, Stream.AP_INIT, 0 if shared else k + 1)
+            )
             for k in self.users
         }
 

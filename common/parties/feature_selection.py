@@ -96,7 +96,7 @@ class FeatureMapUser(User):
     def decode_features(self, signal, mean, chol, indices, feature_dim) -> np.ndarray:
         """Equalize, de-whiten, decompress and zero-fill a First-K/Top-K transmission."""
         scale = np.sqrt(self.link.power / self.link.tx_dim)
-        equalizer = mmse_equalizer(scale * self.h_block, self.link.noise_variance)
+        equalizer = mmse_equalizer(scale * self.h_block, self.noise_variance)
         symbols = (equalizer @ signal)[: chol.shape[0]]  # drop zero-padding symbols, if any
         values = decompress(chol @ symbols + mean, 2 * chol.shape[0])
         k = indices.shape[0] if indices.size else min(2 * self.link.tx_dim, feature_dim)

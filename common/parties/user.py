@@ -18,6 +18,7 @@ import numpy as np
 
 from common.maths import channel, validation
 from common.maths.compression import compress
+from common.maths.conventions import CORRECTED, Conventions
 from common.maths.link import LinkConfig
 from common.maths.seeding import Stream, rng
 from common.maths.whitening import Whitening, fit_whitening
@@ -58,11 +59,21 @@ class User(abc.ABC):
     TRAIN_KIND: ClassVar[str] = ""
     TEST_KIND: ClassVar[str] = ""
 
-    def __init__(self, index: int, data: UserData, link: LinkConfig, seed: int):
+    def __init__(
+        self,
+        index: int,
+        data: UserData,
+        link: LinkConfig,
+        seed: int,
+        *,
+        conventions: Conventions = CORRECTED,
+    ):
         self.index = int(index)
         self.name = data.name
         self.link = link
         self.seed = seed
+        self.conventions = conventions
+        self.noise_variance = conventions.noise_variance(link)
         pilots = validation.finite_matrix(f"user {index} ({data.name}) pilot latents", data.pilots)
         self._test = validation.finite_matrix(f"user {index} ({data.name}) test latents", data.test)
         if pilots.shape[1] != self._test.shape[1]:
@@ -74,8 +85,10 @@ class User(abc.ABC):
         self._labels = np.asarray(data.test_labels)
         self._predict = data.predict
         self.dim = pilots.shape[1]
-        self.whitening: Whitening = fit_whitening(compress(self._pilots))
-        self.h = channel.rayleigh(
+        self.whitening: Whitening = fit_whitening(
+            compress(self._pilots), unbiased=conventions.unbiased_covariance
+        )
+        self.h = conventions.channel_scale * channel.rayleigh(
             link.antennas_rx, link.antennas_tx, rng(seed, Stream.CHANNEL, index)
         )
         self.h_block = channel.block_diagonal(self.h, link.channel_uses)
@@ -125,7 +138,7 @@ class User(abc.ABC):
         """``𝓗 s + n``: the signal through this user's channel, noise from ``stream``."""
         noise = channel.complex_noise(
             (self.link.rx_dim, signal.shape[1]),
-            self.link.noise_variance,
+            self.noise_variance,
             rng(self.seed, stream, self.index),
         )
         return self.h_block @ signal + noise
@@ -142,8 +155,8 @@ class User(abc.ABC):
         predictions = self._predict(decoded.astype(np.float32))
         clean = self._predict(self._test.astype(np.float32))
         return {
-            "accuracy": float(np.mean(predictions == self._labels)),
-            "clean_accuracy": float(np.mean(clean == self._labels)),
-            "mse": float(np.mean((decoded - self._test) ** 2)),
+            "accuracy": self.conventions.accuracy(predictions, self._labels),
+            "clean_accuracy": self.conventions.accuracy(clean, self._labels),
+            "mse": self.conventions.mse(decoded, self._test, self.link),
             "n_test": float(self._labels.shape[0]),
         }

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from common.maths.conventions import Conventions
 from common.parties.access_point import AccessPoint, access_point_class
 from common.parties.ledger import DOWN, UP, Ledger
 from common.parties.protocol import Message
@@ -59,13 +60,16 @@ def build_access_point(
         rounds=settings.rounds,
         rho=settings.rho,
         seed=settings.seed,
+        conventions=Conventions(settings.conventions),
     )
 
 
 def build_user(settings: RunSettings, index: int, data: UserData) -> User:
     """User ``index`` of the method's own user class (the AP class names it)."""
     user_class = access_point_class(settings.method).user_class
-    return user_class(index, data, settings.link, settings.seed)
+    return user_class(
+        index, data, settings.link, settings.seed, conventions=Conventions(settings.conventions)
+    )
 
 
 class Session:

@@ -47,6 +47,7 @@ class RunSettings:
     weights_dir: str | None
     cpus_per_user: float
     progress: bool
+    conventions: str  # "corrected" (ALGORITHM.md) or "paper" (the paper code's)
 
     def __post_init__(self) -> None:
         checks = {
@@ -61,6 +62,7 @@ class RunSettings:
             "method": _method,
             "dataset": lambda v: _known(DATASETS, "dataset", v),
             "zoo": lambda v: _known(ZOOS, "zoo", v),
+            "conventions": _conventions,
         }
         for name, check in checks.items():
             object.__setattr__(self, name, check(getattr(self, name)))
@@ -100,6 +102,14 @@ def _known(registry, name: str, value: object) -> str:
     return value
 
 
+def _conventions(value: object) -> str:
+    if value not in ("corrected", "paper"):
+        raise validation.InvalidValue(
+            "conventions", f"conventions must be one of corrected, paper, got {value!r}"
+        )
+    return str(value)
+
+
 def _method(value: object) -> str:
     """A registered method or alias (stored under its registered name), or an import path."""
     name = str(value)
@@ -130,6 +140,7 @@ CONFIG_KEYS = {
     "channel_uses": "communication.channel_usage",
     "snr_db": "communication.snr",
     "power": "communication.power",
+    "conventions": "conventions.name",
 }
 _NULLABLE = {"data_root", "cache_dir", "weights_dir"}
 _MISSING = object()
