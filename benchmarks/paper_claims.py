@@ -21,7 +21,7 @@ from tqdm import tqdm  # noqa: E402
 
 from common.assets.source import AssetSource  # noqa: E402
 from common.run.driver import run_experiment  # noqa: E402
-from common.run.plots import plot_against_compression, seed_summary  # noqa: E402
+from common.run.plots import figure_compression, seed_summary  # noqa: E402
 from common.run.reporting import write_tables  # noqa: E402
 from conf import settings  # noqa: E402
 
@@ -59,7 +59,7 @@ def main() -> None:
     wins = (table.federated > table[["first_k", "top_k"]].max(axis=1)).sum()
     print(f"\nfederated above both First-K and Top-K at {wins}/{len(table)} compression factors")
     print(
-        f"wrote {plot_against_compression(results, Path(args.out) / 'accuracy_vs_compression.png')}"
+        f"wrote {figure_compression(results, Path(args.out) / 'accuracy_vs_compression.png')}"
     )
 
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from common.run import plots
 from common.run.cells import CellStore
@@ -58,30 +57,6 @@ def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
     return [*written, table]
 
 
-def _run_missing(cells: list[RunSettings], store: CellStore, in_process: bool) -> None:
-    todo = list({store.path(c).name: c for c in cells if not store.finished(c)}.values())
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} found in {store.root}, "
-          f"{len(todo)} to run ({'in process' if in_process else 'through Flower'})", flush=True)
-    if not todo:
-        return
-    from launch.simulation import prepare, simulate_sweep
-
-    for user_set in {(c.models, c.pilot_fraction): c for c in todo}.values():
-        prepare(user_set)
-    if not in_process:
-        simulate_sweep(todo, store)
-        return
-    from common.assets.source import AssetSource
-    from common.run.driver import run_experiment
-
-    problems: dict[tuple, object] = {}
-    for cell in tqdm(todo, desc="cells"):
-        key = (cell.models, cell.seed, cell.pilot_fraction)  # what the inputs depend on
-        if key not in problems:
-            problems[key] = AssetSource(cell).problem()
-        store.save(cell, run_experiment(problems[key], cell))  # type: ignore[arg-type]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small version of every grid")
@@ -110,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     store, out = CellStore(args.store), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    _run_missing([c for n in names for c in study[n]], store, args.in_process)
+    from launch.simulation import SimulationFailed
+    from launch.sweeps import run_unfinished
+
+    try:
+        run_unfinished(store, [c for n in names for c in study[n]], in_process=args.in_process)
+    except SimulationFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for name in names:
         results = pd.concat([store.load(c).results for c in study[name]], ignore_index=True)
         for path in _draw(name, results, out):

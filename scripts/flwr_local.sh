@@ -26,16 +26,17 @@ address = ":local:"
 TOML
 
 USERS=$($PY - "$OVERRIDES" <<'PYEOF'
+import contextlib
 import sys
-from common.assets.source import AssetSource
 from common.run.settings import ConfigError
 from conf import sweep_cells
+from launch.sweeps import prepare_assets
 try:
     cells = [settings for _, settings in sweep_cells(sys.argv[1])]
 except ConfigError as exc:
     sys.exit(f"error: {exc}")
-for settings in {(c.dataset, c.split_seed, c.zoo, c.models): c for c in cells}.values():
-    AssetSource(settings).warm(progress=False)
+with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the user count
+    prepare_assets(cells)
 print(max(c.num_users for c in cells))
 PYEOF
 )

@@ -16,6 +16,7 @@ import numpy as np
 from common.maths.link import LinkConfig
 
 PAPER_BATCH = 512  # the paper code evaluates in batches of this many test samples
+NAMES = ("corrected", "paper")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Conventions:
     name: str
 
     def __post_init__(self) -> None:
-        if self.name not in ("corrected", "paper"):
+        if self.name not in NAMES:
             raise ValueError(f"conventions must be 'corrected' or 'paper', got {self.name!r}")
 
     @property

@@ -172,13 +172,6 @@ def _fmt(value: object) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def plot_against_compression(
-    results: pd.DataFrame, out: str | Path, metric: str = "accuracy"
-) -> Path:
-    """The accuracy (or MSE) vs ζ figure of any results table."""
-    return figure_compression(results, out, metric)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="+", help="results.parquet files or folders holding them")
@@ -187,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     results = load_results(args.paths)
     print(seed_summary(results, args.metric).to_string(index=False))
-    print(f"wrote {plot_against_compression(results, args.out, args.metric)}")
+    print(f"wrote {figure_compression(results, args.out, args.metric)}")
 
 
 if __name__ == "__main__":

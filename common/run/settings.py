@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.maths import validation
+from common.maths.conventions import NAMES as CONVENTION_NAMES
 from common.maths.link import LinkConfig
 from common.maths.seeding import check_seed
 from common.registry import DATASETS, METHODS, ZOOS
@@ -103,9 +104,10 @@ def _known(registry, name: str, value: object) -> str:
 
 
 def _conventions(value: object) -> str:
-    if value not in ("corrected", "paper"):
+    if value not in CONVENTION_NAMES:
+        allowed = ", ".join(CONVENTION_NAMES)
         raise validation.InvalidValue(
-            "conventions", f"conventions must be one of corrected, paper, got {value!r}"
+            "conventions", f"conventions must be one of {allowed}, got {value!r}"
         )
     return str(value)
 

@@ -26,6 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.run.settings import ConfigError, RunSettings, settings_from_config
+from launch.simulation import SimulationFailed
 from launch.sweeps import cell_store, run_unfinished
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ class SweepLauncher(Launcher):
         jobs = self._job_configs(job_overrides, initial_job_idx)
         store = cell_store(self.config)
         if store is not None:
-            run_unfinished(store, [settings for _, settings in jobs])
+            try:
+                run_unfinished(store, [settings for _, settings in jobs])
+            except SimulationFailed as exc:  # the jobs of the missing cells report it too
+                print(f"error: {exc}", file=sys.stderr, flush=True)
         runs = []
         for cfg, _ in jobs:
             runs.append(
