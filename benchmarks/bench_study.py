@@ -1,18 +1,22 @@
 """The paper's accuracy-vs-ζ grid through Flower sweeps and in process: wall time, cost per cell.
 
     .venv/bin/python benchmarks/bench_study.py [--seeds 27 42 100] [--uses 1 2 4 6 8 10 20]
+        [--in-flight 8]
 
 The grid: every u, the square antenna pairs 1×1, 2×2, 4×4, the given seeds, the
-four methods, the 8 default users of the embedded zoo, 30 rounds, 20 dB. Both
-runs start from an empty cell store. Prints the wall time of the whole grid
-through Flower (one simulation for all cells) and in process, their ratio, and
-the fixed cost per cell inside the sweep: Flower's time per cell minus the
-in-process time per cell. Targets: grid <= 20 min, fixed cost <= 1 s per cell.
+four methods, the 8 default users of the embedded zoo, 30 rounds, 20 dB. Every
+run starts from an empty cell store. Prints the wall time of the whole grid in
+process (one process), in process over one process per core (what
+``launch.figures --in-process`` does) and through Flower (one simulation for
+all cells, ``--in-flight`` of them sharing each round), the ratio, and the
+fixed cost per cell inside the sweep: Flower's time per cell minus the
+single-process time per cell. Targets: grid <= 20 min, fixed cost <= 1 s per cell.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -27,12 +31,15 @@ from common.run.driver import run_experiment  # noqa: E402
 from common.run.study import StudyGrid, compression_cells  # noqa: E402
 from conf import settings  # noqa: E402
 from launch.simulation import simulate_sweep  # noqa: E402
+from launch.sweeps import run_unfinished  # noqa: E402
+from server.server_app import CELLS_IN_FLIGHT  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[27, 42, 100])
     parser.add_argument("--uses", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10, 20])
+    parser.add_argument("--in-flight", type=int, default=CELLS_IN_FLIGHT)
     args = parser.parse_args()
     base = settings("experiment.progress=false")
     grid = StudyGrid(seeds=tuple(args.seeds), channel_uses=tuple(args.uses),
@@ -40,7 +47,7 @@ def main() -> None:
     cells = compression_cells(base, grid)
     AssetSource(base).warm(progress=False)
     print(f"{len(cells)} cells: u {args.uses}, pairs 1x1 2x2 4x4, seeds {args.seeds}, 4 methods, "
-          f"{base.num_users} users, {base.rounds} rounds")  # fmt: skip
+          f"{base.num_users} users, {base.rounds} rounds, {args.in_flight} in flight")  # fmt: skip
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -49,11 +56,17 @@ def main() -> None:
             run_experiment(problems[cell.seed], cell)
         in_process = time.perf_counter() - started
         started = time.perf_counter()
-        outcomes = simulate_sweep(cells, CellStore(Path(folder) / "cells"))
+        run_unfinished(CellStore(Path(folder) / "parallel"), cells, in_process=True)
+        parallel = time.perf_counter() - started
+        started = time.perf_counter()
+        outcomes = simulate_sweep(cells, CellStore(Path(folder) / "cells"),
+                                  in_flight=args.in_flight)  # fmt: skip
         flower = time.perf_counter() - started
     fixed = (flower - in_process) / len(cells)
     mean_accuracy = sum(o.results.accuracy.mean() for o in outcomes) / len(outcomes)
     print(f"in process : {in_process:7.1f} s ({in_process / len(cells):.2f} s per cell)")
+    print(f"in process, {os.cpu_count()} processes: {parallel:7.1f} s "
+          f"({in_process / parallel:.2f}x faster; run_unfinished(in_process=True))")  # fmt: skip
     print(f"Flower     : {flower:7.1f} s ({flower / len(cells):.2f} s per cell, one simulation)")
     print(f"ratio Flower / in process {flower / in_process:.2f}x; fixed cost per cell "
           f"{fixed:.2f} s; mean accuracy over cells {mean_accuracy:.4f}")  # fmt: skip

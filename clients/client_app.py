@@ -1,12 +1,16 @@
 """The ClientApp: each SuperNode runs one user, chosen by its ``partition-id``.
 
 The same app serves simulation (Ray assigns partition ids) and deployment (a
-SuperNode started with ``--node-config "partition-id=K"``). Every message names
-the settings of the run (the cell of a sweep) it belongs to; the user is
-rebuilt deterministically from them, so the process keeps a cache of users.
-What a user learns (equalizer, feature map) lives in the node's
-``context.state``, tagged with its cell, because Ray may move a node between
-processes.
+SuperNode started with ``--node-config "partition-id=K"``). A message carries
+one entry per cell of a sweep running in lockstep (one entry for a single
+run), and every entry names the settings of its cell; the user is rebuilt
+deterministically from them, so the process keeps a cache of users. What a
+user learns (equalizer, feature map) lives in the node's ``context.state``
+under its cell's key, because Ray may move a node between processes. A cell's
+state is dropped once the cell is evaluated or no longer in the messages.
+
+An entry that fails (a wrong message kind, a user that raises) is answered
+with its error, so the other cells of the same message go on.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -25,10 +30,10 @@ from common.run.session import build_user
 from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
 
-STATE = "user_state"
-STATE_CELL = "user_state_cell"  # which cell the saved state belongs to
+STATE = "user_state."  # + the cell key: what the user learned in that cell
 
 UserFactory = Callable[[int, ProblemSource, RunSettings], User]
+Step = Callable[[User, list[np.ndarray], dict], tuple[list[np.ndarray] | None, dict]]
 
 _USERS: dict[tuple, User] = {}
 
@@ -38,22 +43,31 @@ def default_user(index: int, source: ProblemSource, settings: RunSettings) -> Us
     return build_user(settings, index, source.user_data(index))
 
 
-def cached_user(
-    index: int, source: ProblemSource, settings: RunSettings, factory: UserFactory
-) -> User:
-    """This process's copy of user ``index`` for this run (other runs' users are dropped)."""
-    run = (settings.to_json(), source, factory)
-    for key in [k for k in _USERS if k[:3] != run]:
+def cached_users(
+    index: int, runs: list[tuple[RunSettings, ProblemSource]], factory: UserFactory
+) -> list[User]:
+    """This process's copies of user ``index`` for these runs.
+
+    A process may serve several nodes (users); the users of runs other than
+    these are dropped, those of other nodes in these runs are kept.
+    """
+    keys = [(settings.to_json(), source, factory, index) for settings, source in runs]
+    current = {key[:3] for key in keys}
+    for key in [k for k in _USERS if k[:3] not in current]:
         del _USERS[key]
-    key = (*run, index)
-    if key not in _USERS:
-        _USERS[key] = factory(index, source, settings)
-    return _USERS[key]
+    for key, (settings, source) in zip(keys, runs, strict=True):
+        if key not in _USERS:
+            _USERS[key] = factory(index, source, settings)
+    return [_USERS[key] for key in keys]
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=64)
 def _settings_from_json(text: str) -> RunSettings:
     return RunSettings.from_json(text)
+
+
+def state_key(settings: RunSettings) -> str:
+    return STATE + cell_key(settings)
 
 
 def make_client_app(
@@ -61,12 +75,11 @@ def make_client_app(
     source: ProblemSource | None = None,
     user_factory: UserFactory = default_user,
 ) -> ClientApp:
-    """A ClientApp bound to ``settings``/``source``, or reading them from the run config."""
+    """A ClientApp bound to ``settings``/``source``, or reading them from each message."""
     app = ClientApp()
 
-    def user_for(msg: Message, context: Context) -> tuple[User, str]:
-        """This node's user for the message's cell, with what it learned in that cell."""
-        config = msg.content[protocol.CONFIG]
+    def resolve(config: dict, context: Context) -> tuple[RunSettings, ProblemSource]:
+        """An entry's cell settings and where its user's inputs come from."""
         if "settings" in config:
             resolved = _settings_from_json(str(config["settings"]))
         elif settings is not None:
@@ -75,47 +88,66 @@ def make_client_app(
             from conf import settings_from_run_config
 
             resolved = settings_from_run_config(context.run_config)
-        src = source
-        if src is None:
-            from common.assets.source import AssetSource
+        if source is not None:
+            return resolved, source
+        from common.assets.source import AssetSource
 
-            src = AssetSource(resolved)
-        user = cached_user(int(context.node_config["partition-id"]), src, resolved, user_factory)
-        cell = cell_key(resolved)
-        saved = context.state.get(STATE)
-        same_cell = STATE_CELL in context.state and context.state[STATE_CELL]["key"] == cell
-        learned = {k: a.numpy() for k, a in saved.items()} if saved and same_cell else {}
-        user.import_state(learned)
-        return user, cell
+        return resolved, AssetSource(resolved)
 
-    def request(msg: Message) -> tuple[list, dict]:
-        """The AP's arrays in declared order and the config (its ``kind``)."""
-        return msg.content[protocol.ARRAYS].to_numpy_ndarrays(), dict(msg.content[protocol.CONFIG])
+    def serve(msg: Message, context: Context, step: Step, *, last: bool) -> Message:
+        """Run ``step`` for every entry with that cell's user and state; ``last``: the
+        cell ends here (its state is dropped)."""
+        indices = protocol.entry_indices(msg.content)
+        requests = [dict(msg.content[protocol.entry(protocol.CONFIG, i)]) for i in indices]
+        runs = [resolve(config, context) for config in requests]
+        users = cached_users(int(context.node_config["partition-id"]), runs, user_factory)
+        cells = {state_key(run) for run, _ in runs}
+        for key in [k for k in context.state if k.startswith(STATE) and k not in cells]:
+            del context.state[key]  # a cell that is over (or was abandoned)
+        reply = RecordDict()
+        for i, config, (run, _), user in zip(indices, requests, runs, users, strict=True):
+            key = state_key(run)
+            saved = context.state.get(key)
+            user.import_state({k: a.numpy() for k, a in saved.items()} if saved else {})
+            try:
+                arrays = msg.content[protocol.entry(protocol.ARRAYS, i)].to_numpy_ndarrays()
+                uplink, metrics = step(user, arrays, config)
+            except Exception as exc:  # this cell's failure; the others go on
+                error = f"{type(exc).__name__}: {exc}"
+                reply[protocol.entry(protocol.CONFIG, i)] = ConfigRecord({"error": error})
+                continue
+            if last:
+                context.state.pop(key, None)
+            else:
+                learned = user.export_state()
+                context.state[key] = ArrayRecord({k: Array(v) for k, v in learned.items()})
+            answer = {"kind": str(metrics.pop("kind"))} if uplink is not None else {}
+            reply[protocol.entry(protocol.CONFIG, i)] = ConfigRecord(answer)
+            reply[protocol.entry(protocol.METRICS, i)] = MetricRecord(metrics)
+            if uplink is not None:
+                reply[protocol.entry(protocol.ARRAYS, i)] = ArrayRecord(numpy_ndarrays=uplink)
+        return Message(reply, reply_to=msg)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         identity = MetricRecord({"partition-id": int(context.node_config["partition-id"])})
         return Message(RecordDict({protocol.METRICS: identity}), reply_to=msg)
 
+    def train_step(user: User, arrays: list[np.ndarray], config: dict):
+        arrays_up, _, metrics = AlignmentClient(user).fit(arrays, config)
+        return arrays_up, metrics
+
+    def evaluate_step(user: User, arrays: list[np.ndarray], config: dict):
+        _, _, metrics = AlignmentClient(user).evaluate(arrays, config)
+        return None, metrics
+
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        user, cell = user_for(msg, context)
-        arrays, _, metrics = AlignmentClient(user).fit(*request(msg))
-        kind = metrics.pop("kind")
-        context.state[STATE] = ArrayRecord({k: Array(v) for k, v in user.export_state().items()})
-        context.state[STATE_CELL] = ConfigRecord({"key": cell})
-        content = RecordDict({
-            protocol.ARRAYS: ArrayRecord(numpy_ndarrays=arrays),
-            protocol.CONFIG: ConfigRecord({"kind": kind}),
-            protocol.METRICS: MetricRecord(metrics),
-        })  # fmt: skip
-        return Message(content, reply_to=msg)
+        return serve(msg, context, train_step, last=False)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        user, _ = user_for(msg, context)
-        _, _, metrics = AlignmentClient(user).evaluate(*request(msg))
-        return Message(RecordDict({protocol.METRICS: MetricRecord(metrics)}), reply_to=msg)
+        return serve(msg, context, evaluate_step, last=True)
 
     return app
 

@@ -29,5 +29,14 @@ def quiet() -> None:
         os.environ.setdefault(key, value)
 
 
+def single_threaded() -> None:
+    """Initializer of a fresh worker process: one BLAS thread, inherited by its children
+    (the Ray workers a simulation starts from there)."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ.update(SINGLE_THREAD_ENV)
+    threadpool_limits(1)  # for a numpy already imported
+
+
 if __name__ == "__main__":  # `eval "$(python -m launch.environment)"` in shell scripts
     print("export " + " ".join(f"{k}={v}" for k, v in QUIET_ENV.items()))

@@ -38,10 +38,14 @@ def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[R
 def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
     """The figure(s) and markdown table of one study."""
     if name == "compression":
-        written = [plots.figure_compression(results, out / "accuracy_vs_zeta.png"),
-                   plots.figure_compression(results, out / "mse_vs_zeta.png", metric="mse")]
-        tables = [("accuracy vs effective ζ", "accuracy", ["antennas_tx", "method"], [plots.ZETA]),
-                  ("MSE vs effective ζ", "mse", ["antennas_tx", "method"], [plots.ZETA])]
+        written = [
+            plots.figure_compression(results, out / "accuracy_vs_zeta.png"),
+            plots.figure_compression(results, out / "mse_vs_zeta.png", metric="mse"),
+        ]
+        tables = [
+            ("accuracy vs effective ζ", "accuracy", ["antennas_tx", "method"], [plots.ZETA]),
+            ("MSE vs effective ζ", "mse", ["antennas_tx", "method"], [plots.ZETA]),
+        ]
     elif name == "snr":
         written = [plots.figure_snr(results, out / "accuracy_vs_snr.png")]
         tables = [("accuracy vs SNR (dB)", "accuracy", ["method", "channel_usage"], ["snr_db"])]
@@ -64,9 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=["compression", "snr", "groups"])
     parser.add_argument("--in-process", action="store_true", help="skip Flower (same numbers)")
     parser.add_argument("--store", default="outputs/cells", help="the cell store")
+    parser.add_argument(
+        "--in-flight", type=int, default=None, help="cells sharing each Flower round (default: 8)"
+    )
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="processes for --in-process (default: one per core)")
     parser.add_argument("--out", default="docs/figures", help="where figures and tables go")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base run")
     args = parser.parse_args(argv)
+    for name in ("in_flight", "jobs"):
+        if (value := getattr(args, name)) is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
     from common.run.settings import ConfigError
     from conf import settings
@@ -89,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     from launch.sweeps import run_unfinished
 
     try:
-        run_unfinished(store, [c for n in names for c in study[n]], in_process=args.in_process)
+        run_unfinished(
+            store,
+            [c for n in names for c in study[n]],
+            in_process=args.in_process,
+            in_flight=args.in_flight,
+            jobs=args.jobs,
+        )
     except SimulationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import tempfile
 import time
 import warnings
@@ -25,20 +24,12 @@ from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
 from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
-from launch.environment import SINGLE_THREAD_ENV, quiet
-from server.server_app import Sink, WriteTo, make_server_app
+from launch.environment import quiet, single_threaded
+from server.server_app import CELLS_IN_FLIGHT, Sink, WriteTo, make_server_app
 
 
 class SimulationFailed(RuntimeError):
     """The ServerApp did not produce an outcome (its error was logged by Flower)."""
-
-
-def _isolated_process() -> None:
-    """Initializer of the fresh process that hosts one simulation."""
-    from threadpoolctl import threadpool_limits
-
-    os.environ.update(SINGLE_THREAD_ENV)  # inherited by the Ray workers started from here
-    threadpool_limits(1)  # numpy is already imported in this process
 
 
 def prepare(settings: RunSettings) -> None:
@@ -83,13 +74,14 @@ def simulate_sweep(
     *,
     user_factory: UserFactory = default_user,
     isolated: bool = True,
+    in_flight: int = CELLS_IN_FLIGHT,
 ) -> list[RunOutcome]:
     """Every cell of a sweep that ``store`` lacks, in as few simulations as possible.
 
-    Cells that share ``cpus_per_user`` run back to back in one simulation, over
-    as many SuperNodes as the largest cell has users; each finished cell is saved
-    in ``store`` at once. Cells already there are not run again. Returns every
-    cell's outcome, in order.
+    Cells that share ``cpus_per_user`` run in one simulation, over as many
+    SuperNodes as the largest cell has users, up to ``in_flight`` of them in
+    lockstep; each finished cell is saved in ``store`` at once. Cells already
+    there are not run again. Returns every cell's outcome, in order.
     """
     todo: dict[str, RunSettings] = {}
     for cell in cells:
@@ -102,7 +94,7 @@ def simulate_sweep(
     for group in by_cpus.values():
         try:
             simulate_cells(group, store.save, source, user_factory=user_factory,
-                           isolated=isolated)  # fmt: skip
+                           isolated=isolated, in_flight=in_flight)  # fmt: skip
         except Exception as exc:  # finished cells are in the store; report the rest below
             errors.append(f"{type(exc).__name__}: {exc}")
     missing = [cell_key(cell) for cell in cells if not store.finished(cell)]
@@ -123,8 +115,10 @@ def simulate_cells(
     *,
     user_factory: UserFactory = default_user,
     isolated: bool = True,
+    in_flight: int = 1,
 ) -> None:
-    """Run ``cells`` back to back in one Flower simulation; each outcome goes to ``sink``.
+    """Run ``cells`` in one Flower simulation, up to ``in_flight`` of them in lockstep; each
+    outcome goes to ``sink``.
 
     By default the simulation runs in a freshly spawned process: starting Ray a
     second time from a process that already holds many threads (a Hydra ``-m``
@@ -137,9 +131,15 @@ def simulate_cells(
         raise ValueError("the cells of one simulation must share experiment.cpus_per_user")
     if isolated:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context, initializer=_isolated_process) as pool:
+        with ProcessPoolExecutor(1, mp_context=context, initializer=single_threaded) as pool:
             pool.submit(
-                simulate_cells, cells, sink, source, user_factory=user_factory, isolated=False
+                simulate_cells,
+                cells,
+                sink,
+                source,
+                user_factory=user_factory,
+                isolated=False,
+                in_flight=in_flight,
             ).result()
         return
     quiet()
@@ -149,7 +149,7 @@ def simulate_cells(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
-            server_app=make_server_app(list(cells), sink, source),
+            server_app=make_server_app(list(cells), sink, source, in_flight=in_flight),
             client_app=make_client_app(cells[0], source, user_factory),
             num_supernodes=max(cell.num_users for cell in cells),
             backend_config={

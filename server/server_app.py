@@ -18,6 +18,7 @@ import pandas as pd
 from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from common.parties.access_point import access_point_class
 from common.run.reporting import headline, show_progress
 from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point
@@ -30,22 +31,17 @@ logger = logging.getLogger(__name__)
 # How often Flower's grid looks for replies (its own default, 0.1 s, adds up to a
 # tenth of a second to every round).
 PULL_INTERVAL_S = 0.01
+# How many cells of a sweep share each Flower round by default (run config ``cells-in-flight``,
+# Hydra ``sweep_in_flight``): Flower's fixed cost per round is paid once for all of them.
+CELLS_IN_FLIGHT = 8
 
 
 class CellsFailed(RuntimeError):
     """Some cells of a sweep failed (the others finished and were written)."""
 
 
-def run_access_point(
-    grid: Grid,
-    settings: RunSettings,
-    source: ProblemSource,
-    *,
-    node_wait_timeout: float = 300.0,
-    round_timeout: float = 3600.0,
-    user_nodes: dict[int, int] | None = None,
-) -> RunOutcome:
-    """Build the AP and its session, run every round over ``grid``, return the outcome."""
+def open_session(settings: RunSettings, source: ProblemSource) -> Session:
+    """The AP of one run over its own inputs, and the session that will drive it."""
     if source.num_users != settings.num_users:
         raise ValueError(
             f"the source provides {source.num_users} users but the settings name "
@@ -53,21 +49,53 @@ def run_access_point(
         )
     inputs = source.ap_inputs()
     ap = build_access_point(settings, inputs, list(range(settings.num_users)))
-    session = Session(ap, settings, inputs)
+    return Session(ap, settings, inputs)
+
+
+def run_sessions(
+    grid: Grid,
+    sessions: Sequence[Session],
+    *,
+    node_wait_timeout: float = 300.0,
+    round_timeout: float = 3600.0,
+    user_nodes: dict[int, int] | None = None,
+) -> list[RunOutcome]:
+    """Run every round of ``sessions`` in lockstep over ``grid``; their outcomes, in order."""
     strategy = AlignmentStrategy(
-        session, node_wait_timeout=node_wait_timeout, user_nodes=user_nodes
+        sessions, node_wait_timeout=node_wait_timeout, user_nodes=user_nodes
     )
+    initial = ArrayRecord({
+        f"{i}.{k}": Array(v) for i, s in enumerate(sessions) for k, v in s.ap.precoders().items()
+    })  # fmt: skip
     result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord({k: Array(v) for k, v in ap.precoders().items()}),
-        num_rounds=ap.num_rounds,
-        timeout=round_timeout,
+        grid=grid, initial_arrays=initial, num_rounds=strategy.last_round, timeout=round_timeout
     )
-    return session.outcome(precoders={k: a.numpy() for k, a in result.arrays.items()})
+    outcomes = []
+    for index, session in enumerate(sessions):
+        prefix = f"{index}."
+        precoders = {
+            k[len(prefix) :]: a.numpy() for k, a in result.arrays.items() if k.startswith(prefix)
+        }
+        outcomes.append(session.outcome(precoders=precoders))
+    return outcomes
 
 
 Sink = Callable[[RunSettings, RunOutcome], Path]
 """Where a finished cell's outcome goes; returns the folder it was written to."""
+
+
+def lockstep_batches(cells: Sequence[RunSettings], in_flight: int) -> list[list[int]]:
+    """Cell indices in batches of at most ``in_flight`` cells that can share every round:
+    same users and same number of rounds, split as evenly as possible."""
+    classes: dict[tuple, list[int]] = {}
+    for i, cell in enumerate(cells):
+        rounds = access_point_class(cell.method).rounds_for(cell.rounds)
+        classes.setdefault((cell.models, rounds), []).append(i)
+    batches = []
+    for members in classes.values():
+        count = -(-len(members) // in_flight)
+        batches += [members[b::count] for b in range(count)]
+    return batches
 
 
 def run_cells(
@@ -75,38 +103,69 @@ def run_cells(
     cells: Sequence[RunSettings],
     sink: Sink,
     source: ProblemSource | None = None,
+    *,
+    in_flight: int = 1,
 ) -> None:
-    """Run the cells one after the other over the same nodes, each with a fresh AP and users.
+    """Run the cells over the same nodes, each with a fresh AP and users.
 
-    Each outcome goes to ``sink`` as soon as its cell finishes, so an interrupted
-    sweep keeps every finished cell. A cell that fails is reported and the sweep
-    goes on with the next one; :class:`CellsFailed` names every failed cell at
-    the end. A single run's error is raised as it is.
+    Up to ``in_flight`` cells with the same users and number of rounds run in
+    lockstep, sharing every Flower round; each cell's numbers are those it
+    gets alone. Each outcome goes to ``sink`` as soon as its cell finishes, so
+    an interrupted sweep keeps every finished cell. A cell that fails is
+    reported and the sweep goes on with the others; :class:`CellsFailed` names
+    every failed cell at the end. A single run's error is raised as it is.
     """
+    if in_flight < 1:
+        raise ValueError(f"in_flight must be at least 1, got {in_flight}")
     user_nodes: dict[int, int] = {}
     failed: list[str] = []
-    for number, settings in enumerate(cells, start=1):
-        if len(cells) > 1:
-            logger.info("cell %d/%d", number, len(cells))
-        try:
-            src = source
-            if src is None:
-                from common.assets.source import AssetSource
+    total = len(cells)
 
-                src = AssetSource(settings)
-            outcome = run_access_point(grid, settings, src, user_nodes=user_nodes)
-            folder = sink(settings, outcome)
-        except Exception as exc:
-            if len(cells) == 1:
-                raise
-            logger.error("cell %d/%d failed: %s: %s", number, len(cells), type(exc).__name__, exc)
-            failed.append(f"cell {number}: {type(exc).__name__}: {exc}")
-            continue
-        logger.info("%s", headline(outcome.results))
-        logger.info("wrote the tables and precoders.npz to %s", folder)
+    def fail(number: int, exc: Exception) -> None:
+        if total == 1:
+            raise exc
+        logger.error("cell %d/%d failed: %s: %s", number, total, type(exc).__name__, exc)
+        failed.append(f"cell {number}: {type(exc).__name__}: {exc}")
+
+    done = 0
+    for batch in lockstep_batches(cells, in_flight):
+        groups: dict[tuple, list[tuple[int, Session]]] = {}
+        for i in batch:
+            try:
+                session = open_session(cells[i], source or _asset_source(cells[i]))
+            except Exception as exc:
+                fail(i + 1, exc)
+                continue
+            shape = (session.ap.users, session.last_round)
+            groups.setdefault(shape, []).append((i + 1, session))
+        for group in groups.values():
+            if total > 1:
+                logger.info("cells %s of %d (%d finished)",
+                            ", ".join(str(n) for n, _ in group), total, done)  # fmt: skip
+            try:
+                outcomes = run_sessions(grid, [s for _, s in group], user_nodes=user_nodes)
+            except Exception as exc:
+                for number, _ in group:
+                    fail(number, exc)
+                continue
+            for (number, session), outcome in zip(group, outcomes, strict=True):
+                try:
+                    folder = sink(session.settings, outcome)
+                except Exception as exc:
+                    fail(number, exc)
+                    continue
+                done += 1
+                logger.info("%s", headline(outcome.results))
+                logger.info("wrote the tables and precoders.npz to %s", folder)
     if failed:
         shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
-        raise CellsFailed(f"{len(failed)} of {len(cells)} cells failed: {shown}")
+        raise CellsFailed(f"{len(failed)} of {total} cells failed: {shown}")
+
+
+def _asset_source(settings: RunSettings) -> ProblemSource:
+    from common.assets.source import AssetSource
+
+    return AssetSource(settings)
 
 
 @dataclass(frozen=True)
@@ -135,25 +194,26 @@ def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) 
     if len(cells) == 1:
         run_cells(grid, [cells[0][1]], WriteTo(folder), source)
         return
+    in_flight = int(context.run_config.get("cells-in-flight", CELLS_IN_FLIGHT))
     store = CellStore(folder / "cells")
-    index = pd.DataFrame(
-        [{"cell": store.path(s).name, "overrides": text} for text, s in cells]
-    )
+    index = pd.DataFrame([{"cell": store.path(s).name, "overrides": text} for text, s in cells])
     folder.mkdir(parents=True, exist_ok=True)
     index.to_csv(folder / "cells.csv", index=False)
     todo = [s for _, s in cells if not store.finished(s)]
     logger.info("sweep: %d cells, %d already finished in %s", len(cells),
                 len(cells) - len(todo), store.root)  # fmt: skip
-    run_cells(grid, todo, store.save, source)
+    run_cells(grid, todo, store.save, source, in_flight=in_flight)
 
 
 def make_server_app(
     cells: Sequence[RunSettings] | None = None,
     sink: Sink | None = None,
     source: ProblemSource | None = None,
+    *,
+    in_flight: int = CELLS_IN_FLIGHT,
 ) -> ServerApp:
-    """A ServerApp bound to its cells and sink (simulation), or reading one run from the
-    run config (``flwr run``: ``overrides`` and ``output-dir``)."""
+    """A ServerApp bound to its cells and sink (simulation), or reading its runs from the
+    run config (``flwr run``: ``overrides``, ``output-dir``, ``cells-in-flight``)."""
     app = ServerApp()
 
     @app.main()
@@ -163,7 +223,7 @@ def make_server_app(
         if cells is None:
             run_from_config(grid, context, source)
         else:
-            run_cells(grid, cells, sink or WriteTo("outputs/flwr"), source)
+            run_cells(grid, cells, sink or WriteTo("outputs/flwr"), source, in_flight=in_flight)
 
     return app
 

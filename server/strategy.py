@@ -1,10 +1,16 @@
-"""The access point as a Flower strategy: a transport for one :class:`Session`.
+"""The access point as a Flower strategy: a transport for one or more :class:`Session`.
 
-The session says which messages go to which user each round and what to do
+Each session says which messages go to which user each round and what to do
 with the replies; this strategy only turns them into Flower messages for the
 SuperNodes that run those users, and turns the replies back. Users that fail
 or do not answer are recorded by the session and left out of that round's
 update; the run goes on with the others.
+
+Several sessions (cells of a sweep with the same users and number of rounds)
+can run in lockstep: each round, every node gets one message that carries one
+entry per cell (records ``arrays.<i>``, ``config.<i>``, and ``metrics.<i>`` in
+the reply). Flower's fixed cost per round (message dispatch, polling, the
+context's trip to the worker) is then paid once for all of them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from flwr.app import (
     Array,
@@ -37,18 +43,23 @@ class UsersNotConnected(RuntimeError):
     """Fewer users than configured joined the federation in time."""
 
 
-def encode(message: protocol.Message, **config: int | str) -> RecordDict:
-    """A protocol message as Flower records: its arrays in order, its kind in the config."""
-    return RecordDict({
-        protocol.ARRAYS: ArrayRecord(numpy_ndarrays=message.to_list()),
-        protocol.CONFIG: ConfigRecord({"kind": message.KIND, **config}),
-    })  # fmt: skip
+def encode(
+    message: protocol.Message, index: int = 0, into: RecordDict | None = None,
+    **config: int | str,
+) -> RecordDict:  # fmt: skip
+    """Add ``message`` as the ``index``-th entry of ``into`` (a new RecordDict by default):
+    its arrays in order, its kind and ``config`` in the entry's config."""
+    content = RecordDict() if into is None else into
+    content[protocol.entry(protocol.ARRAYS, index)] = ArrayRecord(numpy_ndarrays=message.to_list())
+    content[protocol.entry(protocol.CONFIG, index)] = ConfigRecord({"kind": message.KIND, **config})
+    return content
 
 
-def decode(content: RecordDict) -> protocol.Message:
-    """The protocol message a user sent back."""
-    kind = str(content[protocol.CONFIG]["kind"])
-    return protocol.message_class(kind).from_list(content[protocol.ARRAYS].to_numpy_ndarrays())
+def decode(content: RecordDict, index: int = 0) -> protocol.Message:
+    """The protocol message in entry ``index``."""
+    kind = str(content[protocol.entry(protocol.CONFIG, index)]["kind"])
+    arrays = content[protocol.entry(protocol.ARRAYS, index)].to_numpy_ndarrays()
+    return protocol.message_class(kind).from_list(arrays)
 
 
 def error_reason(reply: Message) -> str:
@@ -57,31 +68,44 @@ def error_reason(reply: Message) -> str:
 
 
 class AlignmentStrategy(Strategy):
-    """Drives a :class:`Session` (any access point) over a Flower grid."""
+    """Drives one or more :class:`Session` (any access point) in lockstep over a Flower grid."""
 
     def __init__(
         self,
-        session: Session,
+        sessions: Sequence[Session],
         *,
         node_wait_timeout: float = 300.0,
         user_nodes: dict[int, int] | None = None,
     ) -> None:
-        self.session = session
+        if not sessions:
+            raise ValueError("a strategy needs at least one session")
+        shape = {(s.ap.users, s.last_round) for s in sessions}
+        if len(shape) > 1:
+            raise ValueError(
+                "sessions run in lockstep must share their users and number of rounds, got "
+                f"{sorted(shape)}"
+            )
+        self.sessions = list(sessions)
         self.node_wait_timeout = node_wait_timeout
         # user index (partition-id) -> node id; shared by the cells of a sweep
         self.user_nodes: dict[int, int] = {} if user_nodes is None else user_nodes
         self._evaluating = False
-        # every message names its run, so a node serving a sweep rebuilds its user per cell
-        self._settings = session.settings.to_json()
+        # every entry names its cell, so a node serving a sweep rebuilds its user per cell
+        self._settings = [session.settings.to_json() for session in self.sessions]
 
     @property
     def users(self) -> tuple[int, ...]:
-        return self.session.ap.users
+        return self.sessions[0].ap.users
+
+    @property
+    def last_round(self) -> int:
+        return self.sessions[0].last_round
 
     def summary(self) -> None:
         logger.info(
-            "AlignmentStrategy: method=%s users=%d rounds=%d",
-            self.session.info.method, len(self.users), self.session.last_round,
+            "AlignmentStrategy: %d cell(s) (%s), users=%d, rounds=%d",
+            len(self.sessions), ", ".join(sorted({s.info.method for s in self.sessions})),
+            len(self.users), self.last_round,
         )  # fmt: skip
 
     # ---- nodes -----------------------------------------------------------------------------
@@ -123,69 +147,104 @@ class AlignmentStrategy(Strategy):
         return self.user_nodes
 
     def _messages(
-        self, rnd: int, downlink: Mapping[int, protocol.Message], message_type: str
+        self, rnd: int, downlinks: Sequence[Mapping[int, protocol.Message]], message_type: str
     ) -> list[Message]:
-        return [
-            Message(
-                encode(message, round=rnd, settings=self._settings),
-                dst_node_id=self.user_nodes[k],
-                message_type=message_type,
-                group_id=str(rnd),
-            )
-            for k, message in downlink.items()
-        ]
+        """One message per user, with an entry for each cell that has something for it."""
+        messages = []
+        for user in sorted({k for downlink in downlinks for k in downlink}):
+            content = RecordDict()
+            for index, downlink in enumerate(downlinks):
+                if user in downlink:
+                    encode(downlink[user], index, content, round=rnd,
+                           settings=self._settings[index])  # fmt: skip
+            messages.append(Message(content, dst_node_id=self.user_nodes[user],
+                                    message_type=message_type, group_id=str(rnd)))  # fmt: skip
+        return messages
 
-    def _split(self, replies: Iterable[Message]) -> tuple[dict[int, RecordDict], dict[int, str]]:
-        """Replies by user: contents of the good ones, reasons of the errors."""
+    def _split(
+        self, replies: Iterable[Message]
+    ) -> list[tuple[dict[int, RecordDict], dict[int, str]]]:
+        """Per cell: the replying users' contents, and the reasons of those that failed.
+
+        A whole reply that is an error (the ClientApp raised, the node was lost)
+        fails the user in every cell; an entry with an ``error`` fails it in that
+        cell only; a missing entry leaves the user silent in that cell.
+        """
         node_users = {node: user for user, node in self.user_nodes.items()}
-        good: dict[int, RecordDict] = {}
-        errors: dict[int, str] = {}
+        split: list[tuple[dict[int, RecordDict], dict[int, str]]] = [
+            ({}, {}) for _ in self.sessions
+        ]
         for reply in replies:
             user = node_users.get(reply.metadata.src_node_id)
             if user is None:
                 continue
-            if reply.has_error():
-                errors[user] = error_reason(reply)
-            else:
-                good[user] = reply.content
-        return good, errors
+            for index, (good, errors) in enumerate(split):
+                if reply.has_error():
+                    errors[user] = error_reason(reply)
+                elif (config := reply.content.get(protocol.entry(protocol.CONFIG, index))) is None:
+                    continue
+                elif "error" in config:
+                    errors[user] = str(config["error"])
+                else:
+                    good[user] = reply.content
+        return split
+
+    def _prefixed(self, values: Sequence[Mapping[str, float]]) -> MetricRecord:
+        """Finite metrics of every cell, named ``<cell index>.<metric>``."""
+        return MetricRecord({
+            f"{index}.{key}": value
+            for index, row in enumerate(values) for key, value in row.items()
+            if math.isfinite(value)
+        })  # fmt: skip
 
     # ---- training --------------------------------------------------------------------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.connect(grid)
-        downlink = self.session.train_downlink(server_round, sorted(self.user_nodes))
-        return self._messages(server_round, downlink, MessageType.TRAIN)
+        users = sorted(self.user_nodes)
+        downlinks = [session.train_downlink(server_round, users) for session in self.sessions]
+        return self._messages(server_round, downlinks, MessageType.TRAIN)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        good, errors = self._split(replies)
-        answers = {
-            k: TrainReply(decode(content), dict(content[protocol.METRICS]))
-            for k, content in good.items()
-        }
-        row = self.session.finish_train_round(server_round, answers, errors)
-        precoders = ArrayRecord({k: Array(v) for k, v in self.session.ap.precoders().items()})
-        return precoders, MetricRecord({k: v for k, v in row.items() if math.isfinite(v)})
+        rows = []
+        precoders = ArrayRecord()
+        for index, (session, (good, errors)) in enumerate(
+            zip(self.sessions, self._split(replies), strict=True)
+        ):
+            answers = {
+                k: TrainReply(decode(content, index),
+                              dict(content[protocol.entry(protocol.METRICS, index)]))
+                for k, content in good.items()
+            }  # fmt: skip
+            rows.append(session.finish_train_round(server_round, answers, errors))
+            for name, value in session.ap.precoders().items():
+                precoders[f"{index}.{name}"] = Array(value)
+        return precoders, self._prefixed(rows)
 
     # ---- evaluation (after the last round) -------------------------------------------------
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._evaluating = server_round >= self.session.last_round
+        self._evaluating = server_round >= self.last_round
         if not self._evaluating:
             return []
-        test = self.session.test_downlink(sorted(self.user_nodes))
-        return self._messages(server_round, test, MessageType.EVALUATE)
+        users = sorted(self.user_nodes)
+        tests = [session.test_downlink(users) for session in self.sessions]
+        return self._messages(server_round, tests, MessageType.EVALUATE)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         if not self._evaluating:
             return None
-        good, errors = self._split(replies)
-        evaluations = {k: dict(content[protocol.METRICS]) for k, content in good.items()}
-        summary = self.session.finish_evaluation(evaluations, errors)
-        return MetricRecord({k: v for k, v in summary.items() if math.isfinite(v)})
+        summaries = []
+        for index, (session, (good, errors)) in enumerate(
+            zip(self.sessions, self._split(replies), strict=True)
+        ):
+            metrics = protocol.entry(protocol.METRICS, index)
+            evaluations = {k: dict(content[metrics]) for k, content in good.items()}
+            summaries.append(session.finish_evaluation(evaluations, errors))
+        return self._prefixed(summaries)

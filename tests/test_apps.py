@@ -23,12 +23,12 @@ from flwr.app import (
 )
 from flwr.supercore.task_identity import TaskIdentity
 
-from clients.client_app import STATE, make_client_app
+from clients.client_app import default_user, make_client_app, state_key
 from common.parties import protocol
-from common.run.cells import cell_key
-from common.run.driver import build_parties
+from common.run.driver import build_parties, run_experiment
 from common.run.session import Session
 from common.run.sources import SyntheticSource
+from server.server_app import lockstep_batches
 from server.strategy import AlignmentStrategy, UsersNotConnected, decode, encode
 from tests.synthetic import settings_for
 
@@ -74,7 +74,7 @@ def _setup(method: str = "federated", rounds: int = 3):
     settings = settings_for(problem, method=method, rounds=rounds, channel_uses=2, seed=5)
     ap, users = build_parties(problem, settings)
     inputs = SOURCE.ap_inputs()
-    strategy = AlignmentStrategy(Session(ap, settings, inputs), node_wait_timeout=1.0)
+    strategy = AlignmentStrategy([Session(ap, settings, inputs)], node_wait_timeout=1.0)
     reference_ap, reference_users = build_parties(problem, settings)
     return strategy, users, (reference_ap, reference_users)
 
@@ -84,7 +84,7 @@ def _user_reply(users, message: Message) -> Message:
     user = users[NODES[message.metadata.dst_node_id]]
     reply = user.train(decode(message.content))
     content = encode(reply.message, round=1)
-    content[protocol.METRICS] = MetricRecord(reply.metrics)
+    content[protocol.entry(protocol.METRICS, 0)] = MetricRecord(reply.metrics)
     return Message(content, reply_to=message)
 
 
@@ -105,16 +105,16 @@ def test_a_round_through_the_strategy_equals_the_in_process_round():
     assert {m.metadata.message_type for m in messages} == {MessageType.TRAIN}
     expected = ref_ap.train_messages([0, 1, 2])[0].signal
     for message in messages:
-        assert message.content[protocol.CONFIG]["kind"] == "align_pilots"
+        assert message.content["config.0"]["kind"] == "align_pilots"
         np.testing.assert_array_equal(decode(message.content).signal, expected)
     arrays, metrics = strategy.aggregate_train(1, grid.send_and_receive(messages))
 
     downlink = ref_ap.train_messages([0, 1, 2])
     ref_ap.update({k: ref_users[k].train(m).message for k, m in downlink.items()})
-    np.testing.assert_allclose(arrays["F"].numpy(), ref_ap.state.f, rtol=1e-12)
-    assert set(arrays.keys()) == {"F", "Z", "U"}
-    assert metrics["responded"] == 3 and metrics["failures"] == 0
-    assert strategy.session.failures == []
+    np.testing.assert_allclose(arrays["0.F"].numpy(), ref_ap.state.f, rtol=1e-12)
+    assert set(arrays.keys()) == {"0.F", "0.Z", "0.U"}
+    assert metrics["0.responded"] == 3 and metrics["0.failures"] == 0
+    assert strategy.sessions[0].failures == []
 
 
 def test_error_replies_and_silent_users_are_recorded_and_left_out():
@@ -132,16 +132,16 @@ def test_error_replies_and_silent_users_are_recorded_and_left_out():
     grid = FakeGrid(NODES, answer)
     messages = strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid)
     _, metrics = strategy.aggregate_train(1, grid.send_and_receive(messages))
-    assert metrics["responded"] == 1 and metrics["failures"] == 2
-    assert strategy.session.failures == [
+    assert metrics["0.responded"] == 1 and metrics["0.failures"] == 2
+    assert strategy.sessions[0].failures == [
         {"round": 1, "stage": "train", "user": 1, "reason": "radio on fire"},
         {"round": 1, "stage": "train", "user": 2, "reason": "no reply"},
     ]
     # the update used user 0 alone, exactly as the in-process AP fed with user 0 alone
     downlink = ref_ap.train_messages([0])
     ref_ap.update({0: ref_users[0].train(downlink[0]).message})
-    np.testing.assert_allclose(strategy.session.ap.state.f, ref_ap.state.f, rtol=1e-12)
-    row = strategy.session.history[-1]
+    np.testing.assert_allclose(strategy.sessions[0].ap.state.f, ref_ap.state.f, rtol=1e-12)
+    row = strategy.sessions[0].history[-1]
     assert row["messages_down"] == 3 and row["messages_up"] == 1
 
 
@@ -159,13 +159,17 @@ def test_evaluation_happens_once_after_the_last_round():
     replies = []
     for message in tests:
         metrics = users[NODES[message.metadata.dst_node_id]].evaluate(decode(message.content))
-        replies.append(Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message))
+        content = RecordDict({"config.0": ConfigRecord(), "metrics.0": MetricRecord(metrics)})
+        replies.append(Message(content, reply_to=message))
     summary = strategy.aggregate_evaluate(2, replies[:2])  # user 2's reply is lost
-    outcome = strategy.session.outcome()
+    outcome = strategy.sessions[0].outcome()
     assert outcome.results.user.tolist() == [0, 1]
-    assert summary["mean_accuracy"] == pytest.approx(outcome.results.accuracy.mean())
+    assert summary["0.mean_accuracy"] == pytest.approx(outcome.results.accuracy.mean())
     assert outcome.failures.to_dict("records")[-1] == {
-        "round": 2, "stage": "evaluate", "user": 2, "reason": "no reply"
+        "round": 2,
+        "stage": "evaluate",
+        "user": 2,
+        "reason": "no reply",
     }
     assert len(outcome.history) == 2
 
@@ -194,35 +198,36 @@ def test_client_app_trains_keeps_its_state_and_evaluates():
 
     pilots = ref_ap.train_messages([1])[1]
     reply = app(_to_client(encode(pilots, round=1), MessageType.TRAIN, 2001), context)
-    assert reply.content[protocol.CONFIG]["kind"] == "align_uplink"
+    assert reply.content["config.0"]["kind"] == "align_uplink"
     uplink = decode(reply.content)
     expected = ref_users[1].train(pilots)
     np.testing.assert_allclose(uplink.a_y, expected.message.a_y, rtol=1e-12)
-    assert reply.content[protocol.METRICS]["objective"] == pytest.approx(
-        expected.metrics["objective"]
-    )
-    saved = context.state[STATE]
+    assert reply.content["metrics.0"]["objective"] == pytest.approx(expected.metrics["objective"])
+    saved = context.state[state_key(run)]
     np.testing.assert_allclose(saved["g"].numpy(), ref_users[1].g, rtol=1e-12)
 
     test = ref_ap.test_messages([1])[1]
     result = app(_to_client(encode(test, round=1), MessageType.EVALUATE, 2001), context)
-    assert result.content["metrics"]["accuracy"] == ref_users[1].evaluate(test)["accuracy"]
+    assert result.content["metrics.0"]["accuracy"] == ref_users[1].evaluate(test)["accuracy"]
+    assert state_key(run) not in context.state  # the cell is over: its state is dropped
 
 
-def test_client_app_refuses_a_message_of_the_wrong_kind():
+def test_client_app_answers_a_message_of_the_wrong_kind_with_an_error():
     problem = SOURCE.problem()
     run = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
     app = make_client_app(run, SOURCE)
     ap, _ = build_parties(problem, run)
     wrong = encode(ap.test_messages([0])[0], round=1)  # a test transmission sent as training
-    with pytest.raises(TypeError, match="expects 'align_pilots' messages, got 'align_test'"):
-        app(_to_client(wrong, MessageType.TRAIN, 2000), _context(0))
-    fresh = _context(0)
-    with pytest.raises(RuntimeError, match="no equalizer yet: train first"):
-        app(_to_client(wrong, MessageType.EVALUATE, 2000), fresh)
+    reply = app(_to_client(wrong, MessageType.TRAIN, 2000), _context(0))
+    assert reply.content["config.0"]["error"] == (
+        "TypeError: user 0 (AdmmUser) expects 'align_pilots' messages, got 'align_test'"
+    )
+    assert "arrays.0" not in reply.content
+    reply = app(_to_client(wrong, MessageType.EVALUATE, 2000), _context(0))
+    assert "no equalizer yet: train first" in reply.content["config.0"]["error"]
 
 
-def test_client_app_follows_the_cell_each_message_names():
+def test_client_app_follows_the_cell_each_entry_names():
     """A node serving a sweep rebuilds its user per cell and never mixes cells' states."""
     problem = SOURCE.problem()
     first = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
@@ -236,9 +241,106 @@ def test_client_app_follows_the_cell_each_message_names():
         reply = app(_to_client(content, MessageType.TRAIN, 2000), context)
         np.testing.assert_allclose(decode(reply.content).a_y, users[0].train(pilots).message.a_y,
                                    rtol=1e-12)  # fmt: skip
-        assert context.state["user_state_cell"]["key"] == cell_key(run)
+        assert [k for k in context.state if k.startswith("user_state.")] == [state_key(run)]
     # a test transmission of the first cell finds no equalizer learned in that cell any more
     ap, _ = build_parties(problem, first)
     test = encode(ap.test_messages([0])[0], round=1, settings=first.to_json())
-    with pytest.raises(RuntimeError, match="no equalizer yet"):
-        app(_to_client(test, MessageType.EVALUATE, 2000), context)
+    reply = app(_to_client(test, MessageType.EVALUATE, 2000), context)
+    assert "no equalizer yet" in reply.content["config.0"]["error"]
+
+
+# ---- cells in lockstep -------------------------------------------------------------------
+def _client_grid(app) -> FakeGrid:
+    """A grid whose nodes run ``app`` itself, each with its own context (no Ray)."""
+    contexts = {node: _context(user) for node, user in NODES.items()}
+
+    def answer(message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        return app(_to_client(message.content, message.metadata.message_type, node),
+                   contexts[node])  # fmt: skip
+
+    return FakeGrid(NODES, answer)
+
+
+def _drive(strategy: AlignmentStrategy, grid: FakeGrid) -> None:
+    """What ``Strategy.start`` does, without its logging set-up."""
+    for rnd in range(1, strategy.last_round + 1):
+        strategy.aggregate_train(rnd, grid.send_and_receive(
+            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
+        strategy.aggregate_evaluate(rnd, grid.send_and_receive(
+            strategy.configure_evaluate(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
+
+
+def test_cells_in_lockstep_equal_each_cell_run_alone():
+    """Three cells share every message; each gets exactly its in-process numbers."""
+    problem = SOURCE.problem()
+    base = settings_for(problem, method="federated", rounds=3, channel_uses=2, seed=5)
+    cells = [base, base.replace(seed=9), base.replace(method="multi-link", snr_db=5.0)]
+    inputs = SOURCE.ap_inputs()
+    sessions = [Session(build_parties(problem, c)[0], c, inputs) for c in cells]
+    strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
+    grid = _client_grid(make_client_app(None, SOURCE))
+    _drive(strategy, grid)
+
+    train = [m for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]
+    assert len(train) == 3 * 3  # one message per user and round, not one per cell
+    assert protocol.entry_indices(train[0].content) == [0, 1, 2]
+    for cell, session in zip(cells, sessions, strict=True):
+        alone = run_experiment(problem, cell)
+        outcome = session.outcome()
+        precoders = session.ap.precoders()
+        assert precoders.keys() == alone.precoders.keys()
+        for name, value in precoders.items():
+            np.testing.assert_allclose(value, alone.precoders[name], rtol=1e-10)
+        np.testing.assert_allclose(outcome.results.accuracy, alone.results.accuracy, rtol=0)
+        assert outcome.failures.empty
+
+
+def test_a_failing_entry_fails_its_cell_only():
+    problem = SOURCE.problem()
+    good = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5)
+    bad = good.replace(seed=6)
+    inputs = SOURCE.ap_inputs()
+    sessions = [Session(build_parties(problem, c)[0], c, inputs) for c in (good, bad)]
+    strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
+
+    def factory(index, source, settings):
+        user = default_user(index, source, settings)
+        if settings.seed == 6 and index == 1:
+            user.train = lambda message: (_ for _ in ()).throw(RuntimeError("antenna melted"))
+        return user
+
+    _drive(strategy, _client_grid(make_client_app(None, SOURCE, factory)))
+    assert sessions[0].failures == []
+    assert [(f["stage"], f["round"], f["user"], f["reason"]) for f in sessions[1].failures] == [
+        ("train", 1, 1, "RuntimeError: antenna melted"),
+        ("train", 2, 1, "RuntimeError: antenna melted"),
+        ("evaluate", 2, 1, "RuntimeError: user 1 has no equalizer yet: train first"),
+    ]
+    assert sessions[1].outcome().results.user.tolist() == [0, 2]
+    assert sessions[0].outcome().results.user.tolist() == [0, 1, 2]
+
+
+def test_cells_of_different_shapes_cannot_share_rounds():
+    problem = SOURCE.problem()
+    short = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5)
+    long = short.replace(rounds=3)
+    inputs = SOURCE.ap_inputs()
+    sessions = [Session(build_parties(problem, c)[0], c, inputs) for c in (short, long)]
+    with pytest.raises(ValueError, match="must share their users and number of rounds"):
+        AlignmentStrategy(sessions)
+
+
+def test_lockstep_batches_are_even_and_never_mix_shapes():
+    problem = SOURCE.problem()
+    base = settings_for(problem, method="federated", rounds=3, channel_uses=2, seed=5)
+    cells = [base.replace(seed=s) for s in range(9)]
+    cells += [base.replace(method="top_k", seed=s) for s in range(9)]
+    cells += [base.replace(models=base.models[:2]), base.replace(rounds=4)]
+    batches = lockstep_batches(cells, 8)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(cells)))
+    assert sorted(len(b) for b in batches) == [1, 1, 4, 4, 5, 5]
+    for batch in batches:
+        shapes = {(cells[i].models, cells[i].method, cells[i].rounds) for i in batch}
+        assert len(shapes) == 1
+    assert lockstep_batches(cells, 1) == [[i] for i in range(len(cells))]

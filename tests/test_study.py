@@ -88,3 +88,30 @@ def test_summary_tables_are_markdown_with_mean_and_spread(results):
     assert set(lines[1]) <= {"|", "-"}
     federated = next(line for line in lines if line.startswith("| federated "))
     assert "±" in federated
+
+
+@pytest.mark.slow
+def test_figures_in_process_over_two_processes_write_every_file_and_resume(
+    tmp_path, embedded_source, cache_dir, capsys
+):
+    """``launch.figures --in-process --jobs 2``: the cells, the figure and its table; run
+    again, nothing is recomputed; a cell's numbers are those of the driver run directly."""
+    from common.run.cells import CellStore
+    from launch import figures
+
+    store, out = tmp_path / "cells", tmp_path / "figures"
+    argv = ["--quick", "--only", "snr", "--in-process", "--jobs", "2", "--store", str(store),
+            "--out", str(out), f"cache_dir={cache_dir}"]  # fmt: skip
+    assert figures.main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {"accuracy_vs_snr.png", "snr.md"}
+    assert len([p for p in store.iterdir() if not p.name.startswith(".")]) == 6
+    assert figures.main(argv) == 0
+    assert "6 cells, 6 already finished" in capsys.readouterr().out
+    cell = settings(f"cache_dir={cache_dir}", "experiment.progress=false", "strategy=top_k",
+                    "communication.channel_usage=2", "communication.snr=-10")  # fmt: skip
+    alone = run_experiment(embedded_source.problem(), cell)
+    kept = CellStore(store).load(cell)
+    assert kept.results.accuracy.tolist() == alone.results.accuracy.tolist()
+    with pytest.raises(SystemExit):  # argparse refuses it, naming the option
+        figures.main([*argv, "--jobs", "0"])
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err

@@ -68,10 +68,15 @@ class AccessPoint(abc.ABC):
     def n_pilots(self) -> int:
         return self._pilots.shape[1]
 
+    @classmethod
+    def rounds_for(cls, rounds: int) -> int:
+        """Training rounds this method runs when configured with ``rounds`` (iterative
+        methods: all of them); known before the AP is built, so runs can be grouped."""
+        return rounds
+
     @property
     def num_rounds(self) -> int:
-        """Training rounds this method runs (iterative methods: ``rounds``)."""
-        return self.rounds
+        return self.rounds_for(self.rounds)
 
     @abc.abstractmethod
     def train_messages(self, users: Sequence[int]) -> dict[int, protocol.Message]:

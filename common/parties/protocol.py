@@ -11,12 +11,26 @@ computed here.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import ClassVar
 
 import numpy as np
 
 # The parts of a message on any transport (record names in a Flower RecordDict).
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
+
+
+def entry(part: str, index: int) -> str:
+    """The record name of ``part`` for the ``index``-th cell of a message carrying several
+    cells run in lockstep (one entry, index 0, for a single run)."""
+    return f"{part}.{index}"
+
+
+def entry_indices(names: Iterable[str]) -> list[int]:
+    """The cells a message carries, by index, from its record names."""
+    prefix = CONFIG + "."
+    return sorted(int(name[len(prefix) :]) for name in names if name.startswith(prefix))
+
 
 COMPLEX = np.dtype(np.complex128)
 INDEX = np.dtype(np.uint16)  # Top-K feature indices (latent dims < 65,536)

@@ -27,9 +27,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.run.settings import ConfigError, RunSettings, settings_from_config
 from launch.simulation import SimulationFailed
-from launch.sweeps import cell_store, run_unfinished
+from launch.sweeps import cell_store, cells_in_flight, run_unfinished
 
 log = logging.getLogger(__name__)
+
 
 def task_config(cfg: DictConfig) -> dict[str, Any]:
     """A job's config as the task function sees it: without Hydra's own node."""
@@ -85,7 +86,8 @@ class SweepLauncher(Launcher):
         store = cell_store(self.config)
         if store is not None:
             try:
-                run_unfinished(store, [settings for _, settings in jobs])
+                run_unfinished(store, [settings for _, settings in jobs],
+                               in_flight=cells_in_flight(self.config))  # fmt: skip
             except SimulationFailed as exc:  # the jobs of the missing cells report it too
                 print(f"error: {exc}", file=sys.stderr, flush=True)
         runs = []
