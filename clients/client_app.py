@@ -7,7 +7,8 @@ run), and every entry names the settings of its cell; the user is rebuilt
 deterministically from them, so the process keeps a cache of users. What a
 user learns (equalizer, feature map) lives in the node's ``context.state``
 under its cell's key, because Ray may move a node between processes. A cell's
-state is dropped once the cell is evaluated or no longer in the messages.
+state is dropped once the cell is evaluated, or when a message no longer
+names it among the cells in flight.
 
 An entry that fails (a wrong message kind, a user that raises) is answered
 with its error, so the other cells of the same message go on.
@@ -101,7 +102,9 @@ def make_client_app(
         requests = [dict(msg.content[protocol.entry(protocol.CONFIG, i)]) for i in indices]
         runs = [resolve(config, context) for config in requests]
         users = cached_users(int(context.node_config["partition-id"]), runs, user_factory)
-        cells = {state_key(run) for run, _ in runs}
+        live = msg.content.get(protocol.LIVE)
+        cells = {STATE + key for key in live["cells"]} if live else set()
+        cells |= {state_key(run) for run, _ in runs}
         for key in [k for k in context.state if k.startswith(STATE) and k not in cells]:
             del context.state[key]  # a cell that is over (or was abandoned)
         reply = RecordDict()

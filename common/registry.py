@@ -94,3 +94,4 @@ METHODS: Registry[type] = Registry(
 )  # fmt: skip
 DATASETS: Registry[Callable] = Registry("dataset", providers=("common.assets.data",))
 ZOOS: Registry[object] = Registry("zoo", providers=("common.assets.zoo",))
+AGGREGATORS: Registry[type] = Registry("aggregator", providers=("common.maths.aggregation",))

@@ -24,7 +24,15 @@ import pandas as pd
 from common.run import plots
 from common.run.cells import CellStore
 from common.run.settings import RunSettings
-from common.run.study import StudyGrid, compression_cells, group_cells, snr_cells
+from common.run.study import (
+    StudyGrid,
+    channel_cells,
+    compression_cells,
+    fault_cells,
+    group_cells,
+    participation_cells,
+    snr_cells,
+)
 
 
 def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[RunSettings]]:
@@ -32,30 +40,57 @@ def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[R
         "compression": compression_cells(base, grid),
         "snr": snr_cells(base, grid),
         "groups": group_cells(base, grid, models),
+        "faults": fault_cells(base, grid),
+        "participation": participation_cells(base, grid),
+        "channels": channel_cells(base, grid),
     }
 
 
 def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
-    """The figure(s) and markdown table of one study."""
+    """The figure(s) and markdown table of one study (each table: title, metric, row and
+    column keys, and the rows of ``results`` it summarises)."""
     if name == "compression":
         written = [
             plots.figure_compression(results, out / "accuracy_vs_zeta.png"),
             plots.figure_compression(results, out / "mse_vs_zeta.png", metric="mse"),
         ]
+        rows = ["antennas_tx", "method"]
         tables = [
-            ("accuracy vs effective ζ", "accuracy", ["antennas_tx", "method"], [plots.ZETA]),
-            ("MSE vs effective ζ", "mse", ["antennas_tx", "method"], [plots.ZETA]),
+            ("accuracy vs effective ζ", "accuracy", rows, [plots.ZETA], results),
+            ("MSE vs effective ζ", "mse", rows, [plots.ZETA], results),
         ]
     elif name == "snr":
         written = [plots.figure_snr(results, out / "accuracy_vs_snr.png")]
-        tables = [("accuracy vs SNR (dB)", "accuracy", ["method", "channel_usage"], ["snr_db"])]
+        tables = [("accuracy vs SNR (dB)", "accuracy", ["method", "channel_usage"], ["snr_db"],
+                   results)]  # fmt: skip
+    elif name == "faults":
+        written = [plots.figure_faults(results, out / "accuracy_vs_faulty_users.png")]
+        tables = [("accuracy vs faulty users", "accuracy", ["aggregator"], ["faulty_users"],
+                   results)]  # fmt: skip
+    elif name == "participation":
+        written = [plots.figure_participation(results, out / "accuracy_vs_participation.png")]
+        tables = [("accuracy vs participation", "accuracy", ["channel_usage"], ["participation"],
+                   results)]  # fmt: skip
+    elif name == "channels":
+        written = [plots.figure_channels(results, out / "accuracy_vs_channel.png")]
+        model, csi = results.channel_model, results.csi
+        static = results[(model == "rayleigh") & (csi == "perfect")]
+        tables = [
+            ("accuracy vs antenna correlation", "accuracy", ["method"], ["correlation"],
+             results[model == "correlated"]),
+            ("accuracy vs Rician K", "accuracy", ["method"], ["k_factor"],
+             results[model == "rician"]),
+            ("accuracy vs CSI estimation SNR (dB), federated", "accuracy", ["csi"],
+             ["csi_snr_db"], results[(model == "rayleigh") & (csi != "perfect")]),
+            ("accuracy vs channel ageing", "accuracy", ["method"], ["ageing"], static),
+        ]  # fmt: skip
     else:
         written = [plots.figure_groups(results, out / "groups_vs_zeta.png")]
         tables = [(f"network {m} vs effective ζ", m, ["pilot_fraction", "user_group"],
-                   [plots.ZETA]) for m in ("accuracy", "mse")]  # fmt: skip
+                   [plots.ZETA], results) for m in ("accuracy", "mse")]  # fmt: skip
     text = "".join(f"### {title}\n\nmean ± std over seeds ({results.seed.nunique()} seeds)\n\n"
-                   + plots.markdown_table(results, metric, rows, cols) + "\n"
-                   for title, metric, rows, cols in tables)  # fmt: skip
+                   + plots.markdown_table(part, metric, rows, cols) + "\n"
+                   for title, metric, rows, cols, part in tables)  # fmt: skip
     table = out / f"{name}.md"
     table.write_text(text)
     return [*written, table]
@@ -65,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small version of every grid")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the paper's six)")
-    parser.add_argument("--only", nargs="+", choices=["compression", "snr", "groups"])
+    parser.add_argument("--only", nargs="+", choices=["compression", "snr", "groups", "faults",
+                                                      "participation", "channels"])  # fmt: skip
     parser.add_argument("--in-process", action="store_true", help="skip Flower (same numbers)")
     parser.add_argument("--store", default="outputs/cells", help="the cell store")
     parser.add_argument(

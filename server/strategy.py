@@ -34,6 +34,7 @@ from flwr.serverapp.strategy import Strategy
 
 from common.parties import protocol
 from common.parties.user import TrainReply
+from common.run.cells import cell_key
 from common.run.session import Session
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class AlignmentStrategy(Strategy):
         self._evaluating = False
         # every entry names its cell, so a node serving a sweep rebuilds its user per cell
         self._settings = [session.settings.to_json() for session in self.sessions]
+        self._live = ConfigRecord({"cells": [cell_key(s.settings) for s in self.sessions]})
 
     @property
     def users(self) -> tuple[int, ...]:
@@ -152,7 +154,7 @@ class AlignmentStrategy(Strategy):
         """One message per user, with an entry for each cell that has something for it."""
         messages = []
         for user in sorted({k for downlink in downlinks for k in downlink}):
-            content = RecordDict()
+            content = RecordDict({protocol.LIVE: self._live})
             for index, downlink in enumerate(downlinks):
                 if user in downlink:
                     encode(downlink[user], index, content, round=rnd,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from common.maths import channel
+from common.maths import channel, fading
 from common.maths.compression import compress, compressed_dim, decompress
 from common.maths.whitening import fit_whitening
 from tests.synthetic import link
@@ -57,17 +57,24 @@ def test_rank_deficient_covariance_gets_smallest_working_loading():
 
 
 def test_rayleigh_entries_have_unit_variance_per_complex_entry():
-    h = channel.rayleigh(200, 200, np.random.default_rng(3))
+    h = fading.cn((200, 200), np.random.default_rng(3))
     assert h.shape == (200, 200)
     assert abs(np.mean(np.abs(h) ** 2) - 1.0) < 0.02
     assert abs(np.var(h.real) - 0.5) < 0.02 and abs(np.var(h.imag) - 0.5) < 0.02
 
 
 def test_block_channel_is_kronecker_of_identity():
-    h = channel.rayleigh(2, 3, np.random.default_rng(4))
-    blk = channel.block_diagonal(h, 3)
+    h = fading.cn((2, 3), np.random.default_rng(4))
+    blk = fading.block_diagonal(h[None], 3)
+    np.testing.assert_array_equal(blk, np.kron(np.eye(3), h))
     assert blk.shape == (6, 9)
-    np.testing.assert_array_equal(blk[2:4, 3:6], h)
+
+
+def test_block_fading_changes_the_channel_every_coherence_block():
+    blocks = fading.cn((2, 2, 3), np.random.default_rng(5))
+    blk = fading.block_diagonal(blocks, 4)  # u = 4 uses, 2 blocks: uses 0-1, then 2-3
+    np.testing.assert_array_equal(blk[2:4, 3:6], blocks[0])
+    np.testing.assert_array_equal(blk[4:6, 6:9], blocks[1])
     assert np.count_nonzero(blk[0:2, 3:]) == 0
 
 

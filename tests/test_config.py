@@ -82,6 +82,21 @@ def test_settings_survive_json_and_the_flwr_run_config_path():
         ("experiment.rounds=0", "experiment.rounds", ">= 1"),
         ("strategy.rho=0", "strategy.rho", "> 0"),
         ("seed=-3", "seed", ">= 0"),
+        ("consensus.aggregator=nope", "consensus.aggregator", "median"),
+        ("consensus.trim_fraction=0.5", "consensus.trim_fraction", "[0, 0.5)"),
+        ("consensus.participation=0", "consensus.participation", "(0, 1]"),
+        ("consensus.participation=1.2", "consensus.participation", "(0, 1]"),
+        ("faults.users=9", "faults.users", "at most the number of users (8)"),
+        ("faults.users=-1", "faults.users", ">= 0"),
+        ("faults.kind=boom", "faults.kind", "scaled, random, nan"),
+        ("faults.scale=0", "faults.scale", "> 0"),
+        ("communication.model=nakagami", "communication.model", "rayleigh, correlated, rician"),
+        ("communication.correlation=1.0", "communication.correlation", "[0, 1)"),
+        ("communication.k_factor=-3", "communication.k_factor", ">= 0"),
+        ("communication.coherence_uses=-1", "communication.coherence_uses", ">= 0"),
+        ("csi.estimation=oracle", "csi.estimation", "perfect, ls, lmmse"),
+        ("csi.snr=nan", "csi.snr", "number in dB"),
+        ("csi.ageing=-0.1", "csi.ageing", "[0, 1]"),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(override, key, allowed):
@@ -151,3 +166,20 @@ def test_the_settings_module_imports_no_domain_module():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_partial_participation_needs_an_iterative_method():
+    assert settings("consensus.participation=0.5").participation == 0.5
+    with pytest.raises(ConfigError, match="'consensus.participation' = 0.5 is invalid: "
+                       "participation below 1 needs an iterative method; top_k trains in one"):
+        settings("strategy=top_k", "consensus.participation=0.5")
+
+
+def test_channel_groups_select_a_model_and_keep_the_link():
+    correlated = settings("channel=correlated", "communication.channel_usage=2")
+    assert (correlated.channel.model, correlated.channel.correlation) == ("correlated", 0.5)
+    assert correlated.link.channel_uses == 2 and correlated.link.antennas_tx == 4
+    rician = settings("channel=rician", "communication.k_factor=10", "csi.estimation=lmmse")
+    assert (rician.channel.model, rician.channel.k_factor) == ("rician", 10.0)
+    assert rician.channel.estimation == "lmmse" and rician.channel.csi_snr_db == 20.0
+    assert settings().channel.perfect

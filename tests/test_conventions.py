@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from common.maths import channel
+from common.maths import fading
 from common.maths.conventions import CORRECTED, PAPER, Conventions
 from common.maths.seeding import Stream, rng
 from common.maths.whitening import fit_whitening
@@ -21,7 +21,7 @@ def test_noise_and_channel_scaling_follow_the_paper_code():
     sigma = math.sqrt((1 / 2) / 10.0) / 4  # σ = √((1/Nr)/SNR)/u
     assert PAPER.noise_variance(at) == pytest.approx(sigma**2)
     assert PAPER.noise_variance(link(snr_db=math.inf)) == 0.0
-    h = PAPER.channel_scale * channel.rayleigh(300, 300, np.random.default_rng(0))
+    h = PAPER.channel_scale * fading.cn((300, 300), np.random.default_rng(0))
     assert np.mean(np.abs(h) ** 2) == pytest.approx(0.5, abs=0.01)
     assert np.std(h.real) == pytest.approx(0.5, abs=0.01)
     loading = PAPER.paper_g_loading(100, at, 3)

@@ -180,3 +180,28 @@ def test_effective_channel_uses_charge_top_k_for_its_indices():
         expected = 6 if method == "top_k" else 3
         assert row.channel_usage_effective == expected, method
         assert row.compression_factor_effective == pytest.approx(100 * expected / m_ap)
+
+
+def test_eigen_k_sends_principal_projections_and_its_basis_once():
+    from common.run.driver import build_parties, run_experiment
+    from tests.synthetic import make_problem, settings_for
+
+    problem = make_problem(n=300, n_test=120, ap_dim=24, user_dims=(20, 18), seed=2)
+    cell = settings_for(problem, method="eigen_k", antennas_tx=2, antennas_rx=2,
+                        channel_uses=1, seed=3)  # fmt: skip
+    ap, _ = build_parties(problem, cell)
+    pilots = ap.train_messages([0])[0]
+    k = 2 * cell.link.tx_dim
+    assert pilots.basis.shape == (24, k + 1)
+    directions = pilots.basis[:, :k]
+    np.testing.assert_allclose(directions.T @ directions, np.eye(k), atol=1e-10)
+    x = problem.ap.pilots
+    leading = np.linalg.eigh(np.cov(x.T))[1][:, -1]
+    assert abs(float(leading @ directions[:, 0])) == pytest.approx(1.0, abs=1e-9)
+    assert ap.test_messages([0])[0].KIND == "feature_test"  # the basis is not sent again
+
+    eigen = run_experiment(problem, cell)
+    first = run_experiment(problem, cell.replace(method="first_k"))
+    assert eigen.results.mse.mean() < first.results.mse.mean()
+    extra = eigen.results.bytes_down.iloc[0] - first.results.bytes_down.iloc[0]
+    assert extra == pilots.basis.nbytes  # the directions and mean, counted once

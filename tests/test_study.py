@@ -8,8 +8,11 @@ from common.run.driver import run_experiment
 from common.run.study import (
     PAPER_SEEDS,
     StudyGrid,
+    channel_cells,
     compression_cells,
+    fault_cells,
     group_cells,
+    participation_cells,
     snr_cells,
 )
 from conf import settings
@@ -23,7 +26,7 @@ def test_the_paper_grids_have_the_papers_sizes():
     base, grid = settings(), StudyGrid()
     models = {"heterogeneous": ("a",), "homogeneous": ("b",)}
     compression = compression_cells(base, grid)
-    assert len(compression) == 3 * 6 * (3 * 7 + 6)  # pairs x seeds x (3 methods x 7 u + Top-K)
+    assert len(compression) == 3 * 6 * (4 * 7 + 6)  # pairs x seeds x (4 methods x 7 u + Top-K)
     top_k = {c.link.channel_uses for c in compression if c.method == "top_k"}
     assert top_k == {1, 2, 3, 4, 5, 10}
     assert {(c.link.antennas_tx, c.link.antennas_rx) for c in compression} == {(1, 1), (2, 2),
@@ -33,6 +36,12 @@ def test_the_paper_grids_have_the_papers_sizes():
     groups = group_cells(base, grid, models)
     assert len(groups) == 2 * 3 * 7 * 6 and {c.method for c in groups} == {"federated"}
     assert {c.seed for c in [*compression, *snr, *groups]} == set(PAPER_SEEDS)
+    faults = fault_cells(base, grid)
+    assert len(faults) == 4 * 4 * 6 and {c.fault for c in faults} == {"random"}
+    assert {(c.aggregator, c.faulty_users) for c in faults if c.seed == 27} == {
+        (a, f) for a in ("mean", "weighted_mean", "median", "trimmed_mean") for f in range(4)}
+    participation = participation_cells(base, grid)
+    assert {c.participation for c in participation} == {0.25, 0.5, 0.75, 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +50,9 @@ def results():
     grid = StudyGrid.quick(seeds=(1, 2))
     models = {"heterogeneous": BASE.models, "homogeneous": BASE.models}
     studies = {"compression": compression_cells(BASE, grid), "snr": snr_cells(BASE, grid),
-               "groups": group_cells(BASE, grid, models)}  # fmt: skip
+               "groups": group_cells(BASE, grid, models), "faults": fault_cells(BASE, grid),
+               "participation": participation_cells(BASE, grid),
+               "channels": channel_cells(BASE, grid)}  # fmt: skip
     return {name: pd.concat([run_experiment(PROBLEM, c).results for c in cells],
                             ignore_index=True)
             for name, cells in studies.items()}  # fmt: skip
@@ -57,7 +68,8 @@ def test_the_compression_figure_has_a_panel_per_pair_and_a_line_per_method(resul
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == ["2×2 antennas (Nt×Nr)", "4×4 antennas (Nt×Nr)"]
     lines = _lines(axes[1])
-    assert set(lines) == {"federated (shared F)", "multi-link (F per user)", "First-K", "Top-K"}
+    assert set(lines) == {"federated (shared F)", "multi-link (F per user)", "First-K", "Top-K",
+                          "Eigen-K"}
     m_ap = 8  # 16 real features -> 8 complex symbols
     assert lines["federated (shared F)"] == pytest.approx((100 / m_ap, 400 / m_ap))
     assert lines["Top-K"] == pytest.approx((200 / m_ap, 800 / m_ap))  # indices double it
@@ -77,6 +89,32 @@ def test_the_snr_and_group_figures_draw_what_they_name(results):
     assert fig.axes[0].get_title() == "semantic pilots: 100% of the training split"
     assert set(_lines(fig.axes[0])) == {"heterogeneous users", "homogeneous users"}
     assert fig.axes[2].get_ylabel() == "network MSE per latent entry"
+
+
+def test_the_fault_and_participation_figures_draw_what_they_name(results):
+    ax = plots.draw_faults(results["faults"]).axes[0]
+    lines = _lines(ax)
+    assert set(lines) == {"mean", "weighted_mean", "median", "trimmed_mean"}
+    assert lines["median"] == (0, 2)
+    assert ax.get_xlabel().startswith("faulty users (of 2;")
+    ax = plots.draw_participation(results["participation"]).axes[0]
+    assert set(_lines(ax)) == {"u = 1 (ζ = 12.5 %)", "u = 4 (ζ = 50.0 %)"}
+    assert _lines(ax)["u = 4 (ζ = 50.0 %)"] == (0.5, 1.0)
+
+
+def test_the_channel_figure_has_a_panel_per_question(results):
+    table = results["channels"]
+    assert len(table.groupby(["method", "channel_model", "correlation", "k_factor", "csi",
+                              "csi_snr_db", "ageing", "seed"])) == 32
+    fig = plots.draw_channels(table)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["spatially correlated MIMO", "Rician MIMO", "imperfect CSI (federated)",
+                      "channel ageing (Gauss–Markov)"]  # fmt: skip
+    corr, rician, csi, ageing = (_lines(ax) for ax in fig.axes)
+    assert set(corr) == set(rician) == set(ageing) == {"federated (shared F)", "First-K"}
+    assert corr["First-K"] == (0.0, 0.9) and ageing["First-K"] == (0.7, 1.0)
+    assert set(csi) == {"LS estimate", "LMMSE estimate", "perfect CSI"}
+    assert csi["LS estimate"] == (0.0, 20.0)
 
 
 def test_summary_tables_are_markdown_with_mean_and_spread(results):

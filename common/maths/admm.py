@@ -7,6 +7,7 @@ pilots, ``𝓗_k (Nr·u × Nt·u)``, ``F, Z, U (Nt·u × m)``, ``G_k (m_k × Nr�
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,13 +158,6 @@ def sylvester_residual(
     return float(np.linalg.norm(lhs - q) / np.linalg.norm(q))
 
 
-def consensus(local_fs: list[np.ndarray]) -> np.ndarray:
-    """``F = mean_k F_k`` over the users that answered."""
-    if not local_fs:
-        raise ValueError("consensus needs at least one local F")
-    return np.mean(np.stack(local_fs), axis=0)
-
-
 def project_power(v: np.ndarray, power: float) -> np.ndarray:
     """Euclidean projection onto ``{Z : ‖Z‖_F² ≤ P}``."""
     norm = float(np.linalg.norm(v))
@@ -186,9 +180,16 @@ class ConsensusState:
         zeros = np.zeros(shape, dtype=np.complex128)
         return cls(f=f, z=zeros, u=zeros.copy())
 
-    def update(self, local_fs: list[np.ndarray], power: float) -> None:
-        """Consensus, Z projection and scaled dual step, in that order."""
-        self.f = consensus(local_fs)
+    def update(
+        self,
+        local_fs: list[np.ndarray],
+        power: float,
+        aggregate: Callable[[Sequence[np.ndarray], Sequence[float]], np.ndarray],
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        """Consensus (``aggregate``: the paper's mean or another rule), Z projection and
+        scaled dual step, in that order."""
+        self.f = aggregate(local_fs, [1.0] * len(local_fs) if weights is None else weights)
         self.z = project_power(self.f + self.u, power)
         self.u = self.u + self.f - self.z
 

@@ -1,4 +1,4 @@
-"""Rayleigh MIMO channels over ``u`` channel uses, and noise from SNR.
+"""Noise from SNR (the channel models are in :mod:`common.maths.fading`).
 
 Arguments come from a validated :class:`~common.maths.link.LinkConfig`.
 """
@@ -8,18 +8,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-
-def rayleigh(n_rx: int, n_tx: int, rng: np.random.Generator) -> np.ndarray:
-    """``H ∈ C^{Nr×Nt}`` with i.i.d. ``CN(0, 1)`` entries (each part of variance 1/2)."""
-    return (rng.standard_normal((n_rx, n_tx)) + 1j * rng.standard_normal((n_rx, n_tx))) / math.sqrt(
-        2.0
-    )
-
-
-def block_diagonal(h: np.ndarray, channel_uses: int) -> np.ndarray:
-    """``𝓗 = I_u ⊗ H``: the same channel realisation over ``u`` uses."""
-    return np.kron(np.eye(channel_uses), h)
 
 
 def noise_variance(power: float, channel_uses: int, snr_db: float) -> float:

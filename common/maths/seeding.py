@@ -20,6 +20,9 @@ class Stream(enum.IntEnum):
     EVAL_NOISE = 2
     PILOT_NOISE = 3
     PILOTS = 4  # which training samples serve as semantic pilots
+    FAULTS = 5  # the corruption of a faulty user's uplink
+    PARTICIPATION = 6  # which users the AP trains with in each round
+    CSI = 7  # a user's channel-estimation error and channel ageing
 
 
 def check_seed(seed: object, name: str = "seed") -> int:

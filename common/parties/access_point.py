@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from common.maths import validation
+from common.maths.aggregation import Aggregator, Mean
 from common.maths.conventions import CORRECTED, Conventions
 from common.maths.link import LinkConfig
 from common.maths.whitening import Whitening
@@ -45,6 +46,7 @@ class AccessPoint(abc.ABC):
         rho: float,
         seed: int,
         conventions: Conventions = CORRECTED,
+        aggregator: Aggregator | None = None,
     ):
         pilots = validation.finite_matrix("AP pilot latents", pilots)
         test = validation.finite_matrix("AP test latents", test)
@@ -60,6 +62,7 @@ class AccessPoint(abc.ABC):
         self.rho = rho
         self.seed = seed
         self.conventions = conventions
+        self.aggregator = Mean() if aggregator is None else aggregator
         self.dim = pilots.shape[1]
         self._pilots = pilots.T.astype(np.float64)  # (d, n)
         self._test = test.T.astype(np.float64)
@@ -83,8 +86,25 @@ class AccessPoint(abc.ABC):
         """Downlink of the current round for each listed user."""
 
     @abc.abstractmethod
-    def update(self, replies: Mapping[int, protocol.Message]) -> dict[str, float]:
-        """Absorb the replies of the users that answered; return AP-side round metrics."""
+    def update(
+        self,
+        replies: Mapping[int, protocol.Message],
+        weights: Mapping[int, float] | None = None,
+    ) -> dict[str, float]:
+        """Absorb the replies of the users that answered; return AP-side round metrics.
+
+        ``weights`` (each user's reliability) serve aggregators that weigh users."""
+
+    def check_reply(self, user: int, reply: protocol.Message) -> None:
+        """Refuse a reply the update must not see (raises ``ValueError`` saying why).
+
+        Non-finite values would poison the consensus for every user; subclasses
+        add the shapes they expect.
+        """
+        for name, value in reply.arrays().items():
+            if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+                bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+                raise ValueError(f"{reply.KIND}.{name} has {bad} non-finite value(s)")
 
     @abc.abstractmethod
     def test_messages(self, users: Sequence[int]) -> dict[int, protocol.Message]:

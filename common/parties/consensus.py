@@ -9,11 +9,12 @@ consensus, projection and dual updates (see ALGORITHM.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from common.maths import admm
+from common.maths.aggregation import Mean
 from common.maths.compression import compress, decompress
 from common.maths.seeding import Stream, rng
 from common.maths.whitening import fit_whitening
@@ -52,7 +53,7 @@ class AdmmUser(User):
             self.g = admm.equalizer_with(moments, loading)
         else:
             self.g = admm.equalizer(moments, noise_energy)
-        a_gram, a_y = admm.uplink_statistics(self.g, self.h_block, self._y_bar)
+        a_gram, a_y = admm.uplink_statistics(self.g, self.h_known, self._y_bar)
         objective, fit = admm.local_objective(self._y_energy, moments, self.g, noise_energy)
         metrics = {
             "objective": objective,
@@ -84,6 +85,17 @@ class _ConsensusAccessPoint(AccessPoint):
 
     def _state(self, user: int) -> admm.ConsensusState:
         raise NotImplementedError
+
+    def check_reply(self, user: int, reply: protocol.Message) -> None:
+        if reply.KIND != protocol.AlignUplink.KIND:
+            raise ValueError(f"{self.method} AP expects align_uplink replies, got {reply.KIND!r}")
+        m, n = self.link.tx_dim, self.n_pilots
+        expected = {"a_gram": (m, m), "a_y": (m, n)}
+        for name, shape in expected.items():
+            got = getattr(reply, name).shape
+            if got != shape:
+                raise ValueError(f"align_uplink.{name} must have shape {shape}, got {got}")
+        super().check_reply(user, reply)
 
     def _local_f(self, state: admm.ConsensusState, reply: protocol.Message) -> np.ndarray:
         if reply.KIND != protocol.AlignUplink.KIND:
@@ -127,10 +139,12 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
     def _state(self, user):
         return self.state
 
-    def update(self, replies: Mapping[int, protocol.Message]) -> dict[str, float]:
+    def update(self, replies, weights=None):
         if replies:
-            local = [self._local_f(self.state, replies[k]) for k in sorted(replies)]
-            self.state.update(local, self.link.power)
+            users = sorted(replies)
+            local = [self._local_f(self.state, replies[k]) for k in users]
+            w = None if weights is None else [weights[k] for k in users]
+            self.state.update(local, self.link.power, self.aggregator, w)
         return {
             "primal_residual": self.state.primal_residual,
             "power": float(np.linalg.norm(self.state.z) ** 2),
@@ -159,9 +173,11 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
     def _state(self, user):
         return self.states[user]
 
-    def update(self, replies: Mapping[int, protocol.Message]) -> dict[str, float]:
-        for k in sorted(replies):
-            self.states[k].update([self._local_f(self.states[k], replies[k])], self.link.power)
+    def update(self, replies, weights=None):
+        for k in sorted(replies):  # one user per precoder: nothing to aggregate
+            self.states[k].update(
+                [self._local_f(self.states[k], replies[k])], self.link.power, Mean()
+            )
         return {
             "primal_residual": math.sqrt(sum(s.primal_residual**2 for s in self.states.values())),
             "power": float(np.mean([np.linalg.norm(s.z) ** 2 for s in self.states.values()])),

@@ -1,6 +1,7 @@
-"""The feature-selection baselines: First-K and Top-K.
+"""The feature-selection baselines: First-K, Top-K and Eigen-K.
 
-The AP sends ``2·Nt·u`` raw latent features per sample (at most ``d``),
+The AP sends ``2·Nt·u`` latent features per sample (at most ``d``): the first
+ones, the largest ones, or the projections on the leading principal directions,
 complex-compressed, whitened on the pilots, zero-padded to ``Nt·u`` symbols if
 needed and sent through the power-normalised precoder ``√(P/(Nt·u)) I``. One
 exchange: each :class:`FeatureMapUser` equalizes what it receives, undoes the
@@ -96,7 +97,7 @@ class FeatureMapUser(User):
     def decode_features(self, signal, mean, chol, indices, feature_dim) -> np.ndarray:
         """Equalize, de-whiten, decompress and zero-fill a First-K/Top-K transmission."""
         scale = np.sqrt(self.link.power / self.link.tx_dim)
-        equalizer = mmse_equalizer(scale * self.h_block, self.noise_variance)
+        equalizer = mmse_equalizer(scale * self.h_known, self.noise_variance)
         symbols = (equalizer @ signal)[: chol.shape[0]]  # drop zero-padding symbols, if any
         values = decompress(chol @ symbols + mean, 2 * chol.shape[0])
         k = indices.shape[0] if indices.size else min(2 * self.link.tx_dim, feature_dim)
@@ -150,6 +151,10 @@ class _FeatureAccessPoint(AccessPoint):
             symbols = np.vstack([symbols, np.zeros((pad, symbols.shape[1]))])
         return math.sqrt(self.link.power / self.link.tx_dim) * symbols
 
+    def _basis(self) -> np.ndarray:
+        """Side information sent once with the pilots (Eigen-K's directions); none here."""
+        return np.zeros((0, 0), dtype=protocol.REAL)
+
     def _side_indices(self, indices: np.ndarray) -> np.ndarray:
         return indices if self.sends_indices else np.zeros((0, 0), dtype=protocol.INDEX)
 
@@ -161,10 +166,11 @@ class _FeatureAccessPoint(AccessPoint):
             chol=self.whitening.chol,
             indices=self._side_indices(indices),
             feature_dim=np.array([self.dim], dtype=protocol.INT),
+            basis=self._basis(),
         )
         return {k: message for k in users}
 
-    def update(self, replies):
+    def update(self, replies, weights=None):
         return {"primal_residual": 0.0, "power": self.link.power * min(1.0, self._fill)}
 
     @property
@@ -204,3 +210,37 @@ class TopKAccessPoint(_FeatureAccessPoint):
         top = np.argpartition(-np.abs(x), self.k - 1, axis=0)[: self.k]
         top.sort(axis=0)
         return np.take_along_axis(x, top, axis=0), top.astype(protocol.INDEX)
+
+
+@METHODS.register("eigen_k")
+class EigenKAccessPoint(_FeatureAccessPoint):
+    """Projections of every sample on the ``2·Nt·u`` leading principal directions of the AP's
+    pilot latents.
+
+    The directions and the pilot mean travel once with the pilots (counted in the
+    overhead), so a user could map the projections back into the AP's latent space;
+    its least-squares map absorbs that invertible change of coordinates, so it fits
+    on the projections directly, as First-K does on raw features.
+    """
+
+    method = "eigen_k"
+
+    def _principal(self) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "_directions"):
+            center = self._pilots.mean(axis=1, keepdims=True)
+            covariance = np.cov(self._pilots - center)
+            _, vectors = np.linalg.eigh(np.atleast_2d(covariance))
+            leading = vectors[:, ::-1][:, : self.k]
+            # a fixed sign per direction (largest entry positive): the same basis everywhere
+            signs = np.sign(leading[np.abs(leading).argmax(axis=0), np.arange(leading.shape[1])])
+            self._directions, self._center = leading * signs, center
+        return self._directions, self._center
+
+    def _basis(self) -> np.ndarray:
+        directions, center = self._principal()
+        return np.hstack([directions, center]).astype(protocol.REAL)
+
+    def _select(self, x):
+        directions, center = self._principal()
+        idx = np.broadcast_to(np.arange(self.k)[:, None], (self.k, x.shape[1]))
+        return directions.T @ (x - center), idx.astype(protocol.INDEX)

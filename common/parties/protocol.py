@@ -26,6 +26,12 @@ def entry(part: str, index: int) -> str:
     return f"{part}.{index}"
 
 
+# A message carrying cells also names every cell still in flight (config record
+# ``LIVE``, key ``cells``: their cell keys), so that a node keeps what it learned
+# for cells whose entry it does not get this round (partial participation).
+LIVE = "live"
+
+
 def entry_indices(names: Iterable[str]) -> list[int]:
     """The cells a message carries, by index, from its record names."""
     prefix = CONFIG + "."
@@ -35,6 +41,7 @@ def entry_indices(names: Iterable[str]) -> list[int]:
 COMPLEX = np.dtype(np.complex128)
 INDEX = np.dtype(np.uint16)  # Top-K feature indices (latent dims < 65,536)
 INT = np.dtype(np.int64)
+REAL = np.dtype(np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,12 +123,13 @@ class AlignTest(Message):
 
 @dataclasses.dataclass(frozen=True)
 class FeaturePilots(Message):
-    """First-K/Top-K pilots: selected features, whitened and power-normalised.
+    """First-K/Top-K/Eigen-K pilots: selected features, whitened and power-normalised.
 
     ``mean``/``chol`` are the AP's whitening of the selected features (side
     information so that the user can undo it), ``indices`` the Top-K positions
     per sample (empty for First-K, whose positions are fixed), ``feature_dim``
-    the AP's latent size for zero-filling.
+    the AP's latent size for zero-filling, ``basis`` Eigen-K's principal
+    directions and latent mean (``d × (k + 1)``, sent once; empty otherwise).
     """
 
     KIND: ClassVar[str] = "feature_pilots"
@@ -131,12 +139,14 @@ class FeaturePilots(Message):
         "chol": COMPLEX,
         "indices": INDEX,
         "feature_dim": INT,
+        "basis": REAL,
     }
     signal: np.ndarray
     mean: np.ndarray
     chol: np.ndarray
     indices: np.ndarray
     feature_dim: np.ndarray
+    basis: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)

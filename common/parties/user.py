@@ -19,6 +19,7 @@ import numpy as np
 from common.maths import channel, validation
 from common.maths.compression import compress
 from common.maths.conventions import CORRECTED, Conventions
+from common.maths.fading import RAYLEIGH_PERFECT_CSI, ChannelConfig, draw_link_channels
 from common.maths.link import LinkConfig
 from common.maths.seeding import Stream, rng
 from common.maths.whitening import Whitening, fit_whitening
@@ -67,6 +68,7 @@ class User(abc.ABC):
         seed: int,
         *,
         conventions: Conventions = CORRECTED,
+        channel_config: ChannelConfig | None = None,
     ):
         self.index = int(index)
         self.name = data.name
@@ -88,10 +90,15 @@ class User(abc.ABC):
         self.whitening: Whitening = fit_whitening(
             compress(self._pilots), unbiased=conventions.unbiased_covariance
         )
-        self.h = conventions.channel_scale * channel.rayleigh(
-            link.antennas_rx, link.antennas_tx, rng(seed, Stream.CHANNEL, index)
-        )
-        self.h_block = channel.block_diagonal(self.h, link.channel_uses)
+        channels = draw_link_channels(
+            channel_config or RAYLEIGH_PERFECT_CSI,
+            link.antennas_rx, link.antennas_tx, link.channel_uses,
+            rng(seed, Stream.CHANNEL, index), rng(seed, Stream.CSI, index),
+            scale=conventions.channel_scale,
+        )  # fmt: skip
+        self.h_block = channels.train  # what the pilots really go through
+        self.h_known = channels.known  # what the user knows of it (its estimate)
+        self.h_test = channels.test  # what the test transmission goes through
 
     @property
     def n_pilots(self) -> int:
@@ -135,13 +142,15 @@ class User(abc.ABC):
             )
 
     def receive(self, signal: np.ndarray, stream: Stream) -> np.ndarray:
-        """``𝓗 s + n``: the signal through this user's channel, noise from ``stream``."""
+        """``𝓗 s + n``: the signal through this user's true channel (the test-time one for
+        evaluation noise), noise from ``stream``."""
         noise = channel.complex_noise(
             (self.link.rx_dim, signal.shape[1]),
             self.noise_variance,
             rng(self.seed, stream, self.index),
         )
-        return self.h_block @ signal + noise
+        h = self.h_test if stream == Stream.EVAL_NOISE else self.h_block
+        return h @ signal + noise
 
     def evaluate(self, message: protocol.Message) -> dict[str, float]:
         """Task accuracy, MSE to the clean latents, and clean accuracy (the upper bound)."""

@@ -24,9 +24,10 @@ LABELS = {
 }
 SHORT_LABELS = {"accuracy": "network accuracy (fraction)", "mse": "network MSE per latent entry"}
 METHOD_NAMES = {"federated": "federated (shared F)", "multi_link": "multi-link (F per user)",
-                "first_k": "First-K", "top_k": "Top-K"}  # fmt: skip
+                "first_k": "First-K", "top_k": "Top-K", "eigen_k": "Eigen-K"}  # fmt: skip
 KEYS = ["method", "user_group", "pilot_fraction", "antennas_tx", "antennas_rx", "snr_db",
-        "channel_usage", ZETA]  # fmt: skip
+        "channel_usage", ZETA, "aggregator", "participation", "faulty_users", "channel_model",
+        "correlation", "k_factor", "csi", "csi_snr_db", "ageing"]  # fmt: skip
 
 
 def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
@@ -148,6 +149,94 @@ def draw_groups(results: pd.DataFrame):
 
 HEADERS = {ZETA: "ζ eff. (%)", "snr_db": "SNR (dB)", "antennas_tx": "Nt (=Nr)", "antennas_rx": "Nr",
            "channel_usage": "u", "pilot_fraction": "pilots", "user_group": "users"}  # fmt: skip
+
+
+def figure_faults(results: pd.DataFrame, out: str | Path) -> Path:
+    """Accuracy of each consensus rule vs the number of users sending noise."""
+    return _save(draw_faults(results), out)
+
+
+def draw_faults(results: pd.DataFrame):
+    """Accuracy vs the number of faulty users: one line per consensus rule."""
+    users = int(results.user.nunique())
+    return _lines_figure(
+        results, ["aggregator"], "faulty_users", lambda rule: str(rule),
+        xlabel=f"faulty users (of {users}; each sends noise, 100x its uplink's RMS)",
+        title="consensus rules under faulty users", legend="aggregator", integer_x=True,
+    )  # fmt: skip
+
+
+def figure_participation(results: pd.DataFrame, out: str | Path) -> Path:
+    """Accuracy vs the share of users the AP trains with per round."""
+    return _save(draw_participation(results), out)
+
+
+def draw_participation(results: pd.DataFrame):
+    """Accuracy vs participation: one line per channel-use count."""
+    return _lines_figure(
+        results, ["channel_usage", ZETA], "participation",
+        lambda uses, zeta: f"u = {uses} (ζ = {zeta:.1f} %)",
+        xlabel="participation (share of users trained with per round)",
+        title="federated, partial participation", legend="channel uses",
+    )  # fmt: skip
+
+
+def _lines_figure(results, by, x, label, *, xlabel, title, legend, integer_x=False):
+    """One panel of accuracy vs ``x``, a line (mean ± std over seeds) per ``by`` group."""
+    plt = _pyplot()
+    summary = seed_summary(results, "accuracy")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for key, part in summary.groupby(by):
+        _line(ax, part, x, label(*(key if isinstance(key, tuple) else (key,))))
+    ax.set(xlabel=xlabel, ylabel=LABELS["accuracy"], title=title)
+    if integer_x:
+        ax.set_xticks(sorted(results[x].unique()))
+    ax.grid(alpha=0.3)
+    ax.legend(title=legend)
+    return fig
+
+
+def figure_channels(results: pd.DataFrame, out: str | Path) -> Path:
+    """Accuracy under channel models and channel knowledge (see :func:`draw_channels`)."""
+    return _save(draw_channels(results), out)
+
+
+def draw_channels(results: pd.DataFrame):
+    """Four panels: accuracy vs antenna correlation, vs Rician K, vs the SNR of channel
+    estimation (perfect CSI as a dashed line), and vs channel ageing."""
+    plt = _pyplot()
+    summary = seed_summary(results, "accuracy")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.2), sharey=True)
+    rayleigh = summary[(summary.channel_model == "rayleigh")]
+    perfect = rayleigh[(rayleigh.csi == "perfect")]
+    panels = [
+        (summary[summary.channel_model == "correlated"], "correlation", "method",
+         "exponential antenna correlation ρ (both ends)", "spatially correlated MIMO"),
+        (summary[summary.channel_model == "rician"], "k_factor", "method",
+         "Rician K-factor (linear)", "Rician MIMO"),
+        (rayleigh[rayleigh.csi != "perfect"], "csi_snr_db", "csi",
+         "SNR of the channel-estimation training symbols (dB)", "imperfect CSI (federated)"),
+        (perfect[perfect.csi_snr_db == perfect.csi_snr_db.max()], "ageing", "method",
+         "correlation between training and test channel", "channel ageing (Gauss–Markov)"),
+    ]  # fmt: skip
+    for ax, (part, x, by, xlabel, title) in zip(axes.flat, panels, strict=True):
+        for key, lines in part.groupby(by):
+            name = METHOD_NAMES.get(key, f"{str(key).upper()} estimate")
+            _line(ax, lines, x, name)
+        ax.set(xlabel=xlabel, title=title)
+        ax.grid(alpha=0.3)
+    reference = perfect[(perfect.method == "federated") & (perfect.ageing == 1.0)]
+    if not reference.empty:
+        axes[1][0].axhline(float(reference["mean"].iloc[0]), color="k", ls="--",
+                           label="perfect CSI")  # fmt: skip
+    if (summary.k_factor > 0).any():
+        axes[0][1].set_xscale("symlog", linthresh=1.0)
+    for ax in axes.flat:
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+    for row in axes:
+        row[0].set_ylabel(LABELS["accuracy"])
+    return fig
 
 
 def markdown_table(results: pd.DataFrame, metric: str, rows: list[str], columns: list[str]) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from common.maths.compression import compressed_dim
+from common.maths.fading import RAYLEIGH_PERFECT_CSI, ChannelConfig
 from common.maths.link import LinkConfig
 from common.parties.ledger import Ledger
 from common.run.reporting import atomic_write, write_tables
@@ -25,6 +26,8 @@ RESULT_COLUMNS = (
     "compression_factor", "channel_usage_effective", "compression_factor_effective",
     "symbols_per_sample", "rounds", "accuracy", "clean_accuracy", "mse",
     "power", "primal_residual", "bytes_down", "bytes_up", "messages", "wall_time_s",
+    "aggregator", "participation", "faulty_users", "fault", "channel_model", "correlation",
+    "k_factor", "coherence_uses", "csi", "csi_snr_db", "ageing",
 )  # fmt: skip
 
 HISTORY_COLUMNS = (
@@ -52,6 +55,11 @@ class RunInfo:
     rounds: int
     side_channel_uses: int = 0  # channel uses of side information (Top-K's indices)
     user_group: str = ""  # the zoo group the users came from
+    aggregator: str = "mean"  # the consensus rule
+    participation: float = 1.0  # share of users trained with per round
+    faulty_users: int = 0  # users 0..faulty_users-1 corrupt their uplinks
+    fault: str = ""  # how (empty when none is faulty)
+    channel: ChannelConfig = RAYLEIGH_PERFECT_CSI  # the channel model and channel knowledge
 
 
 def history_row(
@@ -123,6 +131,17 @@ def result_rows(
                 "primal_residual": float(ap_metrics.get("primal_residual", float("nan"))),
                 **counts,
                 "wall_time_s": wall_time_s,
+                "aggregator": info.aggregator,
+                "participation": info.participation,
+                "faulty_users": info.faulty_users,
+                "fault": info.fault,
+                "channel_model": info.channel.model,
+                "correlation": info.channel.correlation,
+                "k_factor": info.channel.k_factor,
+                "coherence_uses": info.channel.coherence_uses,
+                "csi": info.channel.estimation,
+                "csi_snr_db": info.channel.csi_snr_db,
+                "ageing": info.channel.ageing,
             }
         )
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))

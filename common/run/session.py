@@ -27,8 +27,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from common.maths.aggregation import aggregator
 from common.maths.conventions import Conventions
+from common.maths.seeding import Stream, rng
 from common.parties.access_point import AccessPoint, access_point_class
+from common.parties.faults import FaultyUser
 from common.parties.ledger import DOWN, UP, Ledger
 from common.parties.protocol import Message
 from common.parties.user import TrainReply, User, UserData
@@ -61,15 +64,28 @@ def build_access_point(
         rho=settings.rho,
         seed=settings.seed,
         conventions=Conventions(settings.conventions),
+        aggregator=aggregator(settings.aggregator, settings.trim_fraction),
     )
 
 
 def build_user(settings: RunSettings, index: int, data: UserData) -> User:
-    """User ``index`` of the method's own user class (the AP class names it)."""
+    """User ``index`` of the method's own user class (the AP class names it); users
+    ``0..faulty_users-1`` corrupt their uplinks (fault injection)."""
     user_class = access_point_class(settings.method).user_class
-    return user_class(
-        index, data, settings.link, settings.seed, conventions=Conventions(settings.conventions)
-    )
+    user = user_class(
+        index, data, settings.link, settings.seed,
+        conventions=Conventions(settings.conventions), channel_config=settings.channel,
+    )  # fmt: skip
+    if index < settings.faulty_users:
+        return FaultyUser(user, settings.fault, settings.fault_scale, settings.seed)  # type: ignore[return-value]
+    return user
+
+
+def _reliability(metrics: Mapping[str, float]) -> float:
+    """A user's weight for weighing aggregators: the inverse of its pilot MSE (1 when it
+    reports none, or a useless one)."""
+    mse = metrics.get("pilot_mse", math.nan)
+    return 1.0 / mse if math.isfinite(mse) and mse > 0 else 1.0
 
 
 class Session:
@@ -91,6 +107,11 @@ class Session:
             rounds=access_point.num_rounds,
             side_channel_uses=access_point.side_channel_uses(),
             user_group=settings.group,
+            aggregator=settings.aggregator,
+            participation=settings.participation,
+            faulty_users=settings.faulty_users,
+            fault=settings.fault if settings.faulty_users else "",
+            channel=settings.channel,
         )
         self.ledger = Ledger()
         self.history: list[dict[str, float]] = []
@@ -110,10 +131,24 @@ class Session:
         return self.ap.num_rounds
 
     # ---- training ----------------------------------------------------------------------
+    def participants(self, rnd: int, users: Sequence[int]) -> list[int]:
+        """The users trained with in round ``rnd``: all, or a fresh sample of
+        ``⌈participation · K⌉`` of them (at least one) per round."""
+        users = sorted(users)
+        share = self.settings.participation
+        if share >= 1 or not users:
+            return users
+        count = max(1, math.ceil(share * len(users)))
+        chosen = rng(self.settings.seed, Stream.PARTICIPATION, rnd).choice(
+            len(users), size=count, replace=False
+        )
+        return sorted(users[i] for i in chosen)
+
     def train_downlink(self, rnd: int, users: Sequence[int]) -> dict[int, Message]:
-        """The messages of round ``rnd`` for the listed users (counted as sent)."""
+        """The messages of round ``rnd`` for this round's participants among the listed
+        users (counted as sent)."""
         self._round_started = time.perf_counter()
-        downlink = self.ap.train_messages(sorted(users))
+        downlink = self.ap.train_messages(self.participants(rnd, users))
         self.ledger.record(TRAIN, rnd, DOWN, downlink)
         self._sent = set(downlink)
         return downlink
@@ -125,7 +160,11 @@ class Session:
         failed = self._record_failures(rnd, TRAIN, replies, errors)
         uplink = {k: replies[k].message for k in sorted(replies)}
         self.ledger.record(TRAIN, rnd, UP, uplink)
-        self.ap_metrics = self.ap.update(uplink)
+        rejected = self._rejected(rnd, uplink)
+        accepted = {k: m for k, m in uplink.items() if k not in rejected}
+        weights = {k: _reliability(replies[k].metrics) for k in accepted}
+        self.ap_metrics = self.ap.update(accepted, weights)
+        failed += len(rejected)
         metrics = {k: replies[k].metrics for k in sorted(replies)}
         row = history_row(
             rnd, self.ap_metrics, metrics, failed, self.ledger, self.ap.whitening_loading
@@ -139,6 +178,20 @@ class Session:
             row["power"], row["responded"], failed, row["seconds"],
         )  # fmt: skip
         return row
+
+    def _rejected(self, rnd: int, uplink: Mapping[int, Message]) -> set[int]:
+        """Replies the AP refuses (non-finite, wrongly shaped), each recorded as a failure."""
+        rejected = set()
+        for user, message in uplink.items():
+            try:
+                self.ap.check_reply(user, message)
+            except ValueError as exc:
+                rejected.add(user)
+                reason = f"uplink rejected: {exc}"
+                self.failures.append({"round": rnd, "stage": TRAIN, "user": user,
+                                      "reason": reason})  # fmt: skip
+                logger.warning("round %d: user %d: %s", rnd, user, reason)
+        return rejected
 
     # ---- evaluation --------------------------------------------------------------------
     def test_downlink(self, users: Sequence[int]) -> dict[int, Message]:

@@ -18,9 +18,11 @@ from typing import Any
 
 from common.maths import validation
 from common.maths.conventions import NAMES as CONVENTION_NAMES
+from common.maths.fading import ChannelConfig
 from common.maths.link import LinkConfig
 from common.maths.seeding import check_seed
-from common.registry import DATASETS, METHODS, ZOOS
+from common.parties.faults import FAULT_KINDS
+from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS
 
 
 class ConfigError(ValueError):
@@ -43,12 +45,19 @@ class RunSettings:
     rho: float
     rounds: int
     link: LinkConfig
+    channel: ChannelConfig  # the channel model and the users' channel knowledge
     seed: int
     cache_dir: str | None
     weights_dir: str | None
     cpus_per_user: float
     progress: bool
     conventions: str  # "corrected" (ALGORITHM.md) or "paper" (the paper code's)
+    aggregator: str  # consensus rule: a registered name or package.module:Class
+    trim_fraction: float  # share of users cut at each end by trimmed_mean
+    participation: float  # share of users the AP trains with in each round
+    faulty_users: int  # users 0..faulty_users-1 send corrupted uplinks
+    fault: str  # how they corrupt it (scaled, random, nan)
+    fault_scale: float
 
     def __post_init__(self) -> None:
         checks = {
@@ -64,6 +73,12 @@ class RunSettings:
             "dataset": lambda v: _known(DATASETS, "dataset", v),
             "zoo": lambda v: _known(ZOOS, "zoo", v),
             "conventions": _conventions,
+            "aggregator": _aggregator,
+            "trim_fraction": _trim_fraction,
+            "participation": lambda v: validation.fraction("participation", v),
+            "faulty_users": _whole("faulty_users"),
+            "fault": _fault,
+            "fault_scale": lambda v: validation.positive_float("fault_scale", v),
         }
         for name, check in checks.items():
             object.__setattr__(self, name, check(getattr(self, name)))
@@ -72,17 +87,32 @@ class RunSettings:
             raise validation.InvalidValue("models", "a run needs at least one user model")
         if not isinstance(self.link, LinkConfig):
             raise TypeError(f"link must be a LinkConfig, got {type(self.link).__name__}")
+        if not isinstance(self.channel, ChannelConfig):
+            raise TypeError(f"channel must be a ChannelConfig, got {type(self.channel).__name__}")
+        if self.faulty_users > self.num_users:
+            raise validation.InvalidValue(
+                "faulty_users", f"faulty_users must be at most the number of users "
+                f"({self.num_users}), got {self.faulty_users}",
+            )  # fmt: skip
+        if self.participation < 1 and METHODS.get(self.method).rounds_for(self.rounds) == 1:
+            raise validation.InvalidValue(
+                "participation", f"participation below 1 needs an iterative method; "
+                f"{self.method} trains in one round, got {self.participation}",
+            )  # fmt: skip
 
     @property
     def num_users(self) -> int:
         return len(self.models)
 
     def replace(self, **changes: Any) -> RunSettings:
-        """A copy with some fields changed; link fields (``channel_uses``, …) may be named too."""
-        link_fields = {f.name for f in dataclasses.fields(LinkConfig)}
-        link_changes = {k: changes.pop(k) for k in list(changes) if k in link_fields}
-        if link_changes:
-            changes["link"] = dataclasses.replace(self.link, **link_changes)
+        """A copy with some fields changed; link fields (``channel_uses``, …) and channel
+        fields (``model``, ``ageing``, …) may be named too."""
+        for name, part in (("link", LinkConfig), ("channel", ChannelConfig)):
+            fields = {f.name for f in dataclasses.fields(part)}
+            moved = {k: changes.pop(k) for k in list(changes) if k in fields}
+            if moved:
+                changes[name] = dataclasses.replace(changes.get(name, getattr(self, name)),
+                                                    **moved)  # fmt: skip
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
@@ -93,6 +123,7 @@ class RunSettings:
         raw = json.loads(text)
         raw["models"] = tuple(raw["models"])
         raw["link"] = LinkConfig(**raw["link"])
+        raw["channel"] = ChannelConfig(**raw["channel"])
         return cls(**raw)
 
 
@@ -112,14 +143,50 @@ def _conventions(value: object) -> str:
     return str(value)
 
 
+def _whole(name: str):
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise validation.InvalidValue(
+                name, f"{name} must be a whole number >= 0, got {value!r}"
+            )
+        return int(value)
+
+    return check
+
+
+def _trim_fraction(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 0.5:
+        raise validation.InvalidValue(
+            "trim_fraction", f"trim_fraction must be in [0, 0.5), got {value!r}"
+        )
+    return float(value)
+
+
+def _fault(value: object) -> str:
+    if value not in FAULT_KINDS:
+        raise validation.InvalidValue(
+            "fault", f"fault must be one of {', '.join(FAULT_KINDS)}, got {value!r}"
+        )
+    return str(value)
+
+
+def _registered(registry, name: str, value: object) -> str:
+    """``value`` if ``registry`` knows it (by name, alias or import path); else InvalidValue."""
+    try:
+        registry.get(str(value))
+    except ValueError as exc:
+        raise validation.InvalidValue(name, str(exc)) from None
+    return str(value)
+
+
+def _aggregator(value: object) -> str:
+    """A registered consensus rule, or an import path to an Aggregator subclass."""
+    return _registered(AGGREGATORS, "aggregator", value)
+
+
 def _method(value: object) -> str:
     """A registered method or alias (stored under its registered name), or an import path."""
-    name = str(value)
-    try:
-        METHODS.get(name)
-    except ValueError as exc:
-        raise validation.InvalidValue("method", str(exc)) from None
-    return METHODS.canonical(name)
+    return METHODS.canonical(_registered(METHODS, "method", value))
 
 
 # Where each settings field comes from in the composed config (``None``: set below).
@@ -142,7 +209,20 @@ CONFIG_KEYS = {
     "channel_uses": "communication.channel_usage",
     "snr_db": "communication.snr",
     "power": "communication.power",
+    "model": "communication.model",
+    "correlation": "communication.correlation",
+    "k_factor": "communication.k_factor",
+    "coherence_uses": "communication.coherence_uses",
+    "estimation": "csi.estimation",
+    "csi_snr_db": "csi.snr",
+    "ageing": "csi.ageing",
     "conventions": "conventions.name",
+    "aggregator": "consensus.aggregator",
+    "trim_fraction": "consensus.trim_fraction",
+    "participation": "consensus.participation",
+    "faulty_users": "faults.users",
+    "fault": "faults.kind",
+    "fault_scale": "faults.scale",
 }
 _NULLABLE = {"data_root", "cache_dir", "weights_dir"}
 _MISSING = object()
@@ -227,7 +307,9 @@ def settings_from_config(cfg: Mapping[str, Any]) -> RunSettings:
         zoo = _known(ZOOS, "zoo", values["zoo"])
         group, models = _resolve_models(cfg, zoo)
         link = LinkConfig(**{name: values.pop(name) for name in link_fields})
-        return RunSettings(group=group, models=models, link=link, **values)
+        channel = ChannelConfig(**{f.name: values.pop(f.name)
+                                   for f in dataclasses.fields(ChannelConfig)})  # fmt: skip
+        return RunSettings(group=group, models=models, link=link, channel=channel, **values)
     except validation.InvalidValue as exc:
         key = keys[exc.name]
         value = _lookup(cfg, key)

@@ -22,6 +22,14 @@ SNR_DB = (-20.0, -10.0, 10.0, 20.0, 30.0)
 SNR_CHANNEL_USES = {"federated": (1, 4, 8), "first_k": (1, 4, 8), "top_k": (2, 4)}
 GROUPS = ("heterogeneous", "homogeneous")
 PILOT_FRACTIONS = (1.0, 0.5, 0.1)
+# Beyond the paper: consensus rules against faulty users, and partial participation.
+AGGREGATORS = ("mean", "weighted_mean", "median", "trimmed_mean")
+FAULTY_USERS = (0, 1, 2, 3)
+PARTICIPATION = (0.25, 0.5, 0.75, 1.0)
+CORRELATIONS = (0.0, 0.3, 0.6, 0.9)
+K_FACTORS = (0.0, 1.0, 3.0, 10.0, 30.0)
+CSI_SNR_DB = (-10.0, 0.0, 10.0, 20.0, 30.0)
+AGEING = (0.5, 0.7, 0.9, 0.95, 0.99, 1.0)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,12 @@ class StudyGrid:
     snr_db: tuple[float, ...] = SNR_DB
     snr_channel_uses: tuple[tuple[str, tuple[int, ...]], ...] = tuple(SNR_CHANNEL_USES.items())
     pilot_fractions: tuple[float, ...] = PILOT_FRACTIONS
+    faulty_users: tuple[int, ...] = FAULTY_USERS
+    participation: tuple[float, ...] = PARTICIPATION
+    correlations: tuple[float, ...] = CORRELATIONS
+    k_factors: tuple[float, ...] = K_FACTORS
+    csi_snr_db: tuple[float, ...] = CSI_SNR_DB
+    ageing: tuple[float, ...] = AGEING
 
     @classmethod
     def quick(cls, seeds: tuple[int, ...] = (42,)) -> StudyGrid:
@@ -46,6 +60,12 @@ class StudyGrid:
             snr_db=(-10.0, 20.0),
             snr_channel_uses=(("federated", (4,)), ("first_k", (4,)), ("top_k", (2,))),
             pilot_fractions=(1.0, 0.1),
+            faulty_users=(0, 2),
+            participation=(0.5, 1.0),
+            correlations=(0.0, 0.9),
+            k_factors=(0.0, 10.0),
+            csi_snr_db=(0.0, 20.0),
+            ageing=(0.7, 1.0),
         )
 
 
@@ -56,11 +76,12 @@ def _product(base: RunSettings, **axes: Iterable) -> list[RunSettings]:
 
 
 def compression_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
-    """Accuracy and MSE vs ζ: every method, every square antenna pair, every seed, 20 dB."""
+    """Accuracy and MSE vs ζ: every method (and Eigen-K), every square antenna pair, every
+    seed, 20 dB."""
     cells = []
     for (n_tx, n_rx), seed in itertools.product(grid.antenna_pairs, grid.seeds):
         at = base.replace(antennas_tx=n_tx, antennas_rx=n_rx, seed=seed)
-        cells += _product(at, method=("federated", "multi_link", "first_k"),
+        cells += _product(at, method=("federated", "multi_link", "first_k", "eigen_k"),
                           channel_uses=grid.channel_uses)  # fmt: skip
         cells += _product(at, method=("top_k",), channel_uses=grid.top_k_channel_uses)
     return cells
@@ -85,3 +106,32 @@ def group_cells(base: RunSettings, grid: StudyGrid, models: dict[str, tuple[str,
                           pilot_fraction=grid.pilot_fractions, channel_uses=grid.channel_uses,
                           seed=grid.seeds)  # fmt: skip
     return cells
+
+
+def fault_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+    """Each consensus rule vs the number of users sending noise (federated, 4×4, u = 4)."""
+    at = base.replace(method="federated", antennas_tx=4, antennas_rx=4, channel_uses=4,
+                      fault="random", fault_scale=100.0)  # fmt: skip
+    return _product(at, aggregator=AGGREGATORS, faulty_users=grid.faulty_users, seed=grid.seeds)
+
+
+def participation_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+    """Accuracy vs the share of users trained with per round (federated, 4×4, u ∈ {1, 4})."""
+    at = base.replace(method="federated", antennas_tx=4, antennas_rx=4)
+    return _product(at, participation=grid.participation, channel_uses=(1, 4), seed=grid.seeds)
+
+
+def channel_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+    """Beyond i.i.d. Rayleigh with perfect CSI (4×4, u = 4, 20 dB): federated and First-K vs
+    antenna correlation, vs Rician K and vs channel ageing; federated vs the SNR of channel
+    estimation (LS, LMMSE) beside perfect CSI."""
+    at = base.replace(antennas_tx=4, antennas_rx=4, channel_uses=4)
+    methods = ("federated", "first_k")
+    cells = _product(at.replace(model="correlated"), method=methods,
+                     correlation=grid.correlations, seed=grid.seeds)  # fmt: skip
+    cells += _product(at.replace(model="rician"), method=methods, k_factor=grid.k_factors,
+                      seed=grid.seeds)  # fmt: skip
+    cells += _product(at, method=methods, ageing=grid.ageing, seed=grid.seeds)
+    cells += _product(at.replace(method="federated"), estimation=("ls", "lmmse"),
+                      csi_snr_db=grid.csi_snr_db, seed=grid.seeds)  # fmt: skip
+    return list({c.to_json(): c for c in cells}.values())

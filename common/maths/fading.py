@@ -1,0 +1,231 @@
+"""Channel models and channel knowledge: what each user's link really is, and what it knows.
+
+A :class:`ChannelConfig` says which model draws the MIMO channel ``H`` and how
+well the user knows it. Per user, :func:`draw_link_channels` returns three
+block-diagonal matrices over the ``u`` channel uses:
+
+- the true channel during training (the semantic pilots go through it),
+- the user's estimate of it (what the algorithm lets it use: ``A = G_k 𝓗̂_k``,
+  First-K's equalizer), and
+- the true channel at test time (the training channel aged by a Gauss–Markov
+  step, or the same channel).
+
+Models: ``rayleigh`` (i.i.d. ``CN(0, 1)``, the paper's and the default, whose
+numbers do not change), ``correlated`` (Kronecker model with exponential
+correlation ``ρ^|i-j|`` at both ends, from Sionna), ``rician`` (a line-of-sight
+rank-one component between half-wavelength uniform linear arrays plus the
+scattered part, power split by the K-factor). ``coherence_uses`` makes the
+channel block-fading over the ``u`` uses: a fresh draw every ``coherence_uses``
+uses (0: one draw for all of them). Every entry has unit mean power under every
+model.
+
+Channel knowledge: ``perfect``, or an estimate from ``N_t`` orthogonal training
+symbols at ``csi_snr_db`` per entry: least squares (``Ĥ = H + E``) or LMMSE
+(the LS estimate shrunk by the channel's own second-order statistics). The
+random parts draw from the user's named streams, so a user's channel is the
+same in every process and runtime. Sionna is imported only for the correlated
+model, and its tensors are converted to numpy once per user.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.maths import validation
+
+MODELS = ("rayleigh", "correlated", "rician")
+ESTIMATORS = ("perfect", "ls", "lmmse")
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """The channel model, its parameters, and the users' channel knowledge."""
+
+    model: str
+    correlation: float  # exponential correlation coefficient at both ends, [0, 1)
+    k_factor: float  # Rician K (linear), >= 0
+    coherence_uses: int  # a fresh draw every this many channel uses; 0: static over all u
+    estimation: str  # perfect, ls, lmmse
+    csi_snr_db: float  # SNR of the channel-estimation training symbols
+    ageing: float  # Gauss–Markov correlation between training and test channel, [0, 1]
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise validation.InvalidValue(
+                "model", f"model must be one of {', '.join(MODELS)}, got {self.model!r}"
+            )
+        if self.estimation not in ESTIMATORS:
+            raise validation.InvalidValue(
+                "estimation",
+                f"estimation must be one of {', '.join(ESTIMATORS)}, got {self.estimation!r}",
+            )
+        _in_range("correlation", self.correlation, 0.0, 1.0, "[0, 1)", upper_open=True)
+        _in_range("ageing", self.ageing, 0.0, 1.0, "[0, 1]")
+        _in_range("k_factor", self.k_factor, 0.0, math.inf, ">= 0 (linear, not dB)")
+        if (
+            isinstance(self.coherence_uses, bool)
+            or not isinstance(self.coherence_uses, int)
+            or self.coherence_uses < 0
+        ):
+            raise validation.InvalidValue(
+                "coherence_uses",
+                f"coherence_uses must be a whole number >= 0, got {self.coherence_uses!r}",
+            )
+        object.__setattr__(self, "csi_snr_db", validation.snr_db("csi_snr_db", self.csi_snr_db))
+        for name in ("correlation", "k_factor", "ageing"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @property
+    def perfect(self) -> bool:
+        """Today's assumptions: the user knows the one static channel, unchanged at test."""
+        return self.estimation == "perfect" and self.ageing == 1.0
+
+
+def _in_range(name, value, low, high, allowed, *, upper_open=False) -> None:
+    """A finite real number in ``[low, high]`` (``[low, high)`` with ``upper_open``)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok:
+        ok = low <= value < high if upper_open else low <= value <= high
+    if not ok:
+        raise validation.InvalidValue(name, f"{name} must be in {allowed}, got {value!r}")
+
+
+RAYLEIGH_PERFECT_CSI = ChannelConfig("rayleigh", 0.0, 0.0, 0, "perfect", math.inf, 1.0)
+"""The paper's channel: static i.i.d. Rayleigh, known exactly, unchanged at test time."""
+
+
+@dataclass(frozen=True)
+class LinkChannels:
+    """One user's block-diagonal channels over the ``u`` uses (``Nr·u × Nt·u`` each)."""
+
+    train: np.ndarray
+    known: np.ndarray
+    test: np.ndarray
+
+
+def cn(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """I.i.d. ``CN(0, 1)`` entries (each part of variance 1/2)."""
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / math.sqrt(2.0)
+
+
+def exponential_correlation(coefficient: float, n: int) -> np.ndarray:
+    """``R_ij = ρ^|i-j|`` (Sionna's ``exp_corr_mat``), as numpy."""
+    import torch
+    from sionna.phy.channel import exp_corr_mat
+
+    matrix = exp_corr_mat(torch.tensor(coefficient, dtype=torch.float64), n, precision="double")
+    return matrix.numpy().astype(np.complex128)
+
+
+def correlate(h: np.ndarray, r_tx: np.ndarray, r_rx: np.ndarray) -> np.ndarray:
+    """``R_rx^{1/2} H R_tx^{1/2}`` through Sionna's Kronecker model (a batch of H at once)."""
+    import torch
+    from sionna.phy.channel import KroneckerModel
+
+    model = KroneckerModel(torch.from_numpy(r_tx), torch.from_numpy(r_rx), precision="double")
+    return model(torch.from_numpy(np.ascontiguousarray(h))).numpy()
+
+
+def steering(n: int, angle: float) -> np.ndarray:
+    """Response of an ``n``-antenna half-wavelength ULA to a plane wave at ``angle`` (rad)."""
+    return np.exp(1j * math.pi * np.arange(n) * math.sin(angle))
+
+
+class ChannelModel:
+    """Draws ``H`` (``Nr × Nt``) blocks of one model; ``scattered`` is its zero-mean part."""
+
+    def __init__(self, config: ChannelConfig, n_rx: int, n_tx: int, rng: np.random.Generator):
+        self.config, self.n_rx, self.n_tx = config, n_rx, n_tx
+        self._r_tx = self._r_rx = None
+        if config.model == "correlated" and config.correlation > 0:
+            self._r_tx = exponential_correlation(config.correlation, n_tx)
+            self._r_rx = exponential_correlation(config.correlation, n_rx)
+        self.mean = np.zeros((n_rx, n_tx), dtype=np.complex128)
+        self._scatter_power = 1.0
+        if config.model == "rician":
+            k = config.k_factor
+            angles = rng.uniform(-math.pi / 2, math.pi / 2, size=2)
+            los = np.outer(steering(n_rx, angles[0]), steering(n_tx, angles[1]).conj())
+            self.mean = math.sqrt(k / (k + 1.0)) * los
+            self._scatter_power = 1.0 / (k + 1.0)
+
+    def scattered(self, blocks: int, rng: np.random.Generator) -> np.ndarray:
+        """``blocks`` draws of the zero-mean part (``blocks × Nr × Nt``)."""
+        h = cn((blocks, self.n_rx, self.n_tx), rng)
+        if self._r_tx is not None:
+            h = correlate(h, self._r_tx, self._r_rx)
+        return math.sqrt(self._scatter_power) * h
+
+    def covariance(self) -> np.ndarray:
+        """Covariance of ``vec(H)`` (column-major) of the zero-mean part."""
+        r_tx = np.eye(self.n_tx) if self._r_tx is None else self._r_tx
+        r_rx = np.eye(self.n_rx) if self._r_rx is None else self._r_rx
+        return self._scatter_power * np.kron(r_tx.T, r_rx)
+
+
+def estimate(
+    h: np.ndarray, model: ChannelModel, config: ChannelConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """The user's estimate of each block of ``h`` (``blocks × Nr × Nt``)."""
+    if config.estimation == "perfect":
+        return h.copy()
+    # N_t orthogonal unit-power training symbols: Y = H P + N, P P^H = N_t I, so the
+    # least-squares estimate is H plus noise of variance 1 / snr per entry.
+    error_variance = 10.0 ** (-config.csi_snr_db / 10.0)
+    ls = h + math.sqrt(error_variance) * cn(h.shape, rng)
+    if config.estimation == "ls":
+        return ls
+    r = model.covariance()
+    shrink = r @ np.linalg.inv(r + error_variance * np.eye(r.shape[0]))
+    out = np.empty_like(ls)
+    for b, block in enumerate(ls):
+        centred = (block - model.mean).reshape(-1, order="F")
+        out[b] = model.mean + (shrink @ centred).reshape(block.shape, order="F")
+    return out
+
+
+def block_diagonal(blocks: np.ndarray, channel_uses: int) -> np.ndarray:
+    """``𝓗``: block ``⌊t / B⌋`` on channel use ``t`` (``B = u / blocks`` uses per block)."""
+    per_block = -(-channel_uses // blocks.shape[0])
+    n_rx, n_tx = blocks.shape[1:]
+    out = np.zeros((n_rx * channel_uses, n_tx * channel_uses), dtype=np.complex128)
+    for t in range(channel_uses):
+        out[t * n_rx:(t + 1) * n_rx, t * n_tx:(t + 1) * n_tx] = blocks[t // per_block]
+    return out
+
+
+def draw_link_channels(
+    config: ChannelConfig,
+    n_rx: int,
+    n_tx: int,
+    channel_uses: int,
+    rng: np.random.Generator,
+    csi_rng: np.random.Generator,
+    scale: float = 1.0,
+) -> LinkChannels:
+    """One user's training, known and test channels. ``rng`` draws the channel itself (its
+    first draw is the i.i.d. Rayleigh matrix of the default model); ``csi_rng`` draws the
+    estimation error and the ageing innovation."""
+    coherence = config.coherence_uses or channel_uses
+    blocks = -(-channel_uses // coherence)
+    model = ChannelModel(config, n_rx, n_tx, rng) if config.model != "rayleigh" else None
+    if model is None:  # draw as the default always has: the numbers do not change
+        model = ChannelModel(config, n_rx, n_tx, csi_rng)
+        h = np.stack([cn((n_rx, n_tx), rng) for _ in range(blocks)])
+    else:
+        h = model.mean + model.scattered(blocks, rng)
+    known = estimate(h, model, config, csi_rng)
+    test = h
+    if config.ageing < 1.0:
+        a = config.ageing
+        test = model.mean + a * (h - model.mean) + math.sqrt(1 - a * a) * model.scattered(
+            blocks, csi_rng
+        )
+    return LinkChannels(
+        train=scale * block_diagonal(h, channel_uses),
+        known=scale * block_diagonal(known, channel_uses),
+        test=scale * block_diagonal(test, channel_uses),
+    )

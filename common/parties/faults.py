@@ -1,0 +1,60 @@
+"""Fault injection: users whose uplink statistics are wrong, to test the consensus rules.
+
+A faulty user trains as usual and then corrupts every array of its uplink:
+``scaled`` multiplies it by ``scale``, ``random`` replaces it by complex
+Gaussian noise ``scale`` times its own RMS, ``nan`` fills it with NaN. The
+corruption is a fixed draw per user and seed, so a run gives the same numbers
+in process and under Flower. Baselines that send no uplink (First-K, Top-K:
+an acknowledgement only) are unaffected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.maths.seeding import Stream, rng
+from common.parties import protocol
+from common.parties.user import TrainReply, User
+
+FAULT_KINDS = ("scaled", "random", "nan")
+
+
+def corrupt(message: protocol.Message, kind: str, scale: float, seed: int) -> protocol.Message:
+    """``message`` with every complex or real array corrupted as ``kind`` says."""
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+    generator = rng(seed, Stream.FAULTS)
+    arrays = {}
+    for name, value in message.arrays().items():
+        if value.dtype.kind not in "fc":
+            arrays[name] = value
+        elif kind == "scaled":
+            arrays[name] = value * scale
+        elif kind == "nan":
+            arrays[name] = np.full_like(value, np.nan)
+        else:
+            rms = float(np.sqrt(np.mean(np.abs(value) ** 2))) if value.size else 0.0
+            noise = generator.standard_normal(value.shape)
+            if value.dtype.kind == "c":
+                noise = (noise + 1j * generator.standard_normal(value.shape)) / np.sqrt(2)
+            arrays[name] = (scale * rms * noise).astype(value.dtype)
+    return type(message).from_arrays(arrays)
+
+
+class FaultyUser:
+    """A user (any method's) whose every uplink is corrupted; everything else delegated."""
+
+    def __init__(self, user: User, kind: str, scale: float, seed: int) -> None:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+        self._user = user
+        self.kind, self.scale = kind, scale
+        self._seed = [seed, user.index]
+
+    def __getattr__(self, name: str):
+        return getattr(self._user, name)
+
+    def train(self, message: protocol.Message) -> TrainReply:
+        reply = self._user.train(message)
+        seed = int(np.random.SeedSequence(self._seed).generate_state(1)[0])
+        return TrainReply(corrupt(reply.message, self.kind, self.scale, seed), reply.metrics)

@@ -1,0 +1,128 @@
+"""Consensus rules, fault injection and partial participation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.maths.aggregation import Aggregator, Mean, aggregator
+from common.parties import protocol
+from common.parties.faults import corrupt
+from common.run.driver import run_experiment
+from tests.synthetic import make_problem, settings_for
+
+PROBLEM = make_problem(n=300, n_test=150, ap_dim=16, user_dims=(12, 14, 10, 13, 11), seed=3)
+BASE = settings_for(PROBLEM, rounds=8, channel_uses=2, seed=4)
+
+
+class FirstUser(Aggregator):
+    """A user-defined rule, loaded by import path: trusts user 0 only."""
+
+    def combine(self, stack, weights):
+        return stack[0]
+
+
+def _stack(rng, k=5, shape=(3, 4)):
+    return [rng.standard_normal(shape) + 1j * rng.standard_normal(shape) for _ in range(k)]
+
+
+def test_rules_on_complex_matrices():
+    rng = np.random.default_rng(0)
+    local = _stack(rng)
+    ones = [1.0] * 5
+    np.testing.assert_array_equal(aggregator("mean", 0.2)(local, ones), np.mean(local, axis=0))
+    np.testing.assert_allclose(aggregator("weighted_mean", 0.2)(local, ones),
+                               np.mean(local, axis=0), rtol=1e-12)  # fmt: skip
+    weighted = aggregator("weighted_mean", 0.2)(local, [3.0, 1, 0.5, 0.25, 0.25])
+    np.testing.assert_allclose(weighted, (3 * local[0] + local[1] + 0.5 * local[2]
+                                          + 0.25 * local[3] + 0.25 * local[4]) / 5, rtol=1e-12)
+    median = aggregator("median", 0.2)(local, ones)
+    np.testing.assert_array_equal(median.real, np.median(np.stack(local).real, axis=0))
+    np.testing.assert_array_equal(median.imag, np.median(np.stack(local).imag, axis=0))
+    # trimmed mean with beta = 0.2 of 5 users drops one value at each end per coordinate
+    trimmed = aggregator("trimmed_mean", 0.2)(local, ones)
+    parts = np.sort(np.stack(local).real, axis=0)[1:4]
+    np.testing.assert_allclose(trimmed.real, parts.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(aggregator("trimmed_mean", 0.0)(local, ones),
+                               np.mean(local, axis=0), rtol=1e-12)  # fmt: skip
+    custom = aggregator("tests.test_aggregation:FirstUser", 0.2)
+    np.testing.assert_array_equal(custom(local, ones), local[0])
+
+
+def test_robust_rules_ignore_a_minority_of_wild_values():
+    rng = np.random.default_rng(1)
+    honest = _stack(rng, k=3)
+    wild = [1e6 * m for m in _stack(rng, k=2)]
+    for name in ("median", "trimmed_mean"):
+        combined = aggregator(name, 0.4)(honest + wild, [1.0] * 5)
+        spread = np.max(np.abs(np.stack(honest)), axis=0)
+        assert np.all(np.abs(combined.real) <= spread) and np.all(np.abs(combined.imag) <= spread)
+    assert np.max(np.abs(Mean()(honest + wild, [1.0] * 5))) > 1e4
+
+
+def test_bad_rules_and_inputs_are_refused():
+    with pytest.raises(ValueError, match=r"trim_fraction must be in \[0, 0.5\), got 0.5"):
+        aggregator("trimmed_mean", 0.5)
+    with pytest.raises(ValueError, match="aggregator 'nope'.*mean"):
+        aggregator("nope", 0.2)
+    with pytest.raises(ValueError, match="is not a subclass of"):
+        aggregator("numpy:ndarray", 0.2)
+    with pytest.raises(ValueError, match="weights must be finite and > 0"):
+        aggregator("weighted_mean", 0.2)(_stack(np.random.default_rng(2), k=2), [1.0, -1.0])
+
+
+def test_corruptions():
+    message = protocol.AlignUplink(a_gram=np.eye(2, dtype=complex), a_y=np.ones((2, 3), complex))
+    assert np.array_equal(corrupt(message, "scaled", 10.0, 1).a_y, 10 * message.a_y)
+    assert np.isnan(corrupt(message, "nan", 10.0, 1).a_gram).all()
+    noise = corrupt(message, "random", 10.0, 1)
+    assert noise.a_y.dtype == complex and not np.allclose(noise.a_y, message.a_y)
+    assert np.array_equal(noise.a_y, corrupt(message, "random", 10.0, 1).a_y)  # a fixed draw
+
+
+def _mse(outcome) -> float:
+    return float(outcome.results.mse.mean())
+
+
+def test_a_random_user_breaks_the_mean_and_not_the_robust_rules():
+    """One of five users sends noise (100x its uplink's RMS): the paper's mean is wrecked,
+    median and trimmed mean stay near the fault-free run."""
+    clean = _mse(run_experiment(PROBLEM, BASE))
+    faulty = BASE.replace(faulty_users=1, fault="random", fault_scale=100.0)
+    broken = run_experiment(PROBLEM, faulty)
+    median = _mse(run_experiment(PROBLEM, faulty.replace(aggregator="median")))
+    trimmed = _mse(run_experiment(PROBLEM, faulty.replace(aggregator="trimmed_mean")))
+    assert _mse(broken) > 5 * clean and broken.results.accuracy.mean() < 0.5
+    assert median < 1.2 * clean and trimmed < 1.2 * clean
+
+
+def test_a_scaled_uplink_barely_matters():
+    """Scaling both Aᴴ A and Aᴴ Ȳ by c leaves the local F step's solution nearly unchanged
+    (only the ρ term is not scaled): a gain error is no attack on this protocol."""
+    clean = _mse(run_experiment(PROBLEM, BASE))
+    for scale in (0.01, 1e4):
+        faulty = BASE.replace(faulty_users=1, fault="scaled", fault_scale=scale)
+        assert _mse(run_experiment(PROBLEM, faulty)) < 1.1 * clean
+
+
+def test_nan_uplinks_are_rejected_and_recorded_never_in_f():
+    faulty = BASE.replace(faulty_users=2, fault="nan")
+    outcome = run_experiment(PROBLEM, faulty)
+    assert np.all(np.isfinite(outcome.precoders["F"]))
+    rejected = outcome.failures[outcome.failures.reason.str.startswith("uplink rejected")]
+    assert sorted(set(rejected.user)) == [0, 1] and len(rejected) == 2 * BASE.rounds
+    assert "align_uplink.a_gram has 64 non-finite value(s)" in rejected.reason.iloc[0]
+    assert outcome.history.failures.tolist() == [2] * BASE.rounds
+    # the update used the three others: the same as a run in which users 0 and 1 fail
+    assert outcome.results.user.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_partial_participation_samples_users_per_round():
+    part = BASE.replace(participation=0.6)  # 3 of 5 users per round
+    session_rounds = run_experiment(PROBLEM, part)
+    assert session_rounds.history.messages_down.tolist() == [3] * BASE.rounds
+    again = run_experiment(PROBLEM, part)
+    np.testing.assert_array_equal(again.precoders["F"], session_rounds.precoders["F"])
+    full = run_experiment(PROBLEM, BASE)
+    assert not np.allclose(full.precoders["F"], session_rounds.precoders["F"])
+    assert session_rounds.results.user.tolist() == [0, 1, 2, 3, 4]  # every user is evaluated
