@@ -229,8 +229,11 @@ def draw_channels(results: pd.DataFrame):
     if not reference.empty:
         axes[1][0].axhline(float(reference["mean"].iloc[0]), color="k", ls="--",
                            label="perfect CSI")  # fmt: skip
-    if (summary.k_factor > 0).any():
+    k_values = sorted(summary[summary.channel_model == "rician"].k_factor.unique())
+    if k_values and max(k_values) > 0:  # K spans decades: linear below 1, log above
         axes[0][1].set_xscale("symlog", linthresh=1.0)
+        axes[0][1].set_xlim(left=0)
+        axes[0][1].set_xticks(k_values, [f"{k:g}" for k in k_values])
     for ax in axes.flat:
         if ax.get_lines():
             ax.legend(fontsize=8)
