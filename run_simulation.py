@@ -16,6 +16,7 @@ again redoes only what did not finish (``hydra_plugins/fedalign_sweep_launcher``
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,32 +29,66 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from common.run.reporting import per_user_table  # noqa: E402
+from common.run.reporting import failed_users, per_user_table  # noqa: E402
 from common.run.settings import ConfigError, settings_from_config  # noqa: E402
+from conf import check_known_keys  # noqa: E402
 from launch.sweeps import cell_store  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float:
-    try:
-        settings = settings_from_config(OmegaConf.to_container(cfg, resolve=True))
-    except ConfigError as exc:
-        sys.exit(f"error: {exc}")
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        check_known_keys(plain)
+        settings = settings_from_config(plain)
+        from launch.simulation import check_resources
+
+        check_resources(settings.cpus_per_user)
+    except ConfigError as exc:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            remove_run_folder(out_dir)
+        sys.exit(f"error: {exc}")
     store = cell_store(cfg) if HydraConfig.get().mode == RunMode.MULTIRUN else None
     if store is not None and store.finished(settings):  # run by the sweep launcher, or earlier
         outcome = store.load(settings)
         outcome.save(out_dir)
         print(f"cell {store.path(settings).name}: {' '.join(HydraConfig.get().overrides.task)}")
     else:
-        from launch.simulation import prepare, simulate
+        from launch.simulation import SimulationFailed, prepare, simulate
 
         prepare(settings)
-        outcome = simulate(settings, out_dir=out_dir)
+        try:
+            outcome = simulate(settings, out_dir=out_dir)
+        except SimulationFailed as exc:
+            sys.exit(f"error: {exc}")
         if store is not None:
             store.save(settings, outcome)
     print(per_user_table(outcome.results))
+    failed = failed_users(outcome.results, outcome.failures, settings.num_users,
+                          len(outcome.history), settings.max_failed_fraction)  # fmt: skip
+    if failed and not settings.allow_partial:
+        account = "\n".join(f"  user {k} ({settings.models[k]}): {why}"
+                            for k, why in failed.items())  # fmt: skip
+        sys.exit(f"error: {len(failed)} of {settings.num_users} users failed permanently (the "
+                 f"tables in {out_dir} say which rounds):\n{account}\nset "
+                 "experiment.allow_partial=true to accept a partial run")  # fmt: skip
     return float(outcome.results.accuracy.mean())
+
+
+def remove_run_folder(out_dir: Path) -> None:
+    """Remove what Hydra created for a run refused at validation (its config and log only),
+    and the date folders above it when they are left empty."""
+    if not out_dir.is_dir() or any(
+        p.name not in (".hydra", "run_simulation.log") for p in out_dir.iterdir()
+    ):
+        return
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for parent in list(out_dir.parents)[:2]:  # outputs/<date>, outputs
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import tempfile
 import time
 import warnings
@@ -22,7 +23,7 @@ from clients.client_app import UserFactory, default_user, make_client_app
 from common.run.cells import CellStore, cell_key
 from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
-from common.run.settings import RunSettings
+from common.run.settings import ConfigError, RunSettings
 from common.run.sources import ProblemSource
 from launch.environment import quiet, single_threaded
 from server.server_app import CELLS_IN_FLIGHT, Sink, WriteTo, make_server_app
@@ -30,6 +31,21 @@ from server.server_app import CELLS_IN_FLIGHT, Sink, WriteTo, make_server_app
 
 class SimulationFailed(RuntimeError):
     """The ServerApp did not produce an outcome (its error was logged by Flower)."""
+
+
+MIN_CPUS_PER_USER = 0.1  # at most ten users' actors per core
+
+
+def check_resources(cpus_per_user: float) -> None:
+    """Refuse a CPU share per user that Ray cannot schedule on this machine, before Ray starts
+    (Flower would otherwise wait minutes for an empty actor pool)."""
+    cpus = os.cpu_count() or 1
+    if not MIN_CPUS_PER_USER <= cpus_per_user <= cpus:
+        raise ConfigError(
+            f"config key 'experiment.cpus_per_user' = {cpus_per_user!r} is invalid: this "
+            f"machine has {cpus} CPU(s), so Ray could not schedule the users "
+            f"(allowed: {MIN_CPUS_PER_USER}..{cpus})"
+        )
 
 
 def prepare(settings: RunSettings) -> None:
@@ -129,6 +145,7 @@ def simulate_cells(
         return
     if len({cell.cpus_per_user for cell in cells}) > 1:
         raise ValueError("the cells of one simulation must share experiment.cpus_per_user")
+    check_resources(cells[0].cpus_per_user)
     if isolated:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=context, initializer=single_threaded) as pool:

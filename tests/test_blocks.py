@@ -102,3 +102,19 @@ def test_link_config_rejects_bad_values_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name) as info:
         link(**kwargs)
     assert repr(next(iter(kwargs.values()))) in str(info.value)
+
+
+def test_the_g_step_falls_back_to_least_squares_when_the_loaded_system_is_singular():
+    """At a very high SNR the noise loading vanishes next to R Rᴴ; with more receive than
+    transmit dimensions the system is singular, and the minimum-norm solution is used."""
+    from common.maths import admm
+
+    rng = np.random.default_rng(0)
+    r = np.repeat(rng.standard_normal((2, 40)) + 1j * rng.standard_normal((2, 40)), 3, axis=0)
+    y = rng.standard_normal((3, 40)) + 0j
+    moments = admm.ReceivedMoments.of(y, r)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.solve(moments.gram + 1e-320 * np.eye(6), moments.cross.conj().T)
+    g = admm.equalizer(moments, 1e-320)
+    np.testing.assert_allclose(g, admm.equalizer(moments, 0.0), rtol=1e-10)
+    assert np.all(np.isfinite(g))

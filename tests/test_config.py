@@ -81,7 +81,11 @@ def test_settings_survive_json_and_the_flwr_run_config_path():
         ("data.pilot_fraction=1.5", "data.pilot_fraction", "(0, 1]"),
         ("experiment.rounds=0", "experiment.rounds", ">= 1"),
         ("strategy.rho=0", "strategy.rho", "> 0"),
-        ("seed=-3", "seed", ">= 0"),
+        ("seed=-3", "seed", "0..9223372036854775807"),
+        ("seed=18446744073709551616", "seed", "0..9223372036854775807"),
+        ("communication.snr=150", "communication.snr", "[-50, 100] dB"),
+        ("communication.snr=-80", "communication.snr", "[-50, 100] dB"),
+        ("experiment.rounds=100000000", "experiment.rounds", "at most 100,000"),
         ("consensus.aggregator=nope", "consensus.aggregator", "median"),
         ("consensus.trim_fraction=0.5", "consensus.trim_fraction", "[0, 0.5)"),
         ("consensus.participation=0", "consensus.participation", "(0, 1]"),
@@ -139,8 +143,8 @@ def test_every_default_lives_in_the_config_files():
     [
         ("users.models=resnet10t", "users.models", "give a list"),
         ("experiment.progress=no_thanks", "experiment.progress", "true or false"),
-        ("users.head_seed=-1", "users.head_seed", ">= 0"),
-        ("data.split_seed=1.5", "data.split_seed", ">= 0"),
+        ("users.head_seed=-1", "users.head_seed", "0..9223372036854775807"),
+        ("data.split_seed=1.5", "data.split_seed", "0..9223372036854775807"),
     ],
 )
 def test_values_of_the_wrong_kind_are_refused(override, key, allowed):

@@ -37,15 +37,21 @@ class ReceivedMoments:
 def equalizer(moments: ReceivedMoments, noise_energy: float) -> np.ndarray:
     """MMSE equalizer ``G = Ȳ Rᴴ (R Rᴴ + nσ² I)⁻¹``.
 
-    Solved as the Hermitian system ``(R Rᴴ + nσ² I) Gᴴ = R Ȳᴴ``; with no noise
-    and a rank-deficient ``R`` the minimum-norm least-squares solution is used.
+    Solved as the Hermitian system ``(R Rᴴ + nσ² I) Gᴴ = R Ȳᴴ``; with no noise,
+    or when the loaded system is still numerically singular (a very high SNR
+    with more receive than transmit dimensions), the minimum-norm least-squares
+    solution is used.
     """
     gram, rhs = moments.gram, np.ascontiguousarray(moments.cross.conj().T)
     if noise_energy > 0:
         gram = gram + noise_energy * np.eye(gram.shape[0])
-        g_h = np.linalg.solve(gram, rhs)  # small Hermitian PD system (Nr·u unknowns)
-    else:
-        g_h = sla.lstsq(gram, rhs, check_finite=False)[0]
+        try:
+            g_h = np.linalg.solve(gram, rhs)  # small Hermitian PD system (Nr·u unknowns)
+        except np.linalg.LinAlgError:
+            g_h = None  # numerically singular (very high SNR, Nr > Nt): least squares below
+        if g_h is not None and np.all(np.isfinite(g_h)):
+            return g_h.conj().T
+    g_h = sla.lstsq(gram, rhs, check_finite=False)[0]
     return g_h.conj().T
 
 

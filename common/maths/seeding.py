@@ -25,10 +25,15 @@ class Stream(enum.IntEnum):
     CSI = 7  # a user's channel-estimation error and channel ageing
 
 
+MAX_SEED = 2**63 - 1  # results tables store seeds as int64
+
+
 def check_seed(seed: object, name: str = "seed") -> int:
-    """A seed is a whole number >= 0 (numpy's SeedSequence takes any size)."""
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
-        raise InvalidValue(name, f"{name} must be a whole number >= 0, got {seed!r}")
+    """A seed is a whole number in ``0..2⁶³−1`` (what the results tables can store)."""
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= int(seed) <= MAX_SEED:
+        raise InvalidValue(
+            name, f"{name} must be a whole number in 0..{MAX_SEED} (2^63 - 1), got {seed!r}"
+        )
     return int(seed)
 
 

@@ -16,10 +16,12 @@ class InvalidValue(ValueError):
         self.name = name
 
 
-def positive_int(name: str, value: object) -> int:
-    """Return ``value`` as an int, or raise if it is not a whole number ≥ 1."""
+def positive_int(name: str, value: object, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise if it is not a whole number in ``1..maximum``."""
     if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < 1:
         raise InvalidValue(name, f"{name} must be a whole number >= 1, got {value!r}")
+    if maximum is not None and int(value) > maximum:
+        raise InvalidValue(name, f"{name} must be at most {maximum:,}, got {value!r}")
     return int(value)
 
 
@@ -32,14 +34,20 @@ def positive_float(name: str, value: object) -> float:
     return float(value)
 
 
+SNR_RANGE_DB = (-50.0, 100.0)  # beyond: noise or signal underflows what a run can use
+
+
 def snr_db(name: str, value: object) -> float:
-    """An SNR in dB: any real number or +inf (noise-free), never NaN."""
+    """An SNR in dB within :data:`SNR_RANGE_DB`, or +inf (noise-free); never NaN."""
+    low, high = SNR_RANGE_DB
     if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
         raise InvalidValue(
             name, f"{name} must be a number in dB (or inf for no noise), got {value!r}"
         )
-    if value == -math.inf:
-        raise InvalidValue(name, f"{name} must be > -inf dB, got {value!r}")
+    if value != math.inf and not low <= value <= high:
+        raise InvalidValue(
+            name, f"{name} must be in [{low:g}, {high:g}] dB (or inf for no noise), got {value!r}"
+        )
     return float(value)
 
 
@@ -68,3 +76,9 @@ def finite_matrix(name: str, value: np.ndarray, *, ndim: int = 2) -> np.ndarray:
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise InvalidValue(name, f"{name} contains {bad} NaN/Inf entries; latents must be finite")
     return arr
+
+
+def distinct_columns(matrix: np.ndarray) -> int:
+    """How many different columns (samples) ``matrix`` has."""
+    rows = np.ascontiguousarray(np.asarray(matrix).T)
+    return len({row.tobytes() for row in rows})

@@ -81,6 +81,14 @@ def fit_whitening(v: np.ndarray, *, unbiased: bool = False) -> Whitening:
     v = np.asarray(v, dtype=np.complex128)
     mean = v.mean(axis=1, keepdims=True)
     centred = v - mean
+    spread = float(np.max(np.abs(centred))) if centred.size else 0.0
+    if spread == 0.0:
+        raise ValueError(f"all {v.shape[1]} pilots are identical: nothing to whiten")
+    if not 1e-150 < spread < 1e150:
+        raise ValueError(
+            f"pilot latents vary by up to {spread:.3g} around their mean: their covariance "
+            "under- or overflows double precision; rescale the latents (e.g. standardise them)"
+        )
     divisor = v.shape[1] - 1 if unbiased and v.shape[1] > 1 else v.shape[1]
     chol, loading = loaded_cholesky(centred @ centred.conj().T / divisor)
     return Whitening(mean=mean, chol=chol, loading=loading)

@@ -58,7 +58,7 @@ class AdmmUser(User):
         metrics = {
             "objective": objective,
             "pilot_mse": fit / self._y_bar.size,
-            "whitening_loading": self.whitening.loading,
+            **self.pilot_metrics(),
         }
         return TrainReply(protocol.AlignUplink(a_gram=a_gram, a_y=a_y), metrics)
 

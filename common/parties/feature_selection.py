@@ -112,7 +112,7 @@ class FeatureMapUser(User):
         w = least_squares_map(features, self._pilots)
         self.feature_map = FeatureMap(w, message.mean, message.chol, dim)
         pilot_mse = float(np.mean((apply_affine(w, features) - self._pilots) ** 2))
-        metrics = {"pilot_mse": pilot_mse, "whitening_loading": self.whitening.loading}
+        metrics = {"pilot_mse": pilot_mse, **self.pilot_metrics()}
         return TrainReply(protocol.Ack(), metrics)
 
     def decode(self, message: protocol.Message) -> np.ndarray:

@@ -84,6 +84,8 @@ class User(abc.ABC):
                 f"but test latents have {self._test.shape[1]}"
             )
         self._pilots = np.ascontiguousarray(pilots.T, dtype=np.float32)  # (d_k, n), kept small
+        # fewer distinct pilots than latent dimensions: the whitening is mostly loading
+        self.distinct_pilots = validation.distinct_columns(self._pilots)
         self._labels = np.asarray(data.test_labels)
         self._predict = data.predict
         self.dim = pilots.shape[1]
@@ -99,6 +101,15 @@ class User(abc.ABC):
         self.h_block = channels.train  # what the pilots really go through
         self.h_known = channels.known  # what the user knows of it (its estimate)
         self.h_test = channels.test  # what the test transmission goes through
+
+    def pilot_metrics(self) -> dict[str, float]:
+        """What every training reply says about this user's pilots: the whitening's loading,
+        and how many distinct pilots it has against the whitened dimension."""
+        return {
+            "whitening_loading": self.whitening.loading,
+            "distinct_pilots": float(self.distinct_pilots),
+            "whitened_dim": float(self.whitening.chol.shape[0]),
+        }
 
     @property
     def n_pilots(self) -> int:

@@ -20,7 +20,8 @@ from common.run.results import RunOutcome
 from common.run.settings import RunSettings
 
 # How a cell is run, not what it computes: left out of its key.
-EXECUTION_FIELDS = ("progress", "cpus_per_user", "cache_dir")
+EXECUTION_FIELDS = ("progress", "cpus_per_user", "cache_dir", "allow_partial",
+                    "max_failed_fraction")  # fmt: skip
 SETTINGS_FILE = "settings.json"
 
 

@@ -75,3 +75,21 @@ def show_progress(enabled: bool) -> None:
             handler.fedalign = True  # type: ignore[attr-defined]
             logger.addHandler(handler)
             logger.propagate = False
+
+
+def failed_users(
+    results: pd.DataFrame, failures: pd.DataFrame, users: int, rounds: int, max_fraction: float
+) -> dict[int, str]:
+    """Users that failed permanently, each with why: never evaluated, or failed in more than
+    ``max_fraction`` of the training rounds."""
+    account: dict[int, str] = {}
+    evaluated = set(results.user) if len(results) else set()
+    for user in range(users):
+        own = failures[failures.user == user] if len(failures) else failures
+        last = f" (last: {own.reason.iloc[-1]})" if len(own) else ""
+        train = own[own.stage == "train"] if len(own) else own
+        if user not in evaluated:
+            account[user] = f"never evaluated{last}"
+        elif len(train) > max_fraction * rounds:
+            account[user] = f"failed {len(train)} of {rounds} training rounds{last}"
+    return account

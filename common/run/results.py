@@ -33,7 +33,7 @@ RESULT_COLUMNS = (
 HISTORY_COLUMNS = (
     "round", "objective", "primal_residual", "power", "mean_pilot_mse", "responded",
     "failures", "messages_down", "bytes_down", "messages_up", "bytes_up",
-    "whitening_loading_ap", "whitening_loading_users", "seconds",
+    "whitening_loading_ap", "whitening_loading_users", "min_distinct_pilots", "seconds",
 )  # fmt: skip
 FAILURE_COLUMNS = ("round", "stage", "user", "reason")
 PRECODERS_FILE = "precoders.npz"
@@ -74,6 +74,7 @@ def history_row(
     objectives = [m["objective"] for m in user_metrics.values() if "objective" in m]
     mses = [m["pilot_mse"] for m in user_metrics.values() if "pilot_mse" in m]
     loadings = [m.get("whitening_loading", 0.0) for m in user_metrics.values()]
+    distinct = [m["distinct_pilots"] for m in user_metrics.values() if "distinct_pilots" in m]
     return {
         "round": rnd,
         "objective": float(np.sum(objectives)) if objectives else float("nan"),
@@ -85,6 +86,7 @@ def history_row(
         **ledger.round_totals("train", rnd),
         "whitening_loading_ap": ap_loading,
         "whitening_loading_users": float(max(loadings, default=0.0)),
+        "min_distinct_pilots": float(min(distinct, default=float("nan"))),
     }
 
 
@@ -161,7 +163,13 @@ class RunOutcome:
         return {"results": self.results, "history": self.history, "failures": self.failures}
 
     def save(self, out_dir: str | Path) -> list[Path]:
-        """The tables (parquet/csv) and the learned precoders (npz), each written atomically."""
+        """The tables (parquet/csv) and the learned precoders (npz), each written atomically.
+
+        A run in which no user was evaluated is refused (:class:`NoResults`) before
+        anything is written: an empty results table is never left behind.
+        """
+        if self.results.empty:
+            raise NoResults(self.failures)
         written = write_tables(out_dir, self.tables())
         path = Path(out_dir) / PRECODERS_FILE
         atomic_write(path, lambda p: _save_npz(p, self.precoders))
@@ -180,6 +188,19 @@ class RunOutcome:
             failures=pd.read_csv(folder / "failures.csv", dtype={"reason": str}),
             precoders=precoders,
             wall_time_s=float(results.wall_time_s.iloc[0]) if len(results) else float("nan"),
+        )
+
+
+class NoResults(RuntimeError):
+    """Every user failed: the run has no results to keep."""
+
+    def __init__(self, failures: pd.DataFrame) -> None:
+        last = failures.drop_duplicates("user", keep="last") if len(failures) else failures
+        reasons = "; ".join(f"user {r.user} ({r.stage}, round {r.round}): {r.reason}"
+                            for r in last.head(5).itertuples())  # fmt: skip
+        super().__init__(
+            "every user failed, so the run has no results (nothing was written)"
+            + (f": {reasons}" if reasons else "")
         )
 
 

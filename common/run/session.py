@@ -171,6 +171,14 @@ class Session:
         )
         row["seconds"] = time.perf_counter() - self._round_started
         self.history.append(row)
+        for k in sorted(metrics):
+            distinct = metrics[k].get("distinct_pilots", math.inf)
+            if rnd == 1 and distinct <= metrics[k].get("whitened_dim", 0):
+                logger.warning(
+                    "user %d has only %d distinct pilots for a %d-dimensional whitened "
+                    "latent: its whitening is mostly diagonal loading and alignment will be "
+                    "poor", k, int(distinct), int(metrics[k]["whitened_dim"]),
+                )  # fmt: skip
         logger.info(
             "[%s] round %d/%d  objective=%.4g  residual=%.3g  power=%.3g  users=%d  "
             "failures=%d  (%.2f s)",

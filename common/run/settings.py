@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,8 @@ from common.maths.link import LinkConfig
 from common.maths.seeding import check_seed
 from common.parties.faults import FAULT_KINDS
 from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS
+
+MAX_ROUNDS = 100_000  # ADMM converges in tens of rounds; more is a typo, not an experiment
 
 
 class ConfigError(ValueError):
@@ -51,6 +54,8 @@ class RunSettings:
     weights_dir: str | None
     cpus_per_user: float
     progress: bool
+    allow_partial: bool  # accept a run in which some user failed permanently
+    max_failed_fraction: float  # a user failing in more of the training rounds failed
     conventions: str  # "corrected" (ALGORITHM.md) or "paper" (the paper code's)
     aggregator: str  # consensus rule: a registered name or package.module:Class
     trim_fraction: float  # share of users cut at each end by trimmed_mean
@@ -66,9 +71,11 @@ class RunSettings:
             "seed": check_seed,
             "pilot_fraction": lambda v: validation.fraction("pilot_fraction", v),
             "rho": lambda v: validation.positive_float("rho", v),
-            "rounds": lambda v: validation.positive_int("rounds", v),
+            "rounds": lambda v: validation.positive_int("rounds", v, MAX_ROUNDS),
             "cpus_per_user": lambda v: validation.positive_float("cpus_per_user", v),
             "progress": lambda v: validation.boolean("progress", v),
+            "allow_partial": lambda v: validation.boolean("allow_partial", v),
+            "max_failed_fraction": lambda v: validation.fraction("max_failed_fraction", v),
             "method": _method,
             "dataset": lambda v: _known(DATASETS, "dataset", v),
             "zoo": lambda v: _known(ZOOS, "zoo", v),
@@ -163,6 +170,8 @@ def _trim_fraction(value: object) -> float:
 
 
 def _fault(value: object) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        value = "nan"  # YAML and Hydra read a bare `nan` as the float
     if value not in FAULT_KINDS:
         raise validation.InvalidValue(
             "fault", f"fault must be one of {', '.join(FAULT_KINDS)}, got {value!r}"
@@ -204,6 +213,8 @@ CONFIG_KEYS = {
     "weights_dir": "weights_dir",
     "cpus_per_user": "experiment.cpus_per_user",
     "progress": "experiment.progress",
+    "allow_partial": "experiment.allow_partial",
+    "max_failed_fraction": "experiment.max_failed_fraction",
     "antennas_tx": "communication.antennas_transmitter",
     "antennas_rx": "communication.antennas_receiver",
     "channel_uses": "communication.channel_usage",

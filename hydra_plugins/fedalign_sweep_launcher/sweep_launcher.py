@@ -26,6 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.run.settings import ConfigError, RunSettings, settings_from_config
+from conf import check_known_keys
 from launch.simulation import SimulationFailed
 from launch.sweeps import cell_store, cells_in_flight, run_unfinished
 
@@ -68,7 +69,9 @@ class SweepLauncher(Launcher):
                 cfg.hydra.job.id = idx
                 cfg.hydra.job.num = idx
             try:
-                settings = settings_from_config(task_config(cfg))
+                plain = task_config(cfg)
+                check_known_keys(plain)
+                settings = settings_from_config(plain)
             except ConfigError as exc:
                 sys.exit(f"error: sweep cell #{idx} ({' '.join(overrides)}): {exc}")
             jobs.append((cfg, settings))

@@ -1,0 +1,115 @@
+"""Edge cases a hostile or unlucky user meets: degenerate pilots, bad values, partial runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+
+from common.maths.whitening import fit_whitening
+from common.run.driver import run_experiment
+from common.run.sources import AlignmentProblem
+from tests.synthetic import make_problem, settings_for
+
+PROBLEM = make_problem(n=400, n_test=100, ap_dim=16, user_dims=(12, 10), seed=1)
+BASE = settings_for(PROBLEM, rounds=3, channel_uses=2, seed=2)
+
+
+def test_duplicated_pilots_are_warned_about_and_recorded(caplog):
+    """3 distinct pilots of 400 for a 6-dimensional whitened latent: the run goes on, says
+    why alignment will be poor, and the history keeps the count."""
+    user = PROBLEM.users[0]
+    repeated = user.pilots[np.arange(400) % 3]
+    problem = AlignmentProblem(PROBLEM.ap, (dataclasses.replace(user, pilots=repeated),
+                                            PROBLEM.users[1]))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="common.run.session"):
+        outcome = run_experiment(problem, BASE)
+    assert "user 0 has only 3 distinct pilots for a 6-dimensional whitened latent" in caplog.text
+    assert outcome.history.min_distinct_pilots.tolist() == [3.0] * BASE.rounds
+    clean = run_experiment(PROBLEM, BASE)
+    assert clean.history.min_distinct_pilots.tolist() == [400.0] * BASE.rounds
+
+
+@pytest.mark.parametrize("scale, kind", [(1e200, r"1.87e\+200"), (1e-200, "1.87e-200")])
+def test_huge_or_tiny_latents_are_named_by_their_scale_not_called_zero(scale, kind):
+    v = scale * np.random.default_rng(0).standard_normal((3, 10))
+    with pytest.raises(ValueError, match=f"vary by up to {kind}.*rescale the latents"):
+        fit_whitening(v)
+    with pytest.raises(ValueError, match="all 10 pilots are identical"):
+        fit_whitening(np.ones((3, 10)))
+
+
+def test_users_that_failed_permanently_are_accounted_for():
+    import pandas as pd
+
+    from common.run.reporting import failed_users
+
+    results = pd.DataFrame({"user": [0, 2]})
+    failures = pd.DataFrame([
+        {"round": r, "stage": "train", "user": 2, "reason": "radio off"} for r in (1, 2, 3)
+    ] + [{"round": 4, "stage": "evaluate", "user": 1, "reason": "no reply"}])  # fmt: skip
+    account = failed_users(results, failures, users=3, rounds=4, max_fraction=0.5)
+    assert account == {1: "never evaluated (last: no reply)",
+                       2: "failed 3 of 4 training rounds (last: radio off)"}  # fmt: skip
+    assert failed_users(results, failures, users=3, rounds=4, max_fraction=0.75) == {
+        1: "never evaluated (last: no reply)"}  # fmt: skip
+
+
+def test_a_run_where_every_user_failed_writes_nothing(tmp_path):
+    from common.run.results import NoResults
+
+    run = run_experiment(PROBLEM, BASE.replace(faulty_users=2, fault="nan"))
+    outcome = dataclasses.replace(run, results=run.results.iloc[0:0])  # nobody evaluated
+    with pytest.raises(NoResults, match="every user failed.*user 0 .*uplink rejected"):
+        outcome.save(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def _cli(tmp_path, *overrides: str):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, str(root / "run_simulation.py"), "users.count=2", "experiment.rounds=2",
+         "experiment.progress=false", f"hydra.run.dir={tmp_path}/run", *overrides],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_run_with_a_permanently_failed_user_exits_non_zero_unless_allowed(tmp_path):
+    """User 0's uplinks are NaN: the AP rejects them every round. The run finishes, writes
+    its tables, and says so with a non-zero exit; allow_partial accepts it."""
+    proc = _cli(tmp_path, "faults.users=1", "faults.kind=nan")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "1 of 2 users failed permanently" in proc.stderr
+    assert ("user 0 (vit_small_p16): failed 2 of 2 training rounds (last: uplink rejected: "
+            "align_uplink.a_gram has 256 non-finite value(s))") in proc.stderr
+    assert (tmp_path / "run" / "results.parquet").exists()
+    allowed = _cli(tmp_path, "faults.users=1", "faults.kind=nan", "experiment.allow_partial=true")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+foo=1", "config key(s) 'foo' are not read by any part of the program"),
+    ("communication.snr=1e308", "must be in [-50, 100] dB (or inf for no noise), got 1e+308"),
+    ("seed=18446744073709551616", "seed must be a whole number in 0..9223372036854775807"),
+    ("experiment.cpus_per_user=100", "this machine has"),
+    ("experiment.cpus_per_user=1e-9", "could not schedule the users (allowed: 0.1.."),
+    ("experiment.rounds=100000000", "rounds must be at most 100,000"),
+    ("faults.kind=nan", None),  # YAML's nan is the fault kind: accepted (checked below)
+])  # fmt: skip
+def test_refused_runs_fail_before_ray_and_leave_no_output_folder(tmp_path, override, message):
+    if message is None:
+        from conf import settings
+
+        assert settings("faults.kind=nan", "faults.users=1").fault == "nan"
+        return
+    proc = _cli(tmp_path, override, "hydra.run.dir=outputs/run")
+    assert proc.returncode == 1
+    assert message in proc.stderr, proc.stderr[-1000:]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "run").exists()
