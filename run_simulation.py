@@ -57,7 +57,11 @@ def main(cfg: DictConfig) -> float:
     else:
         from launch.simulation import SimulationFailed, prepare, simulate
 
-        prepare(settings)
+        try:
+            prepare(settings)
+        except MemoryError as exc:
+            remove_run_folder(out_dir)
+            sys.exit(f"error: {exc}")
         try:
             outcome = simulate(settings, out_dir=out_dir)
         except SimulationFailed as exc:

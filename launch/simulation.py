@@ -49,11 +49,19 @@ def check_resources(cpus_per_user: float) -> None:
 
 
 def prepare(settings: RunSettings) -> None:
-    """Build or load every party's encoder latents and heads (progress bars here, once)."""
+    """Build or load every party's encoder latents and heads (progress bars here, once),
+    then refuse the run if it cannot fit in this machine's memory (``MemoryError``)."""
     from common.assets.source import AssetSource
+    from common.run import budget
 
-    table = AssetSource(settings).warm(progress=settings.progress)
+    source = AssetSource(settings)
+    table = source.warm(progress=settings.progress)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
+    dims = table.latent_dim.tolist()
+    workers = max(1, int((os.cpu_count() or 1) / settings.cpus_per_user))
+    needed = budget.estimate(settings, len(source.pilots()), source.test_size(), dims[0],
+                             dims[1:], user_copies=min(workers, settings.num_users))  # fmt: skip
+    budget.check_fits(needed, budget.available_memory(), "this run (through Flower)")
 
 
 def simulate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,100 @@ def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "here"
     monkeypatch.delenv("FEDALIGN_CACHE")
     assert "fedalign" in str(default_cache_dir())
+
+
+def _poison_with_valid_checksum(entry):
+    """NaN written into the arrays, the checksum recomputed: only content checks catch it."""
+    from safetensors.numpy import load_file, save_file
+
+    from common.assets.cache import file_sha256
+
+    arrays = load_file(str(entry / ARRAYS_FILE))
+    arrays["a"] = np.full_like(arrays["a"], np.nan)
+    save_file(arrays, str(entry / ARRAYS_FILE))
+    manifest = json.loads((entry / MANIFEST_FILE).read_text())
+    manifest["arrays_sha256"] = file_sha256(entry / ARRAYS_FILE)
+    (entry / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def _reshape_with_valid_checksum(entry):
+    from safetensors.numpy import load_file, save_file
+
+    from common.assets.cache import file_sha256
+
+    arrays = load_file(str(entry / ARRAYS_FILE))
+    arrays["a"] = arrays["a"].reshape(4, 3)
+    save_file(arrays, str(entry / ARRAYS_FILE))
+    manifest = json.loads((entry / MANIFEST_FILE).read_text())
+    manifest["arrays_sha256"] = file_sha256(entry / ARRAYS_FILE)
+    (entry / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, why", [
+    (_poison_with_valid_checksum, "array 'a' has non-finite values"),
+    (_reshape_with_valid_checksum, "differ from the manifest's names, shapes or dtypes"),
+])  # fmt: skip
+def test_content_is_verified_beyond_the_checksum(cache, caplog, damage, why):
+    build = Builder()
+    cache.get_or_build("latents", KEY, build)
+    damage(cache.entry_dir("latents", KEY))
+    with caplog.at_level(logging.WARNING, logger="common.assets.cache"):
+        arrays, _, hit = cache.get_or_build("latents", KEY, build)
+    assert not hit and build.calls == 2 and why in caplog.text
+    assert np.all(np.isfinite(arrays["a"])) and arrays["a"].shape == (3, 4)
+
+
+def test_non_finite_arrays_are_never_stored(cache):
+    with pytest.raises(ValueError, match="refusing to cache latents array 'x'"):
+        cache.store("latents", KEY, {"x": np.array([1.0, np.inf])})
+    assert not cache.entry_dir("latents", KEY).exists() and _leftovers(cache.root) == []
+
+
+def _build_slowly(root: str, log: str) -> float:
+    """A process that asks for the same entry; its builder takes a while and logs a line."""
+    import time
+
+    def build():
+        with open(log, "a") as handle:
+            handle.write("built\n")
+        time.sleep(1.0)
+        return {"a": np.arange(6.0)}, {}
+
+    arrays, _, _ = Cache(root).get_or_build("latents", KEY, build)
+    return float(arrays["a"].sum())
+
+
+def _replace_repeatedly(root: str, value: float) -> int:
+    cache = Cache(root)
+    for _ in range(40):
+        cache.store("head", KEY, {"w": np.full(1000, value)})
+    return 0
+
+
+def _read_repeatedly(root: str) -> int:
+    cache = Cache(root)
+    seen = 0
+    for _ in range(200):
+        found = cache.load("head", KEY)
+        if found is not None:
+            assert found[0]["w"].shape == (1000,) and len(set(found[0]["w"])) == 1
+            seen += 1
+    return seen
+
+
+def test_many_processes_build_an_entry_once_and_replace_it_without_races(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    root, log = str(tmp_path / "cache"), str(tmp_path / "builds.log")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=context) as pool:
+        sums = list(pool.map(_build_slowly, [root] * 4, [log] * 4))
+    assert sums == [15.0] * 4
+    assert Path(log).read_text().count("built") == 1  # the others waited and read it
+    with ProcessPoolExecutor(4, mp_context=context) as pool:
+        writers = [pool.submit(_replace_repeatedly, root, v) for v in (1.0, 2.0)]
+        readers = [pool.submit(_read_repeatedly, root) for _ in range(2)]
+        assert [w.result() for w in writers] == [0, 0]  # no FileNotFoundError from a race
+        assert all(r.result() > 0 for r in readers)  # never a half-written or mixed entry
+    assert _leftovers(Path(root)) == []

@@ -101,15 +101,33 @@ def test_a_run_with_a_permanently_failed_user_exits_non_zero_unless_allowed(tmp_
     ("experiment.cpus_per_user=100", "this machine has"),
     ("experiment.cpus_per_user=1e-9", "could not schedule the users (allowed: 0.1.."),
     ("experiment.rounds=100000000", "rounds must be at most 100,000"),
+    ("communication.antennas_transmitter=10000", "GiB are available: reduce"),
+    ("communication.channel_usage=1000000", "GiB are available: reduce"),
     ("faults.kind=nan", None),  # YAML's nan is the fault kind: accepted (checked below)
 ])  # fmt: skip
-def test_refused_runs_fail_before_ray_and_leave_no_output_folder(tmp_path, override, message):
+def test_refused_runs_fail_before_ray_and_leave_no_output_folder(
+    tmp_path, cache_dir, override, message
+):
     if message is None:
         from conf import settings
 
         assert settings("faults.kind=nan", "faults.users=1").fault == "nan"
         return
-    proc = _cli(tmp_path, override, "hydra.run.dir=outputs/run")
+    proc = _cli(tmp_path, override, "hydra.run.dir=outputs/run", f"cache_dir={cache_dir}")
     assert proc.returncode == 1
     assert message in proc.stderr, proc.stderr[-1000:]
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "run").exists()
+
+
+def test_the_memory_estimate_follows_the_sizes_and_names_the_numbers():
+    from common.run import budget
+
+    small = budget.estimate(BASE, 3500, 1500, 192, [384, 512])
+    big = budget.estimate(BASE.replace(antennas_tx=1024), 3500, 1500, 192, [384, 512])
+    assert 0 < small.total < 1024**3 and big.ap > 50 * small.ap
+    assert budget.estimate(BASE, 3500, 1500, 192, [384], user_copies=3).total == (
+        small.ap - 16 * BASE.link.tx_dim * (3500 + BASE.link.tx_dim)  # one user's uplink less
+        + 3 * budget.estimate(BASE, 3500, 1500, 192, [384]).users)  # fmt: skip
+    budget.check_fits(small, 8 * 1024**3, "a run")
+    with pytest.raises(MemoryError, match=r"a run needs about .* GiB .* but 0.0 GiB are available"):
+        budget.check_fits(big, 1024, "a run")

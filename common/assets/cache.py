@@ -4,27 +4,38 @@ Trained encoders, latents and classifier heads are expensive to rebuild and
 cheap to store, so they are cached under a key that names everything that
 determines them. An entry is a folder with ``arrays.safetensors`` (no pickle:
 safe to read from anywhere) and ``manifest.json`` (format version, kind, full
-key, sha256 of the arrays file, free-form metadata). Entries are written to a
-temporary folder and renamed into place, so a reader never sees half an
-entry; a damaged entry is reported, removed and rebuilt.
+key, sha256 of the arrays file, each array's shape and dtype, free-form
+metadata). Entries are written to a temporary folder and renamed into place,
+so a reader never sees half an entry. An entry is trusted only if its checksum,
+shapes and dtypes match its manifest and every value is finite; a damaged
+entry is reported and rebuilt.
+
+Many processes may share one cache: building an entry holds a per-entry lock
+(``flock``), so one process builds while the others wait and then read it. A
+replaced entry is first moved aside by an atomic rename, so there is no moment
+at which another process can delete or half-see it, and readers never delete
+anything. A cache folder this process cannot write to is used read-only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from platformdirs import user_cache_dir
 from safetensors.numpy import load_file, save_file
+
+from common.files import publish
 
 logger = logging.getLogger(__name__)
 
@@ -93,22 +104,41 @@ class Cache:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
-        self._check_writable()
+        self.writable = self._check_usable()
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r})"
 
-    def _check_writable(self) -> None:
+    def _check_usable(self) -> bool:
+        """True if writable; False for an existing folder that is read-only (used as it is)."""
         hint = (
             f"choose another folder with the {ENV_VAR} environment variable "
             "or the `cache_dir` config key"
         )
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cache folder {self.root} cannot be created ({exc}); {hint}") from exc
+        try:
             with tempfile.TemporaryFile(dir=self.root):
                 pass
         except OSError as exc:
-            raise CacheError(f"cache folder {self.root} is not writable ({exc}); {hint}") from exc
+            if not self.root.is_dir():
+                raise CacheError(f"cache folder {self.root} is not a folder; {hint}") from exc
+            logger.info("cache folder %s is read-only (%s): using it as it is", self.root, exc)
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _lock(self, entry: Path) -> Iterator[None]:
+        """Hold the entry's lock file: one builder at a time per entry, across processes."""
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with open(entry.parent / f"{entry.name}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def entry_dir(self, kind: str, key: dict) -> Path:
         if not kind or not kind.replace("_", "").isalnum():
@@ -122,9 +152,8 @@ class Cache:
             return None
         try:
             return self._read(entry, kind, key)
-        except _CorruptEntry as exc:
-            logger.warning("corrupt cache entry %s (%s): removing it and rebuilding", entry, exc)
-            shutil.rmtree(entry, ignore_errors=True)
+        except _CorruptEntry as exc:  # left in place: only a builder replaces an entry
+            logger.warning("corrupt cache entry %s (%s): it will be rebuilt", entry, exc)
             return None
 
     def _read(self, entry: Path, kind: str, key: dict) -> tuple[Arrays, dict]:
@@ -149,17 +178,27 @@ class Cache:
             arrays = load_file(str(arrays_path))
         except Exception as exc:  # safetensors raises its own error types
             raise _CorruptEntry(f"arrays file does not load: {exc}") from exc
+        declared = manifest.get("arrays")
+        if declared is not None and declared != _layout(arrays):
+            raise _CorruptEntry("arrays differ from the manifest's names, shapes or dtypes")
+        if (bad := _non_finite(arrays)) is not None:
+            raise _CorruptEntry(f"array {bad!r} has non-finite values")
         return arrays, manifest.get("meta", {})
 
     def store(self, kind: str, key: dict, arrays: Arrays, meta: dict | None = None) -> Path:
         """Write an entry atomically; an existing entry with the same key is replaced."""
         entry = self.entry_dir(kind, key)
+        if not self.writable:
+            raise CacheError(f"cache folder {self.root} is read-only: cannot store {entry}")
         meta = dict(meta or {})
         manifest_key = json.loads(canonical_json(key))  # fails early on non-JSON keys
+        tensors = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
+        if (bad := _non_finite(tensors)) is not None:
+            raise ValueError(f"refusing to cache {kind} array {bad!r}: it has non-finite values")
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=entry.parent))
+        trash = None
         try:
-            tensors = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
             save_file(tensors, str(tmp / ARRAYS_FILE))
             with open(tmp / ARRAYS_FILE, "rb+") as handle:
                 os.fsync(handle.fileno())
@@ -168,12 +207,16 @@ class Cache:
                 "kind": kind,
                 "key": manifest_key,
                 "arrays_sha256": file_sha256(tmp / ARRAYS_FILE),
+                "arrays": _layout(tensors),
                 "meta": meta,
             }
             _write_file(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
+            publish(tmp)
             _fsync_dir(tmp)
-            if entry.exists():
-                shutil.rmtree(entry)
+            if entry.exists():  # move the old entry aside atomically; deleted below
+                trash = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=entry.parent))
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(entry, trash / "old")
             try:
                 os.replace(tmp, entry)
             except OSError:
@@ -185,6 +228,9 @@ class Cache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            if trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
         return entry
 
     def get_or_build(self, kind: str, key: dict, build: Builder) -> tuple[Arrays, dict, bool]:
@@ -193,6 +239,30 @@ class Cache:
         if found is not None:
             logger.debug("cache hit %s/%s", kind, self.entry_dir(kind, key).name)
             return found[0], found[1], True
-        arrays, meta = build()
-        self.store(kind, key, arrays, meta)
+        entry = self.entry_dir(kind, key)
+        if not self.writable:
+            raise CacheError(
+                f"cache folder {self.root} is read-only and has no valid entry {entry}; "
+                f"build it in a writable cache first (the {ENV_VAR} environment variable or "
+                "the `cache_dir` config key)"
+            )
+        with self._lock(entry):
+            if entry.exists() and (found := self.load(kind, key)) is not None:
+                return found[0], found[1], True  # built by another process while we waited
+            arrays, meta = build()
+            self.store(kind, key, arrays, meta)
         return arrays, meta, False
+
+
+def _layout(arrays: Arrays) -> dict[str, dict]:
+    """Each array's shape and dtype, as the manifest records them."""
+    return {name: {"shape": list(value.shape), "dtype": value.dtype.str}
+            for name, value in sorted(arrays.items())}  # fmt: skip
+
+
+def _non_finite(arrays: Arrays) -> str | None:
+    """The name of the first float or complex array holding NaN or inf, if any."""
+    for name, value in arrays.items():
+        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            return name
+    return None

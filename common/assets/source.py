@@ -60,6 +60,10 @@ class AssetSource(ProblemSource):
             latents, self._data(), self.settings.head_seed, Cache(self.settings.cache_dir)
         )
 
+    def test_size(self) -> int:
+        """Samples of the test split."""
+        return int(self._data().labels["test"].shape[0])
+
     def pilots(self) -> np.ndarray:
         s = self.settings
         return pilot_indices(self._data().labels["train"], s.pilot_fraction, s.seed)

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from common.files import publish
 from common.run.results import RunOutcome
 from common.run.settings import RunSettings
 
@@ -57,6 +58,7 @@ class CellStore:
         try:
             outcome.save(tmp)
             (tmp / SETTINGS_FILE).write_text(settings.to_json() + "\n")
+            publish(tmp)
             try:
                 os.replace(tmp, final)
             except OSError:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.files import publish
+
 
 def atomic_write(path: Path, write) -> None:
     """Write via a temporary file in the same folder, then rename: never a half file."""
@@ -19,6 +21,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        publish(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

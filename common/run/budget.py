@@ -1,0 +1,76 @@
+"""How much memory a run needs, from its sizes, before anything is allocated.
+
+The big arrays of a run are known from the settings and the data's sizes: the
+AP's whitened pilots and test latents, the precoded downlink ``F X̄``
+(``Nt·u × n``), every user's uplink ``Aᴴ Ȳ`` (``Nt·u × n``) and its channels
+(``Nr·u × Nt·u``, three of them: true, known, test), pilots, received signals
+and test latents. Under Flower every Ray worker may hold a copy of every user
+it serves. A run whose estimate exceeds the memory available is refused with
+the numbers, instead of exhausting the machine seconds later.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.run.settings import RunSettings
+
+COMPLEX, REAL, SINGLE = 16, 8, 4  # bytes per entry
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of the AP's arrays, of one copy of all users' arrays, and of the whole run."""
+
+    ap: int
+    users: int
+    copies: int  # how many copies of the users the runtime may hold
+
+    @property
+    def total(self) -> int:
+        return self.ap + self.copies * self.users
+
+
+def estimate(
+    settings: RunSettings, n_pilots: int, n_test: int, ap_dim: int, user_dims: Sequence[int],
+    *, user_copies: int = 1,
+) -> MemoryEstimate:  # fmt: skip
+    """The run's memory from its sizes (latent dimensions are real feature counts)."""
+    tx, rx = settings.link.tx_dim, settings.link.rx_dim
+    users = len(user_dims)
+    m_ap = math.ceil(ap_dim / 2)
+    ap = COMPLEX * (m_ap * (n_pilots + n_test) + tx * (n_pilots + n_test)
+                    + users * tx * (n_pilots + tx))  # fmt: skip
+    per_user = 0
+    for d in user_dims:
+        signals = 3 * rx * tx + math.ceil(d / 2) * n_pilots + rx * (n_pilots + n_test)
+        per_user += COMPLEX * signals + SINGLE * d * n_pilots + REAL * d * n_test
+    return MemoryEstimate(ap=ap, users=per_user, copies=user_copies)
+
+
+def available_memory() -> int:
+    """Bytes the machine can still give (``MemAvailable``; total memory where unknown)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(needed: MemoryEstimate, available: int, what: str) -> None:
+    """Raise ``MemoryError`` with the numbers if ``needed`` exceeds 90% of ``available``."""
+    if needed.total > 0.9 * available:
+        gib = 1024**3
+        raise MemoryError(
+            f"{what} needs about {needed.total / gib:.1f} GiB (AP {needed.ap / gib:.1f} GiB, "
+            f"users {needed.users / gib:.1f} GiB x {needed.copies} cop"
+            f"{'y' if needed.copies == 1 else 'ies'}) but {available / gib:.1f} GiB are "
+            "available: reduce communication.antennas_transmitter/antennas_receiver/"
+            "channel_usage, the number of users or data.pilot_fraction"
+        )
