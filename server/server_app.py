@@ -40,8 +40,11 @@ class CellsFailed(RuntimeError):
     """Some cells of a sweep failed (the others finished and were written)."""
 
 
-def open_session(settings: RunSettings, source: ProblemSource) -> Session:
-    """The AP of one run over its own inputs, and the session that will drive it."""
+def open_session(
+    settings: RunSettings, source: ProblemSource, journal: Path | None = None
+) -> Session:
+    """The AP of one run over its own inputs, and the session that will drive it
+    (writing its history to ``journal`` after every round, when given)."""
     if source.num_users != settings.num_users:
         raise ValueError(
             f"the source provides {source.num_users} users but the settings name "
@@ -49,7 +52,7 @@ def open_session(settings: RunSettings, source: ProblemSource) -> Session:
         )
     inputs = source.ap_inputs()
     ap = build_access_point(settings, inputs, list(range(settings.num_users)))
-    return Session(ap, settings, inputs)
+    return Session(ap, settings, inputs, journal=journal)
 
 
 def run_sessions(
@@ -124,15 +127,17 @@ def run_cells(
     def fail(number: int, exc: Exception) -> None:
         if total == 1:
             raise exc
-        logger.error("cell %d/%d failed: %s: %s", number, total, type(exc).__name__, exc)
-        failed.append(f"cell {number}: {type(exc).__name__}: {exc}")
+        text = " ".join([f"{type(exc).__name__}: {exc}", *getattr(exc, "__notes__", [])])
+        logger.error("cell %d/%d failed: %s", number, total, text)
+        failed.append(f"cell {number}: {text}")
 
     done = 0
     for batch in lockstep_batches(cells, in_flight):
         groups: dict[tuple, list[tuple[int, Session]]] = {}
         for i in batch:
+            journal = Path(sink.folder) if isinstance(sink, WriteTo) else None
             try:
-                session = open_session(cells[i], source or _asset_source(cells[i]))
+                session = open_session(cells[i], source or _asset_source(cells[i]), journal)
             except Exception as exc:
                 fail(i + 1, exc)
                 continue
@@ -149,13 +154,17 @@ def run_cells(
                     fail(number, exc)
                 continue
             for (number, session), outcome in zip(group, outcomes, strict=True):
+                if len(outcome.results):  # the summary first: a write below may fail
+                    logger.info("%s", headline(outcome.results))
                 try:
                     folder = sink(session.settings, outcome)
                 except Exception as exc:
+                    if session.journal is not None:
+                        exc.add_note(f"the history and failures of every round are kept in "
+                                     f"{session.journal} (written as the run went)")  # fmt: skip
                     fail(number, exc)
                     continue
                 done += 1
-                logger.info("%s", headline(outcome.results))
                 logger.info("wrote the tables and precoders.npz to %s", folder)
     if failed:
         shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")

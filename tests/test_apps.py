@@ -8,6 +8,7 @@ which users answered, which failed and which stayed silent.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.client_app import default_user, make_client_app, state_key
 from common.parties import protocol
 from common.run.driver import build_parties, run_experiment
+from common.run.results import RunOutcome
 from common.run.session import Session
 from common.run.sources import SyntheticSource
 from server.server_app import lockstep_batches
@@ -349,3 +351,32 @@ def test_lockstep_batches_are_even_and_never_mix_shapes():
         shapes = {(cells[i].models, cells[i].method, cells[i].rounds) for i in batch}
         assert len(shapes) == 1
     assert lockstep_batches(cells, 1) == [[i] for i in range(len(cells))]
+
+
+def test_a_single_run_journals_every_round_and_a_failed_write_says_what_was_kept(tmp_path):
+    """The history and failures reach the output folder after every round; when writing the
+    final tables fails, the error says where the rounds are kept."""
+    from server.server_app import WriteTo, run_cells
+
+    problem = SOURCE.problem()
+    run = settings_for(problem, method="federated", rounds=3, channel_uses=2, seed=5)
+    grid = _client_grid(make_client_app(None, SOURCE))
+    seen_rounds = []
+
+    class FullDisk(WriteTo):
+        def __call__(self, settings, outcome):
+            import pandas as pd
+
+            seen_rounds.append(len(pd.read_csv(Path(self.folder) / "history.csv")))
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left") as info:
+        run_cells(grid, [run], FullDisk(str(tmp_path / "run")), SOURCE)
+    assert seen_rounds == [3]  # every round was on disk before the final write
+    assert any("kept in" in note and "run" in note for note in info.value.__notes__)
+    assert (tmp_path / "run" / "failures.csv").exists()
+    assert not (tmp_path / "run" / "results.parquet").exists()
+
+    run_cells(grid, [run], WriteTo(str(tmp_path / "ok")), SOURCE)
+    written = RunOutcome.load(tmp_path / "ok")
+    assert len(written.history) == 3 and len(written.results) == 3

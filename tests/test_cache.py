@@ -276,5 +276,7 @@ def test_many_processes_build_an_entry_once_and_replace_it_without_races(tmp_pat
         writers = [pool.submit(_replace_repeatedly, root, v) for v in (1.0, 2.0)]
         readers = [pool.submit(_read_repeatedly, root) for _ in range(2)]
         assert [w.result() for w in writers] == [0, 0]  # no FileNotFoundError from a race
-        assert all(r.result() > 0 for r in readers)  # never a half-written or mixed entry
+        assert all(r.result() >= 0 for r in readers)  # each read: a whole entry, or none
+    arrays, _ = Cache(root).load("head", KEY)
+    assert set(arrays["w"]) in ({1.0}, {2.0})
     assert _leftovers(Path(root)) == []

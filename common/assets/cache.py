@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 from platformdirs import user_cache_dir
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as load_bytes
+from safetensors.numpy import save_file
 
 from common.files import publish
 
@@ -92,6 +93,13 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _read_at(folder: int, name: str) -> bytes:
+    """The bytes of file ``name`` in the folder opened as ``folder``."""
+    fd = os.open(name, os.O_RDONLY, dir_fd=folder)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
@@ -146,19 +154,25 @@ class Cache:
         return self.root / kind / key_digest(key)[:20]
 
     def load(self, kind: str, key: dict) -> tuple[Arrays, dict] | None:
-        """The entry's arrays and meta, or None if absent or damaged (then removed)."""
+        """The entry's arrays and meta, or None if absent or damaged (left for a builder)."""
         entry = self.entry_dir(kind, key)
-        if not entry.exists():
+        try:
+            # both files through one handle on the folder: a snapshot of one version even if
+            # another process replaces the entry meanwhile
+            folder = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
             return None
         try:
-            return self._read(entry, kind, key)
+            return self._read(folder, kind, key)
         except _CorruptEntry as exc:  # left in place: only a builder replaces an entry
             logger.warning("corrupt cache entry %s (%s): it will be rebuilt", entry, exc)
             return None
+        finally:
+            os.close(folder)
 
-    def _read(self, entry: Path, kind: str, key: dict) -> tuple[Arrays, dict]:
+    def _read(self, folder: int, kind: str, key: dict) -> tuple[Arrays, dict]:
         try:
-            manifest = json.loads((entry / MANIFEST_FILE).read_text())
+            manifest = json.loads(_read_at(folder, MANIFEST_FILE))
         except (OSError, ValueError) as exc:
             raise _CorruptEntry(f"unreadable manifest: {exc}") from exc
         if not isinstance(manifest, dict):
@@ -167,15 +181,14 @@ class Cache:
             raise _CorruptEntry(f"format version {manifest.get('format_version')!r}")
         if manifest.get("kind") != kind or manifest.get("key") != json.loads(canonical_json(key)):
             raise _CorruptEntry("manifest key differs from the requested key")
-        arrays_path = entry / ARRAYS_FILE
         try:
-            checksum = file_sha256(arrays_path)
+            data = _read_at(folder, ARRAYS_FILE)
         except OSError as exc:
             raise _CorruptEntry(f"unreadable arrays file: {exc}") from exc
-        if checksum != manifest.get("arrays_sha256"):
+        if hashlib.sha256(data).hexdigest() != manifest.get("arrays_sha256"):
             raise _CorruptEntry("arrays checksum mismatch")
         try:
-            arrays = load_file(str(arrays_path))
+            arrays = load_bytes(data)
         except Exception as exc:  # safetensors raises its own error types
             raise _CorruptEntry(f"arrays file does not load: {exc}") from exc
         declared = manifest.get("arrays")

@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from common.parties.faults import FaultyUser
 from common.parties.ledger import DOWN, UP, Ledger
 from common.parties.protocol import Message
 from common.parties.user import TrainReply, User, UserData
+from common.run.reporting import write_tables
 from common.run.results import (
     FAILURE_COLUMNS,
     HISTORY_COLUMNS,
@@ -91,9 +93,18 @@ def _reliability(metrics: Mapping[str, float]) -> float:
 class Session:
     """The AP side of one run: rounds, bookkeeping and the outcome."""
 
-    def __init__(self, access_point: AccessPoint, settings: RunSettings, inputs: APInputs):
+    def __init__(
+        self,
+        access_point: AccessPoint,
+        settings: RunSettings,
+        inputs: APInputs,
+        *,
+        journal: Path | None = None,
+    ):
         self.ap = access_point
         self.settings = settings
+        # where the history and failures are written after every round (None: nowhere)
+        self.journal = journal
         self.info = RunInfo(
             method=access_point.method or settings.method,
             dataset=inputs.dataset,
@@ -171,6 +182,11 @@ class Session:
         )
         row["seconds"] = time.perf_counter() - self._round_started
         self.history.append(row)
+        if self.journal is not None:  # what a crash or a full disk later cannot take away
+            write_tables(self.journal, {
+                "history": pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)),
+                "failures": pd.DataFrame(self.failures, columns=list(FAILURE_COLUMNS)),
+            })  # fmt: skip
         for k in sorted(metrics):
             distinct = metrics[k].get("distinct_pilots", math.inf)
             if rnd == 1 and distinct <= metrics[k].get("whitened_dim", 0):
