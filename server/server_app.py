@@ -147,8 +147,13 @@ def run_cells(
             if total > 1:
                 logger.info("cells %s of %d (%d finished)",
                             ", ".join(str(n) for n, _ in group), total, done)  # fmt: skip
+            batch = [s for _, s in group]
             try:
-                outcomes = run_sessions(grid, [s for _, s in group], user_nodes=user_nodes)
+                outcomes = run_sessions(
+                    grid, batch, user_nodes=user_nodes,
+                    node_wait_timeout=max(s.settings.node_timeout for s in batch),
+                    round_timeout=max(s.settings.round_timeout for s in batch),
+                )  # fmt: skip
             except Exception as exc:
                 for number, _ in group:
                     fail(number, exc)

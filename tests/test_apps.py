@@ -54,11 +54,13 @@ class FakeGrid:
         self.nodes = nodes
         self.answer = answer
         self.sent: list[Message] = []
+        self.timeouts: list[float | None] = []
 
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout=None) -> list[Message]:
+        self.timeouts.append(timeout)
         replies = []
         for message in messages:
             self.sent.append(message)
@@ -380,3 +382,15 @@ def test_a_single_run_journals_every_round_and_a_failed_write_says_what_was_kept
     run_cells(grid, [run], WriteTo(str(tmp_path / "ok")), SOURCE)
     written = RunOutcome.load(tmp_path / "ok")
     assert len(written.history) == 3 and len(written.results) == 3
+
+
+def test_the_configured_timeouts_bound_node_discovery_and_every_round(tmp_path):
+    from server.server_app import WriteTo, run_cells
+
+    problem = SOURCE.problem()
+    run = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5,
+                       node_timeout=7.0, round_timeout=42.0)  # fmt: skip
+    grid = _client_grid(make_client_app(None, SOURCE))
+    run_cells(grid, [run], WriteTo(str(tmp_path / "run")), SOURCE)
+    assert grid.timeouts[0] == 7.0  # the node query
+    assert set(grid.timeouts[1:]) == {42.0}  # train and evaluate rounds

@@ -54,6 +54,8 @@ class RunSettings:
     weights_dir: str | None
     cpus_per_user: float
     progress: bool
+    node_timeout: float  # seconds to wait for every user's node to join
+    round_timeout: float  # seconds to wait for the replies of one round
     allow_partial: bool  # accept a run in which some user failed permanently
     max_failed_fraction: float  # a user failing in more of the training rounds failed
     conventions: str  # "corrected" (ALGORITHM.md) or "paper" (the paper code's)
@@ -74,6 +76,8 @@ class RunSettings:
             "rounds": lambda v: validation.positive_int("rounds", v, MAX_ROUNDS),
             "cpus_per_user": lambda v: validation.positive_float("cpus_per_user", v),
             "progress": lambda v: validation.boolean("progress", v),
+            "node_timeout": lambda v: validation.positive_float("node_timeout", v),
+            "round_timeout": lambda v: validation.positive_float("round_timeout", v),
             "allow_partial": lambda v: validation.boolean("allow_partial", v),
             "max_failed_fraction": lambda v: validation.fraction("max_failed_fraction", v),
             "method": _method,
@@ -213,6 +217,8 @@ CONFIG_KEYS = {
     "weights_dir": "weights_dir",
     "cpus_per_user": "experiment.cpus_per_user",
     "progress": "experiment.progress",
+    "node_timeout": "experiment.node_timeout",
+    "round_timeout": "experiment.round_timeout",
     "allow_partial": "experiment.allow_partial",
     "max_failed_fraction": "experiment.max_failed_fraction",
     "antennas_tx": "communication.antennas_transmitter",
