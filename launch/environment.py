@@ -7,6 +7,8 @@ simulation helper, ``scripts/flwr_local.sh`` through ``python -m launch.environm
 from __future__ import annotations
 
 import os
+import signal
+import sys
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -31,11 +33,30 @@ def quiet() -> None:
 
 def single_threaded() -> None:
     """Initializer of a fresh worker process: one BLAS thread, inherited by its children
-    (the Ray workers a simulation starts from there)."""
+    (the Ray workers a simulation starts from there), and no life beyond its parent's."""
     from threadpoolctl import threadpool_limits
 
+    die_with_parent()
     os.environ.update(SINGLE_THREAD_ENV)
     threadpool_limits(1)  # for a numpy already imported
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so that a killed
+    driver never leaves a simulation computing as an orphan; Ray's own processes share
+    the fate of the process that started them."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call took effect
+        os._exit(1)
 
 
 if __name__ == "__main__":  # `eval "$(python -m launch.environment)"` in shell scripts

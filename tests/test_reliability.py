@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,55 @@ def test_the_memory_estimate_follows_the_sizes_and_names_the_numbers():
     budget.check_fits(small, 8 * 1024**3, "a run")
     with pytest.raises(MemoryError, match=r"a run needs about .* GiB .* but 0.0 GiB are available"):
         budget.check_fits(big, 1024, "a run")
+
+
+def test_a_killed_driver_leaves_no_worker_computing(tmp_path):
+    """The processes that host simulations and in-process studies die with their parent."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    driver = (
+        "import multiprocessing, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from launch.environment import single_threaded\n"
+        "def work(path):\n"
+        "    import os, time\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    context = multiprocessing.get_context('spawn')\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=context, initializer=single_threaded)\n"
+        "    pool.submit(work, sys.argv[1])\n"
+        "    time.sleep(120)\n"
+    )
+    pid_file, script = tmp_path / "worker.pid", tmp_path / "driver.py"
+    script.write_text(driver)  # spawned workers import the driver's functions from a file
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, str(script), str(pid_file)], cwd=root, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            status = Path(f"/proc/{worker}/status").read_text() if Path(
+                f"/proc/{worker}/status").exists() else ""
+            if "State:\tZ" in status:
+                break  # a zombie computes nothing; its reaper was the dead driver
+            time.sleep(0.2)
+        status = Path(f"/proc/{worker}/status")
+        assert not status.exists() or "State:\tZ" in status.read_text()
+    finally:
+        proc.kill()
+        if pid_file.exists() and pid_file.read_text():  # never leave the test's own orphan
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
