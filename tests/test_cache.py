@@ -280,3 +280,25 @@ def test_many_processes_build_an_entry_once_and_replace_it_without_races(tmp_pat
     arrays, _ = Cache(root).load("head", KEY)
     assert set(arrays["w"]) in ({1.0}, {2.0})
     assert _leftovers(Path(root)) == []
+
+
+def test_a_read_only_cache_is_used_as_it_is(tmp_path, monkeypatch):
+    """A valid entry in a folder this process cannot write to is read; a missing one is an
+    error naming the folder, not a crash while writing."""
+    from common.assets import cache as cache_module
+
+    root = tmp_path / "shared"
+    Cache(root).get_or_build("latents", KEY, Builder())
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache_module.tempfile, "TemporaryFile", refuse)
+    read_only = Cache(root)
+    assert not read_only.writable
+    build = Builder()
+    arrays, _, hit = read_only.get_or_build("latents", KEY, build)
+    assert hit and build.calls == 0 and arrays["a"].shape == (3, 4)
+    with pytest.raises(CacheError, match=f"cache folder {root} is read-only and has no valid"):
+        read_only.get_or_build("latents", {**KEY, "seed": 4}, build)
+    assert build.calls == 0
