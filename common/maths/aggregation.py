@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from common.maths import validation
 from common.registry import AGGREGATORS
 
 
@@ -30,9 +31,9 @@ class Aggregator:
     name = ""
 
     def __init__(self, trim_fraction: float = 0.0) -> None:
-        if not 0 <= trim_fraction < 0.5:
-            raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction!r}")
-        self.trim_fraction = float(trim_fraction)
+        self.trim_fraction = validation.in_range(
+            "trim_fraction", trim_fraction, 0, 0.5, "[0, 0.5)", upper_open=True
+        )
 
     def __call__(self, local: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
         if not len(local):

@@ -53,44 +53,23 @@ class ChannelConfig:
     ageing: float  # Gauss–Markov correlation between training and test channel, [0, 1]
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise validation.InvalidValue(
-                "model", f"model must be one of {', '.join(MODELS)}, got {self.model!r}"
-            )
-        if self.estimation not in ESTIMATORS:
-            raise validation.InvalidValue(
-                "estimation",
-                f"estimation must be one of {', '.join(ESTIMATORS)}, got {self.estimation!r}",
-            )
-        _in_range("correlation", self.correlation, 0.0, 1.0, "[0, 1)", upper_open=True)
-        _in_range("ageing", self.ageing, 0.0, 1.0, "[0, 1]")
-        _in_range("k_factor", self.k_factor, 0.0, math.inf, ">= 0 (linear, not dB)")
-        if (
-            isinstance(self.coherence_uses, bool)
-            or not isinstance(self.coherence_uses, int)
-            or self.coherence_uses < 0
-        ):
-            raise validation.InvalidValue(
-                "coherence_uses",
-                f"coherence_uses must be a whole number >= 0, got {self.coherence_uses!r}",
-            )
-        object.__setattr__(self, "csi_snr_db", validation.snr_db("csi_snr_db", self.csi_snr_db))
-        for name in ("correlation", "k_factor", "ageing"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+        v = validation
+        checks = {
+            "model": lambda x: v.one_of("model", x, MODELS),
+            "correlation": lambda x: v.in_range("correlation", x, 0, 1, "[0, 1)", upper_open=True),
+            "k_factor": lambda x: v.in_range("k_factor", x, 0, math.inf, ">= 0 (linear, not dB)"),
+            "coherence_uses": lambda x: v.whole_number("coherence_uses", x),
+            "estimation": lambda x: v.one_of("estimation", x, ESTIMATORS),
+            "csi_snr_db": lambda x: v.snr_db("csi_snr_db", x),
+            "ageing": lambda x: v.in_range("ageing", x, 0, 1, "[0, 1]"),
+        }
+        for name, check in checks.items():
+            object.__setattr__(self, name, check(getattr(self, name)))
 
     @property
     def perfect(self) -> bool:
         """Today's assumptions: the user knows the one static channel, unchanged at test."""
         return self.estimation == "perfect" and self.ageing == 1.0
-
-
-def _in_range(name, value, low, high, allowed, *, upper_open=False) -> None:
-    """A finite real number in ``[low, high]`` (``[low, high)`` with ``upper_open``)."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok:
-        ok = low <= value < high if upper_open else low <= value <= high
-    if not ok:
-        raise validation.InvalidValue(name, f"{name} must be in {allowed}, got {value!r}")
 
 
 RAYLEIGH_PERFECT_CSI = ChannelConfig("rayleigh", 0.0, 0.0, 0, "perfect", math.inf, 1.0)
@@ -154,7 +133,8 @@ class ChannelModel:
 
     def scattered(self, blocks: int, rng: np.random.Generator) -> np.ndarray:
         """``blocks`` draws of the zero-mean part (``blocks × Nr × Nt``)."""
-        h = cn((blocks, self.n_rx, self.n_tx), rng)
+        # block by block: the default model's first draw is the paper's Rayleigh matrix
+        h = np.stack([cn((self.n_rx, self.n_tx), rng) for _ in range(blocks)])
         if self._r_tx is not None:
             h = correlate(h, self._r_tx, self._r_rx)
         return math.sqrt(self._scatter_power) * h
@@ -211,12 +191,8 @@ def draw_link_channels(
     estimation error and the ageing innovation."""
     coherence = config.coherence_uses or channel_uses
     blocks = -(-channel_uses // coherence)
-    model = ChannelModel(config, n_rx, n_tx, rng) if config.model != "rayleigh" else None
-    if model is None:  # draw as the default always has: the numbers do not change
-        model = ChannelModel(config, n_rx, n_tx, csi_rng)
-        h = np.stack([cn((n_rx, n_tx), rng) for _ in range(blocks)])
-    else:
-        h = model.mean + model.scattered(blocks, rng)
+    model = ChannelModel(config, n_rx, n_tx, rng)
+    h = model.mean + model.scattered(blocks, rng)
     known = estimate(h, model, config, csi_rng)
     test = h
     if config.ageing < 1.0:

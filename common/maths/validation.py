@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Integral, Real
 
 import numpy as np
@@ -23,6 +24,33 @@ def positive_int(name: str, value: object, maximum: int | None = None) -> int:
     if maximum is not None and int(value) > maximum:
         raise InvalidValue(name, f"{name} must be at most {maximum:,}, got {value!r}")
     return int(value)
+
+
+def whole_number(name: str, value: object) -> int:
+    """Return ``value`` as an int, or raise if it is not a whole number ≥ 0."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) < 0:
+        raise InvalidValue(name, f"{name} must be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
+def in_range(
+    name: str, value: object, low: float, high: float, allowed: str, *, upper_open: bool = False
+) -> float:
+    """A finite real number in ``[low, high]`` (``[low, high)`` with ``upper_open``);
+    ``allowed`` says so in the error."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = low <= value < high if upper_open else low <= value <= high
+    if not ok:
+        raise InvalidValue(name, f"{name} must be in {allowed}, got {value!r}")
+    return float(value)
+
+
+def one_of(name: str, value: object, allowed: Sequence[str]) -> str:
+    """One of the ``allowed`` names."""
+    if value not in allowed:
+        raise InvalidValue(name, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return str(value)
 
 
 def positive_float(name: str, value: object) -> float:

@@ -83,11 +83,12 @@ class RunSettings:
             "method": _method,
             "dataset": lambda v: _known(DATASETS, "dataset", v),
             "zoo": lambda v: _known(ZOOS, "zoo", v),
-            "conventions": _conventions,
+            "conventions": lambda v: validation.one_of("conventions", v, CONVENTION_NAMES),
             "aggregator": _aggregator,
-            "trim_fraction": _trim_fraction,
+            "trim_fraction": lambda v: validation.in_range("trim_fraction", v, 0, 0.5, "[0, 0.5)",
+                                                           upper_open=True),  # fmt: skip
             "participation": lambda v: validation.fraction("participation", v),
-            "faulty_users": _whole("faulty_users"),
+            "faulty_users": lambda v: validation.whole_number("faulty_users", v),
             "fault": _fault,
             "fault_scale": lambda v: validation.positive_float("fault_scale", v),
         }
@@ -145,42 +146,10 @@ def _known(registry, name: str, value: object) -> str:
     return value
 
 
-def _conventions(value: object) -> str:
-    if value not in CONVENTION_NAMES:
-        allowed = ", ".join(CONVENTION_NAMES)
-        raise validation.InvalidValue(
-            "conventions", f"conventions must be one of {allowed}, got {value!r}"
-        )
-    return str(value)
-
-
-def _whole(name: str):
-    def check(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise validation.InvalidValue(
-                name, f"{name} must be a whole number >= 0, got {value!r}"
-            )
-        return int(value)
-
-    return check
-
-
-def _trim_fraction(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 0.5:
-        raise validation.InvalidValue(
-            "trim_fraction", f"trim_fraction must be in [0, 0.5), got {value!r}"
-        )
-    return float(value)
-
-
 def _fault(value: object) -> str:
     if isinstance(value, float) and math.isnan(value):
         value = "nan"  # YAML and Hydra read a bare `nan` as the float
-    if value not in FAULT_KINDS:
-        raise validation.InvalidValue(
-            "fault", f"fault must be one of {', '.join(FAULT_KINDS)}, got {value!r}"
-        )
-    return str(value)
+    return validation.one_of("fault", value, FAULT_KINDS)
 
 
 def _registered(registry, name: str, value: object) -> str:
