@@ -30,8 +30,8 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from common.run.reporting import failed_users, per_user_table  # noqa: E402
-from common.run.settings import ConfigError, settings_from_config  # noqa: E402
-from conf import check_known_keys  # noqa: E402
+from common.run.settings import ConfigError  # noqa: E402
+from conf import validated  # noqa: E402
 from launch.sweeps import cell_store  # noqa: E402
 
 
@@ -39,9 +39,7 @@ from launch.sweeps import cell_store  # noqa: E402
 def main(cfg: DictConfig) -> float:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
-        check_known_keys(plain)
-        settings = settings_from_config(plain)
+        settings = validated(OmegaConf.to_container(cfg, resolve=True))
         from launch.simulation import check_resources
 
         check_resources(settings.cpus_per_user)
@@ -58,7 +56,7 @@ def main(cfg: DictConfig) -> float:
         from launch.simulation import SimulationFailed, prepare, simulate
 
         try:
-            prepare(settings)
+            prepare([settings])
         except MemoryError as exc:
             remove_run_folder(out_dir)
             sys.exit(f"error: {exc}")

@@ -63,6 +63,12 @@ def check_known_keys(cfg: Mapping[str, Any]) -> None:
         )
 
 
+def validated(cfg: Mapping[str, Any]) -> RunSettings:
+    """The settings of a composed config, after refusing keys no part of the program reads."""
+    check_known_keys(cfg)
+    return settings_from_config(cfg)
+
+
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The composed config as a plain dict (no Hydra run directory, no logging set-up)."""
     from hydra import compose as hydra_compose
@@ -77,9 +83,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
 @functools.lru_cache(maxsize=8)
 def settings_from_overrides(overrides: str = "") -> RunSettings:
     """Validated settings from a Hydra override string (the defaults when empty)."""
-    cfg = compose(shlex.split(overrides))
-    check_known_keys(cfg)
-    return settings_from_config(cfg)
+    return validated(compose(shlex.split(overrides)))
 
 
 def settings(*overrides: str) -> RunSettings:

@@ -48,20 +48,27 @@ def check_resources(cpus_per_user: float) -> None:
         )
 
 
-def prepare(settings: RunSettings) -> None:
-    """Build or load every party's encoder latents and heads (progress bars here, once),
-    then refuse the run if it cannot fit in this machine's memory (``MemoryError``)."""
+def prepare(cells: Sequence[RunSettings]) -> None:
+    """Build or load the encoder latents and heads that ``cells`` share (progress bars here,
+    once), then refuse them if any cannot fit in this machine's memory (``MemoryError``)."""
     from common.assets.source import AssetSource
     from common.run import budget
 
-    source = AssetSource(settings)
-    table = source.warm(progress=settings.progress)
+    table = AssetSource(cells[0]).warm(progress=cells[0].progress)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     dims = table.latent_dim.tolist()
-    workers = max(1, int((os.cpu_count() or 1) / settings.cpus_per_user))
-    needed = budget.estimate(settings, len(source.pilots()), source.test_size(), dims[0],
-                             dims[1:], user_copies=min(workers, settings.num_users))  # fmt: skip
-    budget.check_fits(needed, budget.available_memory(), "this run (through Flower)")
+    available = budget.available_memory()
+    for settings in cells:  # sizes differ per cell (antennas, channel uses, pilots)
+        source = AssetSource(settings)
+        workers = max(1, int((os.cpu_count() or 1) / settings.cpus_per_user))
+        copies = min(workers, settings.num_users)
+        needed = budget.estimate(settings, len(source.pilots()), source.test_size(), dims[0],
+                                 dims[1:], user_copies=copies)  # fmt: skip
+        link = settings.link
+        what = "this run" if len(cells) == 1 else (
+            f"sweep cell {cell_key(settings)} ({settings.method}, "
+            f"{link.antennas_tx}x{link.antennas_rx}, u={link.channel_uses})")  # fmt: skip
+        budget.check_fits(needed, available, f"{what} (through Flower)")
 
 
 def simulate(

@@ -33,11 +33,15 @@ def _key(cell: RunSettings, fields: Sequence[str]) -> tuple:
 
 
 def prepare_assets(cells: Sequence[RunSettings]) -> None:
-    """Build or load the assets of every distinct user set once, before any simulation."""
+    """Build or load the assets of every distinct user set once, before any simulation, and
+    refuse the sweep if any cell cannot fit in memory."""
     from launch.simulation import prepare
 
-    for cell in {_key(cell, ASSET_FIELDS): cell for cell in cells}.values():
-        prepare(cell)
+    groups: dict[tuple, list[RunSettings]] = {}
+    for cell in cells:
+        groups.setdefault(_key(cell, ASSET_FIELDS), []).append(cell)
+    for group in groups.values():
+        prepare(group)
 
 
 def cells_in_flight(cfg: Any) -> int:

@@ -184,3 +184,14 @@ def test_a_killed_driver_leaves_no_worker_computing(tmp_path):
         if pid_file.exists() and pid_file.read_text():  # never leave the test's own orphan
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_sweep_with_one_cell_too_big_is_refused_before_ray(tmp_path, cache_dir):
+    """Every cell is checked, not one per user set: 4 antennas fit, 10,000 do not."""
+    proc = _cli(tmp_path, "communication.antennas_transmitter=4,10000", f"cache_dir={cache_dir}",
+                f"sweep_store={tmp_path}/cells", "-m")  # fmt: skip
+    assert proc.returncode != 0
+    assert "sweep cell" in proc.stderr and "10000x4, u=4) (through Flower) needs about" in (
+        proc.stderr)  # fmt: skip
+    assert not (tmp_path / "cells").exists() or not any((tmp_path / "cells").iterdir())

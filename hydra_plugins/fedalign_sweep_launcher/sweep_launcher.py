@@ -25,8 +25,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from common.run.settings import ConfigError, RunSettings, settings_from_config
-from conf import check_known_keys
+from common.run.settings import ConfigError, RunSettings
+from conf import validated
 from launch.simulation import SimulationFailed
 from launch.sweeps import cell_store, cells_in_flight, run_unfinished
 
@@ -69,9 +69,7 @@ class SweepLauncher(Launcher):
                 cfg.hydra.job.id = idx
                 cfg.hydra.job.num = idx
             try:
-                plain = task_config(cfg)
-                check_known_keys(plain)
-                settings = settings_from_config(plain)
+                settings = validated(task_config(cfg))
             except ConfigError as exc:
                 sys.exit(f"error: sweep cell #{idx} ({' '.join(overrides)}): {exc}")
             jobs.append((cfg, settings))
