@@ -132,10 +132,11 @@ def run_cells(
         failed.append(f"cell {number}: {text}")
 
     done = 0
+    # a single run's output folder also keeps its history as the rounds go
+    journal = Path(sink.folder) if isinstance(sink, WriteTo) else None
     for batch in lockstep_batches(cells, in_flight):
         groups: dict[tuple, list[tuple[int, Session]]] = {}
         for i in batch:
-            journal = Path(sink.folder) if isinstance(sink, WriteTo) else None
             try:
                 session = open_session(cells[i], source or _asset_source(cells[i]), journal)
             except Exception as exc:
@@ -147,12 +148,12 @@ def run_cells(
             if total > 1:
                 logger.info("cells %s of %d (%d finished)",
                             ", ".join(str(n) for n, _ in group), total, done)  # fmt: skip
-            batch = [s for _, s in group]
+            sessions = [s for _, s in group]
             try:
                 outcomes = run_sessions(
-                    grid, batch, user_nodes=user_nodes,
-                    node_wait_timeout=max(s.settings.node_timeout for s in batch),
-                    round_timeout=max(s.settings.round_timeout for s in batch),
+                    grid, sessions, user_nodes=user_nodes,
+                    node_wait_timeout=max(s.settings.node_timeout for s in sessions),
+                    round_timeout=max(s.settings.round_timeout for s in sessions),
                 )  # fmt: skip
             except Exception as exc:
                 for number, _ in group:

@@ -275,6 +275,12 @@ def _drive(strategy: AlignmentStrategy, grid: FakeGrid) -> None:
             strategy.configure_evaluate(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
 
 
+def _sessions(cells) -> list[Session]:
+    """A fresh AP session per cell over the synthetic source."""
+    problem, inputs = SOURCE.problem(), SOURCE.ap_inputs()
+    return [Session(build_parties(problem, c)[0], c, inputs) for c in cells]
+
+
 def test_cells_in_lockstep_equal_each_cell_run_alone():
     """Five cells share every message (one with partial participation and a faulty user,
     one on an aged Rician channel known through LS estimates); each gets exactly its
@@ -284,8 +290,7 @@ def test_cells_in_lockstep_equal_each_cell_run_alone():
     cells = [base, base.replace(seed=9), base.replace(method="multi-link", snr_db=5.0),
              base.replace(participation=0.6, faulty_users=1, fault="random", aggregator="median"),
              base.replace(model="rician", k_factor=3.0, estimation="ls", ageing=0.9)]
-    inputs = SOURCE.ap_inputs()
-    sessions = [Session(build_parties(problem, c)[0], c, inputs) for c in cells]
+    sessions = _sessions(cells)
     strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
     grid = _client_grid(make_client_app(None, SOURCE))
     _drive(strategy, grid)
@@ -309,8 +314,7 @@ def test_a_failing_entry_fails_its_cell_only():
     problem = SOURCE.problem()
     good = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5)
     bad = good.replace(seed=6)
-    inputs = SOURCE.ap_inputs()
-    sessions = [Session(build_parties(problem, c)[0], c, inputs) for c in (good, bad)]
+    sessions = _sessions((good, bad))
     strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
 
     def factory(index, source, settings):
@@ -334,8 +338,7 @@ def test_cells_of_different_shapes_cannot_share_rounds():
     problem = SOURCE.problem()
     short = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5)
     long = short.replace(rounds=3)
-    inputs = SOURCE.ap_inputs()
-    sessions = [Session(build_parties(problem, c)[0], c, inputs) for c in (short, long)]
+    sessions = _sessions((short, long))
     with pytest.raises(ValueError, match="must share their users and number of rounds"):
         AlignmentStrategy(sessions)
 
@@ -394,3 +397,32 @@ def test_the_configured_timeouts_bound_node_discovery_and_every_round(tmp_path):
     run_cells(grid, [run], WriteTo(str(tmp_path / "run")), SOURCE)
     assert grid.timeouts[0] == 7.0  # the node query
     assert set(grid.timeouts[1:]) == {42.0}  # train and evaluate rounds
+
+
+def test_a_lost_node_fails_only_the_cells_that_sent_to_it():
+    """A whole-reply error (the node is gone) counts in a cell only in the rounds where that
+    cell trained with the user: partial participation does not invent failures."""
+    problem = SOURCE.problem()
+    full = settings_for(problem, method="federated", rounds=4, channel_uses=2, seed=5)
+    sampled = full.replace(participation=0.34)  # one of three users per round
+    sessions = _sessions((full, sampled))
+    strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
+    app = make_client_app(None, SOURCE)
+    contexts = {node: _context(user) for node, user in NODES.items()}
+
+    def answer(message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        if NODES[node] == 2:
+            return Message(Error(code=0, reason="Exception; Message: node lost"),
+                           reply_to=message)  # fmt: skip
+        return app(_to_client(message.content, message.metadata.message_type, node),
+                   contexts[node])  # fmt: skip
+
+    grid = FakeGrid(NODES, answer)
+    for rnd in range(1, 5):
+        strategy.aggregate_train(rnd, grid.send_and_receive(
+            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
+    expected = [r for r in range(1, 5) if 2 in sessions[1].participants(r, [0, 1, 2])]
+    assert 0 < len(expected) < 4
+    assert [f["round"] for f in sessions[1].failures if f["user"] == 2] == expected
+    assert [f["round"] for f in sessions[0].failures if f["user"] == 2] == [1, 2, 3, 4]

@@ -49,12 +49,11 @@ class FaultyUser:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
         self._user = user
         self.kind, self.scale = kind, scale
-        self._seed = [seed, user.index]
+        self._seed = int(np.random.SeedSequence([seed, user.index]).generate_state(1)[0])
 
     def __getattr__(self, name: str):
         return getattr(self._user, name)
 
     def train(self, message: protocol.Message) -> TrainReply:
         reply = self._user.train(message)
-        seed = int(np.random.SeedSequence(self._seed).generate_state(1)[0])
-        return TrainReply(corrupt(reply.message, self.kind, self.scale, seed), reply.metrics)
+        return TrainReply(corrupt(reply.message, self.kind, self.scale, self._seed), reply.metrics)

@@ -187,9 +187,9 @@ class Session:
                 "history": pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)),
                 "failures": pd.DataFrame(self.failures, columns=list(FAILURE_COLUMNS)),
             })  # fmt: skip
-        for k in sorted(metrics):
+        for k in sorted(metrics) if rnd == 1 else ():
             distinct = metrics[k].get("distinct_pilots", math.inf)
-            if rnd == 1 and distinct <= metrics[k].get("whitened_dim", 0):
+            if distinct <= metrics[k].get("whitened_dim", 0):
                 logger.warning(
                     "user %d has only %d distinct pilots for a %d-dimensional whitened "
                     "latent: its whitening is mostly diagonal loading and alignment will be "
@@ -240,7 +240,10 @@ class Session:
     def _record_failures(
         self, rnd: int, stage: str, answered: Mapping[int, object], errors: Mapping[int, str]
     ) -> int:
-        """Errors as reported, users sent to that neither answered nor failed as 'no reply'."""
+        """Errors of the users sent to, and those that neither answered nor failed as 'no
+        reply'. A user sent nothing this round cannot fail in it (a transport that serves
+        several cells may report a node's error for all of them)."""
+        errors = {k: reason for k, reason in errors.items() if k in self._sent}
         silent = {k: "no reply" for k in self._sent - set(answered) - set(errors)}
         for user, reason in sorted({**errors, **silent}.items()):
             self.failures.append({"round": rnd, "stage": stage, "user": user, "reason": reason})
