@@ -43,6 +43,8 @@ def main(cfg: DictConfig) -> float:
         from launch.simulation import check_resources
 
         check_resources(settings.cpus_per_user)
+        if settings.resume:  # refused now, not after Ray has started
+            check_resumable(settings, out_dir, HydraConfig.get().mode == RunMode.MULTIRUN)
     except ConfigError as exc:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             remove_run_folder(out_dir)
@@ -76,6 +78,21 @@ def main(cfg: DictConfig) -> float:
                  f"tables in {out_dir} say which rounds):\n{account}\nset "
                  "experiment.allow_partial=true to accept a partial run")  # fmt: skip
     return float(outcome.results.accuracy.mean())
+
+
+def check_resumable(settings, out_dir: Path, sweep: bool) -> None:
+    """``experiment.resume=true`` needs the output folder of an interrupted run of the same
+    config (``hydra.run.dir=<that folder>``); a sweep resumes by itself."""
+    from common.run.checkpoint import Checkpoint, CheckpointError
+
+    if sweep:
+        raise ConfigError("config key 'experiment.resume' = true is invalid in a sweep (-m): a "
+                          "sweep started again skips its finished cells by itself")  # fmt: skip
+    try:
+        Checkpoint.read(out_dir).check_settings(settings, out_dir)
+    except CheckpointError as exc:
+        raise ConfigError(f"config key 'experiment.resume' = true: {exc} (give the interrupted "
+                          "run's folder as hydra.run.dir=<folder>)") from None  # fmt: skip
 
 
 def remove_run_folder(out_dir: Path) -> None:

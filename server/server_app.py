@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.parties.access_point import access_point_class
+from common.run.checkpoint import CheckpointError, remove_checkpoint
 from common.run.reporting import headline, show_progress
 from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point
@@ -44,7 +45,8 @@ def open_session(
     settings: RunSettings, source: ProblemSource, journal: Path | None = None
 ) -> Session:
     """The AP of one run over its own inputs, and the session that will drive it
-    (writing its history to ``journal`` after every round, when given)."""
+    (writing its history and checkpoint to ``journal`` after every round, when given;
+    resuming from that checkpoint when the settings say ``resume``)."""
     if source.num_users != settings.num_users:
         raise ValueError(
             f"the source provides {source.num_users} users but the settings name "
@@ -52,7 +54,15 @@ def open_session(
         )
     inputs = source.ap_inputs()
     ap = build_access_point(settings, inputs, list(range(settings.num_users)))
-    return Session(ap, settings, inputs, journal=journal)
+    session = Session(ap, settings, inputs, journal=journal)
+    if settings.resume:
+        if journal is None:
+            raise CheckpointError(
+                "experiment.resume=true continues a single run in its output folder; a sweep "
+                "resumes by itself (its finished cells are kept and skipped)"
+            )
+        session.resume(journal)
+    return session
 
 
 def run_sessions(
@@ -71,7 +81,8 @@ def run_sessions(
         f"{i}.{k}": Array(v) for i, s in enumerate(sessions) for k, v in s.ap.precoders().items()
     })  # fmt: skip
     result = strategy.start(
-        grid=grid, initial_arrays=initial, num_rounds=strategy.last_round, timeout=round_timeout
+        grid=grid, initial_arrays=initial, num_rounds=strategy.rounds_to_run,
+        timeout=round_timeout,
     )
     outcomes = []
     for index, session in enumerate(sessions):
@@ -142,7 +153,7 @@ def run_cells(
             except Exception as exc:
                 fail(i + 1, exc)
                 continue
-            shape = (session.ap.users, session.last_round)
+            shape = (session.ap.users, session.last_round, session.completed)
             groups.setdefault(shape, []).append((i + 1, session))
         for group in groups.values():
             if total > 1:
@@ -191,6 +202,7 @@ class WriteTo:
 
     def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path:
         outcome.save(self.folder)
+        remove_checkpoint(self.folder)  # the run is finished: nothing to resume
         return Path(self.folder)
 
 

@@ -80,12 +80,15 @@ class AlignmentStrategy(Strategy):
     ) -> None:
         if not sessions:
             raise ValueError("a strategy needs at least one session")
-        shape = {(s.ap.users, s.last_round) for s in sessions}
+        shape = {(s.ap.users, s.last_round, s.completed) for s in sessions}
         if len(shape) > 1:
             raise ValueError(
-                "sessions run in lockstep must share their users and number of rounds, got "
-                f"{sorted(shape)}"
+                "sessions run in lockstep must share their users, number of rounds and "
+                f"completed rounds, got {sorted(shape)}"
             )
+        # Flower counts this strategy's rounds from 1; a resumed run goes on after its
+        # completed rounds
+        self.offset = sessions[0].completed
         self.sessions = list(sessions)
         self.node_wait_timeout = node_wait_timeout
         # user index (partition-id) -> node id; shared by the cells of a sweep
@@ -102,6 +105,11 @@ class AlignmentStrategy(Strategy):
     @property
     def last_round(self) -> int:
         return self.sessions[0].last_round
+
+    @property
+    def rounds_to_run(self) -> int:
+        """Flower rounds this strategy drives (fewer than ``last_round`` after a resume)."""
+        return self.last_round - self.offset
 
     def summary(self) -> None:
         logger.info(
@@ -204,9 +212,10 @@ class AlignmentStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.connect(grid)
+        rnd = server_round + self.offset
         users = sorted(self.user_nodes)
-        downlinks = [session.train_downlink(server_round, users) for session in self.sessions]
-        return self._messages(server_round, downlinks, MessageType.TRAIN)
+        downlinks = [session.train_downlink(rnd, users) for session in self.sessions]
+        return self._messages(rnd, downlinks, MessageType.TRAIN)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -221,7 +230,7 @@ class AlignmentStrategy(Strategy):
                               dict(content[protocol.entry(protocol.METRICS, index)]))
                 for k, content in good.items()
             }  # fmt: skip
-            rows.append(session.finish_train_round(server_round, answers, errors))
+            rows.append(session.finish_train_round(server_round + self.offset, answers, errors))
             for name, value in session.ap.precoders().items():
                 precoders[f"{index}.{name}"] = Array(value)
         return precoders, self._prefixed(rows)
@@ -230,12 +239,13 @@ class AlignmentStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._evaluating = server_round >= self.last_round
+        rnd = server_round + self.offset
+        self._evaluating = rnd >= self.last_round
         if not self._evaluating:
             return []
         users = sorted(self.user_nodes)
         tests = [session.test_downlink(users) for session in self.sessions]
-        return self._messages(server_round, tests, MessageType.EVALUATE)
+        return self._messages(rnd, tests, MessageType.EVALUATE)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

@@ -339,7 +339,7 @@ def test_cells_of_different_shapes_cannot_share_rounds():
     short = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5)
     long = short.replace(rounds=3)
     sessions = _sessions((short, long))
-    with pytest.raises(ValueError, match="must share their users and number of rounds"):
+    with pytest.raises(ValueError, match="must share their users, number of rounds and completed"):
         AlignmentStrategy(sessions)
 
 

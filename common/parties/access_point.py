@@ -114,6 +114,22 @@ class AccessPoint(abc.ABC):
         """The learned state, by name (for checks and for saving)."""
         return {}
 
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take back what :meth:`precoders` returned after some round, to resume an
+        interrupted run from its checkpoint. Iterative methods implement it; without it a
+        run of this AP cannot be checkpointed."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement restore()")
+
+    def _expect_state(self, state: Mapping[str, np.ndarray], shapes: Mapping[str, tuple]):
+        """``state`` holds exactly these arrays with these shapes (a checkpoint of this AP)."""
+        if set(state) != set(shapes):
+            raise ValueError(f"a {self.method} AP's state holds {sorted(shapes)}, "
+                             f"the checkpoint has {sorted(state)}")  # fmt: skip
+        for name, shape in shapes.items():
+            if tuple(state[name].shape) != tuple(shape):
+                raise ValueError(f"state {name} has shape {tuple(state[name].shape)}, "
+                                 f"this AP's is {tuple(shape)}")  # fmt: skip
+
     def side_channel_uses(self) -> int:
         """Channel uses that side information costs on top of the values' ``u``.
 

@@ -153,6 +153,12 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
     def precoders(self):
         return {"F": self.state.f, "Z": self.state.z, "U": self.state.u}
 
+    def restore(self, state):
+        self._expect_state(state, dict.fromkeys("FZU", self.shape))
+        self.state = admm.ConsensusState(
+            f=np.array(state["F"]), z=np.array(state["Z"]), u=np.array(state["U"])
+        )
+
 
 @METHODS.register("multi_link")
 class MultiLinkAccessPoint(_ConsensusAccessPoint):
@@ -188,3 +194,11 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
         for k, s in self.states.items():
             out.update({f"F_{k}": s.f, f"Z_{k}": s.z, f"U_{k}": s.u})
         return out
+
+    def restore(self, state):
+        self._expect_state(state, {f"{p}_{k}": self.shape for k in self.states for p in "FZU"})
+        for k in self.states:
+            self.states[k] = admm.ConsensusState(
+                f=np.array(state[f"F_{k}"]), z=np.array(state[f"Z_{k}"]),
+                u=np.array(state[f"U_{k}"]),
+            )  # fmt: skip

@@ -20,6 +20,16 @@ class Ledger:
         for user, message in messages.items():
             self._rows.append((phase, rnd, int(user), direction, message.nbytes))
 
+    def rows(self) -> list[tuple[str, int, int, str, int]]:
+        """Every record as ``(phase, round, user, direction, bytes)`` (for checkpoints)."""
+        return list(self._rows)
+
+    @classmethod
+    def from_rows(cls, rows) -> Ledger:
+        ledger = cls()
+        ledger._rows = [(str(p), int(r), int(k), str(d), int(b)) for p, r, k, d, b in rows]
+        return ledger
+
     def round_totals(self, phase: str, rnd: int) -> dict[str, int]:
         """Messages and bytes in each direction during one round."""
         out = {"messages_down": 0, "bytes_down": 0, "messages_up": 0, "bytes_up": 0}

@@ -36,6 +36,7 @@ from common.parties.faults import FaultyUser
 from common.parties.ledger import DOWN, UP, Ledger
 from common.parties.protocol import Message
 from common.parties.user import TrainReply, User, UserData
+from common.run.checkpoint import Checkpoint, CheckpointError
 from common.run.reporting import write_tables
 from common.run.results import (
     FAILURE_COLUMNS,
@@ -132,10 +133,13 @@ class Session:
         self._sent: set[int] = set()
         self._started = time.perf_counter()
         self._round_started = self._started
+        self.completed = 0  # training rounds done (more than 0 after resuming)
+        self._checkpoints = journal is not None
 
     @property
     def rounds(self) -> range:
-        return range(1, self.ap.num_rounds + 1)
+        """The training rounds still to run."""
+        return range(self.completed + 1, self.ap.num_rounds + 1)
 
     @property
     def last_round(self) -> int:
@@ -182,11 +186,13 @@ class Session:
         )
         row["seconds"] = time.perf_counter() - self._round_started
         self.history.append(row)
+        self.completed = rnd
         if self.journal is not None:  # what a crash or a full disk later cannot take away
             write_tables(self.journal, {
                 "history": pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)),
                 "failures": pd.DataFrame(self.failures, columns=list(FAILURE_COLUMNS)),
             })  # fmt: skip
+            self._checkpoint(rnd)
         for k in sorted(metrics) if rnd == 1 else ():
             distinct = metrics[k].get("distinct_pilots", math.inf)
             if distinct <= metrics[k].get("whitened_dim", 0):
@@ -202,6 +208,48 @@ class Session:
             row["power"], row["responded"], failed, row["seconds"],
         )  # fmt: skip
         return row
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def _checkpoint(self, rnd: int) -> None:
+        """Write the AP's state after round ``rnd`` to the journal folder. The last round is
+        never checkpointed: the users' equalizers of that round are needed for the
+        evaluation, so a run interrupted after it redoes it."""
+        if not self._checkpoints or rnd >= self.last_round:
+            return
+        state = self.ap.precoders()
+        try:  # a method that cannot restore its state is not checkpointed
+            self.ap.restore(state)
+        except NotImplementedError:
+            logger.warning("%s cannot be checkpointed (no restore()): an interrupted run "
+                           "of it starts again from round 1", type(self.ap).__name__)  # fmt: skip
+            self._checkpoints = False
+            return
+        Checkpoint(
+            round=rnd, settings=self.settings.to_json(), ap_state=state,
+            history=self.history, failures=self.failures, ledger=self.ledger.rows(),
+            ap_metrics=self.ap_metrics,
+        ).write(self.journal)  # fmt: skip
+
+    def resume(self, folder: str | Path) -> int:
+        """Continue from the checkpoint in ``folder``; the number of its completed round.
+
+        Refused (:class:`CheckpointError`) if the folder has none, or one made with
+        settings that change the numbers."""
+        checkpoint = Checkpoint.read(folder)
+        checkpoint.check_settings(self.settings, folder)
+        try:
+            self.ap.restore(checkpoint.ap_state)
+        except (NotImplementedError, ValueError) as exc:
+            raise CheckpointError(f"the checkpoint in {folder} does not fit this AP: "
+                                  f"{exc}") from exc  # fmt: skip
+        self.completed = checkpoint.round
+        self.history = [dict(row) for row in checkpoint.history]
+        self.failures = [dict(row) for row in checkpoint.failures]
+        self.ledger = Ledger.from_rows(checkpoint.ledger)
+        self.ap_metrics = dict(checkpoint.ap_metrics)
+        logger.info("[%s] resuming after round %d of %d from %s", self.info.method,
+                    self.completed, self.last_round, folder)  # fmt: skip
+        return self.completed
 
     def _rejected(self, rnd: int, uplink: Mapping[int, Message]) -> set[int]:
         """Replies the AP refuses (non-finite, wrongly shaped), each recorded as a failure."""

@@ -57,6 +57,7 @@ class RunSettings:
     node_timeout: float  # seconds to wait for every user's node to join
     round_timeout: float  # seconds to wait for the replies of one round
     allow_partial: bool  # accept a run in which some user failed permanently
+    resume: bool  # continue an interrupted run from the checkpoint in its output folder
     max_failed_fraction: float  # a user failing in more of the training rounds failed
     conventions: str  # "corrected" (ALGORITHM.md) or "paper" (the paper code's)
     aggregator: str  # consensus rule: a registered name or package.module:Class
@@ -79,6 +80,7 @@ class RunSettings:
             "node_timeout": lambda v: validation.positive_float("node_timeout", v),
             "round_timeout": lambda v: validation.positive_float("round_timeout", v),
             "allow_partial": lambda v: validation.boolean("allow_partial", v),
+            "resume": lambda v: validation.boolean("resume", v),
             "max_failed_fraction": lambda v: validation.fraction("max_failed_fraction", v),
             "method": _method,
             "dataset": lambda v: _known(DATASETS, "dataset", v),
@@ -189,6 +191,7 @@ CONFIG_KEYS = {
     "node_timeout": "experiment.node_timeout",
     "round_timeout": "experiment.round_timeout",
     "allow_partial": "experiment.allow_partial",
+    "resume": "experiment.resume",
     "max_failed_fraction": "experiment.max_failed_fraction",
     "antennas_tx": "communication.antennas_transmitter",
     "antennas_rx": "communication.antennas_receiver",

@@ -1,0 +1,134 @@
+"""The AP's side of a run after a completed round, so that an interrupted run can resume.
+
+A checkpoint holds what the next round needs and what the tables report: the
+AP's state (``F, Z, U``, or one set per user), the number of the completed
+round, the history, failures and overhead ledger so far, and the settings it
+was made with. Every random draw of the project is a function of the seed and
+the round (:mod:`common.maths.seeding`), so no generator position needs saving.
+Users keep nothing between rounds that the next round's pilots do not rebuild
+(the G step is closed form), which is why the AP's state alone suffices.
+
+It is one ``.npz`` file, written to a temporary name and renamed over the
+previous one, so a crash while writing leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.files import publish
+from common.run.settings import RunSettings
+
+CHECKPOINT_FILE = "checkpoint.npz"
+_STATE = "state."  # array names in the file: the AP's state, and the record as JSON
+_RECORD = "record"
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint: missing, unreadable, or made with other settings."""
+
+
+def _identity(settings: RunSettings) -> dict[str, Any]:
+    """The settings that decide the numbers (how a run is executed may change on resume)."""
+    from common.run.cells import EXECUTION_FIELDS
+
+    fields = json.loads(settings.to_json())
+    return {k: v for k, v in fields.items() if k not in EXECUTION_FIELDS}
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the values that differ between two settings dictionaries."""
+    names = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(f"{prefix}{key} ({a!r} in the checkpoint, {b!r} now)")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """The state after round ``round`` of the run configured by ``settings`` (JSON)."""
+
+    round: int
+    settings: str
+    ap_state: dict[str, np.ndarray]
+    history: list[dict[str, float]]
+    failures: list[dict[str, object]]
+    ledger: list[tuple[str, int, int, str, int]]
+    ap_metrics: dict[str, float]
+
+    def write(self, folder: str | Path) -> Path:
+        """Replace the checkpoint in ``folder`` atomically; returns its path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {
+            "round": self.round, "settings": self.settings, "history": self.history,
+            "failures": self.failures, "ledger": self.ledger, "ap_metrics": self.ap_metrics,
+        }  # fmt: skip
+        arrays = {_STATE + name: value for name, value in self.ap_state.items()}
+        arrays[_RECORD] = np.array(json.dumps(record))
+        handle, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_FILE}.", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, **arrays)
+                out.flush()
+                os.fsync(out.fileno())
+            publish(tmp)
+            final = folder / CHECKPOINT_FILE
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return final
+
+    @classmethod
+    def read(cls, folder: str | Path) -> Checkpoint:
+        path = Path(folder) / CHECKPOINT_FILE
+        if not path.is_file():
+            finished = (Path(folder) / "results.parquet").is_file()
+            raise CheckpointError(
+                f"no checkpoint {path}: "
+                + ("the run in this folder finished (nothing to resume)" if finished else
+                   "expected the output folder of an interrupted run, after its first round")
+            )  # fmt: skip
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                record = json.loads(str(data[_RECORD]))
+                state = {k[len(_STATE) :]: data[k] for k in data.files if k.startswith(_STATE)}
+            return cls(
+                round=int(record["round"]), settings=str(record["settings"]), ap_state=state,
+                history=list(record["history"]), failures=list(record["failures"]),
+                ledger=[tuple(row) for row in record["ledger"]],
+                ap_metrics=dict(record["ap_metrics"]),
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc
+
+    def check_settings(self, settings: RunSettings, folder: str | Path) -> None:
+        """Refuse to resume a run configured differently from the one checkpointed."""
+        differ = _differences(_identity(RunSettings.from_json(self.settings)),
+                              _identity(settings))  # fmt: skip
+        if differ:
+            raise CheckpointError(
+                f"the checkpoint in {folder} was made with another config: "
+                + "; ".join(differ) + ". Resume with the interrupted run's config, or start "
+                "a new run in another folder"
+            )
+
+
+def remove_checkpoint(folder: str | Path) -> None:
+    """Drop the checkpoint of a run whose outcome is written (it is finished)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(Path(folder) / CHECKPOINT_FILE)
