@@ -1,7 +1,8 @@
 """The ClientApp: each SuperNode runs one user, chosen by its ``partition-id``.
 
 The same app serves simulation (Ray assigns partition ids) and deployment (a
-SuperNode started with ``--node-config "partition-id=K"``). A message carries
+SuperNode started with ``--node-config 'partition-id=K model=... cache-dir=...'``,
+see :mod:`clients.device`). A message carries
 one entry per cell of a sweep running in lockstep (one entry for a single
 run), and every entry names the settings of its cell; the user is rebuilt
 deterministically from them, so the process keeps a cache of users. What a
@@ -24,6 +25,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.client import AlignmentClient
+from clients.device import Device
 from common.parties import protocol
 from common.parties.user import User
 from common.run.cells import cell_key
@@ -80,7 +82,8 @@ def make_client_app(
     app = ClientApp()
 
     def resolve(config: dict, context: Context) -> tuple[RunSettings, ProblemSource]:
-        """An entry's cell settings and where its user's inputs come from."""
+        """An entry's cell settings and where its user's inputs come from (the device's own
+        assets when its node config names them)."""
         if "settings" in config:
             resolved = _settings_from_json(str(config["settings"]))
         elif settings is not None:
@@ -89,11 +92,9 @@ def make_client_app(
             from conf import settings_from_run_config
 
             resolved = settings_from_run_config(context.run_config)
-        if source is not None:
-            return resolved, source
-        from common.assets.source import AssetSource
-
-        return resolved, AssetSource(resolved)
+        device = Device.from_node_config(context.node_config)
+        device.check(resolved)
+        return resolved, source if source is not None else device.source(resolved)
 
     def serve(msg: Message, context: Context, step: Step, *, last: bool) -> Message:
         """Run ``step`` for every entry with that cell's user and state; ``last``: the
@@ -101,7 +102,8 @@ def make_client_app(
         indices = protocol.entry_indices(msg.content)
         requests = [dict(msg.content[protocol.entry(protocol.CONFIG, i)]) for i in indices]
         runs = [resolve(config, context) for config in requests]
-        users = cached_users(int(context.node_config["partition-id"]), runs, user_factory)
+        users = cached_users(Device.from_node_config(context.node_config).index, runs,
+                             user_factory)  # fmt: skip
         live = msg.content.get(protocol.LIVE)
         cells = {STATE + key for key in live["cells"]} if live else set()
         cells |= {state_key(run) for run, _ in runs}
@@ -133,7 +135,19 @@ def make_client_app(
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
-        identity = MetricRecord({"partition-id": int(context.node_config["partition-id"])})
+        """Say which user this node runs; when the query names the run, check first that
+        this device can serve it (its index, its model, its prepared assets)."""
+        try:
+            device = Device.from_node_config(context.node_config)
+            config = msg.content.get(protocol.CONFIG)
+            if config is not None and "settings" in config:
+                run, own = resolve(dict(config), context)
+                if device.model is not None:  # a deployed device: are its assets there?
+                    own.user_data(device.index)
+        except Exception as exc:
+            error = ConfigRecord({"error": f"{type(exc).__name__}: {exc}"})
+            return Message(RecordDict({protocol.CONFIG: error}), reply_to=msg)
+        identity = MetricRecord({"partition-id": device.index})
         return Message(RecordDict({protocol.METRICS: identity}), reply_to=msg)
 
     def train_step(user: User, arrays: list[np.ndarray], config: dict):

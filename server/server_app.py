@@ -72,11 +72,14 @@ def run_sessions(
     node_wait_timeout: float = 300.0,
     round_timeout: float = 3600.0,
     user_nodes: dict[int, int] | None = None,
+    group_size: int | None = None,
 ) -> list[RunOutcome]:
-    """Run every round of ``sessions`` in lockstep over ``grid``; their outcomes, in order."""
+    """Run every round of ``sessions`` in lockstep over ``grid``; their outcomes, in order
+    (``group_size``: the most users of any cell served by the same nodes)."""
     strategy = AlignmentStrategy(
-        sessions, node_wait_timeout=node_wait_timeout, user_nodes=user_nodes
-    )
+        sessions, node_wait_timeout=node_wait_timeout, user_nodes=user_nodes,
+        group_size=group_size,
+    )  # fmt: skip
     initial = ArrayRecord({
         f"{i}.{k}": Array(v) for i, s in enumerate(sessions) for k, v in s.ap.precoders().items()
     })  # fmt: skip
@@ -163,6 +166,7 @@ def run_cells(
             try:
                 outcomes = run_sessions(
                     grid, sessions, user_nodes=user_nodes,
+                    group_size=max(cell.num_users for cell in cells),
                     node_wait_timeout=max(s.settings.node_timeout for s in sessions),
                     round_timeout=max(s.settings.round_timeout for s in sessions),
                 )  # fmt: skip

@@ -44,6 +44,14 @@ class UsersNotConnected(RuntimeError):
     """Fewer users than configured joined the federation in time."""
 
 
+class NodeRefused(RuntimeError):
+    """A node cannot serve the run (its node config, model or assets); names the reason."""
+
+
+# How long a round waits for the nodes that joined since the last one to say who they are.
+QUERY_TIMEOUT_S = 30.0
+
+
 def encode(
     message: protocol.Message, index: int = 0, into: RecordDict | None = None,
     **config: int | str,
@@ -77,6 +85,7 @@ class AlignmentStrategy(Strategy):
         *,
         node_wait_timeout: float = 300.0,
         user_nodes: dict[int, int] | None = None,
+        group_size: int | None = None,
     ) -> None:
         if not sessions:
             raise ValueError("a strategy needs at least one session")
@@ -93,6 +102,10 @@ class AlignmentStrategy(Strategy):
         self.node_wait_timeout = node_wait_timeout
         # user index (partition-id) -> node id; shared by the cells of a sweep
         self.user_nodes: dict[int, int] = {} if user_nodes is None else user_nodes
+        self._asked: set[int] = set(self.user_nodes.values())
+        # node indices from here on are a misconfigured device (a simulation of a sweep has
+        # as many nodes as its largest cell has users)
+        self.group_size = len(self.users) if group_size is None else group_size
         self._evaluating = False
         # every entry names its cell, so a node serving a sweep rebuilds its user per cell
         self._settings = [session.settings.to_json() for session in self.sessions]
@@ -120,41 +133,60 @@ class AlignmentStrategy(Strategy):
 
     # ---- nodes -----------------------------------------------------------------------------
     def connect(self, grid: Grid) -> dict[int, int]:
-        """Wait for every configured user and learn which node runs which user.
+        """Learn which node runs which user: at the start, wait until every user's node has
+        joined; later, only ask nodes that joined since (a SuperNode that came back after a
+        failure, under a new node id, takes its user over at the next round).
 
-        Node ids are opaque, so each new node is asked for its ``partition-id``
-        (its user index) once.
+        Node ids are opaque, so each new node is asked once for its ``partition-id``; the
+        query names the run, so a device that cannot serve it (its model, its assets, its
+        index) says why at once and the run stops with that reason.
         """
         wanted = set(self.users)
+        if wanted <= set(self.user_nodes):
+            self._identify(grid, QUERY_TIMEOUT_S)
+            return self.user_nodes
         deadline = time.monotonic() + self.node_wait_timeout
-        asked: set[int] = set()
         while not wanted <= set(self.user_nodes):
-            new = [n for n in grid.get_node_ids() if n not in asked]
-            if new:
-                asked.update(new)
-                queries = [
-                    Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
-                    for n in new
-                ]
-                for reply in grid.send_and_receive(queries, timeout=self.node_wait_timeout):
-                    if reply.has_error():
-                        logger.warning(
-                            "node %s did not identify itself", reply.metadata.src_node_id
-                        )
-                        continue
-                    user = int(reply.content[protocol.METRICS]["partition-id"])
-                    if user in wanted:
-                        self.user_nodes[user] = reply.metadata.src_node_id
-            elif time.monotonic() > deadline:
+            if self._identify(grid, self.node_wait_timeout):
+                continue
+            if time.monotonic() > deadline:
                 missing = sorted(wanted - set(self.user_nodes))
                 raise UsersNotConnected(
                     f"users {missing} did not connect within {self.node_wait_timeout:.0f} s; "
                     "start one SuperNode per user with node config "
                     f"partition-id=0..{len(wanted) - 1}"
                 )
-            else:
-                time.sleep(0.1)
+            time.sleep(0.1)
         return self.user_nodes
+
+    def _identify(self, grid: Grid, timeout: float) -> bool:
+        """Ask the nodes not asked before which user they run; False if there were none."""
+        new = [n for n in grid.get_node_ids() if n not in self._asked]
+        if not new:
+            return False
+        self._asked.update(new)
+        config = ConfigRecord({"settings": self._settings[0]})
+        queries = [Message(RecordDict({protocol.CONFIG: config}), dst_node_id=n,
+                           message_type=MessageType.QUERY) for n in new]  # fmt: skip
+        for reply in grid.send_and_receive(queries, timeout=timeout):
+            node = reply.metadata.src_node_id
+            refused = reply.content.get(protocol.CONFIG) if not reply.has_error() else None
+            if reply.has_error() or (refused is not None and "error" in refused):
+                reason = error_reason(reply) if reply.has_error() else str(refused["error"])
+                raise NodeRefused(f"node {node} cannot serve this run: {reason}")
+            user = int(reply.content[protocol.METRICS]["partition-id"])
+            if user >= self.group_size:
+                raise NodeRefused(
+                    f"node {node} has node config partition-id={user}, outside this run's "
+                    f"users 0..{self.group_size - 1}"
+                )
+            if user in self.users:
+                previous = self.user_nodes.get(user)
+                if previous is not None and previous != node:
+                    logger.warning("user %d is back on node %d (was node %d)",
+                                   user, node, previous)  # fmt: skip
+                self.user_nodes[user] = node
+        return True
 
     def _messages(
         self, rnd: int, downlinks: Sequence[Mapping[int, protocol.Message]], message_type: str

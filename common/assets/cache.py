@@ -110,8 +110,11 @@ def _write_file(path: Path, data: bytes) -> None:
 class Cache:
     """Folder of verified entries, one sub-folder per kind of asset."""
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, *, missing: str | None = None) -> None:
+        """``missing``: when given, a missing entry is an error with this advice instead of
+        being built (a device that must have prepared its assets before a run)."""
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.missing = missing
         self.writable = self._check_usable()
 
     def __repr__(self) -> str:
@@ -253,6 +256,9 @@ class Cache:
             logger.debug("cache hit %s/%s", kind, self.entry_dir(kind, key).name)
             return found[0], found[1], True
         entry = self.entry_dir(kind, key)
+        if self.missing is not None:
+            raise CacheError(f"cache folder {self.root} has no {kind} entry {entry.name}: "
+                             f"{self.missing}")  # fmt: skip
         if not self.writable:
             raise CacheError(
                 f"cache folder {self.root} is read-only and has no valid entry {entry}; "

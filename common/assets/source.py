@@ -18,7 +18,7 @@ from common.assets.cache import Cache
 from common.assets.data import ImageSplits, load_dataset, pilot_indices
 from common.assets.heads import predict
 from common.assets.store import HeadAsset, ModelLatents, encoder_latents, head_asset
-from common.assets.zoo import get_zoo
+from common.assets.zoo import EncoderSpec, get_zoo
 from common.parties.user import UserData
 from common.run.settings import RunSettings
 from common.run.sources import APInputs, ProblemSource
@@ -39,7 +39,14 @@ def head_predictor(head: HeadAsset):
 
 @dataclass(frozen=True)
 class AssetSource(ProblemSource):
+    """The zoo's assets in ``settings.cache_dir``; ``missing``: refuse to build what the
+    cache lacks, with this advice (a device runs only what it prepared)."""
+
     settings: RunSettings
+    missing: str | None = None
+
+    def _cache(self) -> Cache:
+        return Cache(self.settings.cache_dir, missing=self.missing)
 
     @property
     def num_users(self) -> int:
@@ -52,13 +59,11 @@ class AssetSource(ProblemSource):
     def _latents(self, spec, progress: bool = False) -> ModelLatents:
         s = self.settings
         return encoder_latents(
-            spec, self._data(), Cache(s.cache_dir), progress=progress, weights_dir=s.weights_dir
+            spec, self._data(), self._cache(), progress=progress, weights_dir=s.weights_dir
         )
 
     def _head(self, latents: ModelLatents) -> HeadAsset:
-        return head_asset(
-            latents, self._data(), self.settings.head_seed, Cache(self.settings.cache_dir)
-        )
+        return head_asset(latents, self._data(), self.settings.head_seed, self._cache())
 
     def test_size(self) -> int:
         """Samples of the test split."""
@@ -90,24 +95,34 @@ class AssetSource(ProblemSource):
             predict=head_predictor(self._head(latents)),
         )
 
-    def warm(self, progress: bool = True) -> pd.DataFrame:
-        """Build (or verify in the cache) every party's encoder, latents and head; a table."""
+    def parties(self) -> list[tuple[str, EncoderSpec]]:
+        """Every party's role and encoder: the AP, then each user."""
         zoo = get_zoo(self.settings.zoo)
+        users = [(f"user {k}", zoo.users[name]) for k, name in enumerate(self.settings.models)]
+        return [("AP", zoo.ap), *users]
+
+    def warm(
+        self,
+        progress: bool = True,
+        parties: list[tuple[str, EncoderSpec]] | None = None,
+        *,
+        heads: bool = True,
+    ) -> pd.DataFrame:
+        """Build (or verify in the cache) the encoder, latents and (``heads``) classifier
+        head of ``parties`` (default: every party of the run); a table."""
         rows = []
-        parties = [("AP", zoo.ap)] + [
-            (f"user {k}", zoo.users[name]) for k, name in enumerate(self.settings.models)
-        ]
-        for role, spec in parties:
+        for role, spec in self.parties() if parties is None else parties:
             latents = self._latents(spec, progress=progress)
-            head = self._head(latents)
+            head = self._head(latents) if heads else None
             rows.append(
                 {
                     "role": role,
                     "model": spec.name,
                     "timm_name": spec.timm_name,
                     "latent_dim": latents.dim,
-                    "clean_test_accuracy": head.clean_test_accuracy,
-                    "cached": bool(latents.meta.get("cached")) and bool(head.meta.get("cached")),
+                    "clean_test_accuracy": head.clean_test_accuracy if head else float("nan"),
+                    "cached": bool(latents.meta.get("cached"))
+                    and (head is None or bool(head.meta.get("cached"))),
                 }
             )
         return pd.DataFrame(rows)

@@ -1,0 +1,133 @@
+"""What a user device runs, from its SuperNode's node config.
+
+A device knows its own model and data, not the run's whole user group. Its
+SuperNode is started with::
+
+    --node-config 'partition-id=1 model="resnet10t" cache-dir="/data/fedalign"'
+
+``partition-id`` is the user's index in the run, ``model`` the encoder the
+device runs and ``cache-dir`` the folder where ``python -m launch.prepare user``
+put that encoder's latents and classifier head (``weights-dir`` and
+``data-root`` optionally name local pretrained weights and the dataset's
+folder). What the device needs of the others is only the shared pilot set's
+identity, which every message carries in the run's settings: the dataset, its
+split seed, the pilot fraction and the seed, plus the zoo and head seed that
+name its prepared assets.
+
+A simulated node has only ``partition-id`` (and Flower's ``num-partitions``):
+it reads the run's shared cache, as every party of a simulation does.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from common.run.settings import RunSettings
+from common.run.sources import ProblemSource
+
+PARTITION, MODEL, CACHE, WEIGHTS, DATA_ROOT = (
+    "partition-id", "model", "cache-dir", "weights-dir", "data-root"
+)  # fmt: skip
+NODE_KEYS = (PARTITION, MODEL, CACHE, WEIGHTS, DATA_ROOT, "num-partitions")
+
+
+class DeviceConfigError(ValueError):
+    """A node config that cannot serve the run; the message names the key and value."""
+
+
+def identity_overrides(settings: RunSettings) -> str:
+    """The overrides that name a run's shared pilot set and a device's prepared assets."""
+    return shlex.join([
+        f"data={settings.dataset}", f"data.split_seed={settings.split_seed}",
+        f"users.zoo={settings.zoo}", f"users.head_seed={settings.head_seed}",
+    ])  # fmt: skip
+
+
+def prepare_command(model: str, cache_dir: str, settings: RunSettings) -> str:
+    """The command that prepares a device's assets for runs like ``settings``."""
+    return (f"python -m launch.prepare user --model {shlex.quote(model)} --cache-dir "
+            f"{shlex.quote(cache_dir)} {identity_overrides(settings)}")  # fmt: skip
+
+
+def _text(config: Mapping[str, object], key: str) -> str | None:
+    value = config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise DeviceConfigError(f"node config {key}={value!r} must be a non-empty string")
+    return value
+
+
+@dataclass(frozen=True)
+class Device:
+    """One user device: its index in the run, and (deployed) its model and asset folders."""
+
+    index: int
+    model: str | None = None
+    cache_dir: str | None = None
+    weights_dir: str | None = None
+    data_root: str | None = None
+
+    @classmethod
+    def from_node_config(cls, config: Mapping[str, object]) -> Device:
+        unknown = sorted(set(config) - set(NODE_KEYS))
+        if unknown:
+            raise DeviceConfigError(f"node config key(s) {', '.join(unknown)} are unknown "
+                                    f"(known: {', '.join(NODE_KEYS)})")  # fmt: skip
+        index = config.get(PARTITION)
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise DeviceConfigError(
+                f"node config {PARTITION}={index!r} must be the user's index, a whole number "
+                f"from 0 (start the SuperNode with --node-config '{PARTITION}=K ...')"
+            )
+        device = cls(index, _text(config, MODEL), _text(config, CACHE), _text(config, WEIGHTS),
+                     _text(config, DATA_ROOT))  # fmt: skip
+        if device.model is not None and device.cache_dir is None:
+            raise DeviceConfigError(
+                f"node config {MODEL}={device.model!r} needs {CACHE}: the folder where "
+                "`python -m launch.prepare user` put this device's assets"
+            )
+        return device
+
+    def check(self, settings: RunSettings) -> None:
+        """Refuse a run this device cannot serve: its index outside the run's users, or a
+        model other than the one the run expects of this user."""
+        if self.index >= settings.num_users:
+            raise DeviceConfigError(
+                f"node config {PARTITION}={self.index} is outside this run's users "
+                f"0..{settings.num_users - 1}"
+            )
+        if self.model is None:
+            return
+        from common.assets.zoo import get_zoo
+
+        known = get_zoo(settings.zoo).users
+        if self.model not in known:
+            raise DeviceConfigError(
+                f"node config {MODEL}={self.model!r} is not a user model of zoo "
+                f"{settings.zoo!r} (known: {', '.join(known)})"
+            )
+        expected = settings.models[self.index]
+        if self.model != expected:
+            raise DeviceConfigError(
+                f"node config {MODEL}={self.model!r}, but this run's user {self.index} runs "
+                f"{expected!r} (users.models of the run: {', '.join(settings.models)})"
+            )
+
+    def source(self, settings: RunSettings) -> ProblemSource:
+        """Where this device's inputs for a run come from: its own prepared assets (never
+        built during a run), or the run's shared cache for a simulated node."""
+        from common.assets.source import AssetSource
+
+        if self.model is None:
+            return AssetSource(settings)
+        assert self.cache_dir is not None  # from_node_config guarantees it
+        own = settings.replace(
+            cache_dir=self.cache_dir,
+            weights_dir=self.weights_dir or settings.weights_dir,
+            data_root=self.data_root or settings.data_root,
+        )
+        advice = f"prepare this device first: {prepare_command(self.model, self.cache_dir, own)}"
+        return AssetSource(own, missing=advice)

@@ -1,0 +1,73 @@
+"""Prepare one party's assets on its own machine, before a deployed run.
+
+    python -m launch.prepare ap [overrides ...]
+    python -m launch.prepare user --model resnet10t --cache-dir /data/fedalign [overrides ...]
+
+``ap`` builds (or verifies) the AP's encoder latents and nothing of any user,
+in the cache the config names (``cache_dir=...`` or ``$FEDALIGN_CACHE``).
+``user`` builds one device's encoder latents and classifier head into that
+device's own folder, which its SuperNode then names in its node config
+(``model=... cache-dir=...``). The overrides name the shared pilot set
+(``data=...``, ``data.split_seed=...``) and the zoo (``users.zoo=...``,
+``users.head_seed=...``); they must be the run's. A device that lacks its
+assets when a run starts refuses the run with this command in the message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from launch.environment import quiet
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m launch.prepare", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parties = parser.add_subparsers(dest="party", required=True)
+    ap = parties.add_parser("ap", help="the AP's encoder latents only")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides (data=..., cache_dir=...)")
+    user = parties.add_parser("user", help="one user device's latents and head")
+    user.add_argument("--model", required=True, help="the device's encoder (a zoo user model)")
+    user.add_argument("--cache-dir", required=True, help="the device's own asset folder")
+    user.add_argument("--weights-dir", help="local pretrained weights (paper zoo)")
+    user.add_argument("--data-root", help="the dataset's folder (CIFAR-10)")
+    user.add_argument("overrides", nargs="*", help="Hydra overrides naming the pilot set")
+    args = parser.parse_args(argv)
+    quiet()
+
+    from clients.device import Device, DeviceConfigError
+    from common.assets.cache import Cache, CacheError
+    from common.assets.source import AssetSource
+    from common.assets.zoo import get_zoo
+    from common.run.settings import ConfigError
+    from conf import settings
+
+    try:
+        run = settings(*args.overrides)
+        if args.party == "ap":
+            source = AssetSource(run)
+            parties = source.parties()[:1]
+        else:
+            known = get_zoo(run.zoo).users
+            if args.model not in known:
+                raise DeviceConfigError(f"--model {args.model!r} is not a user model of zoo "
+                                        f"{run.zoo!r} (known: {', '.join(known)})")  # fmt: skip
+            device = Device(0, args.model, args.cache_dir, args.weights_dir, args.data_root)
+            own = device.source(run)
+            assert isinstance(own, AssetSource)
+            source = AssetSource(own.settings)  # builds what is missing
+            parties = [("user", get_zoo(run.zoo).users[args.model])]
+        table = source.warm(progress=run.progress, parties=parties, heads=args.party == "user")
+    except (ConfigError, DeviceConfigError, CacheError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"cache: {Cache(source.settings.cache_dir).root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
