@@ -20,19 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 
 from common.assets.cache import Cache, file_sha256, key_digest
 from common.assets.data import SPLITS, ImageSplits
-from common.assets.encoders import (
-    create_encoder,
-    data_config,
-    find_weights_file,
-    param_count,
-    state_arrays,
-    train_encoder,
-)
 from common.assets.heads import HEAD_DEFAULTS, ClassifierHead, accuracy, head_from_state, train_head
 from common.assets.latents import Preprocess, extract_latents, make_preprocess
 from common.assets.zoo import EncoderSpec
@@ -67,6 +58,26 @@ class HeadAsset:
         return head_from_state(self.state)
 
 
+# timm (about 1.5 s to import) is loaded only to build an encoder: a party that reads its
+# cached latents and head, as a user device does for every message, never needs it.
+class _LazyEncoders:
+    def __getattr__(self, name: str):
+        from common.assets import encoders as module
+
+        return getattr(module, name)
+
+
+encoders = _LazyEncoders()
+
+
+@functools.lru_cache(maxsize=1)
+def _timm_version() -> str:
+    """timm's version, from its package metadata (the same string as ``timm.__version__``)."""
+    from importlib.metadata import version
+
+    return version("timm")
+
+
 # --------------------------------------------------------------------------- building blocks
 @contextlib.contextmanager
 def _all_cores() -> Iterator[None]:
@@ -92,7 +103,7 @@ def _weights_source(spec: EncoderSpec, weights_dir: str | Path | None) -> tuple[
         return None, None
     if weights_dir is None:
         return None, {"hub": spec.timm_name}
-    path = find_weights_file(spec, weights_dir)
+    path = encoders.find_weights_file(spec, weights_dir)
     stat = path.stat()
     return path, {"file_sha256": _weights_digest(str(path.resolve()), stat.st_size,
                                                   stat.st_mtime_ns)}
@@ -102,7 +113,7 @@ def encoder_key(spec: EncoderSpec, data: ImageSplits, weights: Any = None) -> di
     """Everything that determines an encoder's weights."""
     key: dict[str, Any] = {
         "spec": spec.key(),
-        "timm": timm.__version__,  # model definitions may change between releases
+        "timm": _timm_version(),  # model definitions may change between releases
         "in_chans": data.channels,
         "num_classes": data.num_classes,
     }
@@ -123,27 +134,27 @@ def _encoder(
     """A ready encoder: trained (embedded, weights cached) or pretrained (loaded)."""
     if spec.pretrained:
         started = time.perf_counter()
-        model = create_encoder(
+        model = encoders.create_encoder(
             spec, in_chans=3, num_classes=data.num_classes, weights_file=weights_file
         )
         seconds = time.perf_counter() - started
-        return model, {"params": param_count(model), "encoder_seconds": seconds}
+        return model, {"params": encoders.param_count(model), "encoder_seconds": seconds}
 
     def build() -> tuple[dict[str, np.ndarray], dict]:
-        model, info = train_encoder(
+        model, info = encoders.train_encoder(
             spec,
             data.images["train"],
             data.labels["train"],
             num_classes=data.num_classes,
             progress=progress,
         )
-        return state_arrays(model), {
+        return encoders.state_arrays(model), {
             "params": info["params"],
             "encoder_seconds": info["train_seconds"],
         }
 
     state, meta, hit = cache.get_or_build("encoder", encoder_key(spec, data), build)
-    model = create_encoder(spec, in_chans=data.channels, num_classes=data.num_classes)
+    model = encoders.create_encoder(spec, in_chans=data.channels, num_classes=data.num_classes)
     model.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
     model.eval()
     return model, {**meta, "encoder_cached": hit}
@@ -164,7 +175,7 @@ def load_encoder(
     """
     weights_file, _ = _weights_source(spec, weights_dir)
     model, meta = _encoder(spec, data, cache, weights_file, progress)
-    preprocess = make_preprocess(data_config(spec, model, data.images["train"].shape[1:]))
+    preprocess = make_preprocess(encoders.data_config(spec, model, data.images["train"].shape[1:]))
     return model, preprocess, meta
 
 
@@ -228,7 +239,7 @@ def head_asset(latents: ModelLatents, data: ImageSplits, seed: int, cache: Cache
         )
         info["clean_test_accuracy"] = accuracy(head, z["test"], y["test"])
         info["build_seconds"] = time.perf_counter() - started
-        return state_arrays(head), info
+        return encoders.state_arrays(head), info
 
     state, meta, hit = cache.get_or_build("head", key, build)
     return HeadAsset(
