@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> float:
         settings = validated(OmegaConf.to_container(cfg, resolve=True))
         from launch.simulation import check_resources
 
-        check_resources(settings.cpus_per_user)
+        check_resources(settings.cpus_per_user, settings.ray_address)
         if settings.resume:  # refused now, not after Ray has started
             check_resumable(settings, out_dir, HydraConfig.get().mode == RunMode.MULTIRUN)
     except ConfigError as exc:

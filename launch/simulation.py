@@ -10,6 +10,7 @@ returns exactly what a deployed run leaves behind.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import tempfile
@@ -36,10 +37,11 @@ class SimulationFailed(RuntimeError):
 MIN_CPUS_PER_USER = 0.1  # at most ten users' actors per core
 
 
-def check_resources(cpus_per_user: float) -> None:
+def check_resources(cpus_per_user: float, ray_address: str | None = None) -> None:
     """Refuse a CPU share per user that Ray cannot schedule on this machine, before Ray starts
-    (Flower would otherwise wait minutes for an empty actor pool)."""
-    cpus = os.cpu_count() or 1
+    (Flower would otherwise wait minutes for an empty actor pool). On an existing cluster
+    (``ray_address``) the machines' cores are not known here: only the lower bound holds."""
+    cpus = (os.cpu_count() or 1) if ray_address is None else math.inf
     if not MIN_CPUS_PER_USER <= cpus_per_user <= cpus:
         raise ConfigError(
             f"config key 'experiment.cpus_per_user' = {cpus_per_user!r} is invalid: this "
@@ -118,9 +120,9 @@ def simulate_sweep(
     for cell in cells:
         if not store.finished(cell):
             todo.setdefault(cell_key(cell), cell)
-    by_cpus: dict[float, list[RunSettings]] = {}
+    by_cpus: dict[tuple, list[RunSettings]] = {}
     for cell in todo.values():
-        by_cpus.setdefault(cell.cpus_per_user, []).append(cell)
+        by_cpus.setdefault((cell.cpus_per_user, cell.ray_address), []).append(cell)
     errors = []
     for group in by_cpus.values():
         try:
@@ -158,9 +160,10 @@ def simulate_cells(
     """
     if not cells:
         return
-    if len({cell.cpus_per_user for cell in cells}) > 1:
-        raise ValueError("the cells of one simulation must share experiment.cpus_per_user")
-    check_resources(cells[0].cpus_per_user)
+    if len({(cell.cpus_per_user, cell.ray_address) for cell in cells}) > 1:
+        raise ValueError("the cells of one simulation must share experiment.cpus_per_user "
+                         "and experiment.ray_address")  # fmt: skip
+    check_resources(cells[0].cpus_per_user, cells[0].ray_address)
     if isolated:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=context, initializer=single_threaded) as pool:
@@ -190,6 +193,8 @@ def simulate_cells(
                     "logging_level": logging.WARNING,
                     "log_to_driver": False,
                     "include_dashboard": False,
+                    # an existing cluster (many machines), or None: a local Ray for this run
+                    **({"address": cells[0].ray_address} if cells[0].ray_address else {}),
                 },
             },
         )

@@ -22,7 +22,8 @@ from common.run.settings import RunSettings
 
 # How a cell is run, not what it computes: left out of its key.
 EXECUTION_FIELDS = ("progress", "cpus_per_user", "cache_dir", "allow_partial",
-                    "max_failed_fraction", "node_timeout", "round_timeout", "resume")  # fmt: skip
+                    "max_failed_fraction", "node_timeout", "round_timeout", "resume",
+                    "ray_address")  # fmt: skip
 SETTINGS_FILE = "settings.json"
 
 

@@ -58,6 +58,7 @@ class RunSettings:
     round_timeout: float  # seconds to wait for the replies of one round
     allow_partial: bool  # accept a run in which some user failed permanently
     resume: bool  # continue an interrupted run from the checkpoint in its output folder
+    ray_address: str | None  # an existing Ray cluster to simulate on (None: a local one)
     max_failed_fraction: float  # a user failing in more of the training rounds failed
     conventions: str  # "corrected" (ALGORITHM.md) or "paper" (the paper code's)
     aggregator: str  # consensus rule: a registered name or package.module:Class
@@ -81,6 +82,7 @@ class RunSettings:
             "round_timeout": lambda v: validation.positive_float("round_timeout", v),
             "allow_partial": lambda v: validation.boolean("allow_partial", v),
             "resume": lambda v: validation.boolean("resume", v),
+            "ray_address": _ray_address,
             "max_failed_fraction": lambda v: validation.fraction("max_failed_fraction", v),
             "method": _method,
             "dataset": lambda v: _known(DATASETS, "dataset", v),
@@ -141,6 +143,19 @@ class RunSettings:
         return cls(**raw)
 
 
+def _ray_address(value: object) -> str | None:
+    """None (a local Ray), ``auto`` (the cluster this machine belongs to) or ``host:port``."""
+    if value is None or value == "auto":
+        return value
+    host, _, port = str(value).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise validation.InvalidValue(
+            "ray_address", f"ray_address must be host:port of a Ray cluster's head (as `ray "
+            f"start --head` prints it), auto, or null, got {value!r}",
+        )  # fmt: skip
+    return str(value)
+
+
 def _known(registry, name: str, value: object) -> str:
     if not isinstance(value, str) or value not in registry:
         allowed = ", ".join(registry.names())
@@ -192,6 +207,7 @@ CONFIG_KEYS = {
     "round_timeout": "experiment.round_timeout",
     "allow_partial": "experiment.allow_partial",
     "resume": "experiment.resume",
+    "ray_address": "experiment.ray_address",
     "max_failed_fraction": "experiment.max_failed_fraction",
     "antennas_tx": "communication.antennas_transmitter",
     "antennas_rx": "communication.antennas_receiver",
