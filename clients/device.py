@@ -14,8 +14,9 @@ identity, which every message carries in the run's settings: the dataset, its
 split seed, the pilot fraction and the seed, plus the zoo and head seed that
 name its prepared assets.
 
-A simulated node has only ``partition-id`` (and Flower's ``num-partitions``):
-it reads the run's shared cache, as every party of a simulation does.
+A simulated node has only ``partition-id`` and Flower's ``num-partitions``: it
+reads the run's shared cache, as every party of a simulation does. A node with
+neither a model nor ``num-partitions`` is refused.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ class Device:
             )
         device = cls(index, _text(config, MODEL), _text(config, CACHE), _text(config, WEIGHTS),
                      _text(config, DATA_ROOT))  # fmt: skip
+        if device.model is None and "num-partitions" not in config:
+            raise DeviceConfigError(
+                f"node config has no {MODEL}: a deployed device names the model it runs and "
+                f"its asset folder (--node-config '{PARTITION}={index} {MODEL}=\"...\" "
+                f"{CACHE}=\"...\"'); only a simulated node (with Flower's num-partitions) "
+                "reads the run's shared cache"
+            )
         if device.model is not None and device.cache_dir is None:
             raise DeviceConfigError(
                 f"node config {MODEL}={device.model!r} needs {CACHE}: the folder where "

@@ -307,10 +307,16 @@ class Federation:
         """User ``user``'s SuperNode, with its model and its own asset folder in its node
         config (``key``/``root_certificates`` default to the user's key and the CA)."""
         certificates = self.certs["ca"] if root_certificates is True else root_certificates
+        key = key or self.key(user)
+        for flag, path in (("--root-certificates", certificates),
+                           ("--auth-supernode-private-key", key)):  # fmt: skip
+            if path and not Path(path).is_file():
+                raise FederationError(f"{flag} {path}: no such file (the CA certificate and the "
+                                      "device's private key must be on the device)")  # fmt: skip
         config = (f'partition-id={user} model="{model}" '
                   f'cache-dir="{self.device_dir(user)}" {extra_config}').strip()  # fmt: skip
         command = ["flower-supernode", "--superlink", self.address,
-                   "--auth-supernode-private-key", str(key or self.key(user)),
+                   "--auth-supernode-private-key", str(key),
                    "--port", str(self.port + NODE_PORT_OFFSET + user),
                    "--node-config", config]  # fmt: skip
         if certificates:
@@ -343,6 +349,8 @@ class Federation:
     # running
     def submit(self, overrides: str, output_dir: Path) -> int:
         """Start a run of this project; its run id."""
+        if not (self.flwr_home / "config.toml").is_file() or "superlink" not in self.running():
+            raise FederationError(f"no federation is up in {self.folder}: run `up` first")
         run_config = f"overrides='{overrides}' output-dir='{Path(output_dir).resolve()}'"
         done = self.flwr("run", str(REPO), CONNECTION, "--run-config", run_config,
                          "--format", "json")  # fmt: skip

@@ -181,7 +181,8 @@ def test_evaluation_happens_once_after_the_last_round():
 # ---- the ClientApp -----------------------------------------------------------------------
 def _context(partition: int) -> Context:
     return Context(
-        run_id=7, node_id=2000 + partition, node_config={"partition-id": partition},
+        run_id=7, node_id=2000 + partition,
+        node_config={"partition-id": partition, "num-partitions": len(NODES)},
         state=RecordDict(), run_config={},
     )  # fmt: skip
 

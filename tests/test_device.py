@@ -21,6 +21,7 @@ from tests.test_apps import SOURCE, FakeGrid, _drive, _sessions, task_identity  
     ({"partition-id": 0, "model": "resnet10t"}, "model='resnet10t' needs cache-dir"),
     ({"partition-id": 0, "model": ""}, "model='' must be a non-empty string"),
     ({"partition-id": 0, "modle": "x"}, "key(s) modle are unknown"),
+    ({"partition-id": 0}, "node config has no model: a deployed device names the model"),
 ])  # fmt: skip
 def test_a_bad_node_config_is_named(config, message):
     with pytest.raises(DeviceConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -86,8 +87,9 @@ def test_prepare_builds_one_device_and_the_ap_only_what_each_needs(tmp_path, cac
 
 # ---- the strategy's side ------------------------------------------------------------------
 def _context(node_config: dict) -> Context:
-    return Context(run_id=7, node_id=1, node_config=node_config, state=RecordDict(),
-                   run_config={})  # fmt: skip
+    """A simulated node's context (Flower's simulation adds num-partitions)."""
+    return Context(run_id=7, node_id=1, node_config={"num-partitions": 3, **node_config},
+                   state=RecordDict(), run_config={})  # fmt: skip
 
 
 def _app_grid(nodes: dict[int, dict]) -> FakeGrid:

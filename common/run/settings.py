@@ -229,7 +229,7 @@ CONFIG_KEYS = {
     "fault": "faults.kind",
     "fault_scale": "faults.scale",
 }
-_NULLABLE = {"data_root", "cache_dir", "weights_dir"}
+_NULLABLE = {"data_root", "cache_dir", "weights_dir", "ray_address"}
 _MISSING = object()
 
 
