@@ -242,7 +242,9 @@ def test_latents_and_heads_are_cached(tiny_data, tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a cache hit must not train or extract")
 
-    monkeypatch.setattr(assets, "train_encoder", forbidden)
+    import common.assets.encoders as encoders
+
+    monkeypatch.setattr(encoders, "train_encoder", forbidden)  # loaded lazily by the store
     monkeypatch.setattr(assets, "extract_latents", forbidden)
     monkeypatch.setattr(assets, "train_head", forbidden)
     again = encoder_latents(TINY_SPEC, tiny_data, cache, progress=False)
@@ -260,9 +262,9 @@ def test_latents_rebuilt_from_cached_encoder(tiny_data, tmp_path, monkeypatch):
     """New data to extract (e.g. a new test split) reuses the trained encoder."""
     cache = Cache(tmp_path)
     encoder_latents(TINY_SPEC, tiny_data, cache, progress=False)
-    import common.assets.store as assets
+    import common.assets.encoders as encoders
 
-    monkeypatch.setattr(assets, "train_encoder", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(encoders, "train_encoder", lambda *a, **k: pytest.fail("retrained"))
     changed = replace(tiny_data, fingerprint="tiny-1")
     latents = encoder_latents(TINY_SPEC, changed, cache, progress=False)
     assert latents.meta["cached"] is False and latents.meta["encoder_cached"] is True
