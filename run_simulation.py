@@ -66,6 +66,8 @@ def main(cfg: DictConfig) -> float:
             outcome = simulate(settings, out_dir=out_dir)
         except SimulationFailed as exc:
             sys.exit(f"error: {exc}")
+        except KeyboardInterrupt:
+            sys.exit(interrupted(out_dir))
         if store is not None:
             store.save(settings, outcome)
     print(per_user_table(outcome.results))
@@ -78,6 +80,22 @@ def main(cfg: DictConfig) -> float:
                  f"tables in {out_dir} say which rounds):\n{account}\nset "
                  "experiment.allow_partial=true to accept a partial run")  # fmt: skip
     return float(outcome.results.accuracy.mean())
+
+
+def interrupted(out_dir: Path) -> int:
+    """Say what an interrupted run kept and how to continue it; the exit status."""
+    from common.run.checkpoint import CHECKPOINT_FILE, Checkpoint
+
+    kept = "nothing (no round had finished)"
+    if (out_dir / CHECKPOINT_FILE).exists():
+        done = Checkpoint.read(out_dir).round
+        overrides = " ".join(HydraConfig.get().overrides.task)
+        kept = (f"the history and AP checkpoint of rounds 1-{done}; continue with:\n  python "
+                f"run_simulation.py {overrides} experiment.resume=true hydra.run.dir={out_dir}")
+    elif (out_dir / "history.csv").exists():
+        kept = "the history of the finished rounds (this method cannot resume)"
+    print(f"interrupted: {out_dir} keeps {kept}", file=sys.stderr)
+    return 130
 
 
 def check_resumable(settings, out_dir: Path, sweep: bool) -> None:

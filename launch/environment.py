@@ -6,9 +6,16 @@ simulation helper, ``scripts/flwr_local.sh`` through ``python -m launch.environm
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -33,10 +40,15 @@ def quiet() -> None:
 
 def single_threaded() -> None:
     """Initializer of a fresh worker process: one BLAS thread, inherited by its children
-    (the Ray workers a simulation starts from there), and no life beyond its parent's."""
+    (the Ray workers a simulation starts from there), no life beyond its parent's, and no
+    Ctrl-C of its own."""
     from threadpoolctl import threadpool_limits
 
     die_with_parent()
+    # Ctrl-C is the parent's to handle (worker_pool): a process group of its own keeps the
+    # terminal's SIGINT from this process and what it starts (Ray), which the parent then
+    # stops at once, instead of every process unwinding and printing on its own
+    os.setpgid(0, 0)
     os.environ.update(SINGLE_THREAD_ENV)
     threadpool_limits(1)  # for a numpy already imported
 
@@ -57,6 +69,95 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the call took effect
         os._exit(1)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Freshly spawned worker processes (:func:`single_threaded`) that an exception or
+    Ctrl-C in the parent stops at once, with everything they started (Ray's processes):
+    waiting for them to wind down can take minutes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=single_threaded)
+    try:
+        yield pool
+    except BaseException:
+        for worker in list((getattr(pool, "_processes", None) or {}).values()):
+            stop_tree(worker.pid)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """Every live process below ``pid`` (Linux ``/proc``), with its command line."""
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":  # a zombie computes nothing
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            commands[int(entry.name)] = command.decode(errors="replace")
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append((child, commands.get(child, "")))
+        todo += children.get(child, [])
+    return found
+
+
+def stop_process(pid: int, grace: float = 10.0) -> None:
+    """Stop a process group started here: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop_tree(pid: int, grace: float = 3.0) -> None:
+    """Stop ``pid`` and every process below it (a simulation's worker, Ray's processes and
+    actors), whatever process group they are in. ``pid`` is killed outright, so that it does
+    not react to its children's end; they get SIGTERM, then SIGKILL after ``grace``."""
+    pids = [pid] + [child for child, _ in descendants(pid)]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    for target in pids[1:]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(is_alive(p) for p in pids):
+        time.sleep(0.1)
+    for target in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, signal.SIGKILL)
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":  # `eval "$(python -m launch.environment)"` in shell scripts

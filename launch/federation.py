@@ -23,7 +23,6 @@ import datetime
 import ipaddress
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.environment import QUIET_ENV
+from launch.environment import QUIET_ENV, descendants, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 CONNECTION = "fedalign-local"  # the connection's name in the Flower home's config.toml
@@ -113,46 +112,6 @@ def _port_open(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def stop_process(pid: int, grace: float = 10.0) -> None:
-    """Stop a process group started here: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def descendants(pid: int) -> list[tuple[int, str]]:
-    """Every live process below ``pid`` (Linux ``/proc``), with its command line."""
-    children: dict[int, list[int]] = {}
-    commands: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if fields[0] == "Z":  # a zombie computes nothing
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            commands[int(entry.name)] = command.decode(errors="replace")
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append((child, commands.get(child, "")))
-        todo += children.get(child, [])
-    return found
 
 
 @dataclass

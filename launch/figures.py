@@ -134,19 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     from launch.simulation import SimulationFailed
-    from launch.sweeps import run_unfinished
+    from launch.sweeps import interrupted, run_unfinished
 
+    cells = [c for n in names for c in study[n]]
     try:
-        run_unfinished(
-            store,
-            [c for n in names for c in study[n]],
-            in_process=args.in_process,
-            in_flight=args.in_flight,
-            jobs=args.jobs,
-        )
+        run_unfinished(store, cells, in_process=args.in_process, in_flight=args.in_flight,
+                       jobs=args.jobs)  # fmt: skip
     except SimulationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return interrupted(store, cells)
     for name in names:
         results = pd.concat([store.load(c).results for c in study[name]], ignore_index=True)
         for path in _draw(name, results, out):

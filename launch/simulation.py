@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from clients.client_app import UserFactory, default_user, make_client_app
@@ -26,7 +24,7 @@ from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
 from common.run.settings import ConfigError, RunSettings
 from common.run.sources import ProblemSource
-from launch.environment import quiet, single_threaded
+from launch.environment import quiet, worker_pool
 from server.server_app import CELLS_IN_FLIGHT, Sink, WriteTo, make_server_app
 
 
@@ -165,8 +163,7 @@ def simulate_cells(
                          "and experiment.ray_address")  # fmt: skip
     check_resources(cells[0].cpus_per_user, cells[0].ray_address)
     if isolated:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context, initializer=single_threaded) as pool:
+        with worker_pool(1) as pool:  # Ctrl-C stops the simulation and Ray at once
             pool.submit(
                 simulate_cells,
                 cells,

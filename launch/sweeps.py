@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from tqdm.auto import tqdm
 
 from common.run.cells import CellStore
 from common.run.settings import RunSettings
-from launch.environment import single_threaded
+from launch.environment import worker_pool
 
 STORE_KEY = "sweep_store"
 IN_FLIGHT_KEY = "sweep_in_flight"
@@ -42,6 +41,16 @@ def prepare_assets(cells: Sequence[RunSettings]) -> None:
         groups.setdefault(_key(cell, ASSET_FIELDS), []).append(cell)
     for group in groups.values():
         prepare(group)
+
+
+def interrupted(store: CellStore, cells: Sequence[RunSettings]) -> int:
+    """Say what an interrupted sweep kept (Ctrl-C); the exit status."""
+    import sys
+
+    done = sum(store.finished(cell) for cell in cells)
+    print(f"interrupted: {done} of {len(cells)} cells are finished and kept in {store.root}; "
+          "the same command redoes only the others", file=sys.stderr, flush=True)  # fmt: skip
+    return 130
 
 
 def cells_in_flight(cfg: Any) -> int:
@@ -108,8 +117,7 @@ def _run_in_process(store: CellStore, cells: Sequence[RunSettings], jobs: int) -
     for cell in cells:
         problems.setdefault(_key(cell, (*ASSET_FIELDS, "pilot_fraction", "seed")), []).append(cell)
     parts = [group[j::jobs] for group in problems.values() for j in range(jobs) if group[j::jobs]]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=single_threaded) as pool:
+    with worker_pool(jobs) as pool:
         futures = [pool.submit(_run_cells_in_process, store, part) for part in parts]
         with tqdm(total=len(cells), desc="cells") as bar:
             for future in as_completed(futures):

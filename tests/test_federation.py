@@ -5,18 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from launch.environment import descendants, is_alive, stop_process
 from launch.federation import (
     Federation,
     FederationError,
-    descendants,
     main,
     make_certificates,
     make_node_key,
-    stop_process,
 )
 
 
@@ -82,13 +80,7 @@ def test_processes_are_found_below_a_parent_and_stopped_by_pid():
     finally:
         stop_process(parent.pid, grace=5)
     assert parent.wait(timeout=10) is not None
-    def alive(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
-
     deadline = time.monotonic() + 10
-    while alive(children[0][0]) and time.monotonic() < deadline:  # the group was stopped
+    while is_alive(children[0][0]) and time.monotonic() < deadline:  # the group was stopped
         time.sleep(0.1)
-    assert not alive(children[0][0])
+    assert not is_alive(children[0][0])

@@ -195,3 +195,69 @@ def test_a_sweep_with_one_cell_too_big_is_refused_before_ray(tmp_path, cache_dir
     assert "sweep cell" in proc.stderr and "10000x4, u=4) (through Flower) needs about" in (
         proc.stderr)  # fmt: skip
     assert not (tmp_path / "cells").exists() or not any((tmp_path / "cells").iterdir())
+
+
+def _interrupt_when(command: list[str], cwd, ready, timeout: float = 300.0):
+    """Start ``command`` in a session of its own, send its process group SIGINT (a terminal's
+    Ctrl-C) once ``ready()`` holds; (exit status, seconds to exit, stderr, processes that it
+    had started and that are still alive)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from launch.environment import descendants, is_alive
+
+    proc = subprocess.Popen(command, cwd=cwd, start_new_session=True, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, "never got ready"
+            time.sleep(0.2)
+        started = [pid for pid, _ in descendants(proc.pid)]
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        seconds = time.monotonic() - sent
+        time.sleep(1.0)
+        return proc.returncode, seconds, err, [pid for pid in started if is_alive(pid)]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_within_10_s_and_says_how_to_resume(tmp_path, cache_dir):
+    import sys
+
+    folder = tmp_path / "run"
+    root = Path(__file__).resolve().parents[1]
+    status, seconds, err, alive = _interrupt_when(
+        [sys.executable, str(root / "run_simulation.py"), "users.count=2", "experiment.rounds=60",
+         "experiment.progress=false", f"cache_dir={cache_dir}", f"hydra.run.dir={folder}"],
+        tmp_path, lambda: (folder / "checkpoint.npz").exists(),
+    )  # fmt: skip
+    assert status == 130 and seconds < 10, (status, seconds, err[-1500:])
+    assert alive == []  # no simulation process, no Ray process left
+    assert f"interrupted: {folder} keeps the history and AP checkpoint of rounds 1-" in err
+    assert f"experiment.resume=true hydra.run.dir={folder}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_an_in_process_study_and_keeps_its_finished_cells(tmp_path, cache_dir):
+    import sys
+
+    store = tmp_path / "cells"
+    status, seconds, err, alive = _interrupt_when(
+        [sys.executable, "-m", "launch.figures", "--quick", "--only", "snr", "--in-process",
+         "--jobs", "2", "--store", str(store), "--out", str(tmp_path / "figures"),
+         f"cache_dir={cache_dir}"],
+        Path(__file__).resolve().parents[1],
+        lambda: store.is_dir() and any(not p.name.startswith(".") for p in store.iterdir()),
+    )  # fmt: skip
+    assert status == 130 and seconds < 10, (status, seconds, err[-1500:])
+    assert alive == []
+    assert "cells are finished and kept in" in err and "redoes only the others" in err

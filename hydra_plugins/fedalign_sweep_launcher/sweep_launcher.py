@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from common.run.settings import ConfigError, RunSettings
 from conf import validated
 from launch.simulation import SimulationFailed
-from launch.sweeps import cell_store, cells_in_flight, run_unfinished
+from launch.sweeps import cell_store, cells_in_flight, interrupted, run_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ class SweepLauncher(Launcher):
                                in_flight=cells_in_flight(self.config))  # fmt: skip
             except SimulationFailed as exc:  # the jobs of the missing cells report it too
                 print(f"error: {exc}", file=sys.stderr, flush=True)
+            except KeyboardInterrupt:
+                sys.exit(interrupted(store, [settings for _, settings in jobs]))
         runs = []
         for cfg, _ in jobs:
             runs.append(
