@@ -33,6 +33,7 @@ class SimulationFailed(RuntimeError):
 
 
 MIN_CPUS_PER_USER = 0.1  # at most ten users' actors per core
+ACTOR_RESTARTS = 10  # times Ray re-creates each simulated user's actor that died
 
 
 def check_resources(cpus_per_user: float, ray_address: str | None = None) -> None:
@@ -185,7 +186,10 @@ def simulate_cells(
             client_app=make_client_app(cells[0], source, user_factory),
             num_supernodes=max(cell.num_users for cell in cells),
             backend_config={
-                "client_resources": {"num_cpus": cells[0].cpus_per_user, "num_gpus": 0.0},
+                # Ray re-creates an actor whose process died (killed, out of memory): its
+                # users fail the message it was serving and are rebuilt for the next one
+                "client_resources": {"num_cpus": cells[0].cpus_per_user, "num_gpus": 0.0,
+                                     "max_restarts": ACTOR_RESTARTS},
                 "init_args": {
                     "logging_level": logging.WARNING,
                     "log_to_driver": False,

@@ -261,3 +261,46 @@ def test_ctrl_c_stops_an_in_process_study_and_keeps_its_finished_cells(tmp_path,
     assert status == 130 and seconds < 10, (status, seconds, err[-1500:])
     assert alive == []
     assert "cells are finished and kept in" in err and "redoes only the others" in err
+
+
+@pytest.mark.slow
+def test_a_killed_ray_actor_is_re_created_and_its_user_rejoins(tmp_path, cache_dir):
+    """The process of one user's actor is killed after round 2: Ray re-creates it, the user
+    it was serving fails that round only, and the run ends with every user evaluated."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+
+    from common.run.results import RunOutcome
+    from launch.environment import descendants
+
+    folder = tmp_path / "run"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "run_simulation.py"), "users.count=2", "experiment.rounds=8",
+         "experiment.progress=false", f"cache_dir={cache_dir}", f"hydra.run.dir={folder}"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (folder / "history.csv").exists() or len(pd.read_csv(folder / "history.csv")) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "round 2 never ended"
+            time.sleep(0.1)
+        actors = [pid for pid, command in descendants(proc.pid) if "ClientAppActor" in command]
+        assert actors
+        os.kill(actors[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
+    outcome = RunOutcome.load(folder)
+    assert len(outcome.failures) <= 2  # the message(s) the dead actor held
+    assert outcome.history.responded.tolist()[-3:] == [2, 2, 2]
+    assert outcome.results.user.tolist() == [0, 1]

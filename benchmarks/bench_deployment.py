@@ -1,0 +1,72 @@
+"""A deployed run on loopback against the same run simulated: where a deployment's time goes.
+
+    .venv/bin/python benchmarks/bench_deployment.py [--users 2] [--rounds 4]
+
+Brings up a secure local federation (``launch.federation``: TLS, SuperNode
+authentication, each device's own prepared assets), runs the default config with
+``--users`` users and ``--rounds`` rounds on it and through the Flower simulation, and
+prints each one's seconds per round (from ``history.csv``) and wall time. Flower's
+deployment runtime starts a fresh ClientApp process for every message, so a round
+costs each user a process start, the imports and reading its assets; the simulation's
+Ray actors live for the whole run. Every process started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.run.results import RunOutcome  # noqa: E402
+from conf import settings  # noqa: E402
+from launch.federation import Federation  # noqa: E402
+from launch.simulation import simulate  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--port", type=int, default=18600)
+    args = parser.parse_args()
+    overrides = (f"users.count={args.users} experiment.rounds={args.rounds} "
+                 "experiment.progress=false")  # fmt: skip
+    run = settings(*overrides.split())
+
+    with tempfile.TemporaryDirectory(prefix="fedalign-bench-") as tmp:
+        federation = Federation(Path(tmp) / "federation", args.port)
+        try:
+            started = time.perf_counter()
+            federation.up(run.models)
+            up = time.perf_counter() - started
+            started = time.perf_counter()
+            run_id = federation.submit(overrides, Path(tmp) / "deployed")
+            status = federation.wait(run_id, timeout=3600)
+            deployed_wall = time.perf_counter() - started
+        finally:
+            federation.down()
+        deployed = RunOutcome.load(Path(tmp) / "deployed")
+    started = time.perf_counter()
+    simulated = simulate(run)
+    simulated_wall = time.perf_counter() - started
+
+    print(f"federation up (certificates, keys, {args.users} devices prepared, processes): "
+          f"{up:.1f} s")  # fmt: skip
+    print(f"deployed run: {status}, wall {deployed_wall:.1f} s")
+    print(f"{'':24}{'deployed':>10}{'simulated':>11}")
+    for rnd, (a, b) in enumerate(zip(deployed.history.seconds, simulated.history.seconds,
+                                     strict=True), start=1):  # fmt: skip
+        print(f"round {rnd:<18}{a:>9.2f}s{b:>10.2f}s")
+    print(f"{'mean seconds per round':24}{deployed.history.seconds.mean():>9.2f}s"
+          f"{simulated.history.seconds.mean():>10.2f}s")  # fmt: skip
+    print(f"{'wall time (run only)':24}{deployed_wall:>9.1f}s{simulated_wall:>10.1f}s")
+    same = (deployed.results.accuracy.to_numpy() == simulated.results.accuracy.to_numpy()).all()
+    print(f"accuracies equal: {bool(same)} (mean {deployed.results.accuracy.mean():.4f})")
+
+
+if __name__ == "__main__":
+    main()
