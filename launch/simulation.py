@@ -125,7 +125,7 @@ def simulate_sweep(
     errors = []
     for group in by_cpus.values():
         try:
-            simulate_cells(group, store.save, source, user_factory=user_factory,
+            simulate_cells(group, store, source, user_factory=user_factory,
                            isolated=isolated, in_flight=in_flight)  # fmt: skip
         except Exception as exc:  # finished cells are in the store; report the rest below
             errors.append(f"{type(exc).__name__}: {exc}")

@@ -10,16 +10,17 @@ cells run back to back in one ServerApp, over the same SuperNodes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.parties.access_point import access_point_class
-from common.run.checkpoint import CheckpointError, remove_checkpoint
+from common.run.checkpoint import CHECKPOINT_FILE, CheckpointError, remove_checkpoint
 from common.run.reporting import headline, show_progress
 from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point
@@ -42,11 +43,15 @@ class CellsFailed(RuntimeError):
 
 
 def open_session(
-    settings: RunSettings, source: ProblemSource, journal: Path | None = None
+    settings: RunSettings,
+    source: ProblemSource,
+    journal: Path | None = None,
+    *,
+    resume: bool | None = None,
 ) -> Session:
     """The AP of one run over its own inputs, and the session that will drive it
     (writing its history and checkpoint to ``journal`` after every round, when given;
-    resuming from that checkpoint when the settings say ``resume``)."""
+    resuming from that checkpoint when ``resume``, by default when the settings say so)."""
     if source.num_users != settings.num_users:
         raise ValueError(
             f"the source provides {source.num_users} users but the settings name "
@@ -55,7 +60,7 @@ def open_session(
     inputs = source.ap_inputs()
     ap = build_access_point(settings, inputs, list(range(settings.num_users)))
     session = Session(ap, settings, inputs, journal=journal)
-    if settings.resume:
+    if settings.resume if resume is None else resume:
         if journal is None:
             raise CheckpointError(
                 "experiment.resume=true continues a single run in its output folder; a sweep "
@@ -97,8 +102,13 @@ def run_sessions(
     return outcomes
 
 
-Sink = Callable[[RunSettings, RunOutcome], Path]
-"""Where a finished cell's outcome goes; returns the folder it was written to."""
+class Sink(Protocol):
+    """Where a finished cell's outcome goes (returns the folder it was written to), and
+    where its rounds and AP checkpoint go while it runs (``journal``; None: nowhere)."""
+
+    def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path: ...
+
+    def journal(self, settings: RunSettings) -> Path | None: ...
 
 
 def lockstep_batches(cells: Sequence[RunSettings], in_flight: int) -> list[list[int]]:
@@ -146,13 +156,18 @@ def run_cells(
         failed.append(f"cell {number}: {text}")
 
     done = 0
-    # a single run's output folder also keeps its history as the rounds go
-    journal = Path(sink.folder) if isinstance(sink, WriteTo) else None
     for batch in lockstep_batches(cells, in_flight):
         groups: dict[tuple, list[tuple[int, Session]]] = {}
         for i in batch:
+            # every cell's rounds go to its journal as they finish; a sweep's cell resumes
+            # from the checkpoint there by itself, a single run when asked to
+            journal = sink.journal(cells[i]) if hasattr(sink, "journal") else None
+            resume = cells[i].resume or (
+                total > 1 and journal is not None and (journal / CHECKPOINT_FILE).exists()
+            )
             try:
-                session = open_session(cells[i], source or _asset_source(cells[i]), journal)
+                session = open_session(cells[i], source or _asset_source(cells[i]), journal,
+                                       resume=resume)  # fmt: skip
             except Exception as exc:
                 fail(i + 1, exc)
                 continue
@@ -209,6 +224,10 @@ class WriteTo:
         remove_checkpoint(self.folder)  # the run is finished: nothing to resume
         return Path(self.folder)
 
+    def journal(self, settings: RunSettings) -> Path:
+        """A single run keeps its rounds in its own output folder as they finish."""
+        return Path(self.folder)
+
 
 def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) -> None:
     """``flwr run``: one run, or a sweep (Hydra sweep syntax in ``overrides``), from the run
@@ -233,7 +252,7 @@ def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) 
     todo = [s for _, s in cells if not store.finished(s)]
     logger.info("sweep: %d cells, %d already finished in %s", len(cells),
                 len(cells) - len(todo), store.root)  # fmt: skip
-    run_cells(grid, todo, store.save, source, in_flight=in_flight)
+    run_cells(grid, todo, store, source, in_flight=in_flight)
 
 
 def make_server_app(

@@ -8,6 +8,7 @@ partial is ever taken for one. A sweep started again skips the cells it finds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,6 +26,7 @@ EXECUTION_FIELDS = ("progress", "cpus_per_user", "cache_dir", "allow_partial",
                     "max_failed_fraction", "node_timeout", "round_timeout", "resume",
                     "ray_address")  # fmt: skip
 SETTINGS_FILE = "settings.json"
+JOURNALS = ".journal"  # unfinished cells' rounds, under the store's root (never a cell)
 
 
 def cell_key(settings: RunSettings) -> str:
@@ -44,6 +46,15 @@ class CellStore:
 
     def path(self, settings: RunSettings) -> Path:
         return self.root / cell_key(settings)
+
+    def journal(self, settings: RunSettings) -> Path:
+        """Where an unfinished cell's rounds and AP checkpoint are written as they finish
+        (removed once the cell is saved); a sweep started again resumes the cell there."""
+        return self.root / JOURNALS / cell_key(settings)
+
+    def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path:
+        """A finished cell's outcome into the store (the store as a ServerApp sink)."""
+        return self.save(settings, outcome)
 
     def finished(self, settings: RunSettings) -> bool:
         return self.path(settings).is_dir()
@@ -69,4 +80,8 @@ class CellStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        journal = self.journal(settings)
+        shutil.rmtree(journal, ignore_errors=True)  # finished: nothing to resume
+        with contextlib.suppress(OSError):
+            journal.parent.rmdir()  # once no cell is unfinished
         return final
