@@ -23,6 +23,7 @@ import datetime
 import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -178,9 +179,15 @@ class Federation:
         return proc
 
     def stop(self, name: str) -> None:
+        """Stop a process started here and everything below it, also what runs in a process
+        group of its own (the SuperLink's SuperExec and ServerApp)."""
         pid = self._pids().get(name)
         if pid is not None:
+            below = [child for child, _ in descendants(pid)]
             stop_process(pid)
+            for child in below:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, signal.SIGKILL)
             self._remember(name, None)
 
     def running(self) -> dict[str, int]:
@@ -221,7 +228,8 @@ class Federation:
         )
 
     def start_superlink(self, ap_cache: str | None = None, timeout: float = 60.0) -> None:
-        """The SuperLink with TLS and SuperNode authentication on ``127.0.0.1:port``; the
+        """The SuperLink with TLS and SuperNode authentication on ``127.0.0.1:port``, its
+        state in ``superlink.db`` (started again, it knows the registered devices); the
         AP's ServerApp reads its assets from ``ap_cache`` (``$FEDALIGN_CACHE`` if None)."""
         if _port_open(self.port):
             raise FederationError(f"port {self.port} on 127.0.0.1 is in use: stop what runs "
@@ -235,6 +243,8 @@ class Federation:
             "--ssl-certfile", str(self.certs["cert"]), "--ssl-keyfile", str(self.certs["key"]),
             "--enable-supernode-auth", "--disable-runtime-dependency-installation",
             "--host", "127.0.0.1", "--port", str(self.port),
+            # registered keys and runs survive a restart of the SuperLink
+            "--database", str(self.folder / "superlink.db"),
         ], self.env(FLWR_LOG_LEVEL="INFO", **extra))  # fmt: skip
         deadline = time.monotonic() + timeout
         while not _port_open(self.port):
@@ -327,10 +337,6 @@ class Federation:
         except (ValueError, KeyError, IndexError, TypeError):
             said = (done.stdout + done.stderr).strip()[-500:]
             raise FederationError(f"`flwr ls` failed: {said}") from None
-
-    def stop_run(self, run_id: int) -> None:
-        """Ask the SuperLink to stop a run (one whose AP died stays 'running' a while)."""
-        self.flwr("stop", str(run_id), CONNECTION)
 
     def wait(self, run_id: int, timeout: float = 1800.0) -> str:
         """Wait until the run is finished; its final status."""

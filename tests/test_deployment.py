@@ -123,24 +123,33 @@ def test_a_killed_supernode_costs_its_user_one_round_and_rejoins(federation, tmp
     assert outcome.results.user.tolist() == [0, 1]
 
 
-def test_a_killed_ap_resumes_and_ends_like_the_uninterrupted_run(federation, first_run,
-                                                                tmp_path):  # fmt: skip
+def test_an_ap_whose_superlink_crashed_resumes_and_ends_like_the_uninterrupted_run(
+    federation, first_run, tmp_path, cache_dir
+):
+    """The SuperLink and everything below it (SuperExec, the ServerApp) are killed after a
+    checkpoint, as a crash of the AP's machine would; the SuperLink started again (same
+    database: the devices' keys are still registered) resumes the run in the same folder,
+    and it ends with the uninterrupted run's precoders and accuracies, bit for bit."""
+    import os
+    import signal
+
+    from launch.environment import descendants
+
     out = tmp_path / "run"
-    run_id = federation.submit(OVERRIDES, out)
+    federation.submit(OVERRIDES, out)
     deadline = time.monotonic() + 600
     while not (out / "checkpoint.npz").exists():
         assert time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.2)
-    killed = federation.serverapp_pids()
-    assert killed
-    for pid in killed:
-        import os
-        import signal
-
+    superlink = federation.running()["superlink"]
+    crashed = [superlink] + [pid for pid, _ in descendants(superlink)]
+    assert federation.serverapp_pids()
+    for pid in crashed:
         os.kill(pid, signal.SIGKILL)
-    federation.stop_run(run_id)
+    federation.stop("superlink")  # forget it (nothing is left to stop)
     assert not (out / "results.parquet").exists()
 
+    federation.start_superlink(ap_cache=str(cache_dir))
     resumed = federation.submit(OVERRIDES + " experiment.resume=true", out)
     assert federation.wait(resumed, timeout=900) == "finished:completed"
     outcome, reference = RunOutcome.load(out), RunOutcome.load(first_run)
