@@ -142,8 +142,8 @@ class AlignmentStrategy(Strategy):
         index) says why at once and the run stops with that reason.
         """
         wanted = set(self.users)
-        if wanted <= set(self.user_nodes):
-            self._identify(grid, QUERY_TIMEOUT_S)
+        if wanted <= set(self.user_nodes):  # under way: a node that fails now fails alone
+            self._identify(grid, QUERY_TIMEOUT_S, strict=False)
             return self.user_nodes
         deadline = time.monotonic() + self.node_wait_timeout
         while not wanted <= set(self.user_nodes):
@@ -159,8 +159,11 @@ class AlignmentStrategy(Strategy):
             time.sleep(0.1)
         return self.user_nodes
 
-    def _identify(self, grid: Grid, timeout: float) -> bool:
-        """Ask the nodes not asked before which user they run; False if there were none."""
+    def _identify(self, grid: Grid, timeout: float, *, strict: bool = True) -> bool:
+        """Ask the nodes not asked before which user they run; False if there were none.
+
+        ``strict`` (at the start): a node that cannot serve the run stops it. Later the
+        node is left out with a warning, and one that did not answer is asked again."""
         new = [n for n in grid.get_node_ids() if n not in self._asked]
         if not new:
             return False
@@ -168,18 +171,24 @@ class AlignmentStrategy(Strategy):
         config = ConfigRecord({"settings": self._settings[0]})
         queries = [Message(RecordDict({protocol.CONFIG: config}), dst_node_id=n,
                            message_type=MessageType.QUERY) for n in new]  # fmt: skip
-        for reply in grid.send_and_receive(queries, timeout=timeout):
+        replies = grid.send_and_receive(queries, timeout=timeout)
+        if not strict:
+            self._asked -= set(new) - {reply.metadata.src_node_id for reply in replies}
+        for reply in replies:
             node = reply.metadata.src_node_id
             refused = reply.content.get(protocol.CONFIG) if not reply.has_error() else None
+            problem = None
             if reply.has_error() or (refused is not None and "error" in refused):
                 reason = error_reason(reply) if reply.has_error() else str(refused["error"])
-                raise NodeRefused(f"node {node} cannot serve this run: {reason}")
-            user = int(reply.content[protocol.METRICS]["partition-id"])
-            if user >= self.group_size:
-                raise NodeRefused(
-                    f"node {node} has node config partition-id={user}, outside this run's "
-                    f"users 0..{self.group_size - 1}"
-                )
+                problem = f"node {node} cannot serve this run: {reason}"
+            elif (user := int(reply.content[protocol.METRICS]["partition-id"])) >= self.group_size:
+                problem = (f"node {node} has node config partition-id={user}, outside this "
+                           f"run's users 0..{self.group_size - 1}")  # fmt: skip
+            if problem is not None:
+                if strict:
+                    raise NodeRefused(problem)
+                logger.warning("%s; it is left out", problem)
+                continue
             if user in self.users:
                 previous = self.user_nodes.get(user)
                 if previous is not None and previous != node:

@@ -164,3 +164,29 @@ def test_a_lost_node_back_under_a_new_id_rejoins_at_the_next_round():
     assert outcome.results.user.tolist() == [0, 1, 2]
     queries = [m for m in grid.sent if m.metadata.message_type == MessageType.QUERY]
     assert sorted(m.metadata.dst_node_id for m in queries) == [11, 12, 13, 23]  # asked once
+
+
+def test_a_node_that_cannot_serve_joining_mid_run_is_left_out_and_a_silent_one_asked_again(
+    caplog,
+):
+    strategy, sessions = _strategy(rounds=3)
+    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1},
+                      13: {"partition-id": 2}})  # fmt: skip
+    send = grid.send_and_receive
+    for rnd in (1, 2, 3):
+        if rnd == 2:  # a misconfigured node and one whose reply is lost this round
+            grid.nodes[21] = 9
+            grid.contexts[21] = _context({"partition-id": 9})
+            grid.nodes[22] = 1
+            grid.contexts[22] = _context({"partition-id": 1})
+            grid.send_and_receive = lambda messages, *, timeout=None: [
+                r for r in send(messages, timeout=timeout) if r.metadata.src_node_id != 22]
+        if rnd == 3:
+            grid.send_and_receive = send
+        strategy.aggregate_train(rnd, grid.send_and_receive(
+            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
+        if rnd == 2:
+            assert strategy.user_nodes[1] == 12  # node 22 said nothing yet
+    assert "partition-id=9 is outside this run's users 0..2; it is left out" in caplog.text
+    assert strategy.user_nodes == {0: 11, 1: 22, 2: 13}  # asked again in round 3
+    assert len(sessions[0].history) == 3
