@@ -37,6 +37,7 @@ from safetensors.numpy import load as load_bytes
 from safetensors.numpy import save_file
 
 from common.files import publish
+from common.maths.validation import non_finite
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +282,4 @@ def _layout(arrays: Arrays) -> dict[str, dict]:
 
 def _non_finite(arrays: Arrays) -> str | None:
     """The name of the first float or complex array holding NaN or inf, if any."""
-    for name, value in arrays.items():
-        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
-            return name
-    return None
+    return next((name for name, value in arrays.items() if non_finite(value)), None)

@@ -93,6 +93,14 @@ def fraction(name: str, value: object) -> float:
     return float(value)
 
 
+def non_finite(value: np.ndarray) -> int:
+    """How many NaN/Inf entries a float or complex array holds (0 for any other dtype)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fc":
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+
+
 def finite_matrix(name: str, value: np.ndarray, *, ndim: int = 2) -> np.ndarray:
     """Reject arrays of the wrong rank or with NaN/Inf entries (they poison every solve)."""
     arr = np.asarray(value)
@@ -100,8 +108,7 @@ def finite_matrix(name: str, value: np.ndarray, *, ndim: int = 2) -> np.ndarray:
         raise InvalidValue(name, f"{name} must be a {ndim}-D array, got shape {arr.shape}")
     if arr.size == 0:
         raise InvalidValue(name, f"{name} must not be empty, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    if bad := non_finite(arr):
         raise InvalidValue(name, f"{name} contains {bad} NaN/Inf entries; latents must be finite")
     return arr
 

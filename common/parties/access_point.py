@@ -102,8 +102,7 @@ class AccessPoint(abc.ABC):
         add the shapes they expect.
         """
         for name, value in reply.arrays().items():
-            if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
-                bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            if bad := validation.non_finite(value):
                 raise ValueError(f"{reply.KIND}.{name} has {bad} non-finite value(s)")
 
     @abc.abstractmethod
