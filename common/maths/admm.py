@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
+from common.maths.fading import cn
 from common.maths.whitening import loaded_cholesky
 
 
@@ -182,7 +183,7 @@ class ConsensusState:
 
     @classmethod
     def initial(cls, shape: tuple[int, int], rng: np.random.Generator) -> ConsensusState:
-        f = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / math.sqrt(2.0)
+        f = cn(shape, rng)
         zeros = np.zeros(shape, dtype=np.complex128)
         return cls(f=f, z=zeros, u=zeros.copy())
 

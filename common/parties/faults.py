@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.maths.fading import cn
 from common.maths.seeding import Stream, rng
 from common.parties import protocol
 from common.parties.user import TrainReply, User
@@ -34,9 +35,10 @@ def corrupt(message: protocol.Message, kind: str, scale: float, seed: int) -> pr
             arrays[name] = np.full_like(value, np.nan)
         else:
             rms = float(np.sqrt(np.mean(np.abs(value) ** 2))) if value.size else 0.0
-            noise = generator.standard_normal(value.shape)
             if value.dtype.kind == "c":
-                noise = (noise + 1j * generator.standard_normal(value.shape)) / np.sqrt(2)
+                noise = cn(value.shape, generator)
+            else:
+                noise = generator.standard_normal(value.shape)
             arrays[name] = (scale * rms * noise).astype(value.dtype)
     return type(message).from_arrays(arrays)
 
