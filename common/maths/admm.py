@@ -181,6 +181,15 @@ class ConsensusState:
     z: np.ndarray
     u: np.ndarray
 
+    def arrays(self, suffix: str = "") -> dict[str, np.ndarray]:
+        """``F, Z, U`` by name (``F<suffix>``, …), as saved and checkpointed."""
+        return {f"F{suffix}": self.f, f"Z{suffix}": self.z, f"U{suffix}": self.u}
+
+    @classmethod
+    def from_arrays(cls, arrays, suffix: str = "") -> ConsensusState:
+        """The state :meth:`arrays` named (copied)."""
+        return cls(*(np.array(arrays[f"{part}{suffix}"]) for part in "FZU"))
+
     @classmethod
     def initial(cls, shape: tuple[int, int], rng: np.random.Generator) -> ConsensusState:
         f = cn(shape, rng)

@@ -119,8 +119,10 @@ class AccessPoint(abc.ABC):
         run of this AP cannot be checkpointed."""
         raise NotImplementedError(f"{type(self).__name__} does not implement restore()")
 
-    def _expect_state(self, state: Mapping[str, np.ndarray], shapes: Mapping[str, tuple]):
-        """``state`` holds exactly these arrays with these shapes (a checkpoint of this AP)."""
+    def _expect_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """``state`` holds the arrays :meth:`precoders` has, with their shapes (a checkpoint
+        of this AP)."""
+        shapes = {name: value.shape for name, value in self.precoders().items()}
         if set(state) != set(shapes):
             raise ValueError(f"a {self.method} AP's state holds {sorted(shapes)}, "
                              f"the checkpoint has {sorted(state)}")  # fmt: skip

@@ -151,13 +151,11 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
         }
 
     def precoders(self):
-        return {"F": self.state.f, "Z": self.state.z, "U": self.state.u}
+        return self.state.arrays()
 
     def restore(self, state):
-        self._expect_state(state, dict.fromkeys("FZU", self.shape))
-        self.state = admm.ConsensusState(
-            f=np.array(state["F"]), z=np.array(state["Z"]), u=np.array(state["U"])
-        )
+        self._expect_state(state)
+        self.state = admm.ConsensusState.from_arrays(state)
 
 
 @METHODS.register("multi_link")
@@ -190,15 +188,9 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
         }
 
     def precoders(self):
-        out = {}
-        for k, s in self.states.items():
-            out.update({f"F_{k}": s.f, f"Z_{k}": s.z, f"U_{k}": s.u})
-        return out
+        return {name: v for k, s in self.states.items() for name, v in s.arrays(f"_{k}").items()}
 
     def restore(self, state):
-        self._expect_state(state, {f"{p}_{k}": self.shape for k in self.states for p in "FZU"})
+        self._expect_state(state)
         for k in self.states:
-            self.states[k] = admm.ConsensusState(
-                f=np.array(state[f"F_{k}"]), z=np.array(state[f"Z_{k}"]),
-                u=np.array(state[f"U_{k}"]),
-            )  # fmt: skip
+            self.states[k] = admm.ConsensusState.from_arrays(state, f"_{k}")
