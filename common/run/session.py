@@ -134,7 +134,13 @@ class Session:
         self._started = time.perf_counter()
         self._round_started = self._started
         self.completed = 0  # training rounds done (more than 0 after resuming)
-        self._checkpoints = journal is not None
+        # a method that cannot restore its state (no restore()) is not checkpointed
+        self._checkpoints = journal is not None and (
+            type(access_point).restore is not AccessPoint.restore
+        )
+        if journal is not None and not self._checkpoints and access_point.num_rounds > 1:
+            logger.warning("%s cannot be checkpointed (no restore()): an interrupted run of "
+                           "it starts again from round 1", type(access_point).__name__)  # fmt: skip
 
     @property
     def rounds(self) -> range:
@@ -188,10 +194,7 @@ class Session:
         self.history.append(row)
         self.completed = rnd
         if self.journal is not None:  # what a crash or a full disk later cannot take away
-            write_tables(self.journal, {
-                "history": pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)),
-                "failures": pd.DataFrame(self.failures, columns=list(FAILURE_COLUMNS)),
-            })  # fmt: skip
+            write_tables(self.journal, self._tables())
             self._checkpoint(rnd)
         for k in sorted(metrics) if rnd == 1 else ():
             distinct = metrics[k].get("distinct_pilots", math.inf)
@@ -209,6 +212,13 @@ class Session:
         )  # fmt: skip
         return row
 
+    def _tables(self) -> dict[str, pd.DataFrame]:
+        """The history and failures so far, as the run's tables."""
+        return {
+            "history": pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)),
+            "failures": pd.DataFrame(self.failures, columns=list(FAILURE_COLUMNS)),
+        }
+
     # ---- checkpoints ---------------------------------------------------------------------
     def _checkpoint(self, rnd: int) -> None:
         """Write the AP's state after round ``rnd`` to the journal folder. The last round is
@@ -216,16 +226,8 @@ class Session:
         evaluation, so a run interrupted after it redoes it."""
         if not self._checkpoints or rnd >= self.last_round:
             return
-        state = self.ap.precoders()
-        try:  # a method that cannot restore its state is not checkpointed
-            self.ap.restore(state)
-        except NotImplementedError:
-            logger.warning("%s cannot be checkpointed (no restore()): an interrupted run "
-                           "of it starts again from round 1", type(self.ap).__name__)  # fmt: skip
-            self._checkpoints = False
-            return
         Checkpoint(
-            round=rnd, settings=self.settings.to_json(), ap_state=state,
+            round=rnd, settings=self.settings.to_json(), ap_state=self.ap.precoders(),
             history=self.history, failures=self.failures, ledger=self.ledger.rows(),
             ap_metrics=self.ap_metrics,
         ).write(self.journal)  # fmt: skip
@@ -304,8 +306,7 @@ class Session:
         wall = time.perf_counter() - self._started
         return RunOutcome(
             results=result_rows(self.info, self.evaluation, self.ap_metrics, self.ledger, wall),
-            history=pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)),
-            failures=pd.DataFrame(self.failures, columns=list(FAILURE_COLUMNS)),
+            **self._tables(),
             precoders=dict(self.ap.precoders() if precoders is None else precoders),
             wall_time_s=wall,
         )
