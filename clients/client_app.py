@@ -81,7 +81,9 @@ def make_client_app(
     """A ClientApp bound to ``settings``/``source``, or reading them from each message."""
     app = ClientApp()
 
-    def resolve(config: dict, context: Context) -> tuple[RunSettings, ProblemSource]:
+    def resolve(
+        config: dict, context: Context, device: Device
+    ) -> tuple[RunSettings, ProblemSource]:
         """An entry's cell settings and where its user's inputs come from (the device's own
         assets when its node config names them)."""
         if "settings" in config:
@@ -92,7 +94,6 @@ def make_client_app(
             from conf import settings_from_run_config
 
             resolved = settings_from_run_config(context.run_config)
-        device = Device.from_node_config(context.node_config)
         device.check(resolved)
         return resolved, source if source is not None else device.source(resolved)
 
@@ -101,9 +102,9 @@ def make_client_app(
         cell ends here (its state is dropped)."""
         indices = protocol.entry_indices(msg.content)
         requests = [dict(msg.content[protocol.entry(protocol.CONFIG, i)]) for i in indices]
-        runs = [resolve(config, context) for config in requests]
-        users = cached_users(Device.from_node_config(context.node_config).index, runs,
-                             user_factory)  # fmt: skip
+        device = Device.from_node_config(context.node_config)
+        runs = [resolve(config, context, device) for config in requests]
+        users = cached_users(device.index, runs, user_factory)
         live = msg.content.get(protocol.LIVE)
         cells = {STATE + key for key in live["cells"]} if live else set()
         cells |= {state_key(run) for run, _ in runs}
@@ -141,7 +142,7 @@ def make_client_app(
             device = Device.from_node_config(context.node_config)
             config = msg.content.get(protocol.CONFIG)
             if config is not None and "settings" in config:
-                run, own = resolve(dict(config), context)
+                _, own = resolve(dict(config), context, device)
                 if device.model is not None:  # a deployed device: are its assets there?
                     own.user_data(device.index)
         except Exception as exc:

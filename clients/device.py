@@ -99,6 +99,16 @@ class Device:
             )
         return device
 
+    def node_config(self) -> str:
+        """This device as a SuperNode's ``--node-config`` (what :meth:`from_node_config`
+        reads back)."""
+        values = {PARTITION: self.index, MODEL: self.model, CACHE: self.cache_dir,
+                  WEIGHTS: self.weights_dir, DATA_ROOT: self.data_root}  # fmt: skip
+        return " ".join(
+            f"{key}={value}" if isinstance(value, int) else f'{key}="{value}"'
+            for key, value in values.items() if value is not None
+        )  # fmt: skip
+
     def check(self, settings: RunSettings) -> None:
         """Refuse a run this device cannot serve: its index outside the run's users, or a
         model other than the one the run expects of this user."""

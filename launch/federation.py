@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.device import Device
 from launch.environment import QUIET_ENV, descendants, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,7 +272,6 @@ class Federation:
         *,
         key: Path | None = None,
         root_certificates: Path | None | bool = True,
-        extra_config: str = "",
     ) -> subprocess.Popen:
         """User ``user``'s SuperNode, with its model and its own asset folder in its node
         config (``key``/``root_certificates`` default to the user's key and the CA)."""
@@ -282,8 +282,7 @@ class Federation:
             if path and not Path(path).is_file():
                 raise FederationError(f"{flag} {path}: no such file (the CA certificate and the "
                                       "device's private key must be on the device)")  # fmt: skip
-        config = (f'partition-id={user} model="{model}" '
-                  f'cache-dir="{self.device_dir(user)}" {extra_config}').strip()  # fmt: skip
+        config = Device(user, model, str(self.device_dir(user))).node_config()
         command = ["flower-supernode", "--superlink", self.address,
                    "--auth-supernode-private-key", str(key),
                    "--port", str(self.port + NODE_PORT_OFFSET + user),

@@ -190,3 +190,13 @@ def test_a_node_that_cannot_serve_joining_mid_run_is_left_out_and_a_silent_one_a
     assert "partition-id=9 is outside this run's users 0..2; it is left out" in caplog.text
     assert strategy.user_nodes == {0: 11, 1: 22, 2: 13}  # asked again in round 3
     assert len(sessions[0].history) == 3
+
+
+def test_a_device_written_as_node_config_reads_back_through_flowers_parser():
+    """What the federation passes to a SuperNode is what the ClientApp reads back."""
+    from flwr.common.config import parse_config_args
+
+    device = Device(2, "resnet10t", "/data/my cache", weights_dir="/w", data_root="/d")
+    assert Device.from_node_config(parse_config_args([device.node_config()])) == device
+    assert Device(0, "levit_128s", "/c").node_config() == (
+        'partition-id=0 model="levit_128s" cache-dir="/c"')
