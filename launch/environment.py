@@ -98,14 +98,12 @@ def descendants(pid: int) -> list[tuple[int, str]]:
     children: dict[int, list[int]] = {}
     commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        status = _status(int(entry.name)) if entry.name.isdigit() else None
+        if status is None or status[0] == "Z":  # gone, or a zombie: computes nothing
             continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if fields[0] == "Z":  # a zombie computes nothing
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        with contextlib.suppress(OSError):
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            children.setdefault(status[1], []).append(int(entry.name))
             commands[int(entry.name)] = command.decode(errors="replace")
     found, todo = [], list(children.get(pid, []))
     while todo:
@@ -151,13 +149,20 @@ def stop_tree(pid: int, grace: float = 3.0) -> None:
             os.kill(target, signal.SIGKILL)
 
 
-def is_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie does not)."""
+def _status(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and parent (Linux ``/proc``); None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+            fields = stat.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+        return fields[0], int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie does not)."""
+    status = _status(pid)
+    return status is not None and status[0] != "Z"
 
 
 if __name__ == "__main__":  # `eval "$(python -m launch.environment)"` in shell scripts
