@@ -8,6 +8,7 @@ depend only on the training labels, ``pilot_fraction`` and the seed.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from common.assets.cache import Cache
 from common.assets.data import ImageSplits, load_dataset, pilot_indices
-from common.assets.heads import predict
+from common.assets.heads import ClassifierHead, head_from_state, predict
 from common.assets.store import HeadAsset, ModelLatents, encoder_latents, head_asset
 from common.assets.zoo import EncoderSpec, get_zoo
 from common.parties.user import UserData
@@ -25,16 +26,38 @@ from common.run.sources import APInputs, ProblemSource
 
 logger = logging.getLogger(__name__)
 
+# Settings that change how a run goes but not a user's inputs (AssetSource.user_key).
+RUN_ONLY_SETTINGS = (
+    "group", "models", "method", "rho", "rounds", "link", "channel", "cpus_per_user", "progress",
+    "node_timeout", "round_timeout", "allow_partial", "resume", "ray_address",
+    "max_failed_fraction", "conventions", "aggregator", "trim_fraction", "participation",
+    "faulty_users", "fault", "fault_scale",
+)
+
 
 @functools.lru_cache(maxsize=2)
 def _dataset(name: str, root: str | None, split_seed: int) -> ImageSplits:
     return load_dataset(name, root=root, split_seed=split_seed)
 
 
-def head_predictor(head: HeadAsset):
-    """The user's classifier as a plain latents → labels function."""
-    module = head.module()
-    return lambda z: predict(module, z)
+class HeadPredictor:
+    """The user's classifier as a plain latents → labels function.
+
+    It pickles as the head's weights (the module is rebuilt on first use), so
+    the processes of a simulation can share a user's prepared inputs.
+    """
+
+    def __init__(self, head: HeadAsset):
+        self._state = head.state
+        self._module: ClassifierHead | None = None
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        if self._module is None:
+            self._module = head_from_state(self._state)
+        return predict(self._module, z)
+
+    def __getstate__(self) -> dict:
+        return {"_state": self._state, "_module": None}
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,15 @@ class AssetSource(ProblemSource):
             latents.splits["test"],
         )
 
+    def user_key(self, index: int) -> str:
+        """Every setting but those that only shape a run (the link, the method, the
+        schedule...): a setting added later names the data until listed here."""
+        fields = json.loads(self.settings.to_json())
+        for name in RUN_ONLY_SETTINGS:
+            fields.pop(name)
+        fields["model"] = self.settings.models[index]
+        return json.dumps({"source": "assets", "missing": self.missing, **fields}, sort_keys=True)
+
     def user_data(self, index: int) -> UserData:
         spec = get_zoo(self.settings.zoo).users[self.settings.models[index]]
         latents = self._latents(spec)
@@ -92,7 +124,7 @@ class AssetSource(ProblemSource):
             pilots=latents.splits["train"][self.pilots()],
             test=latents.splits["test"],
             test_labels=labels["test"],
-            predict=head_predictor(self._head(latents)),
+            predict=HeadPredictor(self._head(latents)),
         )
 
     def parties(self) -> list[tuple[str, EncoderSpec]]:

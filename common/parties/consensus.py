@@ -17,7 +17,7 @@ from common.maths import admm
 from common.maths.aggregation import Mean
 from common.maths.compression import compress, decompress
 from common.maths.seeding import Stream, rng
-from common.maths.whitening import fit_whitening
+from common.maths.whitening import Whitening, fit_whitening
 from common.parties import protocol
 from common.parties.access_point import AccessPoint
 from common.parties.user import TrainReply, User
@@ -32,9 +32,15 @@ class AdmmUser(User):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._y_bar = self.whitening.whiten(compress(self._pilots))
-        self._y_energy = float(np.vdot(self._y_bar, self._y_bar).real)
+        self._y_bar = self.prepared.derived["y_bar"]
+        self._y_energy = float(self.prepared.derived["y_energy"])
         self.g: np.ndarray | None = None
+
+    @classmethod
+    def derive(cls, pilots: np.ndarray, whitening: Whitening) -> dict[str, np.ndarray]:
+        """The whitened pilots ``Ȳ`` (every G step's target) and their energy."""
+        y_bar = whitening.whiten(compress(pilots))
+        return {"y_bar": y_bar, "y_energy": np.array(np.vdot(y_bar, y_bar).real)}
 
     def export_state(self) -> dict[str, np.ndarray]:
         return {} if self.g is None else {"g": self.g}

@@ -10,7 +10,7 @@ calls users directly; the Flower client wraps one.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,6 +41,26 @@ class UserData:
 
 
 @dataclass(frozen=True)
+class PreparedData:
+    """A user's inputs made ready for any run (:meth:`User.prepare`).
+
+    Its arrays are only read, so one copy can serve every run over the same
+    data and, memory-mapped, every process on a machine.
+    """
+
+    name: str
+    pilots: np.ndarray  # (d_k, n) float32: the pilot latents, one column per sample
+    test: np.ndarray  # (n_test, d_k) clean test latents
+    test_labels: np.ndarray  # (n_test,)
+    predict: Predict
+    distinct_pilots: int
+    whitening: Whitening
+    derived: Mapping[str, np.ndarray]  # a method family's own (User.derive)
+    derived_by: str  # the qualified name of the derive() that made ``derived``
+    unbiased_covariance: bool  # the conventions' covariance the whitening used
+
+
+@dataclass(frozen=True)
 class TrainReply:
     """What a user answers to a training downlink: the uplink message and its metrics."""
 
@@ -63,7 +83,7 @@ class User(abc.ABC):
     def __init__(
         self,
         index: int,
-        data: UserData,
+        data: UserData | PreparedData,
         link: LinkConfig,
         seed: int,
         *,
@@ -71,27 +91,22 @@ class User(abc.ABC):
         channel_config: ChannelConfig | None = None,
     ):
         self.index = int(index)
-        self.name = data.name
         self.link = link
         self.seed = seed
         self.conventions = conventions
         self.noise_variance = conventions.noise_variance(link)
-        pilots = validation.finite_matrix(f"user {index} ({data.name}) pilot latents", data.pilots)
-        self._test = validation.finite_matrix(f"user {index} ({data.name}) test latents", data.test)
-        if pilots.shape[1] != self._test.shape[1]:
-            raise ValueError(
-                f"user {index} ({data.name}): pilot latents have {pilots.shape[1]} features "
-                f"but test latents have {self._test.shape[1]}"
-            )
-        self._pilots = np.ascontiguousarray(pilots.T, dtype=np.float32)  # (d_k, n), kept small
-        # fewer distinct pilots than latent dimensions: the whitening is mostly loading
-        self.distinct_pilots = validation.distinct_columns(self._pilots)
-        self._labels = np.asarray(data.test_labels)
+        if isinstance(data, UserData):
+            data = type(self).prepare(index, data, conventions)
+        self._check_prepared(data)
+        self.prepared = data
+        self.name = data.name
+        self._pilots = data.pilots  # (d_k, n) float32
+        self._test = data.test
+        self._labels = data.test_labels
         self._predict = data.predict
-        self.dim = pilots.shape[1]
-        self.whitening: Whitening = fit_whitening(
-            compress(self._pilots), unbiased=conventions.unbiased_covariance
-        )
+        self.dim = data.pilots.shape[0]
+        self.distinct_pilots = data.distinct_pilots
+        self.whitening = data.whitening
         channels = draw_link_channels(
             channel_config or RAYLEIGH_PERFECT_CSI,
             link.antennas_rx, link.antennas_tx, link.channel_uses,
@@ -101,6 +116,53 @@ class User(abc.ABC):
         self.h_block = channels.train  # what the pilots really go through
         self.h_known = channels.known  # what the user knows of it (its estimate)
         self.h_test = channels.test  # what the test transmission goes through
+
+    @classmethod
+    def prepare(cls, index: int, data: UserData, conventions: Conventions) -> PreparedData:
+        """Everything user ``index`` derives from its inputs alone, before any round.
+
+        It depends on the data, the class and the conventions' covariance, not on
+        the link, channel or seed of a run: every run (sweep cell) over the same
+        data can use one, and the processes of a simulation share it.
+        """
+        pilots = validation.finite_matrix(f"user {index} ({data.name}) pilot latents", data.pilots)
+        test = validation.finite_matrix(f"user {index} ({data.name}) test latents", data.test)
+        if pilots.shape[1] != test.shape[1]:
+            raise ValueError(
+                f"user {index} ({data.name}): pilot latents have {pilots.shape[1]} features "
+                f"but test latents have {test.shape[1]}"
+            )
+        columns = np.ascontiguousarray(pilots.T, dtype=np.float32)  # (d_k, n), kept small
+        whitening = fit_whitening(compress(columns), unbiased=conventions.unbiased_covariance)
+        return PreparedData(
+            name=data.name,
+            pilots=columns,
+            test=test,
+            test_labels=np.asarray(data.test_labels),
+            predict=data.predict,
+            # fewer distinct pilots than latent dimensions: the whitening is mostly loading
+            distinct_pilots=validation.distinct_columns(columns),
+            whitening=whitening,
+            derived=cls.derive(columns, whitening),
+            derived_by=cls.derive.__qualname__,
+            unbiased_covariance=conventions.unbiased_covariance,
+        )
+
+    @classmethod
+    def derive(cls, pilots: np.ndarray, whitening: Whitening) -> dict[str, np.ndarray]:
+        """What a method family computes once from its pilots (``d_k × n``) besides."""
+        return {}
+
+    def _check_prepared(self, data: PreparedData) -> None:
+        """Refuse prepared inputs made for another class's :meth:`derive` or covariance."""
+        own = type(self).derive.__qualname__
+        if data.derived_by != own:
+            raise ValueError(f"user {self.index}: inputs prepared by {data.derived_by}, "
+                             f"but {type(self).__name__} needs {own}")  # fmt: skip
+        if data.unbiased_covariance != self.conventions.unbiased_covariance:
+            raise ValueError(f"user {self.index}: inputs prepared with unbiased_covariance="
+                             f"{data.unbiased_covariance}, but the run's conventions use "
+                             f"{self.conventions.unbiased_covariance}")  # fmt: skip
 
     def pilot_metrics(self) -> dict[str, float]:
         """What every training reply says about this user's pilots: the whitening's loading,

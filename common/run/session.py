@@ -35,7 +35,7 @@ from common.parties.access_point import AccessPoint, access_point_class
 from common.parties.faults import FaultyUser
 from common.parties.ledger import DOWN, UP, Ledger
 from common.parties.protocol import Message
-from common.parties.user import TrainReply, User, UserData
+from common.parties.user import PreparedData, TrainReply, User, UserData
 from common.run.checkpoint import Checkpoint, CheckpointError
 from common.run.reporting import write_tables
 from common.run.results import (
@@ -71,7 +71,7 @@ def build_access_point(
     )
 
 
-def build_user(settings: RunSettings, index: int, data: UserData) -> User:
+def build_user(settings: RunSettings, index: int, data: UserData | PreparedData) -> User:
     """User ``index`` of the method's own user class (the AP class names it); users
     ``0..faulty_users-1`` corrupt their uplinks (fault injection)."""
     user_class = access_point_class(settings.method).user_class

@@ -63,19 +63,30 @@ class ProblemSource(abc.ABC):
     @abc.abstractmethod
     def user_data(self, index: int) -> UserData: ...
 
+    def user_key(self, index: int) -> str | None:
+        """A text that names user ``index``'s inputs exactly: equal keys, equal data.
+
+        The processes of a simulation share one prepared copy of each user's
+        inputs under it. ``None`` (the default, for a source that cannot say):
+        every process keeps its own copy.
+        """
+        return None
+
     def problem(self) -> AlignmentProblem:
         """Everything at once, for the in-process driver."""
         users = tuple(self.user_data(k) for k in range(self.num_users))
         return AlignmentProblem(self.ap_inputs(), users)
 
 
-def _nearest_centroid(centroids: np.ndarray):
-    norms = (centroids**2).sum(1)
+class NearestCentroid:
+    """Classifies latents by their nearest class centroid (a picklable predictor)."""
 
-    def predict(z: np.ndarray) -> np.ndarray:
-        return np.argmin(norms[None] - 2 * z @ centroids.T, axis=1)
+    def __init__(self, centroids: np.ndarray):
+        self.centroids = centroids
+        self.norms = (centroids**2).sum(1)
 
-    return predict
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return np.argmin(self.norms[None] - 2 * z @ self.centroids.T, axis=1)
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,9 @@ class SyntheticSource(ProblemSource):
         x, _, _ = self._party(0, self.ap_dim)
         return APInputs("synthetic", f"synthetic{self.ap_dim}", x[: self.n], x[self.n :])
 
+    def user_key(self, index: int) -> str:
+        return f"{self!r} user {index}"  # every field, exactly: the data are a function of them
+
     def user_data(self, index: int) -> UserData:
         dim = self.user_dims[index]
         y, labels, centroids = self._party(index + 1, dim)
@@ -128,5 +142,5 @@ class SyntheticSource(ProblemSource):
             y[: self.n],
             y[self.n :],
             labels[self.n :],
-            _nearest_centroid(centroids),
+            NearestCentroid(centroids),
         )
