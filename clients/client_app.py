@@ -26,8 +26,11 @@ from flwr.clientapp import ClientApp
 
 from clients.client import AlignmentClient
 from clients.device import Device
+from clients.shelf import Shelf
+from common.maths.conventions import Conventions
 from common.parties import protocol
-from common.parties.user import User
+from common.parties.access_point import access_point_class
+from common.parties.user import PreparedData, User
 from common.run.cells import cell_key
 from common.run.session import build_user
 from common.run.settings import RunSettings
@@ -41,9 +44,27 @@ Step = Callable[[User, list[np.ndarray], dict], tuple[list[np.ndarray] | None, d
 _USERS: dict[tuple, User] = {}
 
 
-def default_user(index: int, source: ProblemSource, settings: RunSettings) -> User:
-    """The method's own user class over this user's private inputs."""
-    return build_user(settings, index, source.user_data(index))
+def default_user(
+    index: int, source: ProblemSource, settings: RunSettings, shelf: Shelf | None = None
+) -> User:
+    """The method's own user class over this user's private inputs.
+
+    With a ``shelf``, and a source that names its data (``user_key``), the
+    inputs are prepared once per machine and every process, and every cell of
+    a sweep over the same data, maps that one copy.
+    """
+    user_class = access_point_class(settings.method).user_class
+    conventions = Conventions(settings.conventions)
+    key = source.user_key(index)
+
+    def prepare() -> PreparedData:
+        return user_class.prepare(index, source.user_data(index), conventions)
+
+    if shelf is None or key is None:
+        return build_user(settings, index, prepare())
+    unbiased = conventions.unbiased_covariance
+    shared = shelf.get(f"{key} | {user_class.derive.__qualname__} | {unbiased}", prepare)
+    return build_user(settings, index, shared)
 
 
 def cached_users(
@@ -77,9 +98,16 @@ def make_client_app(
     settings: RunSettings | None = None,
     source: ProblemSource | None = None,
     user_factory: UserFactory = default_user,
+    shelf: Shelf | None = None,
 ) -> ClientApp:
-    """A ClientApp bound to ``settings``/``source``, or reading them from each message."""
+    """A ClientApp bound to ``settings``/``source``, or reading them from each message.
+
+    ``shelf``: where the processes of a simulation share the users' prepared
+    inputs (:func:`default_user`; a custom ``user_factory`` builds its own).
+    """
     app = ClientApp()
+    if shelf is not None and user_factory is default_user:
+        user_factory = functools.partial(default_user, shelf=shelf)
 
     def resolve(
         config: dict, context: Context, device: Device

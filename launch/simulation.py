@@ -9,22 +9,25 @@ returns exactly what a deployed run leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from clients.client_app import UserFactory, default_user, make_client_app
+from clients.shelf import Shelf
 from common.run.cells import CellStore, cell_key
 from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
 from common.run.settings import ConfigError, RunSettings
 from common.run.sources import ProblemSource
-from launch.environment import quiet, worker_pool
+from launch.environment import is_alive, quiet, worker_pool
 from server.server_app import CELLS_IN_FLIGHT, Sink, WriteTo, make_server_app
 
 
@@ -49,6 +52,50 @@ def check_resources(cpus_per_user: float, ray_address: str | None = None) -> Non
         )
 
 
+SHELF_PREFIX = "fedalign-shelf-"  # + the owner's pid + "-" + random: a shelf's folder
+SHARED_MEMORY = Path("/dev/shm")
+
+
+SHARED_MEMORY_ROOM = 2**30  # bytes /dev/shm must have free to hold a shelf (not a container's)
+
+
+@contextlib.contextmanager
+def user_shelf() -> Iterator[Shelf]:
+    """A :class:`~clients.shelf.Shelf` for one simulation's users, removed when it ends.
+
+    It lives in shared memory (``/dev/shm``) unless that is small (a container's
+    is often 64 MB), else in the temporary folder (the page cache shares it
+    just as well). Shelves whose owner died (killed) are removed first.
+    """
+    roomy = _has_room(SHARED_MEMORY, SHARED_MEMORY_ROOM)
+    base = SHARED_MEMORY if roomy else Path(tempfile.gettempdir())
+    remove_orphan_shelves(base)
+    root = Path(tempfile.mkdtemp(prefix=f"{SHELF_PREFIX}{os.getpid()}-", dir=base))
+    try:
+        yield Shelf(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _has_room(base: Path, size: int) -> bool:
+    try:
+        stats = os.statvfs(base)
+    except OSError:
+        return False
+    return os.access(base, os.W_OK) and stats.f_bavail * stats.f_frsize > size
+
+
+def remove_orphan_shelves(base: Path) -> list[Path]:
+    """Remove the shelves under ``base`` whose owner process is gone; return them."""
+    removed = []
+    for folder in base.glob(f"{SHELF_PREFIX}*"):
+        owner = folder.name[len(SHELF_PREFIX) :].split("-")[0]
+        if owner.isdigit() and not is_alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def prepare(cells: Sequence[RunSettings]) -> None:
     """Build or load the encoder latents and heads that ``cells`` share (progress bars here,
     once), then refuse them if any cannot fit in this machine's memory (``MemoryError``)."""
@@ -61,8 +108,10 @@ def prepare(cells: Sequence[RunSettings]) -> None:
     available = budget.available_memory()
     for settings in cells:  # sizes differ per cell (antennas, channel uses, pilots)
         source = AssetSource(settings)
+        # a local Ray's actors share one copy of each user (user_shelf); on a cluster
+        # every actor may end up holding every user
         workers = max(1, int((os.cpu_count() or 1) / settings.cpus_per_user))
-        copies = min(workers, settings.num_users)
+        copies = 1 if settings.ray_address is None else min(workers, settings.num_users)
         needed = budget.estimate(settings, len(source.pilots()), source.test_size(), dims[0],
                                  dims[1:], user_copies=copies)  # fmt: skip
         link = settings.link
@@ -148,6 +197,7 @@ def simulate_cells(
     user_factory: UserFactory = default_user,
     isolated: bool = True,
     in_flight: int = 1,
+    shelf: Shelf | None = None,
 ) -> None:
     """Run ``cells`` in one Flower simulation, up to ``in_flight`` of them in lockstep; each
     outcome goes to ``sink``.
@@ -156,6 +206,11 @@ def simulate_cells(
     second time from a process that already holds many threads (a Hydra ``-m``
     sweep, a benchmark) can deadlock, and a fresh process also gets the
     single-threaded BLAS set-up above. The cells must share ``cpus_per_user``.
+
+    On a local Ray, the users' prepared inputs are shared by every actor through
+    a ``shelf`` (:func:`user_shelf`, made here when not given) that the calling
+    process removes at the end, also when the simulation is killed. On a Ray
+    cluster every actor keeps its own copy.
     """
     if not cells:
         return
@@ -163,8 +218,11 @@ def simulate_cells(
         raise ValueError("the cells of one simulation must share experiment.cpus_per_user "
                          "and experiment.ray_address")  # fmt: skip
     check_resources(cells[0].cpus_per_user, cells[0].ray_address)
-    if isolated:
-        with worker_pool(1) as pool:  # Ctrl-C stops the simulation and Ray at once
+    with contextlib.ExitStack() as stack:
+        if shelf is None and cells[0].ray_address is None:
+            shelf = stack.enter_context(user_shelf())
+        if isolated:
+            pool = stack.enter_context(worker_pool(1))  # Ctrl-C stops it and Ray at once
             pool.submit(
                 simulate_cells,
                 cells,
@@ -173,8 +231,21 @@ def simulate_cells(
                 user_factory=user_factory,
                 isolated=False,
                 in_flight=in_flight,
+                shelf=shelf,
             ).result()
-        return
+        else:
+            _run_simulation(cells, sink, source, user_factory, in_flight, shelf)
+
+
+def _run_simulation(
+    cells: Sequence[RunSettings],
+    sink: Sink,
+    source: ProblemSource | None,
+    user_factory: UserFactory,
+    in_flight: int,
+    shelf: Shelf | None,
+) -> None:
+    """Flower's simulation of ``cells`` in this process (see :func:`simulate_cells`)."""
     quiet()
     from flwr.simulation import run_simulation
 
@@ -183,7 +254,7 @@ def simulate_cells(
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
             server_app=make_server_app(list(cells), sink, source, in_flight=in_flight),
-            client_app=make_client_app(cells[0], source, user_factory),
+            client_app=make_client_app(cells[0], source, user_factory, shelf),
             num_supernodes=max(cell.num_users for cell in cells),
             backend_config={
                 # Ray re-creates an actor whose process died (killed, out of memory): its

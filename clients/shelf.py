@@ -1,0 +1,133 @@
+"""Read-only objects that one process builds and every process on the machine maps.
+
+A simulation's users run in Ray actors, and Flower hands each message to any
+idle actor, so every actor ends up serving every user. Without sharing, each
+actor would build and keep its own copy of each user's prepared inputs (at
+paper scale, hundreds of MB per user). A :class:`Shelf` keeps one copy per
+machine instead: the first process to ask for a key builds the object under a
+per-key file lock, pickles it with its arrays out of band into a folder, and
+publishes the folder by an atomic rename; every process then unpickles it over
+a read-only memory map of those arrays, so they share the same pages (writing
+to them raises).
+
+An object that cannot be pickled, or a shelf that cannot be written (full,
+removed), is built and kept by the asking process alone, with a warning: the
+run goes on as it would without a shelf. Who creates a shelf's folder removes
+it (:func:`launch.simulation.user_shelf`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import mmap
+import os
+import pickle
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PAYLOAD, BUFFERS, LAYOUT = "object.pickle", "buffers.bin", "layout.json"
+ALIGN = 64  # byte alignment of each array in the buffers file
+
+
+class Shelf:
+    """Objects shared through memory-mapped files under ``root`` (see the module doc)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._held: dict[str, Any] = {}  # what this process already mapped or built
+        self._warned = False
+
+    def __reduce__(self):  # a process gets the folder, not what another one holds
+        return (Shelf, (str(self.root),))
+
+    def get(self, key: str, build: Callable[[], T]) -> T:
+        """The object under ``key``: mapped if published, else built once (here, or by the
+        process that holds the key's lock) and published."""
+        if key in self._held:
+            return self._held[key]
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        entry = self.root / name
+        value = _read(entry)
+        if value is None:
+            try:
+                with _locked(self.root / f"{name}.lock"):
+                    value = _read(entry)
+                    if value is None:
+                        value = build()
+                        self._publish(entry, value)
+                        value = _read(entry) or value  # the shared copy; the built one is freed
+            except OSError as exc:  # no shelf folder (removed, unwritable): build here
+                self._warn(f"cannot use {self.root} ({exc})")
+                value = build() if value is None else value
+        self._held[key] = value
+        return value
+
+    def _publish(self, entry: Path, value: Any) -> None:
+        """Write ``value`` beside ``entry`` and rename it there; on failure keep it local."""
+        buffers: list[pickle.PickleBuffer] = []
+        try:
+            payload = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            self._warn(f"{type(value).__name__} cannot be pickled ({exc})")
+            return
+        staging = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir()
+            layout, offset = [], 0
+            with open(staging / BUFFERS, "wb") as out:
+                for buffer in buffers:
+                    raw = buffer.raw()
+                    out.write(b"\0" * (-offset % ALIGN))
+                    offset += -offset % ALIGN
+                    out.write(raw)
+                    layout.append([offset, raw.nbytes])
+                    offset += raw.nbytes
+            (staging / PAYLOAD).write_bytes(payload)
+            (staging / LAYOUT).write_text(json.dumps(layout))
+            staging.rename(entry)
+        except OSError as exc:  # full, or removed under us: this process keeps its own
+            shutil.rmtree(staging, ignore_errors=True)
+            self._warn(f"cannot write {entry} ({exc})")
+
+    def _warn(self, why: str) -> None:
+        if not self._warned:
+            logger.warning("not sharing users' inputs between processes: %s; each process "
+                           "keeps its own copy", why)  # fmt: skip
+            self._warned = True
+
+
+def _read(entry: Path) -> Any | None:
+    """The published object at ``entry`` over a read-only map of its arrays; ``None`` when
+    not published (a published folder is complete: it appears by rename)."""
+    try:
+        layout = json.loads((entry / LAYOUT).read_text())
+        payload = (entry / PAYLOAD).read_bytes()
+        with open(entry / BUFFERS, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            mapped = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ) if size else b""
+    except FileNotFoundError:
+        return None
+    view = memoryview(mapped)
+    return pickle.loads(payload, buffers=[view[start : start + n] for start, n in layout])
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (released by the system if the holder dies)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
