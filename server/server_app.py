@@ -26,6 +26,7 @@ from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point
 from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
+from server.pacing import PacedGrid
 from server.strategy import AlignmentStrategy
 
 logger = logging.getLogger(__name__)
@@ -76,11 +77,14 @@ def run_sessions(
     *,
     node_wait_timeout: float = 300.0,
     round_timeout: float = 3600.0,
+    round_timeout_factor: float = 0.0,
     user_nodes: dict[int, int] | None = None,
     group_size: int | None = None,
 ) -> list[RunOutcome]:
     """Run every round of ``sessions`` in lockstep over ``grid``; their outcomes, in order
-    (``group_size``: the most users of any cell served by the same nodes)."""
+    (``group_size``: the most users of any cell served by the same nodes). A round waits
+    at most ``round_timeout`` seconds, and ``round_timeout_factor`` times the slowest
+    round so far once one has completed (:class:`~server.pacing.PacedGrid`)."""
     strategy = AlignmentStrategy(
         sessions, node_wait_timeout=node_wait_timeout, user_nodes=user_nodes,
         group_size=group_size,
@@ -89,8 +93,8 @@ def run_sessions(
         f"{i}.{k}": Array(v) for i, s in enumerate(sessions) for k, v in s.ap.precoders().items()
     })  # fmt: skip
     result = strategy.start(
-        grid=grid, initial_arrays=initial, num_rounds=strategy.rounds_to_run,
-        timeout=round_timeout,
+        grid=PacedGrid(grid, round_timeout, round_timeout_factor), initial_arrays=initial,
+        num_rounds=strategy.rounds_to_run, timeout=round_timeout,
     )
     outcomes = []
     for index, session in enumerate(sessions):
@@ -182,8 +186,9 @@ def run_cells(
                 outcomes = run_sessions(
                     grid, sessions, user_nodes=user_nodes,
                     group_size=max(cell.num_users for cell in cells),
-                    node_wait_timeout=max(s.settings.node_timeout for s in sessions),
+                    node_wait_timeout=max(s.settings.node_wait for s in sessions),
                     round_timeout=max(s.settings.round_timeout for s in sessions),
+                    round_timeout_factor=max(s.settings.round_timeout_factor for s in sessions),
                 )  # fmt: skip
             except Exception as exc:
                 for number, _ in group:

@@ -393,11 +393,18 @@ def test_the_configured_timeouts_bound_node_discovery_and_every_round(tmp_path):
 
     problem = SOURCE.problem()
     run = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5,
-                       node_timeout=7.0, round_timeout=42.0)  # fmt: skip
+                       node_timeout=7.0, node_timeout_per_user=0.5, round_timeout=42.0,
+                       round_timeout_factor=10.0)  # fmt: skip
     grid = _client_grid(make_client_app(None, SOURCE))
     run_cells(grid, [run], WriteTo(str(tmp_path / "run")), SOURCE)
-    assert grid.timeouts[0] == 7.0  # the node query
-    assert set(grid.timeouts[1:]) == {42.0}  # train and evaluate rounds
+    assert grid.timeouts[0] == 7.0 + 0.5 * 3  # the node query: in proportion to the users
+    assert set(grid.timeouts[1:]) == {42.0}  # rounds: the pace's 60 s floor exceeds the cap
+    paced = run.replace(round_timeout=600.0)
+    grid = _client_grid(make_client_app(None, SOURCE))
+    run_cells(grid, [paced], WriteTo(str(tmp_path / "paced")), SOURCE)
+    # round 1 (users prepare their inputs in it) and its empty evaluation step get the
+    # configured bound; round 2's training and evaluation 10x a fast round, at least 60 s
+    assert grid.timeouts[1:] == [600.0, 600.0, 60.0, 60.0]
 
 
 def test_a_lost_node_fails_only_the_cells_that_sent_to_it():

@@ -31,7 +31,7 @@ RUN_ONLY_SETTINGS = (
     "group", "models", "method", "rho", "rounds", "link", "channel", "cpus_per_user", "progress",
     "node_timeout", "round_timeout", "allow_partial", "resume", "ray_address",
     "max_failed_fraction", "conventions", "aggregator", "trim_fraction", "participation",
-    "faulty_users", "fault", "fault_scale",
+    "faulty_users", "fault", "fault_scale", "node_timeout_per_user", "round_timeout_factor",
 )
 
 

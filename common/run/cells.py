@@ -24,7 +24,7 @@ from common.run.settings import RunSettings
 # How a cell is run, not what it computes: left out of its key.
 EXECUTION_FIELDS = ("progress", "cpus_per_user", "cache_dir", "allow_partial",
                     "max_failed_fraction", "node_timeout", "round_timeout", "resume",
-                    "ray_address")  # fmt: skip
+                    "ray_address", "node_timeout_per_user", "round_timeout_factor")  # fmt: skip
 SETTINGS_FILE = "settings.json"
 JOURNALS = ".journal"  # unfinished cells' rounds, under the store's root (never a cell)
 

@@ -67,6 +67,9 @@ class RunSettings:
     faulty_users: int  # users 0..faulty_users-1 send corrupted uplinks
     fault: str  # how they corrupt it (scaled, random, nan)
     fault_scale: float
+    # how the waits scale with the work (defaults for settings written before they existed)
+    node_timeout_per_user: float = 2.0  # seconds added to node_timeout per user
+    round_timeout_factor: float = 10.0  # a round waits at most this times the slowest so far
 
     def __post_init__(self) -> None:
         checks = {
@@ -80,6 +83,10 @@ class RunSettings:
             "progress": lambda v: validation.boolean("progress", v),
             "node_timeout": lambda v: validation.positive_float("node_timeout", v),
             "round_timeout": lambda v: validation.positive_float("round_timeout", v),
+            "node_timeout_per_user": lambda v: validation.in_range(
+                "node_timeout_per_user", v, 0, 3600, "[0, 3600] seconds"),
+            "round_timeout_factor": lambda v: validation.in_range(
+                "round_timeout_factor", v, 0, 1e6, "[0, 1e6] (0: always round_timeout)"),
             "allow_partial": lambda v: validation.boolean("allow_partial", v),
             "resume": lambda v: validation.boolean("resume", v),
             "ray_address": _ray_address,
@@ -133,6 +140,11 @@ class RunSettings:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @property
+    def node_wait(self) -> float:
+        """Seconds to wait for every user's node to join: in proportion to the users."""
+        return self.node_timeout + self.node_timeout_per_user * self.num_users
 
     @classmethod
     def from_json(cls, text: str) -> RunSettings:
@@ -205,6 +217,8 @@ CONFIG_KEYS = {
     "progress": "experiment.progress",
     "node_timeout": "experiment.node_timeout",
     "round_timeout": "experiment.round_timeout",
+    "node_timeout_per_user": "experiment.node_timeout_per_user",
+    "round_timeout_factor": "experiment.round_timeout_factor",
     "allow_partial": "experiment.allow_partial",
     "resume": "experiment.resume",
     "ray_address": "experiment.ray_address",
