@@ -54,12 +54,15 @@ QUERY_TIMEOUT_S = 30.0
 
 def encode(
     message: protocol.Message, index: int = 0, into: RecordDict | None = None,
-    **config: int | str,
+    *, arrays: ArrayRecord | None = None, **config: int | str,
 ) -> RecordDict:  # fmt: skip
     """Add ``message`` as the ``index``-th entry of ``into`` (a new RecordDict by default):
-    its arrays in order, its kind and ``config`` in the entry's config."""
+    its arrays in order (``arrays``: already encoded), its kind and ``config`` in the
+    entry's config."""
     content = RecordDict() if into is None else into
-    content[protocol.entry(protocol.ARRAYS, index)] = ArrayRecord(numpy_ndarrays=message.to_list())
+    if arrays is None:
+        arrays = ArrayRecord(numpy_ndarrays=message.to_list())
+    content[protocol.entry(protocol.ARRAYS, index)] = arrays
     content[protocol.entry(protocol.CONFIG, index)] = ConfigRecord({"kind": message.KIND, **config})
     return content
 
@@ -200,13 +203,18 @@ class AlignmentStrategy(Strategy):
     def _messages(
         self, rnd: int, downlinks: Sequence[Mapping[int, protocol.Message]], message_type: str
     ) -> list[Message]:
-        """One message per user, with an entry for each cell that has something for it."""
+        """One message per user, with an entry for each cell that has something for it.
+        A downlink sent to several users (the federated AP's) is encoded once."""
         messages = []
+        encoded: dict[int, ArrayRecord] = {}
         for user in sorted({k for downlink in downlinks for k in downlink}):
             content = RecordDict({protocol.LIVE: self._live})
             for index, downlink in enumerate(downlinks):
                 if user in downlink:
-                    encode(downlink[user], index, content, round=rnd,
+                    message = downlink[user]
+                    if id(message) not in encoded:
+                        encoded[id(message)] = ArrayRecord(numpy_ndarrays=message.to_list())
+                    encode(message, index, content, arrays=encoded[id(message)], round=rnd,
                            settings=self._settings[index])  # fmt: skip
             messages.append(Message(content, dst_node_id=self.user_nodes[user],
                                     message_type=message_type, group_id=str(rnd)))  # fmt: skip
