@@ -208,8 +208,14 @@ def _interrupt_when(command: list[str], cwd, ready, timeout: float = 300.0):
 
     from launch.environment import descendants, is_alive
 
-    proc = subprocess.Popen(command, cwd=cwd, start_new_session=True, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    # a program started from a terminal has Ctrl-C's default action; tests run as a shell's
+    # background job (`make test &`) inherit SIGINT ignored, and so would the command
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(command, cwd=cwd, start_new_session=True, text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + timeout
         while not ready():
