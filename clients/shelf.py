@@ -65,7 +65,8 @@ class Shelf:
                     if value is None:
                         value = build()
                         self._publish(entry, value)
-                        value = _read(entry) or value  # the shared copy; the built one is freed
+                        shared = _read(entry)  # the shared copy; the built one is freed
+                        value = value if shared is None else shared
             except OSError as exc:  # no shelf folder (removed, unwritable): build here
                 self._warn(f"cannot use {self.root} ({exc})")
                 value = build() if value is None else value

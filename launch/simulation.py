@@ -54,8 +54,6 @@ def check_resources(cpus_per_user: float, ray_address: str | None = None) -> Non
 
 SHELF_PREFIX = "fedalign-shelf-"  # + the owner's pid + "-" + random: a shelf's folder
 SHARED_MEMORY = Path("/dev/shm")
-
-
 SHARED_MEMORY_ROOM = 2**30  # bytes /dev/shm must have free to hold a shelf (not a container's)
 
 
