@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -62,9 +63,20 @@ def default_user(
 
     if shelf is None or key is None:
         return build_user(settings, index, prepare())
-    unbiased = conventions.unbiased_covariance
-    shared = shelf.get(f"{key} | {user_class.derive.__qualname__} | {unbiased}", prepare)
+    kind = f"{user_class.__module__}.{user_class.__qualname__}"
+    shared = shelf.get(f"{key} | {kind} | {conventions.unbiased_covariance}", prepare)
     return build_user(settings, index, shared)
+
+
+@dataclass(frozen=True)
+class SharedUsers:
+    """:func:`default_user` over a shelf. Equal for the same shelf, so that a process's
+    user cache still finds its users when Ray hands it a freshly unpickled app."""
+
+    shelf: Shelf
+
+    def __call__(self, index: int, source: ProblemSource, settings: RunSettings) -> User:
+        return default_user(index, source, settings, self.shelf)
 
 
 def cached_users(
@@ -107,7 +119,7 @@ def make_client_app(
     """
     app = ClientApp()
     if shelf is not None and user_factory is default_user:
-        user_factory = functools.partial(default_user, shelf=shelf)
+        user_factory = SharedUsers(shelf)
 
     def resolve(
         config: dict, context: Context, device: Device

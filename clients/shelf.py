@@ -8,7 +8,8 @@ machine instead: the first process to ask for a key builds the object under a
 per-key file lock, pickles it with its arrays out of band into a folder, and
 publishes the folder by an atomic rename; every process then unpickles it over
 a read-only memory map of those arrays, so they share the same pages (writing
-to them raises).
+to them raises; a non-contiguous array would travel inside the pickle instead,
+as a private copy, but a user's prepared data holds contiguous arrays only).
 
 An object that cannot be pickled, or a shelf that cannot be written (full,
 removed), is built and kept by the asking process alone, with a warning: the
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PAYLOAD, BUFFERS, LAYOUT = "object.pickle", "buffers.bin", "layout.json"
+UNSHARED = ".unshared"  # beside an entry's name: its first builder could not publish it
 ALIGN = 64  # byte alignment of each array in the buffers file
 
 
@@ -47,40 +49,56 @@ class Shelf:
         self._held: dict[str, Any] = {}  # what this process already mapped or built
         self._warned = False
 
-    def __reduce__(self):  # a process gets the folder, not what another one holds
-        return (Shelf, (str(self.root),))
+    # Ray hands every message a freshly unpickled ClientApp: a process gets its one shelf
+    # per folder back (open_shelf), with what it already mapped, not another process's
+    def __reduce__(self):
+        return (open_shelf, (str(self.root),))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Shelf) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
 
     def get(self, key: str, build: Callable[[], T]) -> T:
         """The object under ``key``: mapped if published, else built once (here, or by the
-        process that holds the key's lock) and published."""
+        process that holds the key's lock) and published. What cannot be shared (marked
+        so by the first builder) is built by each process at once, without the lock."""
         if key in self._held:
             return self._held[key]
         name = hashlib.sha256(key.encode()).hexdigest()[:32]
-        entry = self.root / name
+        entry, unshared = self.root / name, self.root / f"{name}{UNSHARED}"
         value = _read(entry)
-        if value is None:
-            try:
-                with _locked(self.root / f"{name}.lock"):
+        if value is None and not unshared.exists():
+            with contextlib.ExitStack() as stack:
+                try:
+                    stack.enter_context(_locked(self.root / f"{name}.lock"))
+                except OSError as exc:  # no shelf folder (removed, unwritable): build here
+                    self._warn(f"cannot use {self.root} ({exc})")
+                else:
                     value = _read(entry)
-                    if value is None:
+                    if value is None and not unshared.exists():
                         value = build()
-                        self._publish(entry, value)
-                        shared = _read(entry)  # the shared copy; the built one is freed
-                        value = value if shared is None else shared
-            except OSError as exc:  # no shelf folder (removed, unwritable): build here
-                self._warn(f"cannot use {self.root} ({exc})")
-                value = build() if value is None else value
+                        if self._publish(entry, value):
+                            shared = _read(entry)  # the shared copy; the built one is freed
+                            value = value if shared is None else shared
+                        else:  # the other processes need not wait for this lock any more
+                            with contextlib.suppress(OSError):
+                                unshared.touch()
+        if value is None:
+            value = build()
         self._held[key] = value
         return value
 
-    def _publish(self, entry: Path, value: Any) -> None:
-        """Write ``value`` beside ``entry`` and rename it there; on failure keep it local."""
+    def _publish(self, entry: Path, value: Any) -> bool:
+        """Write ``value`` beside ``entry`` and rename it there; False (and a warning) when
+        it cannot be shared."""
         buffers: list[pickle.PickleBuffer] = []
         try:
             payload = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             self._warn(f"{type(value).__name__} cannot be pickled ({exc})")
-            return
+            return False
         staging = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -100,12 +118,24 @@ class Shelf:
         except OSError as exc:  # full, or removed under us: this process keeps its own
             shutil.rmtree(staging, ignore_errors=True)
             self._warn(f"cannot write {entry} ({exc})")
+            return False
+        return True
 
     def _warn(self, why: str) -> None:
         if not self._warned:
             logger.warning("not sharing users' inputs between processes: %s; each process "
                            "keeps its own copy", why)  # fmt: skip
             self._warned = True
+
+
+_OPEN: dict[str, Shelf] = {}
+
+
+def open_shelf(root: str) -> Shelf:
+    """This process's shelf at ``root``: one per process, so what it mapped stays mapped."""
+    if root not in _OPEN:
+        _OPEN[root] = Shelf(root)
+    return _OPEN[root]
 
 
 def _read(entry: Path) -> Any | None:

@@ -10,6 +10,7 @@ returns exactly what a deployed run leaves behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
 from common.run.settings import ConfigError, RunSettings
 from common.run.sources import ProblemSource
-from launch.environment import is_alive, quiet, worker_pool
+from launch.environment import quiet, worker_pool
 from server.server_app import CELLS_IN_FLIGHT, Sink, WriteTo, make_server_app
 
 
@@ -54,6 +55,7 @@ def check_resources(cpus_per_user: float, ray_address: str | None = None) -> Non
 
 SHELF_PREFIX = "fedalign-shelf-"  # + the owner's pid + "-" + random: a shelf's folder
 SHARED_MEMORY = Path("/dev/shm")
+OWNER = ".owner"  # in a shelf: the file its owner holds a lock on while it runs
 SHARED_MEMORY_ROOM = 2**30  # bytes /dev/shm must have free to hold a shelf (not a container's)
 
 
@@ -70,7 +72,9 @@ def user_shelf() -> Iterator[Shelf]:
     remove_orphan_shelves(base)
     root = Path(tempfile.mkdtemp(prefix=f"{SHELF_PREFIX}{os.getpid()}-", dir=base))
     try:
-        yield Shelf(root)
+        with open(root / OWNER, "w") as owner:  # held while the simulation runs
+            fcntl.flock(owner, fcntl.LOCK_EX)
+            yield Shelf(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -84,13 +88,22 @@ def _has_room(base: Path, size: int) -> bool:
 
 
 def remove_orphan_shelves(base: Path) -> list[Path]:
-    """Remove the shelves under ``base`` whose owner process is gone; return them."""
+    """Remove the shelves under ``base`` whose owner is gone (its lock on the shelf's
+    ``.owner`` file is free: it died, whatever became of its PID); return them. A shelf
+    without that file is being created, unless it is a minute old."""
     removed = []
     for folder in base.glob(f"{SHELF_PREFIX}*"):
-        owner = folder.name[len(SHELF_PREFIX) :].split("-")[0]
-        if owner.isdigit() and not is_alive(int(owner)):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+        try:
+            with open(folder / OWNER) as owner:
+                fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - folder.stat().st_mtime < 60:
+                    continue
+        except OSError:  # locked: its owner runs (maybe in another PID namespace)
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
     return removed
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import os
-import subprocess
-import sys
+import pickle
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from clients.client_app import default_user
+from clients.client_app import SharedUsers, default_user
 from clients.shelf import Shelf
 from common.assets.source import RUN_ONLY_SETTINGS, AssetSource
 from common.maths.conventions import Conventions
@@ -23,7 +24,7 @@ from common.parties.user import PreparedData
 from common.run.settings import RunSettings
 from common.run.sources import SyntheticSource
 from conf import settings as configured
-from launch.simulation import SHELF_PREFIX, remove_orphan_shelves, user_shelf
+from launch.simulation import OWNER, SHELF_PREFIX, remove_orphan_shelves, user_shelf
 from tests.synthetic import settings_for
 
 SOURCE = SyntheticSource(n=300, n_test=60, ap_dim=12, user_dims=(10, 7), classes=3)
@@ -105,13 +106,15 @@ def test_what_cannot_be_shared_is_kept_by_the_process_with_one_warning(tmp_path,
 
 
 def test_a_simulation_shelf_is_removed_at_the_end_and_orphans_are_swept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    orphan = tmp_path / f"{SHELF_PREFIX}{dead}-abc"
-    live = tmp_path / f"{SHELF_PREFIX}{os.getpid()}-def"
-    orphan.mkdir(), live.mkdir()
-    assert remove_orphan_shelves(tmp_path) == [orphan]
-    assert live.exists() and not orphan.exists()
+    orphan, live, fresh, stale = (tmp_path / f"{SHELF_PREFIX}{n}-x" for n in (1, 2, 3, 4))
+    for folder in (orphan, live, fresh, stale):
+        folder.mkdir()
+    (orphan / OWNER).touch()  # its owner died: nobody holds the lock
+    os.utime(stale, (time.time() - 120,) * 2)  # no owner file for two minutes
+    with open(live / OWNER, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a running owner (any PID namespace)
+        assert sorted(remove_orphan_shelves(tmp_path)) == [orphan, stale]
+    assert live.exists() and fresh.exists()  # fresh: being created
     with user_shelf() as shelf:
         root = shelf.root
         shelf.get("user", _arrays)
@@ -121,6 +124,44 @@ def test_a_simulation_shelf_is_removed_at_the_end_and_orphans_are_swept(tmp_path
 
 def _cell_settings(**changes) -> RunSettings:
     return settings_for(SOURCE.problem(), rounds=2, **changes)
+
+
+def test_a_process_gets_one_shelf_per_folder_back_so_its_user_cache_holds(tmp_path):
+    shelf = Shelf(tmp_path)
+    shelf.get("user", _arrays)
+    first, second = pickle.loads(pickle.dumps(shelf)), pickle.loads(pickle.dumps(shelf))
+    assert first is second and first == shelf  # what it mapped stays mapped
+    # Ray unpickles the app for every message: the factory must still find cached users
+    assert pickle.loads(pickle.dumps(SharedUsers(shelf))) == SharedUsers(first)
+
+
+def test_what_one_process_could_not_publish_the_others_build_without_waiting(tmp_path):
+    build = _Counted(tmp_path / "calls")
+    shelf = Shelf(tmp_path / "shelf")
+    (tmp_path / "shelf").mkdir()
+    shelf._publish = lambda entry, value: False  # e.g. the shared memory is full
+    shelf.get("k", build)
+    assert list((tmp_path / "shelf").glob("*.unshared"))  # marked for the others
+    other = Shelf(tmp_path / "shelf")
+    lock = next((tmp_path / "shelf").glob("*.lock"))
+    got = []
+    with open(lock) as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # the lock is busy: the other must not wait on it
+        waiter = threading.Thread(target=lambda: got.append(other.get("k", build)), daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)
+        assert not waiter.is_alive(), "waited for the lock of an entry marked unshared"
+    np.testing.assert_array_equal(got[0]["single"], _arrays()["single"])
+    assert build.calls() == 2
+
+
+def test_an_error_of_the_build_itself_is_raised_not_taken_for_the_shelf(tmp_path, caplog):
+    def broken():
+        raise FileNotFoundError("no latents for user 3")
+
+    with caplog.at_level(logging.WARNING), pytest.raises(FileNotFoundError, match="user 3"):
+        Shelf(tmp_path).get("k", broken)
+    assert not caplog.records
 
 
 def test_users_from_the_shelf_equal_users_built_alone_and_cells_share_one_copy(tmp_path):

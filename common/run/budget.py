@@ -5,9 +5,10 @@ AP's whitened pilots and test latents, the precoded downlink ``F X̄``
 (``Nt·u × n``), every user's uplink ``Aᴴ Ȳ`` (``Nt·u × n``) and its channels
 (``Nr·u × Nt·u``, three of them: true, known, test), pilots, received signals
 and test latents. Under Flower on a local Ray, the actors share one copy of
-each user's prepared inputs; on a Ray cluster every actor may hold a copy of
-every user it serves. A run whose estimate exceeds the memory available is refused with
-the numbers, instead of exhausting the machine seconds later.
+each user's prepared inputs (pilots, whitened pilots), the large part; on a
+Ray cluster every actor may hold a copy of every user it serves. A run whose
+estimate exceeds the memory available is refused with the numbers, instead of
+exhausting the machine seconds later.
 """
 
 from __future__ import annotations
