@@ -20,7 +20,6 @@ it (:func:`launch.simulation.user_shelf`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -28,9 +27,11 @@ import mmap
 import os
 import pickle
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from common.files import locked
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Shelf:
         if value is None and not unshared.exists():
             with contextlib.ExitStack() as stack:
                 try:
-                    stack.enter_context(_locked(self.root / f"{name}.lock"))
+                    stack.enter_context(locked(self.root / f"{name}.lock"))
                 except OSError as exc:  # no shelf folder (removed, unwritable): build here
                     self._warn(f"cannot use {self.root} ({exc})")
                 else:
@@ -152,13 +153,3 @@ def _read(entry: Path) -> Any | None:
     view = memoryview(mapped)
     return pickle.loads(payload, buffers=[view[start : start + n] for start, n in layout])
 
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (released by the system if the holder dies)."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

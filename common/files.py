@@ -1,14 +1,30 @@
-"""File permissions for files and folders created through ``tempfile`` and renamed into place.
+"""Files that several processes write: permissions after an atomic rename, and locks.
 
-``tempfile`` creates them private (0600 files, 0700 folders) so that nobody
-sees them half-written; once complete they get the permissions any other file
-or folder would get under the process's umask, e.g. readable by the group.
+``tempfile`` creates files and folders private (0600 files, 0700 folders) so
+that nobody sees them half-written; once complete they get the permissions any
+other file or folder would get under the process's umask, e.g. readable by the
+group. A lock file serialises the processes that build the same thing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing); the system releases
+    it if the holder dies."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _umask() -> int:

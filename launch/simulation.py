@@ -23,6 +23,7 @@ from pathlib import Path
 
 from clients.client_app import UserFactory, default_user, make_client_app
 from clients.shelf import Shelf
+from common.files import locked
 from common.run.cells import CellStore, cell_key
 from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
@@ -72,8 +73,7 @@ def user_shelf() -> Iterator[Shelf]:
     remove_orphan_shelves(base)
     root = Path(tempfile.mkdtemp(prefix=f"{SHELF_PREFIX}{os.getpid()}-", dir=base))
     try:
-        with open(root / OWNER, "w") as owner:  # held while the simulation runs
-            fcntl.flock(owner, fcntl.LOCK_EX)
+        with locked(root / OWNER):  # held while the simulation runs
             yield Shelf(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)

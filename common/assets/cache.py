@@ -20,7 +20,6 @@ anything. A cache folder this process cannot write to is used read-only.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -36,7 +35,7 @@ from platformdirs import user_cache_dir
 from safetensors.numpy import load as load_bytes
 from safetensors.numpy import save_file
 
-from common.files import publish
+from common.files import locked, publish
 from common.maths.validation import non_finite
 
 logger = logging.getLogger(__name__)
@@ -145,12 +144,8 @@ class Cache:
     def _lock(self, entry: Path) -> Iterator[None]:
         """Hold the entry's lock file: one builder at a time per entry, across processes."""
         entry.parent.mkdir(parents=True, exist_ok=True)
-        with open(entry.parent / f"{entry.name}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with locked(entry.parent / f"{entry.name}.lock"):
+            yield
 
     def entry_dir(self, kind: str, key: dict) -> Path:
         if not kind or not kind.replace("_", "").isalnum():
