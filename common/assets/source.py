@@ -21,17 +21,17 @@ from common.assets.heads import ClassifierHead, head_from_state, predict
 from common.assets.store import HeadAsset, ModelLatents, encoder_latents, head_asset
 from common.assets.zoo import EncoderSpec, get_zoo
 from common.parties.user import UserData
+from common.run.cells import EXECUTION_FIELDS
 from common.run.settings import RunSettings
 from common.run.sources import APInputs, ProblemSource
 
 logger = logging.getLogger(__name__)
 
-# Settings that change how a run goes but not a user's inputs (AssetSource.user_key).
-RUN_ONLY_SETTINGS = (
-    "group", "models", "method", "rho", "rounds", "link", "channel", "cpus_per_user", "progress",
-    "node_timeout", "round_timeout", "allow_partial", "resume", "ray_address",
-    "max_failed_fraction", "conventions", "aggregator", "trim_fraction", "participation",
-    "faulty_users", "fault", "fault_scale", "node_timeout_per_user", "round_timeout_factor",
+# Settings that change how a run goes but not a user's inputs (AssetSource.user_key): how
+# any run is executed (but where its assets are), and what the method does with the inputs.
+RUN_ONLY_SETTINGS = tuple(name for name in EXECUTION_FIELDS if name != "cache_dir") + (
+    "group", "models", "method", "rho", "rounds", "link", "channel", "conventions",
+    "aggregator", "trim_fraction", "participation", "faulty_users", "fault", "fault_scale",
 )
 
 
