@@ -42,14 +42,14 @@ def main(cfg: DictConfig) -> float:
         settings = validated(OmegaConf.to_container(cfg, resolve=True))
         from launch.simulation import check_resources
 
-        check_resources(settings.cpus_per_user, settings.ray_address)
-        if settings.resume:  # refused now, not after Ray has started
+        check_resources(settings.experiment.cpus_per_user, settings.experiment.ray_address)
+        if settings.experiment.resume:  # refused now, not after Ray has started
             check_resumable(settings, out_dir, HydraConfig.get().mode == RunMode.MULTIRUN)
     except ConfigError as exc:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             remove_run_folder(out_dir)
         sys.exit(f"error: {exc}")
-    store = cell_store(cfg) if HydraConfig.get().mode == RunMode.MULTIRUN else None
+    store = cell_store(settings) if HydraConfig.get().mode == RunMode.MULTIRUN else None
     if store is not None and store.finished(settings):  # run by the sweep launcher, or earlier
         outcome = store.load(settings)
         outcome.save(out_dir)
@@ -72,9 +72,9 @@ def main(cfg: DictConfig) -> float:
             store.save(settings, outcome)
     print(per_user_table(outcome.results))
     failed = failed_users(outcome.results, outcome.failures, settings.num_users,
-                          len(outcome.history), settings.max_failed_fraction)  # fmt: skip
-    if failed and not settings.allow_partial:
-        account = "\n".join(f"  user {k} ({settings.models[k]}): {why}"
+                          len(outcome.history), settings.experiment.max_failed_fraction)  # fmt: skip
+    if failed and not settings.experiment.allow_partial:
+        account = "\n".join(f"  user {k} ({settings.users.models[k]}): {why}"
                             for k, why in failed.items())  # fmt: skip
         sys.exit(f"error: {len(failed)} of {settings.num_users} users failed permanently (the "
                  f"tables in {out_dir} say which rounds):\n{account}\nset "

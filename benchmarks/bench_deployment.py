@@ -41,7 +41,7 @@ def main() -> None:
         federation = Federation(Path(tmp) / "federation", args.port)
         try:
             started = time.perf_counter()
-            federation.up(run.models)
+            federation.up(run.users.models)
             up = time.perf_counter() - started
             started = time.perf_counter()
             run_id = federation.submit(overrides, Path(tmp) / "deployed")

@@ -124,10 +124,10 @@ def compare(
         start = time.perf_counter()
         outcome = simulate(settings, source)
         t_fl = time.perf_counter() - start
-    rounds = settings.rounds
+    rounds = settings.experiment.rounds
     same = outcome.results.accuracy.tolist() == reference.results.accuracy.tolist()
     print(
-        f"\n[{name}] {settings.num_users} users, {settings.rounds} rounds, method {settings.method}"
+        f"\n[{name}] {settings.num_users} users, {settings.experiment.rounds} rounds, method {settings.strategy.name}"
     )
     print(f"    in-process: {t_ref:7.2f} s   {mem_ref}")
     print(f"    Flower    : {t_fl:7.2f} s   {mem_fl}")

@@ -47,7 +47,7 @@ def main() -> None:
     cells = compression_cells(base, grid)
     AssetSource(base).warm(progress=False)
     print(f"{len(cells)} cells: u {args.uses}, pairs 1x1 2x2 4x4, seeds {args.seeds}, 4 methods, "
-          f"{base.num_users} users, {base.rounds} rounds, {args.in_flight} in flight")  # fmt: skip
+          f"{base.num_users} users, {base.experiment.rounds} rounds, {args.in_flight} in flight")  # fmt: skip
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()

@@ -42,7 +42,7 @@ def main() -> None:
     grid = [(s, m, u) for s in args.seeds for m in METHODS for u in args.uses]
     problems = {}
     for seed, method, uses in tqdm(grid, desc="runs"):
-        cell = base.replace(seed=seed, method=method, channel_uses=uses, snr_db=args.snr)
+        cell = base.replace(seed=seed, **{"strategy.name": method}, channel_uses=uses, snr_db=args.snr)
         if seed not in problems:  # the pilots depend on the seed only
             problems[seed] = AssetSource(cell).problem()
         frames.append(run_experiment(problems[seed], cell).results)

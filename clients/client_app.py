@@ -54,8 +54,8 @@ def default_user(
     inputs are prepared once per machine and every process, and every cell of
     a sweep over the same data, maps that one copy.
     """
-    user_class = access_point_class(settings.method).user_class
-    conventions = Conventions(settings.conventions)
+    user_class = access_point_class(settings.strategy.name).user_class
+    conventions = Conventions(settings.conventions.name)
     key = source.user_key(index)
 
     def prepare() -> PreparedData:

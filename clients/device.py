@@ -41,8 +41,8 @@ class DeviceConfigError(ValueError):
 def identity_overrides(settings: RunSettings) -> str:
     """The overrides that name a run's shared pilot set and a device's prepared assets."""
     return shlex.join([
-        f"data={settings.dataset}", f"data.split_seed={settings.split_seed}",
-        f"users.zoo={settings.zoo}", f"users.head_seed={settings.head_seed}",
+        f"data={settings.data.name}", f"data.split_seed={settings.data.split_seed}",
+        f"users.zoo={settings.users.zoo}", f"users.head_seed={settings.users.head_seed}",
     ])  # fmt: skip
 
 
@@ -121,17 +121,17 @@ class Device:
             return
         from common.assets.zoo import get_zoo
 
-        known = get_zoo(settings.zoo).users
+        known = get_zoo(settings.users.zoo).users
         if self.model not in known:
             raise DeviceConfigError(
                 f"node config {MODEL}={self.model!r} is not a user model of zoo "
-                f"{settings.zoo!r} (known: {', '.join(known)})"
+                f"{settings.users.zoo!r} (known: {', '.join(known)})"
             )
-        expected = settings.models[self.index]
+        expected = settings.users.models[self.index]
         if self.model != expected:
             raise DeviceConfigError(
                 f"node config {MODEL}={self.model!r}, but this run's user {self.index} runs "
-                f"{expected!r} (users.models of the run: {', '.join(settings.models)})"
+                f"{expected!r} (users.models of the run: {', '.join(settings.users.models)})"
             )
 
     def source(self, settings: RunSettings) -> ProblemSource:
@@ -145,7 +145,7 @@ class Device:
         own = settings.replace(
             cache_dir=self.cache_dir,
             weights_dir=self.weights_dir or settings.weights_dir,
-            data_root=self.data_root or settings.data_root,
+            **{"data.root": self.data_root or settings.data.root},
         )
         advice = f"prepare this device first: {prepare_command(self.model, self.cache_dir, own)}"
         return AssetSource(own, missing=advice)

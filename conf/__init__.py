@@ -15,58 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common.run.settings import ConfigError, RunSettings, settings_from_config
+from common.run.settings import RunSettings
 
 CONF_DIR = Path(__file__).resolve().parent
 
 
-def _leaves(node: Any, prefix: str = "") -> set[str]:
-    if not isinstance(node, Mapping) or not node:
-        return {prefix} if prefix else set()
-    out: set[str] = set()
-    for key, value in node.items():
-        if key != "defaults":
-            out |= _leaves(value, f"{prefix}.{key}" if prefix else str(key))
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def known_keys() -> frozenset[str]:
-    """Every key some file in ``conf/`` defines (dotted), i.e. every key the program reads."""
-    import yaml
-
-    keys: set[str] = set()
-    for path in sorted(CONF_DIR.rglob("*.yaml")):
-        text = path.read_text()
-        header = text.split("\n", 1)[0]
-        group = path.parent.relative_to(CONF_DIR).as_posix()
-        package = header.split("@package", 1)[1].strip() if "@package" in header else group
-        package = "" if package in (".", "_global_") else package
-        data = yaml.safe_load(text) or {}
-        data.pop("hydra", None)
-        keys |= _leaves(data, package)
-    return frozenset(keys)
-
-
-def check_known_keys(cfg: Mapping[str, Any]) -> None:
-    """Refuse keys that no part of the program reads (``+typo=1`` would be silently ignored)."""
-    plain = {k: v for k, v in cfg.items() if k != "hydra"}
-    known = known_keys()
-    unknown = sorted(
-        key for key in _leaves(plain)
-        if key not in known and not any(key.startswith(k + ".") for k in known)
-    )  # fmt: skip
-    if unknown:
-        raise ConfigError(
-            f"config key(s) {', '.join(repr(k) for k in unknown)} are not read by any part of "
-            "the program (a typo, or a '+key=' addition?); the keys live in conf/*.yaml"
-        )
-
-
 def validated(cfg: Mapping[str, Any]) -> RunSettings:
-    """The settings of a composed config, after refusing keys no part of the program reads."""
-    check_known_keys(cfg)
-    return settings_from_config(cfg)
+    """The settings of a composed config; the schema refuses keys no part of the program
+    reads (``+typo=1``) and bad values, naming the key (:class:`ConfigError`)."""
+    return RunSettings.from_config(cfg)
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:

@@ -367,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             from conf import settings
 
             users = settings(*args.overrides)
-            federation.up(users.models, args.overrides)
+            federation.up(users.users.models, args.overrides)
             print(f"federation up in {federation.folder}: SuperLink on {federation.address}, "
-                  f"{users.num_users} SuperNodes ({', '.join(users.models)})")
+                  f"{users.num_users} SuperNodes ({', '.join(users.users.models)})")
         elif args.command == "run":
             run_id = federation.submit(args.overrides, args.output)
             print(f"run {run_id} started; waiting (logs: flwr log {run_id} {CONNECTION})")

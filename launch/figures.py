@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         base = settings("experiment.progress=false", *args.overrides)
-        models = {g: settings(f"users={g}", *args.overrides).models
+        models = {g: settings(f"users={g}", *args.overrides).users.models
                   for g in ("heterogeneous", "homogeneous")}  # fmt: skip
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

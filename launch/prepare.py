@@ -51,16 +51,16 @@ def main(argv: list[str] | None = None) -> int:
             source = AssetSource(run)
             parties = source.parties()[:1]
         else:
-            known = get_zoo(run.zoo).users
+            known = get_zoo(run.users.zoo).users
             if args.model not in known:
                 raise DeviceConfigError(f"--model {args.model!r} is not a user model of zoo "
-                                        f"{run.zoo!r} (known: {', '.join(known)})")  # fmt: skip
+                                        f"{run.users.zoo!r} (known: {', '.join(known)})")  # fmt: skip
             device = Device(0, args.model, args.cache_dir, args.weights_dir, args.data_root)
             own = device.source(run)
             assert isinstance(own, AssetSource)
             source = AssetSource(own.settings)  # builds what is missing
-            parties = [("user", get_zoo(run.zoo).users[args.model])]
-        table = source.warm(progress=run.progress, parties=parties, heads=args.party == "user")
+            parties = [("user", get_zoo(run.users.zoo).users[args.model])]
+        table = source.warm(progress=run.experiment.progress, parties=parties, heads=args.party == "user")
     except (ConfigError, DeviceConfigError, CacheError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -54,6 +54,11 @@ def check_resources(cpus_per_user: float, ray_address: str | None = None) -> Non
         )
 
 
+def _resources(settings: RunSettings) -> tuple[float, str | None]:
+    """What a simulation of ``settings`` runs on: CPUs per user, and the Ray cluster."""
+    return settings.experiment.cpus_per_user, settings.experiment.ray_address
+
+
 SHELF_PREFIX = "fedalign-shelf-"  # + the owner's pid + "-" + random: a shelf's folder
 SHARED_MEMORY = Path("/dev/shm")
 OWNER = ".owner"  # in a shelf: the file its owner holds a lock on while it runs
@@ -113,7 +118,7 @@ def prepare(cells: Sequence[RunSettings]) -> None:
     from common.assets.source import AssetSource
     from common.run import budget
 
-    table = AssetSource(cells[0]).warm(progress=cells[0].progress)
+    table = AssetSource(cells[0]).warm(progress=cells[0].experiment.progress)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     dims = table.latent_dim.tolist()
     available = budget.available_memory()
@@ -121,13 +126,13 @@ def prepare(cells: Sequence[RunSettings]) -> None:
         source = AssetSource(settings)
         # a local Ray's actors share one copy of each user (user_shelf); on a cluster
         # every actor may end up holding every user
-        workers = max(1, int((os.cpu_count() or 1) / settings.cpus_per_user))
-        copies = 1 if settings.ray_address is None else min(workers, settings.num_users)
+        workers = max(1, int((os.cpu_count() or 1) / settings.experiment.cpus_per_user))
+        copies = 1 if settings.experiment.ray_address is None else min(workers, settings.num_users)
         needed = budget.estimate(settings, len(source.pilots()), source.test_size(), dims[0],
                                  dims[1:], user_copies=copies)  # fmt: skip
         link = settings.link
         what = "this run" if len(cells) == 1 else (
-            f"sweep cell {cell_key(settings)} ({settings.method}, "
+            f"sweep cell {cell_key(settings)} ({settings.strategy.name}, "
             f"{link.antennas_tx}x{link.antennas_rx}, u={link.channel_uses})")  # fmt: skip
         budget.check_fits(needed, available, f"{what} (through Flower)")
 
@@ -181,7 +186,7 @@ def simulate_sweep(
             todo.setdefault(cell_key(cell), cell)
     by_cpus: dict[tuple, list[RunSettings]] = {}
     for cell in todo.values():
-        by_cpus.setdefault((cell.cpus_per_user, cell.ray_address), []).append(cell)
+        by_cpus.setdefault(_resources(cell), []).append(cell)
     errors = []
     for group in by_cpus.values():
         try:
@@ -225,12 +230,12 @@ def simulate_cells(
     """
     if not cells:
         return
-    if len({(cell.cpus_per_user, cell.ray_address) for cell in cells}) > 1:
+    if len({_resources(cell) for cell in cells}) > 1:
         raise ValueError("the cells of one simulation must share experiment.cpus_per_user "
                          "and experiment.ray_address")  # fmt: skip
-    check_resources(cells[0].cpus_per_user, cells[0].ray_address)
+    check_resources(*_resources(cells[0]))
     with contextlib.ExitStack() as stack:
-        if shelf is None and cells[0].ray_address is None:
+        if shelf is None and cells[0].experiment.ray_address is None:
             shelf = stack.enter_context(user_shelf())
         if isolated:
             pool = stack.enter_context(worker_pool(1))  # Ctrl-C stops it and Ray at once
@@ -260,7 +265,7 @@ def _run_simulation(
     quiet()
     from flwr.simulation import run_simulation
 
-    show_progress(any(cell.progress for cell in cells))
+    show_progress(any(cell.experiment.progress for cell in cells))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
@@ -270,14 +275,14 @@ def _run_simulation(
             backend_config={
                 # Ray re-creates an actor whose process died (killed, out of memory): its
                 # users fail the message it was serving and are rebuilt for the next one
-                "client_resources": {"num_cpus": cells[0].cpus_per_user, "num_gpus": 0.0,
+                "client_resources": {"num_cpus": cells[0].experiment.cpus_per_user, "num_gpus": 0.0,
                                      "max_restarts": ACTOR_RESTARTS},
                 "init_args": {
                     "logging_level": logging.WARNING,
                     "log_to_driver": False,
                     "include_dashboard": False,
                     # an existing cluster (many machines), or None: a local Ray for this run
-                    **({"address": cells[0].ray_address} if cells[0].ray_address else {}),
+                    **({"address": address} if (address := cells[0].experiment.ray_address) else {}),
                 },
             },
         )

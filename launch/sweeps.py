@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from pathlib import Path
-from typing import Any
 
 from tqdm.auto import tqdm
 
 from common.run.cells import CellStore
 from common.run.settings import RunSettings
+from common.schema import Scope
 from launch.environment import worker_pool
 
-STORE_KEY = "sweep_store"
-IN_FLIGHT_KEY = "sweep_in_flight"
-# What a party's cached assets (encoder latents, head) depend on.
-ASSET_FIELDS = ("dataset", "data_root", "split_seed", "zoo", "models", "head_seed",
-                "cache_dir", "weights_dir")  # fmt: skip
+
+def cell_store(settings: RunSettings) -> CellStore | None:
+    """The sweep's cell store the settings name (``None``: no reuse of finished cells)."""
+    root = settings.sweep_store
+    return None if root is None else CellStore(Path(root))
 
 
-def cell_store(cfg: Any) -> CellStore | None:
-    """The sweep's cell store named by the config (``None``: no reuse of finished cells)."""
-    root = cfg.get(STORE_KEY) if hasattr(cfg, "get") else None
-    return None if root in (None, "") else CellStore(Path(str(root)))
-
-
-def _key(cell: RunSettings, fields: Sequence[str]) -> tuple:
-    return tuple(getattr(cell, name) for name in fields)
+def _key(cell: RunSettings, include: Callable[[Scope], bool]) -> tuple[str, tuple[str, ...]]:
+    """The cell's users and the settings of the scopes ``include`` passes."""
+    return json.dumps(cell.identity(include), sort_keys=True), cell.users.models
 
 
 def prepare_assets(cells: Sequence[RunSettings]) -> None:
@@ -38,7 +34,7 @@ def prepare_assets(cells: Sequence[RunSettings]) -> None:
 
     groups: dict[tuple, list[RunSettings]] = {}
     for cell in cells:
-        groups.setdefault(_key(cell, ASSET_FIELDS), []).append(cell)
+        groups.setdefault(_key(cell, lambda scope: scope.names_assets), []).append(cell)
     for group in groups.values():
         prepare(group)
 
@@ -51,18 +47,6 @@ def interrupted(store: CellStore, cells: Sequence[RunSettings]) -> int:
     print(f"interrupted: {done} of {len(cells)} cells are finished and kept in {store.root}; "
           "the same command redoes only the others", file=sys.stderr, flush=True)  # fmt: skip
     return 130
-
-
-def cells_in_flight(cfg: Any) -> int:
-    """How many cells share each Flower round (the config's ``sweep_in_flight``)."""
-    from server.server_app import CELLS_IN_FLIGHT
-
-    value = cfg.get(IN_FLIGHT_KEY) if hasattr(cfg, "get") else None
-    if value is None:
-        return CELLS_IN_FLIGHT
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"config key {IN_FLIGHT_KEY!r} must be a whole number >= 1, got {value!r}")
-    return value
 
 
 def run_unfinished(
@@ -115,7 +99,7 @@ def _run_in_process(store: CellStore, cells: Sequence[RunSettings], jobs: int) -
     """
     problems: dict[tuple, list[RunSettings]] = {}
     for cell in cells:
-        problems.setdefault(_key(cell, (*ASSET_FIELDS, "pilot_fraction", "seed")), []).append(cell)
+        problems.setdefault(_key(cell, lambda scope: scope.names_data), []).append(cell)
     parts = [group[j::jobs] for group in problems.values() for j in range(jobs) if group[j::jobs]]
     with worker_pool(jobs) as pool:
         futures = [pool.submit(_run_cells_in_process, store, part) for part in parts]

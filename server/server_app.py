@@ -56,12 +56,12 @@ def open_session(
     if source.num_users != settings.num_users:
         raise ValueError(
             f"the source provides {source.num_users} users but the settings name "
-            f"{settings.num_users} ({', '.join(settings.models)})"
+            f"{settings.num_users} ({', '.join(settings.users.models)})"
         )
     inputs = source.ap_inputs()
     ap = build_access_point(settings, inputs, list(range(settings.num_users)))
     session = Session(ap, settings, inputs, journal=journal)
-    if settings.resume if resume is None else resume:
+    if settings.experiment.resume if resume is None else resume:
         if journal is None:
             raise CheckpointError(
                 "experiment.resume=true continues a single run in its output folder; a sweep "
@@ -120,8 +120,8 @@ def lockstep_batches(cells: Sequence[RunSettings], in_flight: int) -> list[list[
     same users and same number of rounds, split as evenly as possible."""
     classes: dict[tuple, list[int]] = {}
     for i, cell in enumerate(cells):
-        rounds = access_point_class(cell.method).rounds_for(cell.rounds)
-        classes.setdefault((cell.models, rounds), []).append(i)
+        rounds = access_point_class(cell.strategy.name).rounds_for(cell.experiment.rounds)
+        classes.setdefault((cell.users.models, rounds), []).append(i)
     batches = []
     for members in classes.values():
         count = -(-len(members) // in_flight)
@@ -166,7 +166,7 @@ def run_cells(
             # every cell's rounds go to its journal as they finish; a sweep's cell resumes
             # from the checkpoint there by itself, a single run when asked to
             journal = sink.journal(cells[i]) if hasattr(sink, "journal") else None
-            resume = cells[i].resume or (
+            resume = cells[i].experiment.resume or (
                 total > 1 and journal is not None and (journal / CHECKPOINT_FILE).exists()
             )
             try:
@@ -187,8 +187,10 @@ def run_cells(
                     grid, sessions, user_nodes=user_nodes,
                     group_size=max(cell.num_users for cell in cells),
                     node_wait_timeout=max(s.settings.node_wait for s in sessions),
-                    round_timeout=max(s.settings.round_timeout for s in sessions),
-                    round_timeout_factor=max(s.settings.round_timeout_factor for s in sessions),
+                    round_timeout=max(s.settings.experiment.round_timeout for s in sessions),
+                    round_timeout_factor=max(
+                        s.settings.experiment.round_timeout_factor for s in sessions
+                    ),
                 )  # fmt: skip
             except Exception as exc:
                 for number, _ in group:
@@ -245,7 +247,7 @@ def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) 
     folder = Path(str(context.run_config.get("output-dir") or "")
                   or Path("outputs/flwr") / str(context.run_id))  # fmt: skip
     cells = sweep_cells(str(context.run_config.get("overrides", "")))
-    show_progress(any(settings.progress for _, settings in cells))
+    show_progress(any(settings.experiment.progress for _, settings in cells))
     if len(cells) == 1:
         run_cells(grid, [cells[0][1]], WriteTo(folder), source)
         return

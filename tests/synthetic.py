@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from common.maths.link import LinkConfig
 from common.run.settings import RunSettings
 from common.run.sources import AlignmentProblem, SyntheticSource
@@ -21,5 +19,6 @@ def settings_for(problem: AlignmentProblem, **changes) -> RunSettings:
 
 
 def link(**changes) -> LinkConfig:
-    """The configured default link with some values changed."""
-    return dataclasses.replace(settings().link, **changes)
+    """The configured default link with some values changed (by field name)."""
+    base = settings().link.model_dump(include=set(LinkConfig.model_fields))
+    return LinkConfig(**{**base, **changes})

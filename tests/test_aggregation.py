@@ -88,7 +88,7 @@ def test_a_random_user_breaks_the_mean_and_not_the_robust_rules():
     """One of five users sends noise (100x its uplink's RMS): the paper's mean is wrecked,
     median and trimmed mean stay near the fault-free run."""
     clean = _mse(run_experiment(PROBLEM, BASE))
-    faulty = BASE.replace(faulty_users=1, fault="random", fault_scale=100.0)
+    faulty = BASE.replace(**{"faults.users": 1}, **{"faults.kind": "random"}, **{"faults.scale": 100.0})
     broken = run_experiment(PROBLEM, faulty)
     median = _mse(run_experiment(PROBLEM, faulty.replace(aggregator="median")))
     trimmed = _mse(run_experiment(PROBLEM, faulty.replace(aggregator="trimmed_mean")))
@@ -101,18 +101,18 @@ def test_a_scaled_uplink_barely_matters():
     (only the ρ term is not scaled): a gain error is no attack on this protocol."""
     clean = _mse(run_experiment(PROBLEM, BASE))
     for scale in (0.01, 1e4):
-        faulty = BASE.replace(faulty_users=1, fault="scaled", fault_scale=scale)
+        faulty = BASE.replace(**{"faults.users": 1}, **{"faults.kind": "scaled"}, **{"faults.scale": scale})
         assert _mse(run_experiment(PROBLEM, faulty)) < 1.1 * clean
 
 
 def test_nan_uplinks_are_rejected_and_recorded_never_in_f():
-    faulty = BASE.replace(faulty_users=2, fault="nan")
+    faulty = BASE.replace(**{"faults.users": 2}, **{"faults.kind": "nan"})
     outcome = run_experiment(PROBLEM, faulty)
     assert np.all(np.isfinite(outcome.precoders["F"]))
     rejected = outcome.failures[outcome.failures.reason.str.startswith("uplink rejected")]
-    assert sorted(set(rejected.user)) == [0, 1] and len(rejected) == 2 * BASE.rounds
+    assert sorted(set(rejected.user)) == [0, 1] and len(rejected) == 2 * BASE.experiment.rounds
     assert "align_uplink.a_gram has 64 non-finite value(s)" in rejected.reason.iloc[0]
-    assert outcome.history.failures.tolist() == [2] * BASE.rounds
+    assert outcome.history.failures.tolist() == [2] * BASE.experiment.rounds
     # the update used the three others: the same as a run in which users 0 and 1 fail
     assert outcome.results.user.tolist() == [0, 1, 2, 3, 4]
 
@@ -120,7 +120,7 @@ def test_nan_uplinks_are_rejected_and_recorded_never_in_f():
 def test_partial_participation_samples_users_per_round():
     part = BASE.replace(participation=0.6)  # 3 of 5 users per round
     session_rounds = run_experiment(PROBLEM, part)
-    assert session_rounds.history.messages_down.tolist() == [3] * BASE.rounds
+    assert session_rounds.history.messages_down.tolist() == [3] * BASE.experiment.rounds
     again = run_experiment(PROBLEM, part)
     np.testing.assert_array_equal(again.precoders["F"], session_rounds.precoders["F"])
     full = run_experiment(PROBLEM, BASE)

@@ -75,7 +75,7 @@ class FakeGrid:
 
 def _setup(method: str = "federated", rounds: int = 3):
     problem = SOURCE.problem()
-    settings = settings_for(problem, method=method, rounds=rounds, channel_uses=2, seed=5)
+    settings = settings_for(problem, **{"strategy.name": method}, rounds=rounds, channel_uses=2, seed=5)
     ap, users = build_parties(problem, settings)
     inputs = SOURCE.ap_inputs()
     strategy = AlignmentStrategy([Session(ap, settings, inputs)], node_wait_timeout=1.0)
@@ -193,7 +193,7 @@ def _to_client(content: RecordDict, message_type: str, node: int) -> Message:
 
 def test_client_app_trains_keeps_its_state_and_evaluates():
     problem = SOURCE.problem()
-    run = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=1, channel_uses=2, seed=5)
     ref_ap, ref_users = build_parties(problem, run)
     app = make_client_app(run, SOURCE)
     context = _context(1)
@@ -219,7 +219,7 @@ def test_client_app_trains_keeps_its_state_and_evaluates():
 
 def test_client_app_answers_a_message_of_the_wrong_kind_with_an_error():
     problem = SOURCE.problem()
-    run = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=1, channel_uses=2, seed=5)
     app = make_client_app(run, SOURCE)
     ap, _ = build_parties(problem, run)
     wrong = encode(ap.test_messages([0])[0], round=1)  # a test transmission sent as training
@@ -235,7 +235,7 @@ def test_client_app_answers_a_message_of_the_wrong_kind_with_an_error():
 def test_client_app_follows_the_cell_each_entry_names():
     """A node serving a sweep rebuilds its user per cell and never mixes cells' states."""
     problem = SOURCE.problem()
-    first = settings_for(problem, method="federated", rounds=1, channel_uses=2, seed=5)
+    first = settings_for(problem, **{"strategy.name": "federated"}, rounds=1, channel_uses=2, seed=5)
     second = first.replace(seed=6)
     app = make_client_app(None, SOURCE)  # bound to nothing: the messages say which run
     context = _context(0)
@@ -287,9 +287,9 @@ def test_cells_in_lockstep_equal_each_cell_run_alone():
     one on an aged Rician channel known through LS estimates); each gets exactly its
     in-process numbers."""
     problem = SOURCE.problem()
-    base = settings_for(problem, method="federated", rounds=3, channel_uses=2, seed=5)
-    cells = [base, base.replace(seed=9), base.replace(method="multi-link", snr_db=5.0),
-             base.replace(participation=0.6, faulty_users=1, fault="random", aggregator="median"),
+    base = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
+    cells = [base, base.replace(seed=9), base.replace(**{"strategy.name": "multi-link"}, snr_db=5.0),
+             base.replace(participation=0.6, **{"faults.users": 1}, **{"faults.kind": "random"}, aggregator="median"),
              base.replace(model="rician", k_factor=3.0, estimation="ls", ageing=0.9)]
     sessions = _sessions(cells)
     strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
@@ -313,7 +313,7 @@ def test_cells_in_lockstep_equal_each_cell_run_alone():
 
 def test_a_failing_entry_fails_its_cell_only():
     problem = SOURCE.problem()
-    good = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5)
+    good = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5)
     bad = good.replace(seed=6)
     sessions = _sessions((good, bad))
     strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
@@ -337,7 +337,7 @@ def test_a_failing_entry_fails_its_cell_only():
 
 def test_cells_of_different_shapes_cannot_share_rounds():
     problem = SOURCE.problem()
-    short = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5)
+    short = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5)
     long = short.replace(rounds=3)
     sessions = _sessions((short, long))
     with pytest.raises(ValueError, match="must share their users, number of rounds and completed"):
@@ -346,15 +346,16 @@ def test_cells_of_different_shapes_cannot_share_rounds():
 
 def test_lockstep_batches_are_even_and_never_mix_shapes():
     problem = SOURCE.problem()
-    base = settings_for(problem, method="federated", rounds=3, channel_uses=2, seed=5)
+    base = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
     cells = [base.replace(seed=s) for s in range(9)]
-    cells += [base.replace(method="top_k", seed=s) for s in range(9)]
-    cells += [base.replace(models=base.models[:2]), base.replace(rounds=4)]
+    cells += [base.replace(**{"strategy.name": "top_k"}, seed=s) for s in range(9)]
+    cells += [base.replace(models=base.users.models[:2]), base.replace(rounds=4)]
     batches = lockstep_batches(cells, 8)
     assert sorted(i for batch in batches for i in batch) == list(range(len(cells)))
     assert sorted(len(b) for b in batches) == [1, 1, 4, 4, 5, 5]
     for batch in batches:
-        shapes = {(cells[i].models, cells[i].method, cells[i].rounds) for i in batch}
+        shapes = {(cells[i].users.models, cells[i].strategy.name, cells[i].experiment.rounds)
+                  for i in batch}
         assert len(shapes) == 1
     assert lockstep_batches(cells, 1) == [[i] for i in range(len(cells))]
 
@@ -365,7 +366,7 @@ def test_a_single_run_journals_every_round_and_a_failed_write_says_what_was_kept
     from server.server_app import WriteTo, run_cells
 
     problem = SOURCE.problem()
-    run = settings_for(problem, method="federated", rounds=3, channel_uses=2, seed=5)
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
     grid = _client_grid(make_client_app(None, SOURCE))
     seen_rounds = []
 
@@ -392,7 +393,7 @@ def test_the_configured_timeouts_bound_node_discovery_and_every_round(tmp_path):
     from server.server_app import WriteTo, run_cells
 
     problem = SOURCE.problem()
-    run = settings_for(problem, method="federated", rounds=2, channel_uses=2, seed=5,
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5,
                        node_timeout=7.0, node_timeout_per_user=0.5, round_timeout=42.0,
                        round_timeout_factor=10.0)  # fmt: skip
     grid = _client_grid(make_client_app(None, SOURCE))
@@ -412,7 +413,7 @@ def test_a_lost_node_fails_only_the_cells_that_sent_to_it():
     """A whole-reply error (the node is gone) counts in a cell only in the rounds where that
     cell trained with the user: partial participation does not invent failures."""
     problem = SOURCE.problem()
-    full = settings_for(problem, method="federated", rounds=4, channel_uses=2, seed=5)
+    full = settings_for(problem, **{"strategy.name": "federated"}, rounds=4, channel_uses=2, seed=5)
     sampled = full.replace(participation=0.34)  # one of three users per round
     sessions = _sessions((full, sampled))
     strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)

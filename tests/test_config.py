@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from common.run.settings import ConfigError, RunSettings, settings_from_config
 from conf import compose, settings_from_overrides
@@ -19,29 +20,32 @@ def settings(*overrides: str) -> RunSettings:
 
 def test_default_config_is_the_papers_default_run():
     s = settings()
-    assert (s.dataset, s.zoo, s.method, s.rounds) == ("mnist5k", "embedded", "federated", 30)
+    assert (s.data.name, s.users.zoo, s.strategy.name, s.experiment.rounds) == (
+        "mnist5k", "embedded", "federated", 30)
     assert (s.link.antennas_tx, s.link.antennas_rx, s.link.channel_uses, s.link.snr_db) == (
         4, 4, 4, 20.0)  # fmt: skip
-    assert s.num_users == 8 and s.pilot_fraction == 1.0 and s.rho == 1.0
-    assert s.cpus_per_user == 1.0
+    assert s.num_users == 8 and s.data.pilot_fraction == 1.0 and s.strategy.rho == 1.0
+    assert s.experiment.cpus_per_user == 1.0
 
 
 def test_groups_and_counts_select_users():
     assert settings("users=heterogeneous").num_users == 4
-    assert settings("users=homogeneous", "users.count=2").models == (
+    assert settings("users=homogeneous", "users.count=2").users.models == (
         "rexnet_100",
         "mobilenetv3_small_075",
     )
-    assert settings("users.models=[levit_128s,resnet10t]").models == ("levit_128s", "resnet10t")
+    assert settings("users.models=[levit_128s,resnet10t]").users.models == (
+        "levit_128s", "resnet10t")
     assert settings("users=paper10", "data=cifar10").num_users == 10
 
 
 def test_paper_keys_translate_one_to_one():
-    assert settings("base_station.status=multi-link").method == "multi_link"
-    assert settings("base_station.status=shared").method == "federated"
-    assert settings("base_station.strategy=Top-K").method == "top_k"
+    assert settings("base_station.status=multi-link").strategy.name == "multi_link"
+    assert settings("base_station.status=shared").strategy.name == "federated"
+    assert settings("base_station.strategy=Top-K").strategy.name == "top_k"
     assert (
-        settings("base_station.status=shared", "base_station.strategy=First-K").method == "first_k"
+        settings("base_station.status=shared", "base_station.strategy=First-K").strategy.name
+        == "first_k"
     )
     s = settings(
         "communication.channel_usage=8",
@@ -134,7 +138,7 @@ def test_every_default_lives_in_the_config_files():
         settings_from_config(cfg)
     with pytest.raises(ConfigError, match="'strategy.name' is missing"):
         settings_from_config({})
-    with pytest.raises(TypeError):
+    with pytest.raises(ValidationError):
         RunSettings()  # type: ignore[call-arg]
 
 
@@ -173,7 +177,7 @@ def test_the_settings_module_imports_no_domain_module():
 
 
 def test_partial_participation_needs_an_iterative_method():
-    assert settings("consensus.participation=0.5").participation == 0.5
+    assert settings("consensus.participation=0.5").consensus.participation == 0.5
     with pytest.raises(ConfigError, match="'consensus.participation' = 0.5 is invalid: "
                        "participation below 1 needs an iterative method; top_k trains in one"):
         settings("strategy=top_k", "consensus.participation=0.5")
@@ -181,9 +185,81 @@ def test_partial_participation_needs_an_iterative_method():
 
 def test_channel_groups_select_a_model_and_keep_the_link():
     correlated = settings("channel=correlated", "communication.channel_usage=2")
-    assert (correlated.channel.model, correlated.channel.correlation) == ("correlated", 0.5)
+    channel = correlated.communication
+    assert (channel.model, channel.correlation) == ("correlated", 0.5)
     assert correlated.link.channel_uses == 2 and correlated.link.antennas_tx == 4
     rician = settings("channel=rician", "communication.k_factor=10", "csi.estimation=lmmse")
-    assert (rician.channel.model, rician.channel.k_factor) == ("rician", 10.0)
-    assert rician.channel.estimation == "lmmse" and rician.channel.csi_snr_db == 20.0
-    assert settings().channel.perfect
+    assert (rician.communication.model, rician.communication.k_factor) == ("rician", 10.0)
+    assert rician.csi.estimation == "lmmse" and rician.csi.csi_snr_db == 20.0
+    assert settings().csi.perfect
+
+
+def test_every_setting_is_declared_once_with_its_scope_and_doc_and_has_one_yaml_default():
+    """The schema and the YAML agree key for key: a setting has one declaration (type, check,
+    doc, scope) and one default."""
+    from common.schema import undeclared
+
+    assert undeclared(RunSettings) == []
+
+    def leaves(node, prefix=""):
+        if not isinstance(node, dict):
+            return {prefix}
+        return set().union(*(leaves(v, f"{prefix}{k}.") for k, v in node.items())) if node else set()
+
+    yaml_keys = {key.rstrip(".") for key in leaves(compose([]))}
+    assert yaml_keys == set(RunSettings.keys())
+
+
+def test_scopes_decide_what_names_a_sweep_point_and_a_users_data():
+    base = settings()
+    point = base.identity()
+    assert "experiment" in point and set(point["experiment"]) == {"rounds"}
+    assert "cache_dir" not in point and "sweep_store" not in point and "simulation" not in point
+    assert base.replace(round_timeout=5.0).identity() == point  # execution: same point
+    assert base.replace(cache_dir="/elsewhere").identity() == point  # location: same numbers
+    assert base.replace(rho=2.0).identity() != point
+    assert set(RunSettings.keys(lambda scope: scope.names_assets)) == {
+        "data.name", "data.root", "data.split_seed", "users.zoo", "users.head_seed",
+        "cache_dir", "weights_dir"}  # fmt: skip
+
+
+def test_unknown_keys_are_refused_by_the_schema_naming_the_nearest_setting():
+    with pytest.raises(ConfigError, match=r"'communicaton' are not read by any part of the "
+                       r"program .*did you mean 'communication.*'"):  # fmt: skip
+        settings("+communicaton.snr=5")
+    with pytest.raises(ConfigError, match=r"'csi.snrr' are not read .*did you mean 'csi.snr'"):
+        settings("+csi.snrr=5")
+
+
+def test_replace_takes_config_keys_or_unique_field_names_and_refuses_ambiguous_ones():
+    s = settings()
+    assert s.replace(**{"communication.channel_usage": 2}) == s.replace(channel_uses=2)
+    assert s.replace(channel_usage=2).link.channel_uses == 2
+    with pytest.raises(ConfigError, match="'name' is ambiguous: name one of conventions.name, "
+                       "data.name, strategy.name"):  # fmt: skip
+        s.replace(name="x")
+    with pytest.raises(ConfigError, match="'nope' is not a setting"):
+        s.replace(nope=1)
+
+
+# Settings as the flat layout before the sections wrote them (sweep stores, checkpoints).
+FLAT = (
+    '{"aggregator": "mean", "allow_partial": false, "cache_dir": null, "channel": {"ageing": '
+    '1.0, "coherence_uses": 0, "correlation": 0.0, "csi_snr_db": 20.0, "estimation": '
+    '"perfect", "k_factor": 0.0, "model": "rayleigh"}, "conventions": "corrected", '
+    '"cpus_per_user": 1.0, "data_root": null, "dataset": "mnist5k", "fault": "scaled", '
+    '"fault_scale": 100.0, "faulty_users": 0, "group": "all", "head_seed": 0, "link": '
+    '{"antennas_rx": 4, "antennas_tx": 4, "channel_uses": 2, "power": 1.0, "snr_db": 20.0}, '
+    '"max_failed_fraction": 0.5, "method": "federated", "models": ["vit_small_p16", '
+    '"resnet10t"], "node_timeout": 120.0, "node_timeout_per_user": 2.0, "participation": 1.0, '
+    '"pilot_fraction": 1.0, "progress": true, "ray_address": null, "resume": false, "rho": '
+    '1.0, "round_timeout": 600.0, "round_timeout_factor": 10.0, "rounds": 2, "seed": 42, '
+    '"split_seed": 0, "trim_fraction": 0.2, "weights_dir": null, "zoo": "embedded"}'
+)
+
+
+def test_settings_written_in_the_flat_layout_still_read_as_the_same_point():
+    old = RunSettings.from_json(FLAT)
+    new = settings("users.count=2", "experiment.rounds=2", "communication.channel_usage=2")
+    assert old.identity() == new.identity()
+    assert old.experiment == new.experiment and old.users == new.users

@@ -46,24 +46,24 @@ def test_metrics_and_whitening_follow_the_paper_code():
 
 def test_the_paper_conventions_change_only_what_they_name():
     base = settings_for(PROBLEM, rounds=4, channel_uses=2, seed=3)
-    paper = base.replace(conventions="paper")
+    paper = base.replace(**{"conventions.name": "paper"})
     ap, users = build_parties(PROBLEM, paper)
     signal = ap.test_messages([0])[0].signal
     np.testing.assert_allclose(signal, ap.state.f @ ap._x_test_bar)  # F, not Z, at test time
-    multi, _ = build_parties(PROBLEM, paper.replace(method="multi_link"))
+    multi, _ = build_parties(PROBLEM, paper.replace(**{"strategy.name": "multi_link"}))
     np.testing.assert_array_equal(multi.states[0].f, multi.states[1].f)  # one initial F
-    ours, _ = build_parties(PROBLEM, base.replace(method="multi_link"))
+    ours, _ = build_parties(PROBLEM, base.replace(**{"strategy.name": "multi_link"}))
     assert not np.allclose(ours.states[0].f, ours.states[1].f)
     a, b = run_experiment(PROBLEM, base), run_experiment(PROBLEM, paper)
     assert not np.allclose(a.precoders["F"], b.precoders["F"])
     assert b.results.accuracy.between(0, 1).all()
     # First-K keeps its own construction: only the channel, noise and metrics change
-    first = run_experiment(PROBLEM, paper.replace(method="first_k")).results
+    first = run_experiment(PROBLEM, paper.replace(**{"strategy.name": "first_k"})).results
     assert first.accuracy.between(0, 1).all()
 
 
 def test_the_default_is_the_corrected_reading():
     from conf import settings
 
-    assert settings().conventions == "corrected"
-    assert settings("conventions=paper").conventions == "paper"
+    assert settings().conventions.name == "corrected"
+    assert settings("conventions=paper").conventions.name == "paper"

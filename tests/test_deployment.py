@@ -43,7 +43,7 @@ def federation(tmp_path_factory, cache_dir):
 
     fed = Federation(tmp_path_factory.mktemp("federation"), _free_port())
     try:
-        fed.up(settings(*OVERRIDES.split()).models, ap_cache=str(cache_dir))
+        fed.up(settings(*OVERRIDES.split()).users.models, ap_cache=str(cache_dir))
         yield fed
     finally:
         fed.down()

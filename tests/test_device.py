@@ -118,7 +118,7 @@ def _app_grid(nodes: dict[int, dict]) -> FakeGrid:
 
 def _strategy(rounds: int = 3) -> tuple[AlignmentStrategy, list[Session]]:
     problem = SOURCE.problem()
-    run = settings_for(problem, method="federated", rounds=rounds, channel_uses=2, seed=5)
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=rounds, channel_uses=2, seed=5)
     sessions = _sessions([run])
     return AlignmentStrategy(sessions, node_wait_timeout=1.0), sessions
 

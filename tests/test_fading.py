@@ -8,16 +8,19 @@ import numpy as np
 import pytest
 
 from common.maths import fading
-from common.maths.fading import ChannelConfig, draw_link_channels
+from common.maths.fading import ChannelConfig, CsiConfig, draw_link_channels
 from common.run.driver import run_experiment
 from tests.synthetic import make_problem, settings_for
 
-PERFECT = fading.RAYLEIGH_PERFECT_CSI
+RAYLEIGH, PERFECT = fading.RAYLEIGH, fading.PERFECT_CSI
 
 
 def _config(**changes) -> ChannelConfig:
-    values = {**PERFECT.__dict__, **changes}
-    return ChannelConfig(**values)
+    return ChannelConfig(**{**RAYLEIGH.model_dump(), **changes})
+
+
+def _csi(**changes) -> CsiConfig:
+    return CsiConfig(**{**PERFECT.model_dump(), **changes})
 
 
 def _draws(config: ChannelConfig, n_rx=4, n_tx=4, count=4000) -> np.ndarray:
@@ -59,7 +62,7 @@ def test_rician_mean_is_the_line_of_sight_component_with_power_k_over_k_plus_1()
 def test_the_default_channel_is_todays_rayleigh_draw():
     rng = np.random.default_rng([5, 1, 2])
     expected = fading.cn((3, 2), np.random.default_rng([5, 1, 2]))
-    links = draw_link_channels(PERFECT, 3, 2, 4, rng, np.random.default_rng(9))
+    links = draw_link_channels(RAYLEIGH, PERFECT, 3, 2, 4, rng, np.random.default_rng(9))
     np.testing.assert_array_equal(links.train, np.kron(np.eye(4), expected))
     assert links.known is links.train or np.array_equal(links.known, links.train)
     np.testing.assert_array_equal(links.test, links.train)
@@ -69,10 +72,10 @@ def test_the_default_channel_is_todays_rayleigh_draw():
 def test_estimation_error_follows_the_training_snr(estimation):
     errors = []
     for snr in (0.0, 10.0, 20.0):
-        config = _config(estimation=estimation, csi_snr_db=snr)
+        csi = _csi(estimation=estimation, csi_snr_db=snr)
         total = 0.0
         for seed in range(200):
-            links = draw_link_channels(config, 4, 4, 1, np.random.default_rng([seed, 1]),
+            links = draw_link_channels(RAYLEIGH, csi, 4, 4, 1, np.random.default_rng([seed, 1]),
                                        np.random.default_rng([seed, 2]))  # fmt: skip
             total += np.mean(np.abs(links.known - links.train) ** 2)
         errors.append(total / 200)
@@ -84,10 +87,10 @@ def test_estimation_error_follows_the_training_snr(estimation):
 
 
 def test_ageing_keeps_the_configured_correlation_and_the_power():
-    config = _config(ageing=0.6)
+    csi = _csi(ageing=0.6)
     train, test = [], []
     for seed in range(2000):
-        links = draw_link_channels(config, 2, 2, 1, np.random.default_rng([seed, 1]),
+        links = draw_link_channels(RAYLEIGH, csi, 2, 2, 1, np.random.default_rng([seed, 1]),
                                    np.random.default_rng([seed, 2]))  # fmt: skip
         train.append(links.train)
         test.append(links.test)
@@ -106,7 +109,7 @@ def test_ageing_keeps_the_configured_correlation_and_the_power():
 ])  # fmt: skip
 def test_bad_channel_values_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
-        _config(**override)
+        (_csi if set(override) & set(CsiConfig.model_fields) else _config)(**override)
 
 
 PROBLEM = make_problem(n=300, n_test=150, ap_dim=16, user_dims=(12, 14, 10), seed=3)
@@ -131,5 +134,5 @@ def test_every_method_runs_on_every_model():
     for model in ({"model": "correlated", "correlation": 0.8}, {"model": "rician", "k_factor": 2.0},
                   {"coherence_uses": 1}):  # fmt: skip
         for method in ("federated", "first_k"):
-            outcome = run_experiment(PROBLEM, BASE.replace(method=method, **model))
+            outcome = run_experiment(PROBLEM, BASE.replace(**{"strategy.name": method}, **model))
             assert math.isfinite(outcome.results.mse.mean())

@@ -18,7 +18,7 @@ MODELS = tuple(SOURCE.user_data(k).name for k in range(SOURCE.num_users))
 
 def _settings(method: str, rounds: int = 4):
     return settings().replace(
-        models=MODELS, method=method, rounds=rounds, channel_uses=2, seed=7, progress=False
+        models=MODELS, **{"strategy.name": method}, rounds=rounds, channel_uses=2, seed=7, progress=False
     )
 
 

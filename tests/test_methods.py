@@ -21,7 +21,7 @@ NOISE_FREE = dict(antennas_tx=2, antennas_rx=2, channel_uses=2, snr_db=math.inf)
 @pytest.mark.parametrize("method", ["first_k", "top_k"])
 def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
     problem = make_problem(ap_dim=24)
-    ap, users = build_parties(problem, settings_for(problem, method=method, **NOISE_FREE))
+    ap, users = build_parties(problem, settings_for(problem, **{"strategy.name": method}, **NOISE_FREE))
     message = ap.train_messages([0])[0]
     user = users[0]
     received = user.receive(message.signal, Stream.AP_INIT)
@@ -64,7 +64,7 @@ def test_overhead_counts_the_bytes_each_method_puts_on_the_air():
     base = settings_for(problem, rounds=4, antennas_tx=2, antennas_rx=2, channel_uses=3)
     n, n_test, s = 200, 50, 6  # Nt·u = 6, k = 12
     runs = {
-        m: run_experiment(problem, base.replace(method=m))
+        m: run_experiment(problem, base.replace(**{"strategy.name": m}))
         for m in ("federated", "multi_link", "first_k", "top_k")
     }
     fed = runs["federated"].results.iloc[0]
@@ -136,7 +136,7 @@ def test_mismatched_pilot_counts_are_rejected():
         ({"pilot_fraction": 0.0}, "pilot_fraction"),
         ({"pilot_fraction": 1.5}, "pilot_fraction"),
         ({"seed": -1}, "seed"),
-        ({"method": "fedavg"}, "strategy"),
+        ({"strategy.name": "fedavg"}, "strategy"),
     ],
 )
 def test_run_settings_reject_bad_values(kwargs, name):
@@ -146,8 +146,8 @@ def test_run_settings_reject_bad_values(kwargs, name):
 
 
 def test_paper_aliases_and_import_paths_resolve():
-    assert settings().replace(method="shared").method == "federated"
-    assert settings().replace(method="Top-K").method == "top_k"
+    assert settings().replace(**{"strategy.name": "shared"}).strategy.name == "federated"
+    assert settings().replace(**{"strategy.name": "Top-K"}).strategy.name == "top_k"
     cls = access_point_class("common.parties.feature_selection:FirstKAccessPoint")
     assert cls.method == "first_k"
     with pytest.raises(ValueError, match="not a subclass"):
@@ -171,7 +171,7 @@ def test_ill_conditioned_pilots_are_loaded_and_reported_in_history():
 def test_effective_channel_uses_charge_top_k_for_its_indices():
     problem = make_problem(ap_dim=24)
     base = settings_for(problem, rounds=2, channel_uses=3)
-    rows = {m: run_experiment(problem, base.replace(method=m)).results.iloc[0]
+    rows = {m: run_experiment(problem, base.replace(**{"strategy.name": m})).results.iloc[0]
             for m in ("federated", "first_k", "top_k")}  # fmt: skip
     m_ap = 12  # 24 real features -> 12 complex symbols
     for method, row in rows.items():
@@ -187,7 +187,7 @@ def test_eigen_k_sends_principal_projections_and_its_basis_once():
     from tests.synthetic import make_problem, settings_for
 
     problem = make_problem(n=300, n_test=120, ap_dim=24, user_dims=(20, 18), seed=2)
-    cell = settings_for(problem, method="eigen_k", antennas_tx=2, antennas_rx=2,
+    cell = settings_for(problem, **{"strategy.name": "eigen_k"}, antennas_tx=2, antennas_rx=2,
                         channel_uses=1, seed=3)  # fmt: skip
     ap, _ = build_parties(problem, cell)
     pilots = ap.train_messages([0])[0]
@@ -201,7 +201,7 @@ def test_eigen_k_sends_principal_projections_and_its_basis_once():
     assert ap.test_messages([0])[0].KIND == "feature_test"  # the basis is not sent again
 
     eigen = run_experiment(problem, cell)
-    first = run_experiment(problem, cell.replace(method="first_k"))
+    first = run_experiment(problem, cell.replace(**{"strategy.name": "first_k"}))
     assert eigen.results.mse.mean() < first.results.mse.mean()
     extra = eigen.results.bytes_down.iloc[0] - first.results.bytes_down.iloc[0]
     assert extra == pilots.basis.nbytes  # the directions and mean, counted once

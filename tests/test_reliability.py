@@ -28,9 +28,9 @@ def test_duplicated_pilots_are_warned_about_and_recorded(caplog):
     with caplog.at_level(logging.WARNING, logger="common.run.session"):
         outcome = run_experiment(problem, BASE)
     assert "user 0 has only 3 distinct pilots for a 6-dimensional whitened latent" in caplog.text
-    assert outcome.history.min_distinct_pilots.tolist() == [3.0] * BASE.rounds
+    assert outcome.history.min_distinct_pilots.tolist() == [3.0] * BASE.experiment.rounds
     clean = run_experiment(PROBLEM, BASE)
-    assert clean.history.min_distinct_pilots.tolist() == [400.0] * BASE.rounds
+    assert clean.history.min_distinct_pilots.tolist() == [400.0] * BASE.experiment.rounds
 
 
 @pytest.mark.parametrize("scale, kind", [(1e200, r"1.87e\+200"), (1e-200, "1.87e-200")])
@@ -61,7 +61,7 @@ def test_users_that_failed_permanently_are_accounted_for():
 def test_a_run_where_every_user_failed_writes_nothing(tmp_path):
     from common.run.results import NoResults
 
-    run = run_experiment(PROBLEM, BASE.replace(faulty_users=2, fault="nan"))
+    run = run_experiment(PROBLEM, BASE.replace(**{"faults.users": 2}, **{"faults.kind": "nan"}))
     outcome = dataclasses.replace(run, results=run.results.iloc[0:0])  # nobody evaluated
     with pytest.raises(NoResults, match="every user failed.*user 0 .*uplink rejected"):
         outcome.save(tmp_path / "run")
@@ -112,7 +112,7 @@ def test_refused_runs_fail_before_ray_and_leave_no_output_folder(
     if message is None:
         from conf import settings
 
-        assert settings("faults.kind=nan", "faults.users=1").fault == "nan"
+        assert settings("faults.kind=nan", "faults.users=1").faults.kind == "nan"
         return
     proc = _cli(tmp_path, override, "hydra.run.dir=outputs/run", f"cache_dir={cache_dir}")
     assert proc.returncode == 1

@@ -38,7 +38,7 @@ def _crashing_grid(app, at_round: int):
 @pytest.mark.parametrize("method", ["federated", "multi_link"])
 def test_a_killed_run_resumes_after_its_last_completed_round(tmp_path, method):
     problem = SOURCE.problem()
-    run = settings_for(problem, method=method, rounds=5, channel_uses=2, seed=5,
+    run = settings_for(problem, **{"strategy.name": method}, rounds=5, channel_uses=2, seed=5,
                        participation=0.7)  # fmt: skip
     run_cells(_client_grid(make_client_app(None, SOURCE)), [run], WriteTo(tmp_path / "whole"),
               SOURCE)  # fmt: skip
@@ -68,15 +68,15 @@ def test_a_killed_run_resumes_after_its_last_completed_round(tmp_path, method):
 
 def test_resume_refuses_another_config_a_folder_without_checkpoint_and_a_finished_run(tmp_path):
     problem = SOURCE.problem()
-    run = settings_for(problem, method="federated", rounds=4, channel_uses=2, seed=5)
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=4, channel_uses=2, seed=5)
     folder = tmp_path / "killed"
     with pytest.raises(Killed):
         run_cells(_crashing_grid(make_client_app(None, SOURCE), 3), [run], WriteTo(folder),
                   SOURCE)  # fmt: skip
     grid = _client_grid(make_client_app(None, SOURCE))
     other = run.replace(resume=True, snr_db=7.0, rho=2.0)
-    with pytest.raises(CheckpointError, match=r"another config: link\.snr_db \(20\.0 in the "
-                       r"checkpoint, 7\.0 now\); rho \(1\.0 in the checkpoint, 2\.0 now\)"):
+    with pytest.raises(CheckpointError, match=r"another config: communication\.snr \(20\.0 in the "
+                       r"checkpoint, 7\.0 now\); strategy\.rho \(1\.0 in the checkpoint, 2\.0 now\)"):
         run_cells(grid, [other], WriteTo(folder), SOURCE)
     # how a run is executed may change on resume (progress, timeouts, ...)
     run_cells(grid, [run.replace(resume=True, round_timeout=99.0)], WriteTo(folder), SOURCE)
@@ -162,8 +162,8 @@ def test_an_interrupted_sweep_resumes_its_unfinished_cells_from_their_journals(t
     from common.run.cells import CellStore
 
     problem = SOURCE.problem()
-    base = settings_for(problem, method="federated", rounds=5, channel_uses=2, seed=5)
-    cells = [base, base.replace(seed=6), base.replace(method="multi_link")]
+    base = settings_for(problem, **{"strategy.name": "federated"}, rounds=5, channel_uses=2, seed=5)
+    cells = [base, base.replace(seed=6), base.replace(**{"strategy.name": "multi_link"})]
     whole = CellStore(tmp_path / "whole")
     run_cells(_client_grid(make_client_app(None, SOURCE)), cells, whole, SOURCE, in_flight=8)
 

@@ -16,7 +16,7 @@ import pytest
 
 from clients.client_app import SharedUsers, default_user
 from clients.shelf import Shelf
-from common.assets.source import RUN_ONLY_SETTINGS, AssetSource
+from common.assets.source import AssetSource
 from common.maths.conventions import Conventions
 from common.parties.consensus import AdmmUser
 from common.parties.feature_selection import FeatureMapUser
@@ -177,7 +177,7 @@ def test_users_from_the_shelf_equal_users_built_alone_and_cells_share_one_copy(t
             assert shared.n_pilots == alone.n_pilots and shared.dim == alone.dim
     entries = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(entries) == SOURCE.num_users  # one per user, whatever the cells
-    baseline = _cell_settings(method="top_k")  # another user class prepares its own
+    baseline = _cell_settings(**{"strategy.name": "top_k"})  # another user class prepares its own
     default_user(0, SOURCE, baseline, shelf)
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == SOURCE.num_users + 1
 
@@ -196,16 +196,19 @@ def test_prepared_inputs_are_refused_by_a_user_they_were_not_made_for():
 def test_an_asset_users_key_names_its_data_and_nothing_else():
     base = configured("experiment.progress=false")
     key = AssetSource(base).user_key(1)
-    same = [base.replace(rounds=3, method="multi_link", snr_db=5.0, rho=2.0, faulty_users=1),
-            base.replace(models=(base.models[0], base.models[1], *base.models[:2]))]  # fmt: skip
+    same = [base.replace(rounds=3, **{"strategy.name": "multi_link"}, snr_db=5.0, rho=2.0, **{"faults.users": 1}),
+            base.replace(models=(*base.users.models[:2], *base.users.models[:2]))]  # fmt: skip
     for settings in same:
         assert AssetSource(settings).user_key(1) == key
     differ = [
         base.replace(seed=base.seed + 1), base.replace(pilot_fraction=0.5),
-        base.replace(head_seed=base.head_seed + 1), base.replace(split_seed=7),
+        base.replace(head_seed=base.users.head_seed + 1), base.replace(split_seed=7),
         base.replace(cache_dir="/elsewhere"), base.replace(weights_dir="/weights"),
     ]  # fmt: skip
     for settings in differ:
         assert AssetSource(settings).user_key(1) != key
     assert AssetSource(base).user_key(0) != key  # another model
-    assert set(RUN_ONLY_SETTINGS) < set(RunSettings.__dataclass_fields__)
+    # the scopes declared on the settings name exactly these as a user's data
+    assert set(RunSettings.keys(lambda scope: scope.names_data)) == {
+        "data.name", "data.root", "data.split_seed", "data.pilot_fraction", "users.zoo",
+        "users.head_seed", "seed", "cache_dir", "weights_dir"}

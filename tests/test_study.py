@@ -27,28 +27,28 @@ def test_the_paper_grids_have_the_papers_sizes():
     models = {"heterogeneous": ("a",), "homogeneous": ("b",)}
     compression = compression_cells(base, grid)
     assert len(compression) == 3 * 6 * (4 * 7 + 6)  # pairs x seeds x (4 methods x 7 u + Top-K)
-    top_k = {c.link.channel_uses for c in compression if c.method == "top_k"}
+    top_k = {c.link.channel_uses for c in compression if c.strategy.name == "top_k"}
     assert top_k == {1, 2, 3, 4, 5, 10}
     assert {(c.link.antennas_tx, c.link.antennas_rx) for c in compression} == {(1, 1), (2, 2),
                                                                                  (4, 4)}
     snr = snr_cells(base, grid)
     assert len(snr) == 6 * 5 * (3 + 3 + 2) and {c.link.antennas_tx for c in snr} == {4}
     groups = group_cells(base, grid, models)
-    assert len(groups) == 2 * 3 * 7 * 6 and {c.method for c in groups} == {"federated"}
+    assert len(groups) == 2 * 3 * 7 * 6 and {c.strategy.name for c in groups} == {"federated"}
     assert {c.seed for c in [*compression, *snr, *groups]} == set(PAPER_SEEDS)
     faults = fault_cells(base, grid)
-    assert len(faults) == 4 * 4 * 6 and {c.fault for c in faults} == {"random"}
-    assert {(c.aggregator, c.faulty_users) for c in faults if c.seed == 27} == {
+    assert len(faults) == 4 * 4 * 6 and {c.faults.kind for c in faults} == {"random"}
+    assert {(c.consensus.aggregator, c.faults.users) for c in faults if c.seed == 27} == {
         (a, f) for a in ("mean", "weighted_mean", "median", "trimmed_mean") for f in range(4)}
     participation = participation_cells(base, grid)
-    assert {c.participation for c in participation} == {0.25, 0.5, 0.75, 1.0}
+    assert {c.consensus.participation for c in participation} == {0.25, 0.5, 0.75, 1.0}
 
 
 @pytest.fixture(scope="module")
 def results():
     """A small study on synthetic latents: two seeds, two pairs, every method."""
     grid = StudyGrid.quick(seeds=(1, 2))
-    models = {"heterogeneous": BASE.models, "homogeneous": BASE.models}
+    models = {"heterogeneous": BASE.users.models, "homogeneous": BASE.users.models}
     studies = {"compression": compression_cells(BASE, grid), "snr": snr_cells(BASE, grid),
                "groups": group_cells(BASE, grid, models), "faults": fault_cells(BASE, grid),
                "participation": participation_cells(BASE, grid),

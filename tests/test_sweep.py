@@ -20,8 +20,8 @@ SOURCE = SyntheticSource(n=300, n_test=100, ap_dim=16, user_dims=(18, 11, 13))
 BASE = settings_for(SOURCE.problem(), rounds=3, channel_uses=2, seed=7)
 CELLS = [
     BASE,
-    BASE.replace(method="multi_link", seed=8),
-    BASE.replace(method="top_k", channel_uses=1),
+    BASE.replace(**{"strategy.name": "multi_link"}, seed=8),
+    BASE.replace(**{"strategy.name": "top_k"}, channel_uses=1),
 ]
 
 
@@ -55,7 +55,7 @@ def test_a_sweep_runs_in_one_simulation_and_each_cell_equals_itself_alone(tmp_pa
 @pytest.mark.slow
 def test_an_interrupted_sweep_keeps_finished_cells_and_redoes_only_the_rest(tmp_path):
     store = CellStore(tmp_path / "cells")
-    broken = BASE.replace(models=BASE.models[:2], seed=9)  # the AP refuses it: 3 users in source
+    broken = BASE.replace(models=BASE.users.models[:2], seed=9)  # the AP refuses it: 3 users in source
     with pytest.raises(SimulationFailed, match="1 cell.*3 users but the settings name 2"):
         simulate_sweep([CELLS[0], broken, CELLS[1]], store, SOURCE)
     # the failed cell did not stop the sweep; it alone is missing

@@ -331,9 +331,9 @@ def test_embedded_zoo_is_accurate_and_cached(embedded_source):
     assert ap.model == EMBEDDED.ap.name and ap.test.shape == (1000, dims[0])
     for k in range(source.num_users):
         data = source.user_data(k)
-        assert data.name == source.settings.models[k]
+        assert data.name == source.settings.users.models[k]
         assert data.test.shape == (1000, dims[k + 1])
         clean = float(np.mean(data.predict(data.test) == data.test_labels))
         assert clean == table.clean_test_accuracy[k + 1]
-    first_two = AssetSource(source.settings.replace(models=source.settings.models[:2]))
+    first_two = AssetSource(source.settings.replace(models=source.settings.users.models[:2]))
     np.testing.assert_array_equal(first_two.user_data(1).test, source.user_data(1).test)

@@ -1,7 +1,7 @@
 """The zoo's cached latents and heads as the inputs of a run.
 
 The AP loads only its own encoder's latents; user ``k`` loads only the latents
-and head of ``settings.models[k]``. Both pick the same semantic pilots, which
+and head of ``settings.users.models[k]``. Both pick the same semantic pilots, which
 depend only on the training labels, ``pilot_fraction`` and the seed.
 """
 
@@ -21,18 +21,10 @@ from common.assets.heads import ClassifierHead, head_from_state, predict
 from common.assets.store import HeadAsset, ModelLatents, encoder_latents, head_asset
 from common.assets.zoo import EncoderSpec, get_zoo
 from common.parties.user import UserData
-from common.run.cells import EXECUTION_FIELDS
 from common.run.settings import RunSettings
 from common.run.sources import APInputs, ProblemSource
 
 logger = logging.getLogger(__name__)
-
-# Settings that change how a run goes but not a user's inputs (AssetSource.user_key): how
-# any run is executed (but where its assets are), and what the method does with the inputs.
-RUN_ONLY_SETTINGS = tuple(name for name in EXECUTION_FIELDS if name != "cache_dir") + (
-    "group", "models", "method", "rho", "rounds", "link", "channel", "conventions",
-    "aggregator", "trim_fraction", "participation", "faulty_users", "fault", "fault_scale",
-)
 
 
 @functools.lru_cache(maxsize=2)
@@ -77,7 +69,7 @@ class AssetSource(ProblemSource):
 
     def _data(self) -> ImageSplits:
         s = self.settings
-        return _dataset(s.dataset, s.data_root, s.split_seed)
+        return _dataset(s.data.name, s.data.root, s.data.split_seed)
 
     def _latents(self, spec, progress: bool = False) -> ModelLatents:
         s = self.settings
@@ -86,7 +78,7 @@ class AssetSource(ProblemSource):
         )
 
     def _head(self, latents: ModelLatents) -> HeadAsset:
-        return head_asset(latents, self._data(), self.settings.head_seed, self._cache())
+        return head_asset(latents, self._data(), self.settings.users.head_seed, self._cache())
 
     def test_size(self) -> int:
         """Samples of the test split."""
@@ -94,29 +86,27 @@ class AssetSource(ProblemSource):
 
     def pilots(self) -> np.ndarray:
         s = self.settings
-        return pilot_indices(self._data().labels["train"], s.pilot_fraction, s.seed)
+        return pilot_indices(self._data().labels["train"], s.data.pilot_fraction, s.seed)
 
     def ap_inputs(self) -> APInputs:
-        latents = self._latents(get_zoo(self.settings.zoo).ap)
+        latents = self._latents(get_zoo(self.settings.users.zoo).ap)
         pilots = self.pilots()
         return APInputs(
-            self.settings.dataset,
+            self.settings.data.name,
             latents.model,
             latents.splits["train"][pilots],
             latents.splits["test"],
         )
 
     def user_key(self, index: int) -> str:
-        """Every setting but those that only shape a run (the link, the method, the
-        schedule...): a setting added later names the data until listed here."""
-        fields = json.loads(self.settings.to_json())
-        for name in RUN_ONLY_SETTINGS:
-            fields.pop(name)
-        fields["model"] = self.settings.models[index]
+        """The settings that name a user's data (their scope says so: the assets, the
+        pilots and where they are read from) and the user's model."""
+        fields = self.settings.identity(lambda scope: scope.names_data)
+        fields["model"] = self.settings.users.models[index]
         return json.dumps({"source": "assets", "missing": self.missing, **fields}, sort_keys=True)
 
     def user_data(self, index: int) -> UserData:
-        spec = get_zoo(self.settings.zoo).users[self.settings.models[index]]
+        spec = get_zoo(self.settings.users.zoo).users[self.settings.users.models[index]]
         latents = self._latents(spec)
         labels = self._data().labels
         return UserData(
@@ -129,8 +119,8 @@ class AssetSource(ProblemSource):
 
     def parties(self) -> list[tuple[str, EncoderSpec]]:
         """Every party's role and encoder: the AP, then each user."""
-        zoo = get_zoo(self.settings.zoo)
-        users = [(f"user {k}", zoo.users[name]) for k, name in enumerate(self.settings.models)]
+        zoo = get_zoo(self.settings.users.zoo)
+        users = [(f"user {k}", zoo.users[name]) for k, name in enumerate(self.settings.users.models)]
         return [("AP", zoo.ap), *users]
 
     def warm(

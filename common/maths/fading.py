@@ -1,7 +1,7 @@
 """Channel models and channel knowledge: what each user's link really is, and what it knows.
 
-A :class:`ChannelConfig` says which model draws the MIMO channel ``H`` and how
-well the user knows it. Per user, :func:`draw_link_channels` returns three
+A :class:`ChannelConfig` says which model draws the MIMO channel ``H``, a
+:class:`CsiConfig` how well the user knows it. Per user, :func:`draw_link_channels` returns three
 block-diagonal matrices over the ``u`` channel uses:
 
 - the true channel during training (the semantic pilots go through it),
@@ -31,40 +31,69 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
 from common.maths import validation
+from common.schema import Scope, Section, check, setting
 
 MODELS = ("rayleigh", "correlated", "rician")
 ESTIMATORS = ("perfect", "ls", "lmmse")
 
 
-@dataclass(frozen=True)
-class ChannelConfig:
-    """The channel model, its parameters, and the users' channel knowledge."""
+class ChannelConfig(Section):
+    """The model the MIMO channel ``H`` is drawn from, and its parameters (a part of the
+    configuration's ``communication`` section).
 
-    model: str
-    correlation: float  # exponential correlation coefficient at both ends, [0, 1)
-    k_factor: float  # Rician K (linear), >= 0
-    coherence_uses: int  # a fresh draw every this many channel uses; 0: static over all u
-    estimation: str  # perfect, ls, lmmse
-    csi_snr_db: float  # SNR of the channel-estimation training symbols
-    ageing: float  # Gauss–Markov correlation between training and test channel, [0, 1]
+    Raises
+    ------
+    pydantic.ValidationError
+        A value is refused (its message says what is allowed).
+    """
 
-    def __post_init__(self) -> None:
-        v = validation
-        checks = {
-            "model": lambda x: v.one_of("model", x, MODELS),
-            "correlation": lambda x: v.in_range("correlation", x, 0, 1, "[0, 1)", upper_open=True),
-            "k_factor": lambda x: v.in_range("k_factor", x, 0, math.inf, ">= 0 (linear, not dB)"),
-            "coherence_uses": lambda x: v.whole_number("coherence_uses", x),
-            "estimation": lambda x: v.one_of("estimation", x, ESTIMATORS),
-            "csi_snr_db": lambda x: v.snr_db("csi_snr_db", x),
-            "ageing": lambda x: v.in_range("ageing", x, 0, 1, "[0, 1]"),
-        }
-        for name, check in checks.items():
-            object.__setattr__(self, name, check(getattr(self, name)))
+    model: Annotated[str, check(validation.one_of, MODELS)] = setting(
+        "the channel model: rayleigh, correlated (Kronecker), rician", scope=Scope.RESULT
+    )
+    correlation: Annotated[
+        float, check(validation.in_range, 0, 1, "[0, 1)", upper_open=True)
+    ] = setting(
+        "exponential correlation coefficient at both ends, in [0, 1) (correlated)",
+        scope=Scope.RESULT,
+    )
+    k_factor: Annotated[
+        float, check(validation.in_range, 0, math.inf, ">= 0 (linear, not dB)")
+    ] = setting("Rician K-factor, linear, >= 0 (rician)", scope=Scope.RESULT)
+    coherence_uses: Annotated[int, check(validation.whole_number)] = setting(
+        "block fading: a fresh channel every this many channel uses (0: one for all u)",
+        scope=Scope.RESULT,
+    )
+
+
+class CsiConfig(Section):
+    """What each user knows of its channel (the configuration's ``csi`` section).
+
+    Raises
+    ------
+    pydantic.ValidationError
+        A value is refused (its message says what is allowed).
+    """
+
+    estimation: Annotated[str, check(validation.one_of, ESTIMATORS)] = setting(
+        "perfect, or an estimate from N_t orthogonal training symbols: ls, lmmse",
+        scope=Scope.RESULT,
+    )
+    csi_snr_db: Annotated[float, check(validation.snr_db)] = setting(
+        "SNR of the channel-estimation training symbols, per entry",
+        alias="snr",
+        unit="dB",
+        scope=Scope.RESULT,
+    )
+    ageing: Annotated[float, check(validation.in_range, 0, 1, "[0, 1]")] = setting(
+        "Gauss–Markov correlation between the training and the test-time channel, in [0, 1] "
+        "(1: the same channel)",
+        scope=Scope.RESULT,
+    )
 
     @property
     def perfect(self) -> bool:
@@ -72,8 +101,10 @@ class ChannelConfig:
         return self.estimation == "perfect" and self.ageing == 1.0
 
 
-RAYLEIGH_PERFECT_CSI = ChannelConfig("rayleigh", 0.0, 0.0, 0, "perfect", math.inf, 1.0)
-"""The paper's channel: static i.i.d. Rayleigh, known exactly, unchanged at test time."""
+RAYLEIGH = ChannelConfig(model="rayleigh", correlation=0.0, k_factor=0.0, coherence_uses=0)
+"""The paper's channel: static i.i.d. Rayleigh."""
+PERFECT_CSI = CsiConfig(estimation="perfect", csi_snr_db=math.inf, ageing=1.0)
+"""The paper's channel knowledge: known exactly, unchanged at test time."""
 
 
 @dataclass(frozen=True)
@@ -147,16 +178,16 @@ class ChannelModel:
 
 
 def estimate(
-    h: np.ndarray, model: ChannelModel, config: ChannelConfig, rng: np.random.Generator
+    h: np.ndarray, model: ChannelModel, csi: CsiConfig, rng: np.random.Generator
 ) -> np.ndarray:
     """The user's estimate of each block of ``h`` (``blocks × Nr × Nt``)."""
-    if config.estimation == "perfect":
+    if csi.estimation == "perfect":
         return h.copy()
     # N_t orthogonal unit-power training symbols: Y = H P + N, P P^H = N_t I, so the
     # least-squares estimate is H plus noise of variance 1 / snr per entry.
-    error_variance = 10.0 ** (-config.csi_snr_db / 10.0)
+    error_variance = 10.0 ** (-csi.csi_snr_db / 10.0)
     ls = h + math.sqrt(error_variance) * cn(h.shape, rng)
-    if config.estimation == "ls":
+    if csi.estimation == "ls":
         return ls
     r = model.covariance()
     shrink = r @ np.linalg.inv(r + error_variance * np.eye(r.shape[0]))
@@ -179,6 +210,7 @@ def block_diagonal(blocks: np.ndarray, channel_uses: int) -> np.ndarray:
 
 def draw_link_channels(
     config: ChannelConfig,
+    csi: CsiConfig,
     n_rx: int,
     n_tx: int,
     channel_uses: int,
@@ -187,16 +219,16 @@ def draw_link_channels(
     scale: float = 1.0,
 ) -> LinkChannels:
     """One user's training, known and test channels. ``rng`` draws the channel itself (its
-    first draw is the i.i.d. Rayleigh matrix of the default model); ``csi_rng`` draws the
-    estimation error and the ageing innovation."""
+    first draw is the i.i.d. Rayleigh matrix of the default model) from ``config``;
+    ``csi_rng`` draws the estimation error (``csi``) and the ageing innovation."""
     coherence = config.coherence_uses or channel_uses
     blocks = -(-channel_uses // coherence)
     model = ChannelModel(config, n_rx, n_tx, rng)
     h = model.mean + model.scattered(blocks, rng)
-    known = estimate(h, model, config, csi_rng)
+    known = estimate(h, model, csi, csi_rng)
     test = h
-    if config.ageing < 1.0:
-        a = config.ageing
+    if csi.ageing < 1.0:
+        a = csi.ageing
         test = model.mean + a * (h - model.mean) + math.sqrt(1 - a * a) * model.scattered(
             blocks, csi_rng
         )

@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 from common.maths import channel, validation
 from common.maths.compression import compressed_dim
+from common.schema import Scope, Section, check, setting
 
 
-@dataclass(frozen=True)
-class LinkConfig:
+class LinkConfig(Section):
     """Antennas, channel uses ``u``, SNR and power budget ``P`` of every link.
 
-    The defaults live in the configuration (``conf/channel``); values are checked
-    here, where they enter, and nowhere downstream.
+    The configuration's ``communication`` section (the paper code's key names are the
+    aliases); values are checked here, where they enter, and nowhere downstream.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        A value is refused (its message says what is allowed).
     """
 
-    antennas_tx: int
-    antennas_rx: int
-    channel_uses: int
-    snr_db: float
-    power: float
-
-    def __post_init__(self) -> None:
-        for name in ("antennas_tx", "antennas_rx", "channel_uses"):
-            object.__setattr__(self, name, validation.positive_int(name, getattr(self, name)))
-        object.__setattr__(self, "snr_db", validation.snr_db("snr_db", self.snr_db))
-        object.__setattr__(self, "power", validation.positive_float("power", self.power))
+    antennas_tx: Annotated[int, check(validation.positive_int)] = setting(
+        "transmit antennas N_t at the AP", alias="antennas_transmitter", scope=Scope.RESULT
+    )
+    antennas_rx: Annotated[int, check(validation.positive_int)] = setting(
+        "receive antennas N_r at each user", alias="antennas_receiver", scope=Scope.RESULT
+    )
+    channel_uses: Annotated[int, check(validation.positive_int)] = setting(
+        "channel uses u per sample", alias="channel_usage", scope=Scope.RESULT
+    )
+    snr_db: Annotated[float, check(validation.snr_db)] = setting(
+        "average received SNR per receive antenna and channel use (inf: no noise)",
+        alias="snr",
+        unit="dB",
+        scope=Scope.RESULT,
+    )
+    power: Annotated[float, check(validation.positive_float)] = setting(
+        "power budget P: ‖F‖² ≤ P, the average transmit energy per sample", scope=Scope.RESULT
+    )
 
     @property
     def tx_dim(self) -> int:
@@ -35,10 +47,12 @@ class LinkConfig:
 
     @property
     def rx_dim(self) -> int:
+        """Complex symbols received per sample, ``Nr·u``."""
         return self.antennas_rx * self.channel_uses
 
     @property
     def noise_variance(self) -> float:
+        """``σ² = P / (u · 10^{SNR/10})`` (:func:`common.maths.channel.noise_variance`)."""
         return channel.noise_variance(self.power, self.channel_uses, self.snr_db)
 
     def compression_factor(self, latent_dim: int) -> float:

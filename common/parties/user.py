@@ -19,7 +19,7 @@ import numpy as np
 from common.maths import channel, validation
 from common.maths.compression import compress
 from common.maths.conventions import CORRECTED, Conventions
-from common.maths.fading import RAYLEIGH_PERFECT_CSI, ChannelConfig, draw_link_channels
+from common.maths.fading import PERFECT_CSI, RAYLEIGH, ChannelConfig, CsiConfig, draw_link_channels
 from common.maths.link import LinkConfig
 from common.maths.seeding import Stream, rng
 from common.maths.whitening import Whitening, fit_whitening
@@ -88,7 +88,8 @@ class User(abc.ABC):
         seed: int,
         *,
         conventions: Conventions = CORRECTED,
-        channel_config: ChannelConfig | None = None,
+        channel_config: ChannelConfig = RAYLEIGH,
+        csi: CsiConfig = PERFECT_CSI,
     ):
         self.index = int(index)
         self.link = link
@@ -108,7 +109,7 @@ class User(abc.ABC):
         self.distinct_pilots = data.distinct_pilots
         self.whitening = data.whitening
         channels = draw_link_channels(
-            channel_config or RAYLEIGH_PERFECT_CSI,
+            channel_config, csi,
             link.antennas_rx, link.antennas_tx, link.channel_uses,
             rng(seed, Stream.CHANNEL, index), rng(seed, Stream.CSI, index),
             scale=conventions.channel_scale,

@@ -9,7 +9,6 @@ partial is ever taken for one. A sweep started again skips the cells it finds.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -21,20 +20,14 @@ from common.files import publish
 from common.run.results import RunOutcome
 from common.run.settings import RunSettings
 
-# How a cell is run, not what it computes: left out of its key.
-EXECUTION_FIELDS = ("progress", "cpus_per_user", "cache_dir", "allow_partial",
-                    "max_failed_fraction", "node_timeout", "round_timeout", "resume",
-                    "ray_address", "node_timeout_per_user", "round_timeout_factor")  # fmt: skip
 SETTINGS_FILE = "settings.json"
 JOURNALS = ".journal"  # unfinished cells' rounds, under the store's root (never a cell)
 
 
 def cell_key(settings: RunSettings) -> str:
-    """A stable name for the numbers ``settings`` produce (every field that can change them)."""
-    fields = dataclasses.asdict(settings)
-    for name in EXECUTION_FIELDS:
-        fields.pop(name)
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    """A stable name for the numbers ``settings`` produce (every setting whose scope says
+    it changes them: :meth:`RunSettings.identity`)."""
+    text = json.dumps(settings.identity(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

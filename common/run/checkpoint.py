@@ -38,10 +38,7 @@ class CheckpointError(ValueError):
 
 def _identity(settings: RunSettings) -> dict[str, Any]:
     """The settings that decide the numbers (how a run is executed may change on resume)."""
-    from common.run.cells import EXECUTION_FIELDS
-
-    fields = json.loads(settings.to_json())
-    return {k: v for k, v in fields.items() if k not in EXECUTION_FIELDS}
+    return settings.identity()
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:

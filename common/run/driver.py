@@ -28,7 +28,7 @@ def build_parties(
     if len(problem.users) != settings.num_users:
         raise ValueError(
             f"the problem has {len(problem.users)} users but the settings name "
-            f"{settings.num_users} ({', '.join(settings.models)})"
+            f"{settings.num_users} ({', '.join(settings.users.models)})"
         )
     users = [build_user(settings, k, data) for k, data in enumerate(problem.users)]
     ap = build_access_point(settings, problem.ap, [u.index for u in users])

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from common.maths.compression import compressed_dim
-from common.maths.fading import RAYLEIGH_PERFECT_CSI, ChannelConfig
+from common.maths.fading import PERFECT_CSI, RAYLEIGH, ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
 from common.parties.ledger import Ledger
 from common.run.reporting import atomic_write, write_tables
@@ -59,7 +59,8 @@ class RunInfo:
     participation: float = 1.0  # share of users trained with per round
     faulty_users: int = 0  # users 0..faulty_users-1 corrupt their uplinks
     fault: str = ""  # how (empty when none is faulty)
-    channel: ChannelConfig = RAYLEIGH_PERFECT_CSI  # the channel model and channel knowledge
+    channel: ChannelConfig = RAYLEIGH  # the channel model
+    csi: CsiConfig = PERFECT_CSI  # the users' channel knowledge
 
 
 def history_row(
@@ -141,9 +142,9 @@ def result_rows(
                 "correlation": info.channel.correlation,
                 "k_factor": info.channel.k_factor,
                 "coherence_uses": info.channel.coherence_uses,
-                "csi": info.channel.estimation,
-                "csi_snr_db": info.channel.csi_snr_db,
-                "ageing": info.channel.ageing,
+                "csi": info.csi.estimation,
+                "csi_snr_db": info.csi.csi_snr_db,
+                "ageing": info.csi.ageing,
             }
         )
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))

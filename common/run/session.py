@@ -57,30 +57,30 @@ TRAIN, EVALUATE = "train", "evaluate"
 def build_access_point(
     settings: RunSettings, inputs: APInputs, users: Sequence[int]
 ) -> AccessPoint:
-    """The AP of ``settings.method`` over its own inputs, every draw fixed by ``settings.seed``."""
-    return access_point_class(settings.method)(
+    """The AP of ``settings.strategy.name`` over its own inputs, every draw fixed by ``settings.seed``."""
+    return access_point_class(settings.strategy.name)(
         inputs.pilots,
         inputs.test,
         settings.link,
         users,
-        rounds=settings.rounds,
-        rho=settings.rho,
+        rounds=settings.experiment.rounds,
+        rho=settings.strategy.rho,
         seed=settings.seed,
-        conventions=Conventions(settings.conventions),
-        aggregator=aggregator(settings.aggregator, settings.trim_fraction),
+        conventions=Conventions(settings.conventions.name),
+        aggregator=aggregator(settings.consensus.aggregator, settings.consensus.trim_fraction),
     )
 
 
 def build_user(settings: RunSettings, index: int, data: UserData | PreparedData) -> User:
     """User ``index`` of the method's own user class (the AP class names it); users
     ``0..faulty_users-1`` corrupt their uplinks (fault injection)."""
-    user_class = access_point_class(settings.method).user_class
+    user_class = access_point_class(settings.strategy.name).user_class
     user = user_class(
         index, data, settings.link, settings.seed,
-        conventions=Conventions(settings.conventions), channel_config=settings.channel,
+        conventions=Conventions(settings.conventions.name), channel_config=settings.communication, csi=settings.csi,
     )  # fmt: skip
-    if index < settings.faulty_users:
-        return FaultyUser(user, settings.fault, settings.fault_scale, settings.seed)  # type: ignore[return-value]
+    if index < settings.faults.users:
+        return FaultyUser(user, settings.faults.kind, settings.faults.scale, settings.seed)  # type: ignore[return-value]
     return user
 
 
@@ -107,23 +107,24 @@ class Session:
         # where the history and failures are written after every round (None: nowhere)
         self.journal = journal
         self.info = RunInfo(
-            method=access_point.method or settings.method,
+            method=access_point.method or settings.strategy.name,
             dataset=inputs.dataset,
             seed=settings.seed,
             ap_model=inputs.model,
             latent_dim_ap=access_point.dim,
-            user_models=dict(enumerate(settings.models)),
+            user_models=dict(enumerate(settings.users.models)),
             link=settings.link,
-            pilot_fraction=settings.pilot_fraction,
+            pilot_fraction=settings.data.pilot_fraction,
             n_pilots=access_point.n_pilots,
             rounds=access_point.num_rounds,
             side_channel_uses=access_point.side_channel_uses(),
-            user_group=settings.group,
-            aggregator=settings.aggregator,
-            participation=settings.participation,
-            faulty_users=settings.faulty_users,
-            fault=settings.fault if settings.faulty_users else "",
-            channel=settings.channel,
+            user_group=settings.users.group,
+            aggregator=settings.consensus.aggregator,
+            participation=settings.consensus.participation,
+            faulty_users=settings.faults.users,
+            fault=settings.faults.kind if settings.faults.users else "",
+            channel=settings.communication,
+            csi=settings.csi,
         )
         self.ledger = Ledger()
         self.history: list[dict[str, float]] = []
@@ -156,7 +157,7 @@ class Session:
         """The users trained with in round ``rnd``: all, or a fresh sample of
         ``⌈participation · K⌉`` of them (at least one) per round."""
         users = sorted(users)
-        share = self.settings.participation
+        share = self.settings.consensus.participation
         if share >= 1 or not users:
             return users
         count = max(1, math.ceil(share * len(users)))

@@ -1,335 +1,644 @@
 """Run settings: the one validated, serialisable object that describes an experiment.
 
+:class:`RunSettings` is a tree of sections that mirror the ``conf/`` groups
+(``data``, ``users``, ``communication``, ``csi``, ``strategy``,
+``conventions``, ``consensus``, ``faults``, ``experiment``, and a few
+top-level keys). Each setting is declared once, as a field of its section
+(:mod:`common.schema`): its type, the check that refuses bad values, its unit,
+a line of doc and its scope (what it changes). Everything else is derived from
+those declarations: the configuration keys, the refusal of unknown keys, which
+settings name a sweep point (:meth:`RunSettings.identity`) and which name a
+user's data.
+
 Every default lives in the Hydra configuration (``conf/``); this module holds
-none. :func:`settings_from_config` turns a composed config (a plain nested
-mapping) into :class:`RunSettings`. Each value is checked once, where it enters
-(``RunSettings``/``LinkConfig`` construction); a bad value is reported under
-its config key, with the value and what is allowed, before anything expensive
-starts. Names (methods, datasets, zoos) are checked against the registries that
-the domain modules fill, so this module imports none of them.
+none. :meth:`RunSettings.from_config` turns a composed config (a plain nested
+mapping) into settings; a bad value is reported as a :class:`ConfigError`
+naming its dotted key, the value and what is allowed, before anything
+expensive starts. Names (methods, datasets, zoos, consensus rules) are checked
+against the registries the domain modules fill, so this module imports none of
+them.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from pydantic import ValidationError, model_validator
 
 from common.maths import validation
 from common.maths.conventions import NAMES as CONVENTION_NAMES
-from common.maths.fading import ChannelConfig
+from common.maths.fading import ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
 from common.maths.seeding import check_seed
 from common.parties.faults import FAULT_KINDS
-from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS
+from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS, Registry
+from common.schema import Scope, Section, check, leaves, scope_of, setting
 
 MAX_ROUNDS = 100_000  # ADMM converges in tens of rounds; more is a typo, not an experiment
+
+
+def _changes_results(scope: Scope) -> bool:
+    return scope.changes_results
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names key, value and what is allowed."""
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSettings:
-    """Everything one experiment needs to know; the same JSON reaches every party."""
-
-    dataset: str
-    data_root: str | None
-    split_seed: int
-    pilot_fraction: float
-    zoo: str
-    group: str
-    models: tuple[str, ...]  # the users' model names, resolved from group/count
-    head_seed: int
-    method: str
-    rho: float
-    rounds: int
-    link: LinkConfig
-    channel: ChannelConfig  # the channel model and the users' channel knowledge
-    seed: int
-    cache_dir: str | None
-    weights_dir: str | None
-    cpus_per_user: float
-    progress: bool
-    node_timeout: float  # seconds to wait for every user's node to join
-    round_timeout: float  # seconds to wait for the replies of one round
-    allow_partial: bool  # accept a run in which some user failed permanently
-    resume: bool  # continue an interrupted run from the checkpoint in its output folder
-    ray_address: str | None  # an existing Ray cluster to simulate on (None: a local one)
-    max_failed_fraction: float  # a user failing in more of the training rounds failed
-    conventions: str  # "corrected" (ALGORITHM.md) or "paper" (the paper code's)
-    aggregator: str  # consensus rule: a registered name or package.module:Class
-    trim_fraction: float  # share of users cut at each end by trimmed_mean
-    participation: float  # share of users the AP trains with in each round
-    faulty_users: int  # users 0..faulty_users-1 send corrupted uplinks
-    fault: str  # how they corrupt it (scaled, random, nan)
-    fault_scale: float
-    # how the waits scale with the work (defaults for settings written before they existed)
-    node_timeout_per_user: float = 2.0  # seconds added to node_timeout per user
-    round_timeout_factor: float = 10.0  # a round waits at most this times the slowest so far
-
-    def __post_init__(self) -> None:
-        checks = {
-            "split_seed": lambda v: check_seed(v, "split_seed"),
-            "head_seed": lambda v: check_seed(v, "head_seed"),
-            "seed": check_seed,
-            "pilot_fraction": lambda v: validation.fraction("pilot_fraction", v),
-            "rho": lambda v: validation.positive_float("rho", v),
-            "rounds": lambda v: validation.positive_int("rounds", v, MAX_ROUNDS),
-            "cpus_per_user": lambda v: validation.positive_float("cpus_per_user", v),
-            "progress": lambda v: validation.boolean("progress", v),
-            "node_timeout": lambda v: validation.positive_float("node_timeout", v),
-            "round_timeout": lambda v: validation.positive_float("round_timeout", v),
-            "node_timeout_per_user": lambda v: validation.in_range(
-                "node_timeout_per_user", v, 0, 3600, "[0, 3600] seconds"),
-            "round_timeout_factor": lambda v: validation.in_range(
-                "round_timeout_factor", v, 0, 1e6, "[0, 1e6] (0: always round_timeout)"),
-            "allow_partial": lambda v: validation.boolean("allow_partial", v),
-            "resume": lambda v: validation.boolean("resume", v),
-            "ray_address": _ray_address,
-            "max_failed_fraction": lambda v: validation.fraction("max_failed_fraction", v),
-            "method": _method,
-            "dataset": lambda v: _known(DATASETS, "dataset", v),
-            "zoo": lambda v: _known(ZOOS, "zoo", v),
-            "conventions": lambda v: validation.one_of("conventions", v, CONVENTION_NAMES),
-            "aggregator": _aggregator,
-            "trim_fraction": lambda v: validation.in_range("trim_fraction", v, 0, 0.5, "[0, 0.5)",
-                                                           upper_open=True),  # fmt: skip
-            "participation": lambda v: validation.fraction("participation", v),
-            "faulty_users": lambda v: validation.whole_number("faulty_users", v),
-            "fault": _fault,
-            "fault_scale": lambda v: validation.positive_float("fault_scale", v),
-        }
-        for name, check in checks.items():
-            object.__setattr__(self, name, check(getattr(self, name)))
-        object.__setattr__(self, "models", tuple(str(m) for m in self.models))
-        if not self.models:
-            raise validation.InvalidValue("models", "a run needs at least one user model")
-        if not isinstance(self.link, LinkConfig):
-            raise TypeError(f"link must be a LinkConfig, got {type(self.link).__name__}")
-        if not isinstance(self.channel, ChannelConfig):
-            raise TypeError(f"channel must be a ChannelConfig, got {type(self.channel).__name__}")
-        if self.faulty_users > self.num_users:
-            raise validation.InvalidValue(
-                "faulty_users", f"faulty_users must be at most the number of users "
-                f"({self.num_users}), got {self.faulty_users}",
-            )  # fmt: skip
-        if self.participation < 1 and METHODS.get(self.method).rounds_for(self.rounds) == 1:
-            raise validation.InvalidValue(
-                "participation", f"participation below 1 needs an iterative method; "
-                f"{self.method} trains in one round, got {self.participation}",
-            )  # fmt: skip
-
-    @property
-    def num_users(self) -> int:
-        return len(self.models)
-
-    def replace(self, **changes: Any) -> RunSettings:
-        """A copy with some fields changed; link fields (``channel_uses``, …) and channel
-        fields (``model``, ``ageing``, …) may be named too."""
-        for name, part in (("link", LinkConfig), ("channel", ChannelConfig)):
-            fields = {f.name for f in dataclasses.fields(part)}
-            moved = {k: changes.pop(k) for k in list(changes) if k in fields}
-            if moved:
-                changes[name] = dataclasses.replace(changes.get(name, getattr(self, name)),
-                                                    **moved)  # fmt: skip
-        return dataclasses.replace(self, **changes)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @property
-    def node_wait(self) -> float:
-        """Seconds to wait for every user's node to join: in proportion to the users."""
-        return self.node_timeout + self.node_timeout_per_user * self.num_users
-
-    @classmethod
-    def from_json(cls, text: str) -> RunSettings:
-        raw = json.loads(text)
-        raw["models"] = tuple(raw["models"])
-        raw["link"] = LinkConfig(**raw["link"])
-        raw["channel"] = ChannelConfig(**raw["channel"])
-        return cls(**raw)
+# ---- checks for values that are names or optional texts ---------------------------------
 
 
-def _ray_address(value: object) -> str | None:
-    """None (a local Ray), ``auto`` (the cluster this machine belongs to) or ``host:port``."""
-    if value is None or value == "auto":
+def _seed(name: str, value: object) -> int:
+    return check_seed(value, name)
+
+
+def _text(name: str, value: object) -> str:
+    if isinstance(value, str) and value:
         return value
-    host, _, port = str(value).rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise validation.InvalidValue(
-            "ray_address", f"ray_address must be host:port of a Ray cluster's head (as `ray "
-            f"start --head` prints it), auto, or null, got {value!r}",
-        )  # fmt: skip
+    raise validation.InvalidValue(name, f"{name} must be a non-empty text, got {value!r}")
+
+
+def _optional_text(name: str, value: object) -> str | None:
+    """None, or a non-empty text (a path, an address, a label)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise validation.InvalidValue(name, f"{name} must be a text or null, got {value!r}")
     return str(value)
 
 
-def _known(registry, name: str, value: object) -> str:
+def _known(name: str, value: object, registry: Registry) -> str:
+    """A name the registry holds (no import paths)."""
     if not isinstance(value, str) or value not in registry:
         allowed = ", ".join(registry.names())
         raise validation.InvalidValue(name, f"{name} must be one of {allowed}, got {value!r}")
     return value
 
 
-def _fault(value: object) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        value = "nan"  # YAML and Hydra read a bare `nan` as the float
-    return validation.one_of("fault", value, FAULT_KINDS)
-
-
-def _registered(registry, name: str, value: object) -> str:
-    """``value`` if ``registry`` knows it (by name, alias or import path); else InvalidValue."""
+def _registered(name: str, value: object, registry: Registry) -> str:
+    """A registered name or alias (stored under its registered name), or an import path."""
     try:
         registry.get(str(value))
     except ValueError as exc:
         raise validation.InvalidValue(name, str(exc)) from None
+    return registry.canonical(str(value))
+
+
+def _fault(name: str, value: object) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        value = "nan"  # YAML and Hydra read a bare `nan` as the float
+    return validation.one_of(name, value, FAULT_KINDS)
+
+
+def _optional_count(name: str, value: object) -> int | None:
+    return None if value is None else validation.positive_int(name, value)
+
+
+def _model_names(name: str, value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise validation.InvalidValue(
+            name, "give a list of the zoo's model names, e.g. users.models=[resnet10t,levit_128s]"
+        )
+    return tuple(str(m) for m in value)
+
+
+def _ray_address(name: str, value: object) -> str | None:
+    """None (a local Ray), ``auto`` (the cluster this machine belongs to) or ``host:port``."""
+    if value is None or value == "auto":
+        return value
+    host, _, port = str(value).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise validation.InvalidValue(
+            name,
+            f"{name} must be host:port of a Ray cluster's head (as `ray start --head` prints "
+            f"it), auto, or null, got {value!r}",
+        )
     return str(value)
 
 
-def _aggregator(value: object) -> str:
-    """A registered consensus rule, or an import path to an Aggregator subclass."""
-    return _registered(AGGREGATORS, "aggregator", value)
+# ---- the sections ------------------------------------------------------------------------
 
 
-def _method(value: object) -> str:
-    """A registered method or alias (stored under its registered name), or an import path."""
-    return METHODS.canonical(_registered(METHODS, "method", value))
+class DataSettings(Section):
+    """``data``: the dataset and the semantic pilots drawn from it."""
+
+    name: Annotated[str, check(_known, DATASETS)] = setting(
+        "the dataset, a registered loader (common.assets.data)", scope=Scope.ASSETS
+    )
+    root: Annotated[str | None, check(_optional_text)] = setting(
+        "local folder of the dataset's files (null: the loader's default)", scope=Scope.ASSETS
+    )
+    split_seed: Annotated[int, check(_seed)] = setting(
+        "seed of the train/test split", scope=Scope.ASSETS
+    )
+    pilot_fraction: Annotated[float, check(validation.fraction)] = setting(
+        "share of the training split used as semantic pilots, in (0, 1]", scope=Scope.PILOTS
+    )
 
 
-# Where each settings field comes from in the composed config (``None``: set below).
-CONFIG_KEYS = {
-    "dataset": "data.name",
-    "data_root": "data.root",
-    "split_seed": "data.split_seed",
-    "pilot_fraction": "data.pilot_fraction",
-    "zoo": "users.zoo",
-    "head_seed": "users.head_seed",
-    "rho": "strategy.rho",
-    "rounds": "experiment.rounds",
-    "seed": "seed",
-    "cache_dir": "cache_dir",
-    "weights_dir": "weights_dir",
-    "cpus_per_user": "experiment.cpus_per_user",
-    "progress": "experiment.progress",
-    "node_timeout": "experiment.node_timeout",
-    "round_timeout": "experiment.round_timeout",
-    "node_timeout_per_user": "experiment.node_timeout_per_user",
-    "round_timeout_factor": "experiment.round_timeout_factor",
-    "allow_partial": "experiment.allow_partial",
-    "resume": "experiment.resume",
-    "ray_address": "experiment.ray_address",
-    "max_failed_fraction": "experiment.max_failed_fraction",
-    "antennas_tx": "communication.antennas_transmitter",
-    "antennas_rx": "communication.antennas_receiver",
-    "channel_uses": "communication.channel_usage",
-    "snr_db": "communication.snr",
-    "power": "communication.power",
-    "model": "communication.model",
-    "correlation": "communication.correlation",
-    "k_factor": "communication.k_factor",
-    "coherence_uses": "communication.coherence_uses",
-    "estimation": "csi.estimation",
-    "csi_snr_db": "csi.snr",
-    "ageing": "csi.ageing",
-    "conventions": "conventions.name",
-    "aggregator": "consensus.aggregator",
-    "trim_fraction": "consensus.trim_fraction",
-    "participation": "consensus.participation",
-    "faulty_users": "faults.users",
-    "fault": "faults.kind",
-    "fault_scale": "faults.scale",
-}
-_NULLABLE = {"data_root", "cache_dir", "weights_dir", "ray_address"}
-_MISSING = object()
+class UserSettings(Section):
+    """``users``: the zoo the users' encoders come from, and which of its models they run.
 
+    ``models`` is resolved when the settings are made: the first ``count`` models of the
+    zoo's ``group`` (all of them when ``count`` is null), or the explicit list; ``count``
+    is then null, so that resolved settings validate to themselves. Names given in a
+    configuration must be the zoo's (:meth:`check_zoo`); settings made in code may name
+    the users of their own source (e.g. synthetic latents).
+    """
 
-def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
+    zoo: Annotated[str, check(_known, ZOOS)] = setting(
+        "the encoder zoo (embedded, paper)", scope=Scope.ASSETS
+    )
+    group: Annotated[str, check(_text)] = setting(
+        "the zoo's group of user models (all, heterogeneous, homogeneous)", scope=Scope.RESULT
+    )
+    count: Annotated[int | None, check(_optional_count)] = setting(
+        "the first N users of the group (null: all of them)", scope=Scope.RESULT
+    )
+    models: Annotated[tuple[str, ...] | None, check(_model_names)] = setting(
+        "the users' model names, one per user (null: from group and count)", scope=Scope.RESULT
+    )
+    head_seed: Annotated[int, check(_seed)] = setting(
+        "seed of every user's classifier head training", scope=Scope.ASSETS
+    )
 
-
-def _value(cfg: Mapping[str, Any], key: str, *, nullable: bool = False) -> Any:
-    value = _lookup(cfg, key)
-    if value is _MISSING or (value is None and not nullable):
-        raise ConfigError(f"config key {key!r} is missing: compose the config from conf/")
-    return value
-
-
-def resolve_method(cfg: Mapping[str, Any]) -> tuple[str, str]:
-    """The strategy name and the key it came from (the paper's aliases win when set)."""
-    for key in ("base_station.strategy", "base_station.status"):
-        value = _lookup(cfg, key)
-        if value not in (None, _MISSING):
-            return str(value), key
-    return str(_value(cfg, "strategy.name")), "strategy.name"
-
-
-def _resolve_models(cfg: Mapping[str, Any], zoo_name: str) -> tuple[str, tuple[str, ...]]:
-    """The group and the users' model names from ``users.group/models/count``."""
-    zoo = ZOOS.get(zoo_name)
-    group = str(_value(cfg, "users.group"))
-    explicit = _lookup(cfg, "users.models")
-    if explicit not in (None, _MISSING):
-        if isinstance(explicit, str) or not isinstance(explicit, list | tuple):
-            raise ConfigError(
-                f"config key 'users.models' = {explicit!r} is invalid: give a list of the "
-                f"{zoo_name} zoo's model names, e.g. users.models=[resnet10t,levit_128s]"
+    @model_validator(mode="after")
+    def _resolve_models(self) -> UserSettings:
+        zoo = ZOOS.get(self.zoo)
+        if self.models is not None:
+            models = self.models
+        elif self.group in zoo.groups:
+            models = tuple(zoo.groups[self.group])
+        else:
+            raise validation.InvalidValue(
+                "users.group",
+                f"users.group must be one of the {self.zoo} zoo's groups "
+                f"{', '.join(sorted(zoo.groups))}, got {self.group!r}",
             )
-        models = tuple(str(m) for m in explicit)
-        for name in models:
-            if name not in zoo.users:
-                raise ConfigError(
-                    f"config key 'users.models' names unknown model {name!r}; "
-                    f"the {zoo_name} zoo has: {', '.join(zoo.users)}"
+        if self.count is not None:
+            if self.count > len(models):
+                where = "users.models" if self.models is not None else f"group {self.group!r}"
+                raise validation.InvalidValue(
+                    "users.count",
+                    f"{where} of the {self.zoo} zoo has only {len(models)} users "
+                    f"(allowed: 1..{len(models)}), got {self.count}",
                 )
-    else:
-        if group not in zoo.groups:
-            raise ConfigError(
-                f"config key 'users.group' = {group!r} is invalid: the {zoo_name} zoo's groups "
-                f"are {', '.join(sorted(zoo.groups))}"
+            models = models[: self.count]
+        if not models:
+            raise validation.InvalidValue("users.models", "a run needs at least one user model")
+        object.__setattr__(self, "models", models)
+        object.__setattr__(self, "count", None)
+        return self
+
+    def check_zoo(self) -> None:
+        """Refuse model names the zoo does not have (InvalidValue naming ``users.models``)."""
+        zoo = ZOOS.get(self.zoo)
+        for name in self.models:
+            if name not in zoo.users:
+                raise validation.InvalidValue(
+                    "users.models",
+                    f"users.models names unknown model {name!r}; the {self.zoo} zoo has: "
+                    f"{', '.join(zoo.users)}",
+                )
+
+
+class CommunicationSettings(LinkConfig, ChannelConfig):
+    """``communication``: the air interface of every link (:class:`LinkConfig`) and the
+    channel model its ``H`` is drawn from (:class:`ChannelConfig`)."""
+
+
+class StrategySettings(Section):
+    """``strategy``: the method (the AP's class and its users') and its ADMM penalty."""
+
+    name: Annotated[str, check(_registered, METHODS)] = setting(
+        "the method: a registered name (federated, multi_link, first_k, top_k, eigen_k) or "
+        "package.module:Class",
+        scope=Scope.RESULT,
+    )
+    rho: Annotated[float, check(validation.positive_float)] = setting(
+        "ADMM penalty ρ (scaled by the pilot count n inside the updates)", scope=Scope.RESULT
+    )
+
+
+class ConventionSettings(Section):
+    """``conventions``: the algorithm as docs/ALGORITHM.md writes it, or the paper code's."""
+
+    name: Annotated[str, check(validation.one_of, CONVENTION_NAMES)] = setting(
+        "corrected (docs/ALGORITHM.md) or paper (the published code's conventions)",
+        scope=Scope.RESULT,
+    )
+
+
+class ConsensusSettings(Section):
+    """``consensus``: how the AP combines the users' local precoders, and who trains."""
+
+    aggregator: Annotated[str, check(_registered, AGGREGATORS)] = setting(
+        "consensus rule: mean, weighted_mean, median, trimmed_mean or package.module:Class",
+        scope=Scope.RESULT,
+    )
+    trim_fraction: Annotated[
+        float, check(validation.in_range, 0, 0.5, "[0, 0.5)", upper_open=True)
+    ] = setting("share of users cut at each end by trimmed_mean, in [0, 0.5)", scope=Scope.RESULT)
+    participation: Annotated[float, check(validation.fraction)] = setting(
+        "share of users the AP trains with in each round, sampled afresh, in (0, 1]",
+        scope=Scope.RESULT,
+    )
+
+
+class FaultSettings(Section):
+    """``faults``: fault injection, users ``0..users-1`` corrupt every uplink they send."""
+
+    users: Annotated[int, check(validation.whole_number)] = setting(
+        "how many users send corrupted uplinks (users 0..users-1)", scope=Scope.RESULT
+    )
+    kind: Annotated[str, check(_fault)] = setting(
+        "how they corrupt it: scaled (x scale), random (noise, scale x the uplink's RMS), nan",
+        scope=Scope.RESULT,
+    )
+    scale: Annotated[float, check(validation.positive_float)] = setting(
+        "the corruption's factor", scope=Scope.RESULT
+    )
+
+
+class ExperimentSettings(Section):
+    """``experiment``: the schedule, and how a run is executed and waited for."""
+
+    rounds: Annotated[int, check(validation.positive_int, MAX_ROUNDS)] = setting(
+        "ADMM rounds (methods in closed form train in one)", scope=Scope.RESULT
+    )
+    cpus_per_user: Annotated[float, check(validation.positive_float)] = setting(
+        "Ray CPUs per simulated user", scope=Scope.EXECUTION
+    )
+    progress: Annotated[bool, check(validation.boolean)] = setting(
+        "print a line per round", scope=Scope.EXECUTION
+    )
+    node_timeout: Annotated[float, check(validation.positive_float)] = setting(
+        "wait for every user's node to join: this", unit="s", scope=Scope.EXECUTION
+    )
+    node_timeout_per_user: Annotated[
+        float, check(validation.in_range, 0, 3600, "[0, 3600] seconds")
+    ] = setting("... plus this per user", unit="s", scope=Scope.EXECUTION)
+    round_timeout: Annotated[float, check(validation.positive_float)] = setting(
+        "wait for a round's replies until a round has completed (and at most)",
+        unit="s",
+        scope=Scope.EXECUTION,
+    )
+    round_timeout_factor: Annotated[
+        float, check(validation.in_range, 0, 1e6, "[0, 1e6] (0: always round_timeout)")
+    ] = setting(
+        "then at most this times the slowest complete round (at least 60 s)",
+        scope=Scope.EXECUTION,
+    )
+    allow_partial: Annotated[bool, check(validation.boolean)] = setting(
+        "accept a run in which some user failed permanently", scope=Scope.EXECUTION
+    )
+    max_failed_fraction: Annotated[float, check(validation.fraction)] = setting(
+        "a user failing in more of the training rounds failed permanently",
+        scope=Scope.EXECUTION,
+    )
+    resume: Annotated[bool, check(validation.boolean)] = setting(
+        "continue an interrupted run from the checkpoint in its output folder",
+        scope=Scope.EXECUTION,
+    )
+    ray_address: Annotated[str | None, check(_ray_address)] = setting(
+        "an existing Ray cluster to simulate on (host:port or auto; null: a local Ray)",
+        scope=Scope.EXECUTION,
+    )
+
+
+class PaperKeys(Section):
+    """``base_station``: the paper code's names for the method; when set they decide
+    ``strategy.name`` (``strategy`` wins over ``status``) and are then cleared."""
+
+    status: Annotated[str | None, check(_optional_text)] = setting(
+        "shared | multi-link", scope=Scope.EXECUTION
+    )
+    strategy: Annotated[str | None, check(_optional_text)] = setting(
+        "First-K | Top-K", scope=Scope.EXECUTION
+    )
+
+
+# ---- the whole --------------------------------------------------------------------------
+
+
+class RunSettings(Section):
+    """Everything one experiment needs to know; the same JSON reaches every party.
+
+    Sections mirror the ``conf/`` groups; read a setting as
+    ``settings.communication.channel_uses`` (config key
+    ``communication.channel_usage``). ``link`` is the communication section as the
+    link's parameters (a :class:`LinkConfig`).
+
+    Raises
+    ------
+    ConfigError
+        From :meth:`from_config`, :meth:`from_json` and :meth:`replace`: a key is
+        missing or unknown, or a value is refused (the message names the dotted key,
+        the value and what is allowed).
+    """
+
+    strategy: StrategySettings
+    data: DataSettings
+    users: UserSettings
+    communication: CommunicationSettings
+    csi: CsiConfig
+    conventions: ConventionSettings
+    consensus: ConsensusSettings
+    faults: FaultSettings
+    experiment: ExperimentSettings
+    seed: Annotated[int, check(_seed)] = setting(
+        "seed of every random draw (pilots, channels, initial F, sampling)", scope=Scope.PILOTS
+    )
+    cache_dir: Annotated[str | None, check(_optional_text)] = setting(
+        "where encoders, latents and heads are cached (null: $FEDALIGN_CACHE or the user "
+        "cache folder)",
+        scope=Scope.LOCATION,
+    )
+    weights_dir: Annotated[str | None, check(_optional_text)] = setting(
+        "local pretrained weights of the paper zoo, <model>.safetensors/.pth",
+        scope=Scope.ASSETS,
+    )
+    sweep_store: Annotated[str | None, check(_optional_text)] = setting(
+        "where a sweep keeps each finished point (null: compute every point afresh)",
+        scope=Scope.EXECUTION,
+    )
+    sweep_in_flight: Annotated[int, check(validation.positive_int)] = setting(
+        "how many points of a sweep share each Flower round", scope=Scope.EXECUTION
+    )
+    simulation: Annotated[str | None, check(_optional_text)] = setting(
+        "a label for the experiment, as in the paper's code; changes no number",
+        scope=Scope.EXECUTION,
+    )
+    base_station: PaperKeys
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_keys(cls, data: Any) -> Any:
+        """``base_station.strategy`` / ``status`` decide ``strategy.name``, then clear."""
+        if not isinstance(data, Mapping):
+            return data
+        paper = data.get("base_station")
+        if not isinstance(paper, Mapping):
+            return data
+        for key in ("strategy", "status"):
+            value = paper.get(key)
+            if value in (None, ""):
+                continue
+            name = f"base_station.{key}"
+            _registered(name, value, METHODS)
+            strategy = data.get("strategy")
+            strategy = dict(strategy) if isinstance(strategy, Mapping) else {}
+            strategy["name"] = METHODS.canonical(str(value))
+            return {**data, "strategy": strategy, "base_station": {"status": None, "strategy": None}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSettings:
+        if self.faults.users > self.num_users:
+            raise validation.InvalidValue(
+                "faults.users",
+                f"faulty_users must be at most the number of users ({self.num_users}), "
+                f"got {self.faults.users}",
             )
-        models = tuple(zoo.groups[group])
-    count = _lookup(cfg, "users.count")
-    if count not in (None, _MISSING):
+        if (
+            self.consensus.participation < 1
+            and METHODS.get(self.strategy.name).rounds_for(self.experiment.rounds) == 1
+        ):
+            raise validation.InvalidValue(
+                "consensus.participation",
+                f"participation below 1 needs an iterative method; {self.strategy.name} trains "
+                f"in one round, got {self.consensus.participation}",
+            )
+        return self
+
+    # ---- derived -------------------------------------------------------------------------
+    @property
+    def link(self) -> LinkConfig:
+        """The communication section as the link's parameters."""
+        return self.communication
+
+    @property
+    def num_users(self) -> int:
+        return len(self.users.models)
+
+    @property
+    def node_wait(self) -> float:
+        """Seconds to wait for every user's node to join: in proportion to the users."""
+        e = self.experiment
+        return e.node_timeout + e.node_timeout_per_user * self.num_users
+
+    @classmethod
+    def keys(cls, include: Callable[[Scope], bool] = lambda scope: True) -> list[str]:
+        """The dotted config keys of the settings whose scope passes ``include``."""
+        return [key for key, owner, name in leaves(cls) if include(scope_of(owner, name))]
+
+    def identity(self, include: Callable[[Scope], bool] = _changes_results) -> dict:
+        """The settings whose scope passes ``include``, as a nested dict by config key
+        (default: every setting that changes the numbers, a sweep point's identity)."""
+        out: dict = {}
+        for key in self.keys(include):
+            node = out
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = _jsonable(self.get(key))
+        return out
+
+    def get(self, key: str) -> Any:
+        """The value of a dotted config key (``"communication.channel_usage"``)."""
+        node: Any = self
+        for part in key.split("."):
+            node = getattr(node, _field_name(type(node), part))
+        return node
+
+    # ---- making and changing -------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RunSettings:
+        """Validate a composed config (a plain nested mapping; Hydra's own ``hydra`` node
+        is ignored); the users' models must be the zoo's."""
+        settings = cls._validated(cfg)
         try:
-            count = validation.positive_int("count", count)
-        except ValueError as exc:
-            raise ConfigError(f"config key 'users.count' = {count!r} is invalid: {exc}") from None
-        if count > len(models):
+            settings.users.check_zoo()
+        except validation.InvalidValue as exc:
             raise ConfigError(
-                f"config key 'users.count' = {count} is invalid: group {group!r} of the "
-                f"{zoo_name} zoo has only {len(models)} users (allowed: 1..{len(models)})"
-            )
-        models = models[:count]
-    return group, models
+                f"config key {exc.name!r} = {_lookup(cfg, exc.name)!r} is invalid: {exc}"
+            ) from None
+        return settings
+
+    @classmethod
+    def _validated(cls, cfg: Mapping[str, Any]) -> RunSettings:
+        plain = {k: v for k, v in cfg.items() if k != "hydra"}
+        try:
+            return cls.model_validate(plain)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, plain)) from None
+
+    def replace(self, **changes: Any) -> RunSettings:
+        """A copy with some settings changed, validated as a whole.
+
+        Name each setting by its dotted config key (pass them as
+        ``**{"communication.channel_usage": 2}``), a top-level key (``seed=3``), or a
+        field name that only one section has (``channel_uses=2``, ``rho=2.0``).
+        """
+        data = self.model_dump(by_alias=True)
+        for name, value in changes.items():
+            node = data
+            *parents, last = _config_key(name).split(".")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        if any(_config_key(k) == "users.models" for k in changes):
+            data["users"]["count"] = None
+        return type(self)._validated(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(by_alias=True), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSettings:
+        """Settings written by :meth:`to_json` (or in the flat layout of earlier versions)."""
+        raw = json.loads(text)
+        if "link" in raw and "communication" not in raw:
+            raw = _from_flat(raw)
+        return cls._validated(raw)
 
 
 def settings_from_config(cfg: Mapping[str, Any]) -> RunSettings:
     """Validate a composed config (plain nested mapping) into :class:`RunSettings`."""
-    method, method_key = resolve_method(cfg)
-    keys = {**CONFIG_KEYS, "method": method_key}
-    values = {
-        field: _value(cfg, key, nullable=field in _NULLABLE)
-        for field, key in CONFIG_KEYS.items()
-    }
-    values["method"] = method
-    link_fields = [f.name for f in dataclasses.fields(LinkConfig)]
-    try:
-        zoo = _known(ZOOS, "zoo", values["zoo"])
-        group, models = _resolve_models(cfg, zoo)
-        link = LinkConfig(**{name: values.pop(name) for name in link_fields})
-        channel = ChannelConfig(**{f.name: values.pop(f.name)
-                                   for f in dataclasses.fields(ChannelConfig)})  # fmt: skip
-        return RunSettings(group=group, models=models, link=link, channel=channel, **values)
-    except validation.InvalidValue as exc:
-        key = keys[exc.name]
-        value = _lookup(cfg, key)
-        raise ConfigError(f"config key {key!r} = {value!r} is invalid: {exc}") from None
+    return RunSettings.from_config(cfg)
+
+
+# ---- keys, names and messages -----------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _field_name(section: type[Section], key: str) -> str:
+    """The field of ``section`` read from config key ``key`` (alias or name)."""
+    for name, field in section.model_fields.items():
+        if key in (name, field.alias):
+            return name
+    raise KeyError(key)
+
+
+def _index() -> dict[str, list[str]]:
+    """Every name a setting can be called by (its key, its last part, its field name)."""
+    names: dict[str, list[str]] = {}
+    for key, _, field in leaves(RunSettings):
+        for name in {key, key.rsplit(".", 1)[-1], field}:
+            names.setdefault(name, []).append(key)
+    for key in RunSettings.model_fields:
+        names.setdefault(key, [key])
+    return names
+
+
+def _config_key(name: str) -> str:
+    """The dotted config key ``name`` stands for (itself, or a unique field name)."""
+    keys = sorted(set(_index().get(name, [])))
+    if len(keys) == 1:
+        return keys[0]
+    if not keys:
+        raise ConfigError(f"{name!r} is not a setting; the settings are {', '.join(_all_keys())}")
+    raise ConfigError(f"{name!r} is ambiguous: name one of {', '.join(keys)}")
+
+
+def _all_keys() -> list[str]:
+    return [key for key, _, _ in leaves(RunSettings)]
+
+
+def _lookup(cfg: Mapping[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _first_leaf(prefix: str) -> str:
+    """A missing section is reported by its first key."""
+    return next((k for k in _all_keys() if k.startswith(prefix + ".")), prefix)
+
+
+def _explain(exc: ValidationError, cfg: Mapping[str, Any]) -> str:
+    """One line for the first problem: the dotted key, the value and what is allowed."""
+    unknown = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    if unknown:
+        known = _all_keys()
+        hints = [m for key in unknown for m in difflib.get_close_matches(key, known, n=1)]
+        hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
+        return (
+            f"config key(s) {', '.join(repr(k) for k in unknown)} are not read by any part of "
+            f"the program (a typo, or a '+key=' addition?){hint} The keys live in conf/*.yaml"
+        )
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, validation.InvalidValue) and "." in cause.name:
+        key = cause.name  # a check across settings names the key it is about
+    if error["type"] == "missing":
+        return f"config key {_first_leaf(key)!r} is missing: compose the config from conf/"
+    message = str(cause) if cause is not None else error["msg"]
+    return f"config key {key!r} = {_lookup(cfg, key)!r} is invalid: {message}"
+
+
+# The flat layout of settings written before the sections (checkpoints, sweep stores):
+# each old field and the config key it became. Frozen: new settings never appear here.
+_FLAT = {
+    "dataset": "data.name", "data_root": "data.root", "split_seed": "data.split_seed",
+    "pilot_fraction": "data.pilot_fraction", "zoo": "users.zoo", "group": "users.group",
+    "models": "users.models", "head_seed": "users.head_seed", "method": "strategy.name",
+    "rho": "strategy.rho", "rounds": "experiment.rounds", "seed": "seed",
+    "cache_dir": "cache_dir", "weights_dir": "weights_dir",
+    "cpus_per_user": "experiment.cpus_per_user", "progress": "experiment.progress",
+    "node_timeout": "experiment.node_timeout", "round_timeout": "experiment.round_timeout",
+    "node_timeout_per_user": "experiment.node_timeout_per_user",
+    "round_timeout_factor": "experiment.round_timeout_factor",
+    "allow_partial": "experiment.allow_partial", "resume": "experiment.resume",
+    "ray_address": "experiment.ray_address",
+    "max_failed_fraction": "experiment.max_failed_fraction",
+    "conventions": "conventions.name", "aggregator": "consensus.aggregator",
+    "trim_fraction": "consensus.trim_fraction", "participation": "consensus.participation",
+    "faulty_users": "faults.users", "fault": "faults.kind", "fault_scale": "faults.scale",
+    "link.antennas_tx": "communication.antennas_transmitter",
+    "link.antennas_rx": "communication.antennas_receiver",
+    "link.channel_uses": "communication.channel_usage", "link.snr_db": "communication.snr",
+    "link.power": "communication.power", "channel.model": "communication.model",
+    "channel.correlation": "communication.correlation",
+    "channel.k_factor": "communication.k_factor",
+    "channel.coherence_uses": "communication.coherence_uses",
+    "channel.estimation": "csi.estimation", "channel.csi_snr_db": "csi.snr",
+    "channel.ageing": "csi.ageing",
+}  # fmt: skip
+# What the flat layout did not hold: execution settings, at values that change nothing.
+_FLAT_EXTRA = {
+    "users.count": None, "sweep_store": None, "sweep_in_flight": 1, "simulation": None,
+    "base_station.status": None, "base_station.strategy": None,
+    "experiment.node_timeout_per_user": 2.0, "experiment.round_timeout_factor": 10.0,
+}  # fmt: skip
+
+
+def _from_flat(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings in the flat layout of earlier versions, as a nested config."""
+    values = dict(_FLAT_EXTRA)
+    for name, value in flat.items():
+        if isinstance(value, Mapping):
+            values.update({_FLAT[f"{name}.{k}"]: v for k, v in value.items()})
+        else:
+            values[_FLAT[name]] = value
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested

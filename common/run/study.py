@@ -1,6 +1,6 @@
 """The paper's study: the cells behind every figure, as grids over the run settings.
 
-Grids follow ``shared/docs/PAPER_EXPERIMENTS.md`` (six seeds, u ∈ {1, 2, 4, 6,
+Grids follow the paper's experiments (``docs/EXPERIMENTS.md``: six seeds, u ∈ {1, 2, 4, 6,
 8, 10, 20}, square antenna pairs, Top-K up to u = 10, SNR from −20 to 30 dB,
 both user groups at 100/50/10 % pilots). ``quick`` gives a small version of
 each grid with the same structure, for tests and a first look.
@@ -9,7 +9,7 @@ each grid with the same structure, for tests and a first look.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from common.run.settings import RunSettings
@@ -30,6 +30,8 @@ CORRELATIONS = (0.0, 0.3, 0.6, 0.9)
 K_FACTORS = (0.0, 1.0, 3.0, 10.0, 30.0)
 CSI_SNR_DB = (-10.0, 0.0, 10.0, 20.0, 30.0)
 AGEING = (0.5, 0.7, 0.9, 0.95, 0.99, 1.0)
+# The grids' axes by config key, as a Hydra sweep names them (docs/EXPERIMENTS.md).
+STRATEGY, USES = "strategy.name", "communication.channel_usage"
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,14 @@ class StudyGrid:
         )
 
 
-def _product(base: RunSettings, **axes: Iterable) -> list[RunSettings]:
+def _product(base: RunSettings, axes: Mapping[str, Iterable]) -> list[RunSettings]:
+    """``base`` at every combination of the ``axes`` (dotted config keys, as a Hydra sweep
+    names them)."""
     names = list(axes)
-    return [base.replace(**dict(zip(names, values, strict=True)))
-            for values in itertools.product(*axes.values())]  # fmt: skip
+    return [
+        base.replace(**dict(zip(names, values, strict=True)))
+        for values in itertools.product(*axes.values())
+    ]
 
 
 def compression_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
@@ -81,9 +87,9 @@ def compression_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     cells = []
     for (n_tx, n_rx), seed in itertools.product(grid.antenna_pairs, grid.seeds):
         at = base.replace(antennas_tx=n_tx, antennas_rx=n_rx, seed=seed)
-        cells += _product(at, method=("federated", "multi_link", "first_k", "eigen_k"),
-                          channel_uses=grid.channel_uses)  # fmt: skip
-        cells += _product(at, method=("top_k",), channel_uses=grid.top_k_channel_uses)
+        cells += _product(at, {STRATEGY: ("federated", "multi_link", "first_k", "eigen_k"),
+                               USES: grid.channel_uses})  # fmt: skip
+        cells += _product(at, {STRATEGY: ("top_k",), USES: grid.top_k_channel_uses})
     return cells
 
 
@@ -92,46 +98,48 @@ def snr_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     at = base.replace(antennas_tx=4, antennas_rx=4)
     cells = []
     for method, uses in grid.snr_channel_uses:
-        cells += _product(at, method=(method,), channel_uses=uses, snr_db=grid.snr_db,
-                          seed=grid.seeds)  # fmt: skip
+        cells += _product(at, {STRATEGY: (method,), USES: uses, "communication.snr": grid.snr_db,
+                               "seed": grid.seeds})  # fmt: skip
     return cells
 
 
 def group_cells(base: RunSettings, grid: StudyGrid, models: dict[str, tuple[str, ...]]) -> list:
     """Heterogeneous vs homogeneous users (federated, 4×4) per semantic pilot fraction."""
-    at = base.replace(method="federated", antennas_tx=4, antennas_rx=4)
+    at = base.replace(**{STRATEGY: "federated"}, antennas_tx=4, antennas_rx=4)
     cells = []
     for group in GROUPS:
         cells += _product(at.replace(group=group, models=models[group]),
-                          pilot_fraction=grid.pilot_fractions, channel_uses=grid.channel_uses,
-                          seed=grid.seeds)  # fmt: skip
+                          {"data.pilot_fraction": grid.pilot_fractions, USES: grid.channel_uses,
+                           "seed": grid.seeds})  # fmt: skip
     return cells
 
 
 def fault_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Each consensus rule vs the number of users sending noise (federated, 4×4, u = 4)."""
-    at = base.replace(method="federated", antennas_tx=4, antennas_rx=4, channel_uses=4,
-                      fault="random", fault_scale=100.0)  # fmt: skip
-    return _product(at, aggregator=AGGREGATORS, faulty_users=grid.faulty_users, seed=grid.seeds)
+    at = base.replace(**{STRATEGY: "federated", USES: 4, "faults.kind": "random",
+                         "faults.scale": 100.0}, antennas_tx=4, antennas_rx=4)  # fmt: skip
+    return _product(at, {"consensus.aggregator": AGGREGATORS, "faults.users": grid.faulty_users,
+                         "seed": grid.seeds})  # fmt: skip
 
 
 def participation_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Accuracy vs the share of users trained with per round (federated, 4×4, u ∈ {1, 4})."""
-    at = base.replace(method="federated", antennas_tx=4, antennas_rx=4)
-    return _product(at, participation=grid.participation, channel_uses=(1, 4), seed=grid.seeds)
+    at = base.replace(**{STRATEGY: "federated"}, antennas_tx=4, antennas_rx=4)
+    return _product(at, {"consensus.participation": grid.participation, USES: (1, 4),
+                         "seed": grid.seeds})  # fmt: skip
 
 
 def channel_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Beyond i.i.d. Rayleigh with perfect CSI (4×4, u = 4, 20 dB): federated and First-K vs
     antenna correlation, vs Rician K and vs channel ageing; federated vs the SNR of channel
     estimation (LS, LMMSE) beside perfect CSI."""
-    at = base.replace(antennas_tx=4, antennas_rx=4, channel_uses=4)
+    at = base.replace(**{USES: 4}, antennas_tx=4, antennas_rx=4)
     methods = ("federated", "first_k")
-    cells = _product(at.replace(model="correlated"), method=methods,
-                     correlation=grid.correlations, seed=grid.seeds)  # fmt: skip
-    cells += _product(at.replace(model="rician"), method=methods, k_factor=grid.k_factors,
-                      seed=grid.seeds)  # fmt: skip
-    cells += _product(at, method=methods, ageing=grid.ageing, seed=grid.seeds)
-    cells += _product(at.replace(method="federated"), estimation=("ls", "lmmse"),
-                      csi_snr_db=grid.csi_snr_db, seed=grid.seeds)  # fmt: skip
+    cells = _product(at.replace(model="correlated"), {STRATEGY: methods,
+                     "communication.correlation": grid.correlations, "seed": grid.seeds})  # fmt: skip
+    cells += _product(at.replace(model="rician"), {STRATEGY: methods,
+                      "communication.k_factor": grid.k_factors, "seed": grid.seeds})  # fmt: skip
+    cells += _product(at, {STRATEGY: methods, "csi.ageing": grid.ageing, "seed": grid.seeds})
+    cells += _product(at.replace(**{STRATEGY: "federated"}), {
+        "csi.estimation": ("ls", "lmmse"), "csi.snr": grid.csi_snr_db, "seed": grid.seeds})
     return list({c.to_json(): c for c in cells}.values())

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from common.run.settings import ConfigError, RunSettings
 from conf import validated
 from launch.simulation import SimulationFailed
-from launch.sweeps import cell_store, cells_in_flight, interrupted, run_unfinished
+from launch.sweeps import cell_store, interrupted, run_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,11 @@ class SweepLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = self._job_configs(job_overrides, initial_job_idx)
-        store = cell_store(self.config)
+        store = cell_store(jobs[0][1]) if jobs else None
         if store is not None:
             try:
                 run_unfinished(store, [settings for _, settings in jobs],
-                               in_flight=cells_in_flight(self.config))  # fmt: skip
+                               in_flight=jobs[0][1].sweep_in_flight)  # fmt: skip
             except SimulationFailed as exc:  # the jobs of the missing cells report it too
                 print(f"error: {exc}", file=sys.stderr, flush=True)
             except KeyboardInterrupt:
