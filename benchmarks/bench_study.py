@@ -32,14 +32,14 @@ from common.run.study import StudyGrid, compression_cells  # noqa: E402
 from conf import settings  # noqa: E402
 from launch.simulation import simulate_sweep  # noqa: E402
 from launch.sweeps import run_unfinished  # noqa: E402
-from server.server_app import CELLS_IN_FLIGHT  # noqa: E402
+from server.sweep import POINTS_IN_FLIGHT  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[27, 42, 100])
     parser.add_argument("--uses", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10, 20])
-    parser.add_argument("--in-flight", type=int, default=CELLS_IN_FLIGHT)
+    parser.add_argument("--in-flight", type=int, default=POINTS_IN_FLIGHT)
     args = parser.parse_args()
     base = settings("experiment.progress=false")
     grid = StudyGrid(seeds=tuple(args.seeds), channel_uses=tuple(args.uses),

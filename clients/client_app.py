@@ -2,17 +2,19 @@
 
 The same app serves simulation (Ray assigns partition ids) and deployment (a
 SuperNode started with ``--node-config 'partition-id=K model=... cache-dir=...'``,
-see :mod:`clients.device`). A message carries
-one entry per cell of a sweep running in lockstep (one entry for a single
-run), and every entry names the settings of its cell; the user is rebuilt
+see :mod:`clients.device`). ``app`` below is the module-level ClientApp that
+``flwr run .`` loads; :func:`make_client_app` makes one bound to a run's
+settings and inputs for a simulation.
+
+A message carries one entry per sweep point in flight (one entry for a single
+run), and every entry names the settings of its point; the user is rebuilt
 deterministically from them, so the process keeps a cache of users. What a
 user learns (equalizer, feature map) lives in the node's ``context.state``
-under its cell's key, because Ray may move a node between processes. A cell's
-state is dropped once the cell is evaluated, or when a message no longer
-names it among the cells in flight.
-
-An entry that fails (a wrong message kind, a user that raises) is answered
-with its error, so the other cells of the same message go on.
+under its point's key, because Ray may move a node between processes. A
+point's state is dropped once the point is evaluated, or when a message no
+longer names it among the points in flight. An entry that fails (a wrong
+message kind, a user that raises) is answered with its error, so the other
+points of the same message go on.
 """
 
 from __future__ import annotations
@@ -21,26 +23,24 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.client import AlignmentClient
 from clients.device import Device
 from clients.shelf import Shelf
 from common.maths.conventions import Conventions
-from common.parties import protocol
 from common.parties.access_point import access_point_class
 from common.parties.user import PreparedData, User
 from common.run.cells import cell_key
 from common.run.session import build_user
 from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
+from transport import records
 
-STATE = "user_state."  # + the cell key: what the user learned in that cell
+STATE = "user_state."  # + the point's key: what the user learned in that point
 
 UserFactory = Callable[[int, ProblemSource, RunSettings], User]
-Step = Callable[[User, list[np.ndarray], dict], tuple[list[np.ndarray] | None, dict]]
 
 _USERS: dict[tuple, User] = {}
 
@@ -51,7 +51,7 @@ def default_user(
     """The method's own user class over this user's private inputs.
 
     With a ``shelf``, and a source that names its data (``user_key``), the
-    inputs are prepared once per machine and every process, and every cell of
+    inputs are prepared once per machine and every process, and every point of
     a sweep over the same data, maps that one copy.
     """
     user_class = access_point_class(settings.strategy.name).user_class
@@ -103,7 +103,107 @@ def _settings_from_json(text: str) -> RunSettings:
 
 
 def state_key(settings: RunSettings) -> str:
+    """Where a node keeps what its user learned in the point of ``settings``."""
     return STATE + cell_key(settings)
+
+
+@dataclass(frozen=True)
+class UserNode:
+    """What a SuperNode does with each message: its user, in every point a message names.
+
+    ``settings``/``source``: a run this node is bound to (a simulation); otherwise each
+    entry names its settings, or the run config's ``overrides`` do, and the inputs are
+    the device's own (:class:`~clients.device.Device`). ``shelf``: where the processes
+    of a simulation share the users' prepared inputs (:func:`default_user`; a custom
+    ``user_factory`` builds its own).
+    """
+
+    settings: RunSettings | None = None
+    source: ProblemSource | None = None
+    user_factory: UserFactory = default_user
+    shelf: Shelf | None = None
+
+    def factory(self) -> UserFactory:
+        if self.shelf is not None and self.user_factory is default_user:
+            return SharedUsers(self.shelf)
+        return self.user_factory
+
+    def resolve(
+        self, config: dict, context: Context, device: Device
+    ) -> tuple[RunSettings, ProblemSource]:
+        """An entry's settings and where its user's inputs come from (the device's own
+        assets when its node config names them)."""
+        if "settings" in config:
+            settings = _settings_from_json(str(config["settings"]))
+        elif self.settings is not None:
+            settings = self.settings
+        else:
+            from conf import settings_from_run_config
+
+            settings = settings_from_run_config(context.run_config)
+        device.check(settings)
+        return settings, self.source if self.source is not None else device.source(settings)
+
+    def query(self, msg: Message, context: Context) -> Message:
+        """Say which user this node runs; when the query names the run, check first that
+        this device can serve it (its index, its model, its prepared assets)."""
+        try:
+            device = Device.from_node_config(context.node_config)
+            settings = records.query_settings(msg.content)
+            if settings is not None:
+                _, own = self.resolve({"settings": settings}, context, device)
+                if device.model is not None:  # a deployed device: are its assets there?
+                    own.user_data(device.index)
+        except Exception as exc:
+            return Message(records.refusal(f"{type(exc).__name__}: {exc}"), reply_to=msg)
+        return Message(records.identity(device.index), reply_to=msg)
+
+    def train(self, msg: Message, context: Context) -> Message:
+        """Every entry's training step: the uplink of :meth:`AlignmentClient.fit`."""
+        return self._serve(msg, context, evaluate=False)
+
+    def evaluate(self, msg: Message, context: Context) -> Message:
+        """Every entry's evaluation (:meth:`AlignmentClient.evaluate`); the point ends."""
+        return self._serve(msg, context, evaluate=True)
+
+    def _serve(self, msg: Message, context: Context, *, evaluate: bool) -> Message:
+        indices = records.entries(msg.content)
+        requests = [records.config(msg.content, i) for i in indices]
+        device = Device.from_node_config(context.node_config)
+        runs = [self.resolve(config, context, device) for config in requests]
+        users = cached_users(device.index, runs, self.factory())
+        _forget_finished(context, msg.content, [settings for settings, _ in runs])
+        reply = RecordDict()
+        for i, config, (settings, _), user in zip(indices, requests, runs, users, strict=True):
+            key = state_key(settings)
+            user.import_state(records.state_arrays(context.state.get(key)))
+            client = AlignmentClient(user)
+            try:
+                parameters = records.arrays(msg.content, i)
+                if evaluate:
+                    _, samples, values = client.evaluate(parameters, config)
+                    uplink, kind = None, None
+                else:
+                    uplink, samples, values = client.fit(parameters, config)
+                    kind = values.pop("kind")
+            except Exception as exc:  # this point's failure; the others go on
+                records.add_error(reply, i, f"{type(exc).__name__}: {exc}")
+                continue
+            if evaluate:
+                context.state.pop(key, None)
+            else:
+                context.state[key] = records.state_record(user.export_state())
+            records.add_reply(reply, i, uplink, kind, values, samples)
+        return Message(reply, reply_to=msg)
+
+
+def _forget_finished(context: Context, content: RecordDict, runs: list[RunSettings]) -> None:
+    """Drop what the user learned in points that are over (or were abandoned): those
+    neither in this message nor named in flight by it."""
+    keep = {STATE + key for key in records.live_points(content)}
+    keep |= {state_key(settings) for settings in runs}
+    for key in [k for k in context.state if k.startswith(STATE) and k not in keep]:
+        del context.state[key]
 
 
 def make_client_app(
@@ -112,103 +212,32 @@ def make_client_app(
     user_factory: UserFactory = default_user,
     shelf: Shelf | None = None,
 ) -> ClientApp:
-    """A ClientApp bound to ``settings``/``source``, or reading them from each message.
-
-    ``shelf``: where the processes of a simulation share the users' prepared
-    inputs (:func:`default_user`; a custom ``user_factory`` builds its own).
-    """
-    app = ClientApp()
-    if shelf is not None and user_factory is default_user:
-        user_factory = SharedUsers(shelf)
-
-    def resolve(
-        config: dict, context: Context, device: Device
-    ) -> tuple[RunSettings, ProblemSource]:
-        """An entry's cell settings and where its user's inputs come from (the device's own
-        assets when its node config names them)."""
-        if "settings" in config:
-            resolved = _settings_from_json(str(config["settings"]))
-        elif settings is not None:
-            resolved = settings
-        else:
-            from conf import settings_from_run_config
-
-            resolved = settings_from_run_config(context.run_config)
-        device.check(resolved)
-        return resolved, source if source is not None else device.source(resolved)
-
-    def serve(msg: Message, context: Context, step: Step, *, last: bool) -> Message:
-        """Run ``step`` for every entry with that cell's user and state; ``last``: the
-        cell ends here (its state is dropped)."""
-        indices = protocol.entry_indices(msg.content)
-        requests = [dict(msg.content[protocol.entry(protocol.CONFIG, i)]) for i in indices]
-        device = Device.from_node_config(context.node_config)
-        runs = [resolve(config, context, device) for config in requests]
-        users = cached_users(device.index, runs, user_factory)
-        live = msg.content.get(protocol.LIVE)
-        cells = {STATE + key for key in live["cells"]} if live else set()
-        cells |= {state_key(run) for run, _ in runs}
-        for key in [k for k in context.state if k.startswith(STATE) and k not in cells]:
-            del context.state[key]  # a cell that is over (or was abandoned)
-        reply = RecordDict()
-        for i, config, (run, _), user in zip(indices, requests, runs, users, strict=True):
-            key = state_key(run)
-            saved = context.state.get(key)
-            user.import_state({k: a.numpy() for k, a in saved.items()} if saved else {})
-            try:
-                arrays = msg.content[protocol.entry(protocol.ARRAYS, i)].to_numpy_ndarrays()
-                uplink, metrics = step(user, arrays, config)
-            except Exception as exc:  # this cell's failure; the others go on
-                error = f"{type(exc).__name__}: {exc}"
-                reply[protocol.entry(protocol.CONFIG, i)] = ConfigRecord({"error": error})
-                continue
-            if last:
-                context.state.pop(key, None)
-            else:
-                learned = user.export_state()
-                context.state[key] = ArrayRecord({k: Array(v) for k, v in learned.items()})
-            answer = {"kind": str(metrics.pop("kind"))} if uplink is not None else {}
-            reply[protocol.entry(protocol.CONFIG, i)] = ConfigRecord(answer)
-            reply[protocol.entry(protocol.METRICS, i)] = MetricRecord(metrics)
-            if uplink is not None:
-                reply[protocol.entry(protocol.ARRAYS, i)] = ArrayRecord(numpy_ndarrays=uplink)
-        return Message(reply, reply_to=msg)
-
-    @app.query()
-    def query(msg: Message, context: Context) -> Message:
-        """Say which user this node runs; when the query names the run, check first that
-        this device can serve it (its index, its model, its prepared assets)."""
-        try:
-            device = Device.from_node_config(context.node_config)
-            config = msg.content.get(protocol.CONFIG)
-            if config is not None and "settings" in config:
-                _, own = resolve(dict(config), context, device)
-                if device.model is not None:  # a deployed device: are its assets there?
-                    own.user_data(device.index)
-        except Exception as exc:
-            error = ConfigRecord({"error": f"{type(exc).__name__}: {exc}"})
-            return Message(RecordDict({protocol.CONFIG: error}), reply_to=msg)
-        identity = MetricRecord({"partition-id": device.index})
-        return Message(RecordDict({protocol.METRICS: identity}), reply_to=msg)
-
-    def train_step(user: User, arrays: list[np.ndarray], config: dict):
-        arrays_up, _, metrics = AlignmentClient(user).fit(arrays, config)
-        return arrays_up, metrics
-
-    def evaluate_step(user: User, arrays: list[np.ndarray], config: dict):
-        _, _, metrics = AlignmentClient(user).evaluate(arrays, config)
-        return None, metrics
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        return serve(msg, context, train_step, last=False)
-
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        return serve(msg, context, evaluate_step, last=True)
-
-    return app
+    """A ClientApp bound to ``settings``/``source`` (see :class:`UserNode`), for a
+    simulation; ``app`` below reads everything from its messages and node config."""
+    node = UserNode(settings, source, user_factory, shelf)
+    bound = ClientApp()
+    bound.query()(node.query)
+    bound.train()(node.train)
+    bound.evaluate()(node.evaluate)
+    return bound
 
 
-# `flwr run .` entry point ([tool.flwr.app.components] clientapp).
-app = make_client_app()
+# `flwr run .` entry point ([tool.flwr.app.components] clientapp): each message names its
+# run, and the node config names the user (and, deployed, its model and assets).
+app = ClientApp()
+_NODE = UserNode()
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    return _NODE.query(msg, context)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    return _NODE.train(msg, context)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return _NODE.evaluate(msg, context)

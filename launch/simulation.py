@@ -30,7 +30,8 @@ from common.run.results import PRECODERS_FILE, RunOutcome
 from common.run.settings import ConfigError, RunSettings
 from common.run.sources import ProblemSource
 from launch.environment import quiet, worker_pool
-from server.server_app import CELLS_IN_FLIGHT, Sink, WriteTo, make_server_app
+from server.server_app import make_server_app
+from server.sweep import POINTS_IN_FLIGHT, Sink, WriteTo
 
 
 class SimulationFailed(RuntimeError):
@@ -171,7 +172,7 @@ def simulate_sweep(
     *,
     user_factory: UserFactory = default_user,
     isolated: bool = True,
-    in_flight: int = CELLS_IN_FLIGHT,
+    in_flight: int = POINTS_IN_FLIGHT,
 ) -> list[RunOutcome]:
     """Every cell of a sweep that ``store`` lacks, in as few simulations as possible.
 

@@ -17,18 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -36,59 +28,37 @@ from common.parties import protocol
 from common.parties.user import TrainReply
 from common.run.cells import cell_key
 from common.run.session import Session
+from server.nodes import UserNodes
+from transport import records
 
 logger = logging.getLogger(__name__)
 
 
-class UsersNotConnected(RuntimeError):
-    """Fewer users than configured joined the federation in time."""
-
-
-class NodeRefused(RuntimeError):
-    """A node cannot serve the run (its node config, model or assets); names the reason."""
-
-
-# How long a round waits for the nodes that joined since the last one to say who they are.
-QUERY_TIMEOUT_S = 30.0
-
-
-def encode(
-    message: protocol.Message, index: int = 0, into: RecordDict | None = None,
-    *, arrays: ArrayRecord | None = None, **config: int | str,
-) -> RecordDict:  # fmt: skip
-    """Add ``message`` as the ``index``-th entry of ``into`` (a new RecordDict by default):
-    its arrays in order (``arrays``: already encoded), its kind and ``config`` in the
-    entry's config."""
-    content = RecordDict() if into is None else into
-    if arrays is None:
-        arrays = ArrayRecord(numpy_ndarrays=message.to_list())
-    content[protocol.entry(protocol.ARRAYS, index)] = arrays
-    content[protocol.entry(protocol.CONFIG, index)] = ConfigRecord({"kind": message.KIND, **config})
-    return content
-
-
-def decode(content: RecordDict, index: int = 0) -> protocol.Message:
-    """The protocol message in entry ``index``."""
-    kind = str(content[protocol.entry(protocol.CONFIG, index)]["kind"])
-    arrays = content[protocol.entry(protocol.ARRAYS, index)].to_numpy_ndarrays()
-    return protocol.message_class(kind).from_list(arrays)
-
-
-def error_reason(reply: Message) -> str:
-    """The user's own exception text out of Flower's error reason."""
-    return reply.error.reason.rsplit("Message: ", 1)[-1].strip()
-
-
 class AlignmentStrategy(Strategy):
-    """Drives one or more :class:`Session` (any access point) in lockstep over a Flower grid."""
+    """Drives one or more :class:`Session` (any access point) in lockstep over a Flower grid.
+
+    Parameters
+    ----------
+    sessions : sequence of Session
+        The points run in lockstep: they must share their users, number of rounds and
+        completed rounds.
+    nodes : UserNodes, optional
+        Which node runs which user, shared by the points of a sweep (new when not given).
+    node_wait_timeout : float
+        Seconds to wait for every user's node to join at the start.
+
+    Raises
+    ------
+    ValueError
+        No session, or sessions that cannot share rounds.
+    """
 
     def __init__(
         self,
         sessions: Sequence[Session],
         *,
+        nodes: UserNodes | None = None,
         node_wait_timeout: float = 300.0,
-        user_nodes: dict[int, int] | None = None,
-        group_size: int | None = None,
     ) -> None:
         if not sessions:
             raise ValueError("a strategy needs at least one session")
@@ -103,20 +73,20 @@ class AlignmentStrategy(Strategy):
         self.offset = sessions[0].completed
         self.sessions = list(sessions)
         self.node_wait_timeout = node_wait_timeout
-        # user index (partition-id) -> node id; shared by the cells of a sweep
-        self.user_nodes: dict[int, int] = {} if user_nodes is None else user_nodes
-        self._asked: set[int] = set(self.user_nodes.values())
-        # node indices from here on are a misconfigured device (a simulation of a sweep has
-        # as many nodes as its largest cell has users)
-        self.group_size = len(self.users) if group_size is None else group_size
+        self.nodes = UserNodes(len(self.users)) if nodes is None else nodes
         self._evaluating = False
-        # every entry names its cell, so a node serving a sweep rebuilds its user per cell
+        # every entry names its point, so a node serving a sweep rebuilds its user per point
         self._settings = [session.settings.to_json() for session in self.sessions]
-        self._live = ConfigRecord({"cells": [cell_key(s.settings) for s in self.sessions]})
+        self._live = records.live(cell_key(s.settings) for s in self.sessions)
 
     @property
     def users(self) -> tuple[int, ...]:
         return self.sessions[0].ap.users
+
+    @property
+    def user_nodes(self) -> dict[int, int]:
+        """``user → node id`` of the users known so far."""
+        return self.nodes.user_nodes
 
     @property
     def last_round(self) -> int:
@@ -129,81 +99,21 @@ class AlignmentStrategy(Strategy):
 
     def summary(self) -> None:
         logger.info(
-            "AlignmentStrategy: %d cell(s) (%s), users=%d, rounds=%d",
-            len(self.sessions), ", ".join(sorted({s.info.method for s in self.sessions})),
-            len(self.users), self.last_round,
-        )  # fmt: skip
+            "AlignmentStrategy: %d point(s) (%s), users=%d, rounds=%d",
+            len(self.sessions),
+            ", ".join(sorted({s.info.method for s in self.sessions})),
+            len(self.users),
+            self.last_round,
+        )
 
-    # ---- nodes -----------------------------------------------------------------------------
     def connect(self, grid: Grid) -> dict[int, int]:
-        """Learn which node runs which user: at the start, wait until every user's node has
-        joined; later, only ask nodes that joined since (a SuperNode that came back after a
-        failure, under a new node id, takes its user over at the next round).
-
-        Node ids are opaque, so each new node is asked once for its ``partition-id``; the
-        query names the run, so a device that cannot serve it (its model, its assets, its
-        index) says why at once and the run stops with that reason.
-        """
-        wanted = set(self.users)
-        if wanted <= set(self.user_nodes):  # under way: a node that fails now fails alone
-            self._identify(grid, QUERY_TIMEOUT_S, strict=False)
-            return self.user_nodes
-        deadline = time.monotonic() + self.node_wait_timeout
-        while not wanted <= set(self.user_nodes):
-            if self._identify(grid, self.node_wait_timeout):
-                continue
-            if time.monotonic() > deadline:
-                missing = sorted(wanted - set(self.user_nodes))
-                raise UsersNotConnected(
-                    f"users {missing} did not connect within {self.node_wait_timeout:.0f} s; "
-                    "start one SuperNode per user with node config "
-                    f"partition-id=0..{len(wanted) - 1}"
-                )
-            time.sleep(0.1)
-        return self.user_nodes
-
-    def _identify(self, grid: Grid, timeout: float, *, strict: bool = True) -> bool:
-        """Ask the nodes not asked before which user they run; False if there were none.
-
-        ``strict`` (at the start): a node that cannot serve the run stops it. Later the
-        node is left out with a warning, and one that did not answer is asked again."""
-        new = [n for n in grid.get_node_ids() if n not in self._asked]
-        if not new:
-            return False
-        self._asked.update(new)
-        config = ConfigRecord({"settings": self._settings[0]})
-        queries = [Message(RecordDict({protocol.CONFIG: config}), dst_node_id=n,
-                           message_type=MessageType.QUERY) for n in new]  # fmt: skip
-        replies = grid.send_and_receive(queries, timeout=timeout)
-        if not strict:
-            self._asked -= set(new) - {reply.metadata.src_node_id for reply in replies}
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            refused = reply.content.get(protocol.CONFIG) if not reply.has_error() else None
-            problem = None
-            if reply.has_error() or (refused is not None and "error" in refused):
-                reason = error_reason(reply) if reply.has_error() else str(refused["error"])
-                problem = f"node {node} cannot serve this run: {reason}"
-            elif (user := int(reply.content[protocol.METRICS]["partition-id"])) >= self.group_size:
-                problem = (f"node {node} has node config partition-id={user}, outside this "
-                           f"run's users 0..{self.group_size - 1}")  # fmt: skip
-            if problem is not None:
-                if strict:
-                    raise NodeRefused(problem)
-                logger.warning("%s; it is left out", problem)
-                continue
-            if user in self.users:
-                previous = self.user_nodes.get(user)
-                if previous is not None and previous != node:
-                    logger.warning("user %d is back on node %d (was node %d)",
-                                   user, node, previous)  # fmt: skip
-                self.user_nodes[user] = node
-        return True
+        """Learn which node runs which user (:meth:`UserNodes.connect`)."""
+        return self.nodes.connect(grid, self.users, self._settings[0], self.node_wait_timeout)
 
     def _messages(
         self, rnd: int, downlinks: Sequence[Mapping[int, protocol.Message]], message_type: str
     ) -> list[Message]:
-        """One message per user, with an entry for each cell that has something for it.
+        """One message per user, with an entry for each point that has something for it.
         A downlink sent to several users (the federated AP's) is encoded once."""
         messages = []
         encoded: dict[int, ArrayRecord] = {}
@@ -214,22 +124,26 @@ class AlignmentStrategy(Strategy):
                     message = downlink[user]
                     if id(message) not in encoded:
                         encoded[id(message)] = ArrayRecord(numpy_ndarrays=message.to_list())
-                    encode(message, index, content, arrays=encoded[id(message)], round=rnd,
-                           settings=self._settings[index])  # fmt: skip
-            messages.append(Message(content, dst_node_id=self.user_nodes[user],
-                                    message_type=message_type, group_id=str(rnd)))  # fmt: skip
+                    records.encode(
+                        message, index, content, arrays=encoded[id(message)], round=rnd,
+                        settings=self._settings[index],
+                    )  # fmt: skip
+            messages.append(
+                Message(content, dst_node_id=self.nodes.node(user), message_type=message_type,
+                        group_id=str(rnd))
+            )  # fmt: skip
         return messages
 
     def _split(
         self, replies: Iterable[Message]
     ) -> list[tuple[dict[int, RecordDict], dict[int, str]]]:
-        """Per cell: the replying users' contents, and the reasons of those that failed.
+        """Per point: the replying users' contents, and the reasons of those that failed.
 
         A whole reply that is an error (the ClientApp raised, the node was lost)
-        fails the user in every cell; an entry with an ``error`` fails it in that
-        cell only; a missing entry leaves the user silent in that cell.
+        fails the user in every point; an entry with an ``error`` fails it in that
+        point only; a missing entry leaves the user silent in that point.
         """
-        node_users = {node: user for user, node in self.user_nodes.items()}
+        node_users = self.nodes.user_of()
         split: list[tuple[dict[int, RecordDict], dict[int, str]]] = [
             ({}, {}) for _ in self.sessions
         ]
@@ -239,22 +153,25 @@ class AlignmentStrategy(Strategy):
                 continue
             for index, (good, errors) in enumerate(split):
                 if reply.has_error():
-                    errors[user] = error_reason(reply)
-                elif (config := reply.content.get(protocol.entry(protocol.CONFIG, index))) is None:
+                    errors[user] = records.error_reason(reply)
+                elif not records.has_entry(reply.content, index):
                     continue
-                elif "error" in config:
-                    errors[user] = str(config["error"])
+                elif (reason := records.error(reply.content, index)) is not None:
+                    errors[user] = reason
                 else:
                     good[user] = reply.content
         return split
 
     def _prefixed(self, values: Sequence[Mapping[str, float]]) -> MetricRecord:
-        """Finite metrics of every cell, named ``<cell index>.<metric>``."""
-        return MetricRecord({
-            f"{index}.{key}": value
-            for index, row in enumerate(values) for key, value in row.items()
-            if math.isfinite(value)
-        })  # fmt: skip
+        """Finite metrics of every point, named ``<point index>.<metric>``."""
+        return MetricRecord(
+            {
+                f"{index}.{key}": value
+                for index, row in enumerate(values)
+                for key, value in row.items()
+                if math.isfinite(value)
+            }
+        )
 
     # ---- training --------------------------------------------------------------------------
     def configure_train(
@@ -275,10 +192,9 @@ class AlignmentStrategy(Strategy):
             zip(self.sessions, self._split(replies), strict=True)
         ):
             answers = {
-                k: TrainReply(decode(content, index),
-                              dict(content[protocol.entry(protocol.METRICS, index)]))
+                k: TrainReply(records.decode(content, index), records.metrics(content, index))
                 for k, content in good.items()
-            }  # fmt: skip
+            }
             rows.append(session.finish_train_round(server_round + self.offset, answers, errors))
             for name, value in session.ap.precoders().items():
                 precoders[f"{index}.{name}"] = Array(value)
@@ -305,7 +221,6 @@ class AlignmentStrategy(Strategy):
         for index, (session, (good, errors)) in enumerate(
             zip(self.sessions, self._split(replies), strict=True)
         ):
-            metrics = protocol.entry(protocol.METRICS, index)
-            evaluations = {k: dict(content[metrics]) for k, content in good.items()}
+            evaluations = {k: records.metrics(content, index) for k, content in good.items()}
             summaries.append(session.finish_evaluation(evaluations, errors))
         return self._prefixed(summaries)

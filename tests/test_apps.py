@@ -30,8 +30,10 @@ from common.run.driver import build_parties, run_experiment
 from common.run.results import RunOutcome
 from common.run.session import Session
 from common.run.sources import SyntheticSource
-from server.server_app import lockstep_batches
-from server.strategy import AlignmentStrategy, UsersNotConnected, decode, encode
+from server.nodes import UsersNotConnected
+from server.strategy import AlignmentStrategy
+from server.sweep import lockstep_batches
+from transport.records import decode, encode
 from tests.synthetic import settings_for
 
 SOURCE = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9, 10))
@@ -208,12 +210,15 @@ def test_client_app_trains_keeps_its_state_and_evaluates():
     expected = ref_users[1].train(pilots)
     np.testing.assert_allclose(uplink.a_y, expected.message.a_y, rtol=1e-12)
     assert reply.content["metrics.0"]["objective"] == pytest.approx(expected.metrics["objective"])
+    # Flower's num-examples: the pilots a user trained on, the test samples it evaluated
+    assert reply.content["metrics.0"]["num-examples"] == problem.n_pilots == 200
     saved = context.state[state_key(run)]
     np.testing.assert_allclose(saved["g"].numpy(), ref_users[1].g, rtol=1e-12)
 
     test = ref_ap.test_messages([1])[1]
     result = app(_to_client(encode(test, round=1), MessageType.EVALUATE, 2001), context)
     assert result.content["metrics.0"]["accuracy"] == ref_users[1].evaluate(test)["accuracy"]
+    assert result.content["metrics.0"]["num-examples"] == 80
     assert state_key(run) not in context.state  # the cell is over: its state is dropped
 
 
@@ -363,7 +368,7 @@ def test_lockstep_batches_are_even_and_never_mix_shapes():
 def test_a_single_run_journals_every_round_and_a_failed_write_says_what_was_kept(tmp_path):
     """The history and failures reach the output folder after every round; when writing the
     final tables fails, the error says where the rounds are kept."""
-    from server.server_app import WriteTo, run_cells
+    from server.sweep import WriteTo, run_point
 
     problem = SOURCE.problem()
     run = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
@@ -378,31 +383,31 @@ def test_a_single_run_journals_every_round_and_a_failed_write_says_what_was_kept
             raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError, match="No space left") as info:
-        run_cells(grid, [run], FullDisk(str(tmp_path / "run")), SOURCE)
+        run_point(grid, run, FullDisk(str(tmp_path / "run")), SOURCE)
     assert seen_rounds == [3]  # every round was on disk before the final write
     assert any("kept in" in note and "run" in note for note in info.value.__notes__)
     assert (tmp_path / "run" / "failures.csv").exists()
     assert not (tmp_path / "run" / "results.parquet").exists()
 
-    run_cells(grid, [run], WriteTo(str(tmp_path / "ok")), SOURCE)
+    run_point(grid, run, WriteTo(str(tmp_path / "ok")), SOURCE)
     written = RunOutcome.load(tmp_path / "ok")
     assert len(written.history) == 3 and len(written.results) == 3
 
 
 def test_the_configured_timeouts_bound_node_discovery_and_every_round(tmp_path):
-    from server.server_app import WriteTo, run_cells
+    from server.sweep import WriteTo, run_point
 
     problem = SOURCE.problem()
     run = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5,
                        node_timeout=7.0, node_timeout_per_user=0.5, round_timeout=42.0,
                        round_timeout_factor=10.0)  # fmt: skip
     grid = _client_grid(make_client_app(None, SOURCE))
-    run_cells(grid, [run], WriteTo(str(tmp_path / "run")), SOURCE)
+    run_point(grid, run, WriteTo(str(tmp_path / "run")), SOURCE)
     assert grid.timeouts[0] == 7.0 + 0.5 * 3  # the node query: in proportion to the users
     assert set(grid.timeouts[1:]) == {42.0}  # rounds: the pace's 60 s floor exceeds the cap
     paced = run.replace(round_timeout=600.0)
     grid = _client_grid(make_client_app(None, SOURCE))
-    run_cells(grid, [paced], WriteTo(str(tmp_path / "paced")), SOURCE)
+    run_point(grid, paced, WriteTo(str(tmp_path / "paced")), SOURCE)
     # round 1 (users prepare their inputs in it) and its empty evaluation step get the
     # configured bound; round 2's training 10x a fast round, at least 60 s; the evaluation,
     # other work and the first of its kind, the configured bound again
@@ -436,3 +441,27 @@ def test_a_lost_node_fails_only_the_cells_that_sent_to_it():
     assert 0 < len(expected) < 4
     assert [f["round"] for f in sessions[1].failures if f["user"] == 2] == expected
     assert [f["round"] for f in sessions[0].failures if f["user"] == 2] == [1, 2, 3, 4]
+
+
+def test_the_module_level_apps_are_flowers_and_the_old_in_flight_key_still_reads():
+    """``flwr run .`` loads ``app`` from each module (pyproject's components); the run config
+    key ``cells-in-flight`` of earlier versions still works, with a deprecation warning."""
+    import tomllib
+    from pathlib import Path
+
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    from clients import client_app
+    from server import server_app
+
+    assert isinstance(client_app.app, ClientApp) and isinstance(server_app.app, ServerApp)
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    flwr = pyproject["tool"]["flwr"]["app"]
+    assert flwr["components"] == {"serverapp": "server.server_app:app",
+                                  "clientapp": "clients.client_app:app"}  # fmt: skip
+    assert server_app.points_in_flight(flwr["config"]) == 8
+    with pytest.warns(DeprecationWarning, match="'cells-in-flight' is deprecated"):
+        assert server_app.points_in_flight({**flwr["config"], "cells-in-flight": 3}) == 3
+    with pytest.raises(ValueError, match="'points-in-flight' must be a whole number >= 1"):
+        server_app.points_in_flight({"points-in-flight": 0})

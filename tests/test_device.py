@@ -9,7 +9,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from clients.client_app import make_client_app
 from clients.device import Device, DeviceConfigError
 from common.run.session import Session
-from server.strategy import AlignmentStrategy, NodeRefused
+from server.nodes import NodeRefused
+from server.strategy import AlignmentStrategy
 from tests.synthetic import settings_for
 from tests.test_apps import SOURCE, FakeGrid, _drive, _sessions, task_identity  # noqa: F401
 

@@ -34,6 +34,7 @@ def package_files(package: str) -> list[Path]:
         ("common", FRAMEWORKS | {"server", "clients", "launch", "conf"}),
         ("clients", {"server", "launch"}),
         ("server", {"clients", "launch"}),
+        ("transport", {"server", "clients", "launch", "conf", "ray", "hydra", "omegaconf"}),
         ("conf", FRAMEWORKS - {"hydra", "omegaconf"} | {"server", "clients", "launch"}),
         ("hydra_plugins", {"flwr", "ray", "server", "clients"}),
     ],
@@ -50,7 +51,8 @@ def test_packages_import_only_what_their_layer_allows(package, forbidden):
 def test_only_the_entry_points_import_both_apps():
     both = {"server", "clients"}
     files = [*ROOT.glob("*.py"), *ROOT.glob("benchmarks/*.py")]
-    files += [f for package in ("common", "conf", "server", "clients", "launch", "hydra_plugins")
+    files += [f for package in ("common", "conf", "server", "clients", "launch", "hydra_plugins",
+                                "transport")
               for f in package_files(package)]  # fmt: skip
     importers = sorted(
         str(p.relative_to(ROOT)) for p in files if both <= imported_roots(p)

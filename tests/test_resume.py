@@ -10,7 +10,7 @@ from flwr.app import MessageType
 from clients.client_app import make_client_app
 from common.run.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError
 from common.run.results import RunOutcome
-from server.server_app import WriteTo, run_cells
+from server.sweep import WriteTo, run_point, run_points
 from tests.synthetic import settings_for
 from tests.test_apps import SOURCE, _client_grid, task_identity  # noqa: F401 (fixture)
 
@@ -40,19 +40,19 @@ def test_a_killed_run_resumes_after_its_last_completed_round(tmp_path, method):
     problem = SOURCE.problem()
     run = settings_for(problem, **{"strategy.name": method}, rounds=5, channel_uses=2, seed=5,
                        participation=0.7)  # fmt: skip
-    run_cells(_client_grid(make_client_app(None, SOURCE)), [run], WriteTo(tmp_path / "whole"),
+    run_point(_client_grid(make_client_app(None, SOURCE)), run, WriteTo(tmp_path / "whole"),
               SOURCE)  # fmt: skip
     whole = RunOutcome.load(tmp_path / "whole")
     assert not (tmp_path / "whole" / CHECKPOINT_FILE).exists()  # finished: nothing to resume
 
     folder = tmp_path / "killed"
     with pytest.raises(Killed):
-        run_cells(_crashing_grid(make_client_app(None, SOURCE), 4), [run], WriteTo(folder),
+        run_point(_crashing_grid(make_client_app(None, SOURCE), 4), run, WriteTo(folder),
                   SOURCE)  # fmt: skip
     assert Checkpoint.read(folder).round == 3
     # a new AP and new user processes (nothing of the killed run in memory)
     grid = _client_grid(make_client_app(None, SOURCE))
-    run_cells(grid, [run.replace(resume=True)], WriteTo(folder), SOURCE)
+    run_point(grid, run.replace(resume=True), WriteTo(folder), SOURCE)
     resumed = RunOutcome.load(folder)
     trained = {int(m.metadata.group_id) for m in grid.sent
                if m.metadata.message_type == MessageType.TRAIN}  # fmt: skip
@@ -71,19 +71,19 @@ def test_resume_refuses_another_config_a_folder_without_checkpoint_and_a_finishe
     run = settings_for(problem, **{"strategy.name": "federated"}, rounds=4, channel_uses=2, seed=5)
     folder = tmp_path / "killed"
     with pytest.raises(Killed):
-        run_cells(_crashing_grid(make_client_app(None, SOURCE), 3), [run], WriteTo(folder),
+        run_point(_crashing_grid(make_client_app(None, SOURCE), 3), run, WriteTo(folder),
                   SOURCE)  # fmt: skip
     grid = _client_grid(make_client_app(None, SOURCE))
     other = run.replace(resume=True, snr_db=7.0, rho=2.0)
     with pytest.raises(CheckpointError, match=r"another config: communication\.snr \(20\.0 in the "
                        r"checkpoint, 7\.0 now\); strategy\.rho \(1\.0 in the checkpoint, 2\.0 now\)"):
-        run_cells(grid, [other], WriteTo(folder), SOURCE)
+        run_point(grid, other, WriteTo(folder), SOURCE)
     # how a run is executed may change on resume (progress, timeouts, ...)
-    run_cells(grid, [run.replace(resume=True, round_timeout=99.0)], WriteTo(folder), SOURCE)
+    run_point(grid, run.replace(resume=True, round_timeout=99.0), WriteTo(folder), SOURCE)
     with pytest.raises(CheckpointError, match="the run in this folder finished"):
-        run_cells(grid, [run.replace(resume=True)], WriteTo(folder), SOURCE)
+        run_point(grid, run.replace(resume=True), WriteTo(folder), SOURCE)
     with pytest.raises(CheckpointError, match=r"no checkpoint .*empty.*interrupted run"):
-        run_cells(grid, [run.replace(resume=True)], WriteTo(tmp_path / "empty"), SOURCE)
+        run_point(grid, run.replace(resume=True), WriteTo(tmp_path / "empty"), SOURCE)
 
 
 def test_a_checkpoint_is_replaced_atomically_and_a_damaged_one_is_named(tmp_path):
@@ -165,18 +165,18 @@ def test_an_interrupted_sweep_resumes_its_unfinished_cells_from_their_journals(t
     base = settings_for(problem, **{"strategy.name": "federated"}, rounds=5, channel_uses=2, seed=5)
     cells = [base, base.replace(seed=6), base.replace(**{"strategy.name": "multi_link"})]
     whole = CellStore(tmp_path / "whole")
-    run_cells(_client_grid(make_client_app(None, SOURCE)), cells, whole, SOURCE, in_flight=8)
+    run_points(_client_grid(make_client_app(None, SOURCE)), cells, whole, SOURCE, in_flight=8)
 
     store = CellStore(tmp_path / "store")
     with pytest.raises(Killed):
-        run_cells(_crashing_grid(make_client_app(None, SOURCE), 4), cells, store, SOURCE,
+        run_points(_crashing_grid(make_client_app(None, SOURCE), 4), cells, store, SOURCE,
                   in_flight=8)  # fmt: skip
     for cell in cells:
         assert not store.finished(cell)
         assert Checkpoint.read(store.journal(cell)).round == 3
         assert len((store.journal(cell) / "history.csv").read_text().splitlines()) == 1 + 3
     grid = _client_grid(make_client_app(None, SOURCE))
-    run_cells(grid, cells, store, SOURCE, in_flight=8)
+    run_points(grid, cells, store, SOURCE, in_flight=8)
     trained = {int(m.metadata.group_id) for m in grid.sent
                if m.metadata.message_type == MessageType.TRAIN}  # fmt: skip
     assert trained == {4, 5}

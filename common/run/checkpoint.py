@@ -113,6 +113,19 @@ class Checkpoint:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc
 
+    @staticmethod
+    def completed(folder: str | Path | None) -> int:
+        """The round after which the checkpoint in ``folder`` was made; 0 when there is no
+        readable one (only its record is read, not the AP's state)."""
+        if folder is None:
+            return 0
+        path = Path(folder) / CHECKPOINT_FILE
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return int(json.loads(str(data[_RECORD]))["round"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
     def check_settings(self, settings: RunSettings, folder: str | Path) -> None:
         """Refuse to resume a run configured differently from the one checkpointed."""
         differ = _differences(_identity(RunSettings.from_json(self.settings)),

@@ -1,0 +1,131 @@
+"""Which SuperNode runs which user: node discovery for the AP.
+
+Node ids are opaque, so the AP asks each node that joins which user it runs
+(its node config's ``partition-id``). The query names the run, so a device
+that cannot serve it (its index, its model, its prepared assets) says why at
+once. At the start the AP waits until every user's node has joined, and a node
+that cannot serve the run stops it; later, nodes that join (a SuperNode that
+came back after a failure, under a new node id) are asked too and take their
+user over at the next round, and one that cannot serve is left out with a
+warning. One :class:`UserNodes` serves every point of a sweep (the same nodes).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import Message, MessageType
+from flwr.serverapp import Grid
+
+from transport import records
+
+logger = logging.getLogger(__name__)
+
+# How long a round waits for the nodes that joined since the last one to say who they are.
+QUERY_TIMEOUT_S = 30.0
+
+
+class UsersNotConnected(RuntimeError):
+    """Fewer users than configured joined the federation in time."""
+
+
+class NodeRefused(RuntimeError):
+    """A node cannot serve the run (its node config, model or assets); names the reason."""
+
+
+class UserNodes:
+    """The node of every user (``user → node id``), learned by asking each new node once.
+
+    Parameters
+    ----------
+    group_size : int
+        How many users the nodes serve (a simulation of a sweep has as many nodes as its
+        largest point has users): a node that says a ``partition-id`` from here on is a
+        misconfigured device.
+    """
+
+    def __init__(self, group_size: int) -> None:
+        self.group_size = group_size
+        self.user_nodes: dict[int, int] = {}
+        self._asked: set[int] = set()
+
+    def node(self, user: int) -> int:
+        return self.user_nodes[user]
+
+    def user_of(self) -> dict[int, int]:
+        """``node id → user`` for the nodes known now."""
+        return {node: user for user, node in self.user_nodes.items()}
+
+    def connect(
+        self, grid: Grid, users: tuple[int, ...], settings: str, wait: float
+    ) -> dict[int, int]:
+        """The nodes of ``users`` (the run's ``settings`` as JSON, named in every query).
+
+        At the start, wait up to ``wait`` seconds until every user's node has joined;
+        under way, only ask the nodes that joined since.
+
+        Raises
+        ------
+        UsersNotConnected
+            Some user's node did not join within ``wait`` seconds.
+        NodeRefused
+            At the start, a node cannot serve the run (the reason it gave).
+        """
+        wanted = set(users)
+        if wanted <= set(self.user_nodes):  # under way: a node that fails now fails alone
+            self._identify(grid, users, settings, QUERY_TIMEOUT_S, strict=False)
+            return self.user_nodes
+        deadline = time.monotonic() + wait
+        while not wanted <= set(self.user_nodes):
+            if self._identify(grid, users, settings, wait, strict=True):
+                continue
+            if time.monotonic() > deadline:
+                missing = sorted(wanted - set(self.user_nodes))
+                raise UsersNotConnected(
+                    f"users {missing} did not connect within {wait:.0f} s; start one "
+                    f"SuperNode per user with node config partition-id=0..{len(wanted) - 1}"
+                )
+            time.sleep(0.1)
+        return self.user_nodes
+
+    def _identify(
+        self, grid: Grid, users: tuple[int, ...], settings: str, timeout: float, *, strict: bool
+    ) -> bool:
+        """Ask the nodes not asked before which user they run; False if there were none.
+
+        ``strict`` (at the start): a node that cannot serve the run stops it. Later the
+        node is left out with a warning, and one that did not answer is asked again."""
+        new = [n for n in grid.get_node_ids() if n not in self._asked]
+        if not new:
+            return False
+        self._asked.update(new)
+        queries = [
+            Message(records.query(settings), dst_node_id=n, message_type=MessageType.QUERY)
+            for n in new
+        ]
+        replies = grid.send_and_receive(queries, timeout=timeout)
+        if not strict:
+            self._asked -= set(new) - {reply.metadata.src_node_id for reply in replies}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            user, reason = records.read_identity(reply)
+            problem = None
+            if reason is not None:
+                problem = f"node {node} cannot serve this run: {reason}"
+            elif user >= self.group_size:
+                problem = (
+                    f"node {node} has node config partition-id={user}, outside this run's "
+                    f"users 0..{self.group_size - 1}"
+                )
+            if problem is not None:
+                if strict:
+                    raise NodeRefused(problem)
+                logger.warning("%s; it is left out", problem)
+                continue
+            if user in users:
+                previous = self.user_nodes.get(user)
+                if previous is not None and previous != node:
+                    logger.warning("user %d is back on node %d (was node %d)", user, node, previous)
+                self.user_nodes[user] = node
+        return True

@@ -1,0 +1,312 @@
+"""Running sweep points over one set of SuperNodes: lockstep batches, sessions and sinks.
+
+A sweep is a list of points (one :class:`RunSettings` each; a single run is a
+sweep of one). Points that share their users, their number of rounds and the
+rounds already completed (a resumed point) can share every Flower round:
+:func:`lockstep_batches` groups them once, in batches of at most
+``in_flight``, and each batch runs as one :class:`AlignmentStrategy`. Each
+point's outcome goes to a :class:`Sink` as soon as it finishes (the sweep
+store, or a single run's output folder), so an interrupted sweep keeps every
+finished point; its rounds go to the sink's journal as they finish, so an
+unfinished point resumes from there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from flwr.app import Array, ArrayRecord
+from flwr.serverapp import Grid
+
+from common.parties.access_point import access_point_class
+from common.run.checkpoint import CheckpointError, Checkpoint, remove_checkpoint
+from common.run.reporting import headline
+from common.run.results import RunOutcome
+from common.run.session import Session, build_access_point
+from common.run.settings import RunSettings
+from common.run.sources import ProblemSource
+from server.nodes import NodeRefused, UserNodes, UsersNotConnected
+from server.pacing import PacedGrid
+from server.strategy import AlignmentStrategy
+
+logger = logging.getLogger(__name__)
+
+# How many points of a sweep share each Flower round by default (run config
+# ``points-in-flight``, Hydra ``sweep_in_flight``): Flower's fixed cost per round is paid once
+# for all of them.
+POINTS_IN_FLIGHT = 8
+
+
+class PointsFailed(RuntimeError):
+    """Some points of a sweep failed (the others finished and were written)."""
+
+
+class Sink(Protocol):
+    """Where a finished point's outcome goes (returns the folder it was written to), and
+    where its rounds and AP checkpoint go while it runs (``journal``; None: nowhere)."""
+
+    def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path: ...
+
+    def journal(self, settings: RunSettings) -> Path | None: ...
+
+
+@dataclass(frozen=True)
+class WriteTo:
+    """A sink that writes one run's outcome into ``folder`` (picklable, unlike a closure)."""
+
+    folder: str | Path
+
+    def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path:
+        outcome.save(self.folder)
+        remove_checkpoint(self.folder)  # the run is finished: nothing to resume
+        return Path(self.folder)
+
+    def journal(self, settings: RunSettings) -> Path:
+        """A single run keeps its rounds in its own output folder as they finish."""
+        return Path(self.folder)
+
+
+def open_session(
+    settings: RunSettings,
+    source: ProblemSource,
+    journal: Path | None = None,
+    *,
+    resume: bool | None = None,
+) -> Session:
+    """The AP of one run over its own inputs, and the session that will drive it.
+
+    Parameters
+    ----------
+    settings : RunSettings
+        The run.
+    source : ProblemSource
+        Where the AP's inputs come from (only the AP's are loaded).
+    journal : Path, optional
+        Where the session writes its history and checkpoint after every round.
+    resume : bool, optional
+        Continue from the checkpoint in ``journal`` (default: ``experiment.resume``).
+
+    Raises
+    ------
+    ValueError
+        The source provides another number of users than the settings name.
+    CheckpointError
+        Resuming without a journal, or from a checkpoint that does not fit.
+    """
+    if source.num_users != settings.num_users:
+        raise ValueError(
+            f"the source provides {source.num_users} users but the settings name "
+            f"{settings.num_users} ({', '.join(settings.users.models)})"
+        )
+    inputs = source.ap_inputs()
+    ap = build_access_point(settings, inputs, list(range(settings.num_users)))
+    session = Session(ap, settings, inputs, journal=journal)
+    if settings.experiment.resume if resume is None else resume:
+        if journal is None:
+            raise CheckpointError(
+                "experiment.resume=true continues a single run in its output folder; a sweep "
+                "resumes by itself (its finished points are kept and skipped)"
+            )
+        session.resume(journal)
+    return session
+
+
+def run_sessions(
+    grid: Grid,
+    sessions: Sequence[Session],
+    *,
+    nodes: UserNodes | None = None,
+    node_wait_timeout: float = 300.0,
+    round_timeout: float = 3600.0,
+    round_timeout_factor: float = 0.0,
+) -> list[RunOutcome]:
+    """Run every round of ``sessions`` in lockstep over ``grid``; their outcomes, in order.
+
+    A round waits at most ``round_timeout`` seconds, and ``round_timeout_factor`` times
+    the slowest round so far once one has completed (:class:`~server.pacing.PacedGrid`).
+    """
+    strategy = AlignmentStrategy(sessions, nodes=nodes, node_wait_timeout=node_wait_timeout)
+    initial = ArrayRecord(
+        {f"{i}.{k}": Array(v) for i, s in enumerate(sessions) for k, v in s.ap.precoders().items()}
+    )
+    result = strategy.start(
+        grid=PacedGrid(grid, round_timeout, round_timeout_factor),
+        initial_arrays=initial,
+        num_rounds=strategy.rounds_to_run,
+        timeout=round_timeout,
+    )
+    outcomes = []
+    for index, session in enumerate(sessions):
+        prefix = f"{index}."
+        precoders = {
+            k[len(prefix) :]: a.numpy() for k, a in result.arrays.items() if k.startswith(prefix)
+        }
+        outcomes.append(session.outcome(precoders=precoders))
+    return outcomes
+
+
+def _journal(sink: Sink, point: RunSettings) -> Path | None:
+    return sink.journal(point) if hasattr(sink, "journal") else None
+
+
+def _resumes(point: RunSettings, journal: Path | None, sweep: bool) -> bool:
+    """A single run resumes when asked; a sweep's point whenever its journal holds a
+    checkpoint (a sweep started again goes on by itself)."""
+    return point.experiment.resume or (sweep and Checkpoint.completed(journal) > 0)
+
+
+def lockstep_batches(
+    points: Sequence[RunSettings], in_flight: int, completed: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Point indices in batches of at most ``in_flight`` points that can share every round:
+    same users, same number of rounds and the same rounds ``completed`` (resumed points),
+    split as evenly as possible."""
+    completed = [0] * len(points) if completed is None else completed
+    classes: dict[tuple, list[int]] = {}
+    for i, point in enumerate(points):
+        rounds = access_point_class(point.strategy.name).rounds_for(point.experiment.rounds)
+        classes.setdefault((point.users.models, rounds, completed[i]), []).append(i)
+    batches = []
+    for members in classes.values():
+        count = -(-len(members) // in_flight)
+        batches += [members[b::count] for b in range(count)]
+    return batches
+
+
+# Failures of the grid itself: no point can run, so the sweep stops at once.
+GRID_FAILURES = (UsersNotConnected, NodeRefused)
+
+
+@dataclass
+class _Failure:
+    number: int
+    error: Exception
+
+
+def _run(
+    grid: Grid,
+    points: Sequence[RunSettings],
+    sink: Sink,
+    source: ProblemSource | None,
+    in_flight: int,
+) -> list[_Failure]:
+    """Run the points; the failures of single points, in order (grid failures raise)."""
+    if in_flight < 1:
+        raise ValueError(f"in_flight must be at least 1, got {in_flight}")
+    sweep = len(points) > 1
+    journals = [_journal(sink, point) for point in points]
+    resumes = [_resumes(p, j, sweep) for p, j in zip(points, journals, strict=True)]
+    completed = [Checkpoint.completed(j) if r else 0 for j, r in zip(journals, resumes, strict=True)]
+    nodes = UserNodes(max(point.num_users for point in points))
+    failed: list[_Failure] = []
+    done = 0
+
+    def fail(number: int, exc: Exception) -> None:
+        text = " ".join([f"{type(exc).__name__}: {exc}", *getattr(exc, "__notes__", [])])
+        logger.error("point %d/%d failed: %s", number, len(points), text)
+        failed.append(_Failure(number, exc))
+
+    for batch in lockstep_batches(points, in_flight, completed):
+        opened: list[tuple[int, Session]] = []
+        for i in batch:
+            try:
+                session = open_session(
+                    points[i], source or _asset_source(points[i]), journals[i], resume=resumes[i]
+                )
+            except Exception as exc:
+                fail(i + 1, exc)
+                continue
+            opened.append((i + 1, session))
+        if not opened:
+            continue
+        if sweep:
+            numbers = ", ".join(str(n) for n, _ in opened)
+            logger.info("points %s of %d (%d finished)", numbers, len(points), done)
+        sessions = [s for _, s in opened]
+        experiment = [s.settings.experiment for s in sessions]
+        try:
+            outcomes = run_sessions(
+                grid,
+                sessions,
+                nodes=nodes,
+                node_wait_timeout=max(s.settings.node_wait for s in sessions),
+                round_timeout=max(e.round_timeout for e in experiment),
+                round_timeout_factor=max(e.round_timeout_factor for e in experiment),
+            )
+        except GRID_FAILURES:
+            raise
+        except Exception as exc:
+            for number, _ in opened:
+                fail(number, exc)
+            continue
+        for (number, session), outcome in zip(opened, outcomes, strict=True):
+            if len(outcome.results):  # the summary first: a write below may fail
+                logger.info("%s", headline(outcome.results))
+            try:
+                folder = sink(session.settings, outcome)
+            except Exception as exc:
+                if session.journal is not None:
+                    exc.add_note(
+                        f"the history and failures of every round are kept in "
+                        f"{session.journal} (written as the run went)"
+                    )
+                fail(number, exc)
+                continue
+            done += 1
+            logger.info("wrote the tables and precoders.npz to %s", folder)
+    return failed
+
+
+def run_points(
+    grid: Grid,
+    points: Sequence[RunSettings],
+    sink: Sink,
+    source: ProblemSource | None = None,
+    *,
+    in_flight: int = 1,
+) -> None:
+    """Run the points over the same nodes, each with a fresh AP and users.
+
+    Up to ``in_flight`` points that can share every round (:func:`lockstep_batches`) run
+    in lockstep; each point's numbers are those it gets alone. Each outcome goes to
+    ``sink`` as soon as its point finishes. A point that fails is reported and the sweep
+    goes on with the others.
+
+    Raises
+    ------
+    PointsFailed
+        Some points failed (named, with their errors); the others were written.
+    UsersNotConnected, NodeRefused
+        The nodes cannot run any point: the sweep stops at once.
+    """
+    failed = _run(grid, points, sink, source, in_flight)
+    if failed:
+        shown = [f"point {f.number}: {type(f.error).__name__}: {f.error}" for f in failed[:3]]
+        more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+        raise PointsFailed(f"{len(failed)} of {len(points)} points failed: {'; '.join(shown)}{more}")
+
+
+def run_point(
+    grid: Grid, settings: RunSettings, sink: Sink, source: ProblemSource | None = None
+) -> None:
+    """Run one experiment over the nodes; its outcome goes to ``sink``.
+
+    Raises
+    ------
+    Exception
+        Whatever stopped the run, as it was raised (a sweep of one point, whose failure
+        is its own error rather than :class:`PointsFailed`).
+    """
+    failed = _run(grid, [settings], sink, source, 1)
+    if failed:
+        raise failed[0].error
+
+
+def _asset_source(settings: RunSettings) -> ProblemSource:
+    from common.assets.source import AssetSource
+
+    return AssetSource(settings)

@@ -1,0 +1,1 @@
+"""How the protocol travels over Flower: the records both apps read and write."""
