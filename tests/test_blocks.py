@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from common.maths import channel, fading
+from common.maths import fading, noise
 from common.maths.compression import compress, compressed_dim, decompress
 from common.maths.whitening import fit_whitening
 from tests.synthetic import link
@@ -79,10 +79,10 @@ def test_block_fading_changes_the_channel_every_coherence_block():
 
 
 def test_noise_variance_follows_snr_definition():
-    assert math.isclose(channel.noise_variance(1.0, 4, 20.0), 1.0 / (4 * 100))
-    assert channel.noise_variance(2.0, 1, 0.0) == 2.0
-    assert channel.noise_variance(1.0, 4, math.inf) == 0.0
-    n = channel.complex_noise((4, 20000), 0.3, np.random.default_rng(5))
+    assert math.isclose(noise.noise_variance(1.0, 4, 20.0), 1.0 / (4 * 100))
+    assert noise.noise_variance(2.0, 1, 0.0) == 2.0
+    assert noise.noise_variance(1.0, 4, math.inf) == 0.0
+    n = noise.complex_noise((4, 20000), 0.3, np.random.default_rng(5))
     assert abs(np.mean(np.abs(n) ** 2) - 0.3) < 0.01
 
 

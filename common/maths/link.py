@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from common.maths import channel, validation
+from common.maths import noise, validation
 from common.maths.compression import compressed_dim
 from common.schema import Scope, Section, check, setting
 
@@ -52,8 +52,8 @@ class LinkConfig(Section):
 
     @property
     def noise_variance(self) -> float:
-        """``σ² = P / (u · 10^{SNR/10})`` (:func:`common.maths.channel.noise_variance`)."""
-        return channel.noise_variance(self.power, self.channel_uses, self.snr_db)
+        """``σ² = P / (u · 10^{SNR/10})`` (:func:`common.maths.noise.noise_variance`)."""
+        return noise.noise_variance(self.power, self.channel_uses, self.snr_db)
 
     def compression_factor(self, latent_dim: int) -> float:
         """``ζ = u / m`` in percent, with ``m = ⌈d/2⌉`` the AP's complex latent size."""

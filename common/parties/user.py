@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from common.maths import channel, validation
+from common.maths import noise, validation
 from common.maths.compression import compress
 from common.maths.conventions import CORRECTED, Conventions
 from common.maths.fading import PERFECT_CSI, RAYLEIGH, ChannelConfig, CsiConfig, draw_link_channels
@@ -218,13 +218,13 @@ class User(abc.ABC):
     def receive(self, signal: np.ndarray, stream: Stream) -> np.ndarray:
         """``𝓗 s + n``: the signal through this user's true channel (the test-time one for
         evaluation noise), noise from ``stream``."""
-        noise = channel.complex_noise(
+        w = noise.complex_noise(
             (self.link.rx_dim, signal.shape[1]),
             self.noise_variance,
             rng(self.seed, stream, self.index),
         )
         h = self.h_test if stream == Stream.EVAL_NOISE else self.h_block
-        return h @ signal + noise
+        return h @ signal + w
 
     def evaluate(self, message: protocol.Message) -> dict[str, float]:
         """Task accuracy, MSE to the clean latents, and clean accuracy (the upper bound)."""

@@ -1,4 +1,5 @@
-"""Noise from SNR (the channel models are in :mod:`common.maths.fading`).
+"""Receiver noise: its variance from the SNR, and its samples (the channel models are in
+:mod:`common.maths.fading`).
 
 Arguments come from a validated :class:`~common.maths.link.LinkConfig`.
 """
