@@ -15,6 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("FEDALIGN_CACHE", str(REPO / ".cache" / "fedalign"))
 
 
+@pytest.fixture
+def task_identity():
+    """Flower messages need a run identity, which Flower's runtimes set and tests fake."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, 0
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     """The shared, persistent cache folder (the zoo's assets survive between runs)."""

@@ -22,7 +22,6 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import default_user, make_client_app, state_key
 from common.parties import protocol
@@ -41,12 +40,8 @@ NODES = {1001: 0, 1002: 1, 1003: 2}  # node id -> user index (partition-id)
 
 
 @pytest.fixture(autouse=True)
-def task_identity():
-    """Messages need a run identity, which Flower's runtimes set and these tests fake."""
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, 0
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+def _run_identity(task_identity):
+    """Every test here builds Flower messages."""
 
 
 class FakeGrid:

@@ -12,7 +12,9 @@ from common.run.session import Session
 from server.nodes import NodeRefused
 from server.strategy import AlignmentStrategy
 from tests.synthetic import settings_for
-from tests.test_apps import SOURCE, FakeGrid, _drive, _sessions, task_identity  # noqa: F401
+from tests.test_apps import SOURCE, FakeGrid, _drive, _sessions
+
+pytestmark = pytest.mark.usefixtures("task_identity")  # Flower messages need a run identity
 
 
 @pytest.mark.parametrize("config, message", [

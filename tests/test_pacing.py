@@ -10,7 +10,8 @@ from flwr.app import Message, MessageType, RecordDict
 from common.run.settings import ConfigError
 from conf import settings as configured
 from server.pacing import PacedGrid
-from tests.test_apps import task_identity  # noqa: F401 (fixture: messages need a run identity)
+
+pytestmark = pytest.mark.usefixtures("task_identity")  # Flower messages need a run identity
 
 
 class _Grid:

@@ -95,6 +95,15 @@ def test_a_run_with_a_permanently_failed_user_exits_non_zero_unless_allowed(tmp_
     assert allowed.returncode == 0, allowed.stderr[-2000:]
 
 
+def test_yamls_bare_nan_is_the_nan_fault_kind_not_a_float():
+    """``faults.kind=nan`` reaches the settings as the float NaN (YAML and Hydra read a bare
+    ``nan`` so); it is the fault kind ``"nan"``, and a user then sends NaN uplinks."""
+    from conf import settings
+
+    assert settings("faults.kind=nan", "faults.users=1").faults.kind == "nan"
+    assert settings("faults.kind='nan'", "faults.users=1").faults.kind == "nan"
+
+
 @pytest.mark.parametrize("override, message", [
     ("+foo=1", "config key(s) 'foo' are not read by any part of the program"),
     ("communication.snr=1e308", "must be in [-50, 100] dB (or inf for no noise), got 1e+308"),
@@ -104,16 +113,10 @@ def test_a_run_with_a_permanently_failed_user_exits_non_zero_unless_allowed(tmp_
     ("experiment.rounds=100000000", "rounds must be at most 100,000"),
     ("communication.antennas_transmitter=10000", "GiB are available: reduce"),
     ("communication.channel_usage=1000000", "GiB are available: reduce"),
-    ("faults.kind=nan", None),  # YAML's nan is the fault kind: accepted (checked below)
 ])  # fmt: skip
 def test_refused_runs_fail_before_ray_and_leave_no_output_folder(
     tmp_path, cache_dir, override, message
 ):
-    if message is None:
-        from conf import settings
-
-        assert settings("faults.kind=nan", "faults.users=1").faults.kind == "nan"
-        return
     proc = _cli(tmp_path, override, "hydra.run.dir=outputs/run", f"cache_dir={cache_dir}")
     assert proc.returncode == 1
     assert message in proc.stderr, proc.stderr[-1000:]

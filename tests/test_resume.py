@@ -12,7 +12,9 @@ from common.run.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError
 from common.run.results import RunOutcome
 from server.sweep import WriteTo, run_point, run_points
 from tests.synthetic import settings_for
-from tests.test_apps import SOURCE, _client_grid, task_identity  # noqa: F401 (fixture)
+from tests.test_apps import SOURCE, _client_grid
+
+pytestmark = pytest.mark.usefixtures("task_identity")  # Flower messages need a run identity
 
 
 class Killed(BaseException):
