@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from common.files import publish
-from common.run.settings import RunSettings
+from common.run.settings import RunSettings, stored_identity
 
 CHECKPOINT_FILE = "checkpoint.npz"
 _STATE = "state."  # array names in the file: the AP's state, and the record as JSON
@@ -42,9 +42,10 @@ def _identity(settings: RunSettings) -> dict[str, Any]:
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the values that differ between two settings dictionaries."""
+    """Dotted names of the values that differ between two settings dictionaries (a setting
+    the old one lacks is newer than it, and taken at its value now)."""
     names = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(old):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             names += _differences(a, b, f"{prefix}{key}.")
@@ -128,8 +129,7 @@ class Checkpoint:
 
     def check_settings(self, settings: RunSettings, folder: str | Path) -> None:
         """Refuse to resume a run configured differently from the one checkpointed."""
-        differ = _differences(_identity(RunSettings.from_json(self.settings)),
-                              _identity(settings))  # fmt: skip
+        differ = _differences(stored_identity(self.settings), _identity(settings))
         if differ:
             raise CheckpointError(
                 f"the checkpoint in {folder} was made with another config: "

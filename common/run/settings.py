@@ -140,6 +140,10 @@ class DataSettings(Section):
     pilot_fraction: Annotated[float, check(validation.fraction)] = setting(
         "share of the training split used as semantic pilots, in (0, 1]", scope=Scope.PILOTS
     )
+    download: Annotated[bool, check(validation.boolean)] = setting(
+        "fetch the dataset's files when they are missing (false: refuse at once)",
+        scope=Scope.EXECUTION,
+    )
 
 
 class UserSettings(Section):
@@ -502,11 +506,34 @@ class RunSettings(Section):
 
     @classmethod
     def from_json(cls, text: str) -> RunSettings:
-        """Settings written by :meth:`to_json` (or in the flat layout of earlier versions)."""
-        raw = json.loads(text)
-        if "link" in raw and "communication" not in raw:
-            raw = _from_flat(raw)
-        return cls._validated(raw)
+        """Settings written by :meth:`to_json` (every setting; see :func:`stored_identity`
+        for settings stored by earlier versions)."""
+        return cls._validated(json.loads(text))
+
+
+def stored_identity(text: str) -> dict:
+    """The settings that change the numbers (:meth:`RunSettings.identity`) as a stored JSON
+    holds them: written by :meth:`RunSettings.to_json` of this or an earlier version, the
+    flat layout before the sections included. A setting newer than the text is left out
+    (its default reproduces what runs did before it existed)."""
+    raw = json.loads(text)
+    if "link" in raw and "communication" not in raw:
+        raw = _from_flat(raw)
+    out: dict = {}
+    for key in RunSettings.keys(_changes_results):
+        node, value = raw, None
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            value = node
+            target = out
+            *parents, last = key.split(".")
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[last] = _jsonable(value)
+    return out
 
 
 def settings_from_config(cfg: Mapping[str, Any]) -> RunSettings:
@@ -618,17 +645,12 @@ _FLAT = {
     "channel.estimation": "csi.estimation", "channel.csi_snr_db": "csi.snr",
     "channel.ageing": "csi.ageing",
 }  # fmt: skip
-# What the flat layout did not hold: execution settings, at values that change nothing.
-_FLAT_EXTRA = {
-    "users.count": None, "sweep_store": None, "sweep_in_flight": 1, "simulation": None,
-    "base_station.status": None, "base_station.strategy": None,
-    "experiment.node_timeout_per_user": 2.0, "experiment.round_timeout_factor": 10.0,
-}  # fmt: skip
 
 
 def _from_flat(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings in the flat layout of earlier versions, as a nested config."""
-    values = dict(_FLAT_EXTRA)
+    """Settings in the flat layout of earlier versions, as a nested config (its ``models``
+    were resolved: no ``count``)."""
+    values: dict[str, Any] = {"users.count": None}
     for name, value in flat.items():
         if isinstance(value, Mapping):
             values.update({_FLAT[f"{name}.{k}"]: v for k, v in value.items()})
