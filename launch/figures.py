@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         base = settings("experiment.progress=false", *args.overrides)
-        models = {g: settings(f"users={g}", *args.overrides).users.models
+        # the overrides' zoo (users=paper10, users.zoo=paper), each study group of it
+        models = {g: settings(*args.overrides, f"users.group={g}", "users.count=null",
+                              "users.models=null").users.models
                   for g in ("heterogeneous", "homogeneous")}  # fmt: skip
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
