@@ -219,3 +219,21 @@ def test_the_parsed_digits_are_cached_and_an_unusable_cache_is_skipped(tmp_path,
     fallback, _ = data._mnist5k_digits()
     np.testing.assert_array_equal(fallback, images)
     data._mnist5k_digits.cache_clear()
+
+
+def test_data_download_false_refuses_missing_files_at_once(tmp_path, monkeypatch):
+    """``data.download=false`` (a setting declared once, with its YAML default): a missing
+    dataset is refused naming its folder, and nothing is fetched."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    from common.assets.source import AssetSource
+    from conf import settings
+
+    def fetch(*args, **kwargs):
+        raise AssertionError("data.download=false must not fetch anything")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", fetch)
+    source = AssetSource(settings("data=cifar10", f"data.root={tmp_path}", "data.download=false"))
+    with pytest.raises(DatasetNotFoundError, match=CIFAR10_FOLDER):
+        source.test_size()
+    assert settings().data.download is True  # the default: fetch when missing

@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str, root: str | None, split_seed: int) -> ImageSplits:
-    return load_dataset(name, root=root, split_seed=split_seed)
+def _dataset(name: str, root: str | None, split_seed: int, download: bool) -> ImageSplits:
+    return load_dataset(name, root=root, split_seed=split_seed, download=download)
 
 
 class HeadPredictor:
@@ -69,7 +69,7 @@ class AssetSource(ProblemSource):
 
     def _data(self) -> ImageSplits:
         s = self.settings
-        return _dataset(s.data.name, s.data.root, s.data.split_seed)
+        return _dataset(s.data.name, s.data.root, s.data.split_seed, s.data.download)
 
     def _latents(self, spec, progress: bool = False) -> ModelLatents:
         s = self.settings
