@@ -17,6 +17,7 @@ import pytest
 from clients.client_app import SharedUsers, default_user
 from clients.shelf import Shelf
 from common.assets.source import RUN_ONLY_SETTINGS, AssetSource
+from common.files import TEMPORARY
 from common.maths.conventions import Conventions
 from common.parties.consensus import AdmmUser
 from common.parties.feature_selection import FeatureMapUser
@@ -89,7 +90,7 @@ def test_concurrent_processes_build_once_and_all_map_the_same_file(tmp_path):
     assert _Counted(log).calls() == 1
     expected = float(np.abs(_arrays()["complex"]).sum())
     assert results == [(expected, True)] * 4  # equal values, mapped rather than copied
-    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written is left
+    assert not list(tmp_path.glob(f"{TEMPORARY}*"))  # nothing half-written is left
 
 
 def test_what_cannot_be_shared_is_kept_by_the_process_with_one_warning(tmp_path, caplog):
