@@ -12,7 +12,7 @@ serialises the processes that build the same thing.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import os
 import shutil
 import tempfile
@@ -20,19 +20,37 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import filelock
+
 TEMPORARY = ".tmp-"  # how the name of every temporary file or folder begins
 
 
-@contextlib.contextmanager
-def locked(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` (created if missing); the system releases
-    it if the holder dies."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def locked(path: str | Path, timeout: float = -1) -> filelock.FileLock:
+    """An exclusive lock on the file ``path``, across processes, to hold with ``with``.
+
+    Parameters
+    ----------
+    path
+        The lock file; created if missing, but not its folder.
+    timeout
+        Seconds to wait for the lock; ``-1`` waits as long as it takes, ``0`` tries once.
+
+    Returns
+    -------
+    filelock.FileLock
+        The lock, not yet acquired. The system releases it if its holder dies.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``path`` does not exist (a removed folder is not created again).
+    filelock.Timeout
+        On entering the ``with`` block, when another holder kept it ``timeout`` seconds.
+    """
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no folder for the lock file", str(folder))
+    return filelock.FileLock(path, timeout=timeout)
 
 
 def _umask() -> int:

@@ -10,8 +10,8 @@ so a reader never sees half an entry. An entry is trusted only if its checksum,
 shapes and dtypes match its manifest and every value is finite; a damaged
 entry is reported and rebuilt.
 
-Many processes may share one cache: building an entry holds a per-entry lock
-(``flock``), so one process builds while the others wait and then read it. A
+Many processes may share one cache: building an entry holds a per-entry file
+lock, so one process builds while the others wait and then read it. A
 replaced entry is first moved aside by an atomic rename, so there is no moment
 at which another process can delete or half-see it, and readers never delete
 anything. A cache folder this process cannot write to is used read-only.
