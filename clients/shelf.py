@@ -26,12 +26,11 @@ import logging
 import mmap
 import os
 import pickle
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.files import locked
+from common.files import atomic_folder, locked
 
 logger = logging.getLogger(__name__)
 
@@ -100,24 +99,20 @@ class Shelf:
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             self._warn(f"{type(value).__name__} cannot be pickled ({exc})")
             return False
-        staging = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
         try:
-            staging.mkdir()
-            layout, offset = [], 0
-            with open(staging / BUFFERS, "wb") as out:
-                for buffer in buffers:
-                    raw = buffer.raw()
-                    out.write(b"\0" * (-offset % ALIGN))
-                    offset += -offset % ALIGN
-                    out.write(raw)
-                    layout.append([offset, raw.nbytes])
-                    offset += raw.nbytes
-            (staging / PAYLOAD).write_bytes(payload)
-            (staging / LAYOUT).write_text(json.dumps(layout))
-            staging.rename(entry)
+            with atomic_folder(entry) as staging:
+                layout, offset = [], 0
+                with open(staging / BUFFERS, "wb") as out:
+                    for buffer in buffers:
+                        raw = buffer.raw()
+                        out.write(b"\0" * (-offset % ALIGN))
+                        offset += -offset % ALIGN
+                        out.write(raw)
+                        layout.append([offset, raw.nbytes])
+                        offset += raw.nbytes
+                (staging / PAYLOAD).write_bytes(payload)
+                (staging / LAYOUT).write_text(json.dumps(layout))
         except OSError as exc:  # full, or removed under us: this process keeps its own
-            shutil.rmtree(staging, ignore_errors=True)
             self._warn(f"cannot write {entry} ({exc})")
             return False
         return True

@@ -1,30 +1,56 @@
-"""Files that several processes write: permissions after an atomic rename, and locks.
+"""Files that several processes write: atomic writes, their permissions, and locks.
 
-``tempfile`` creates files and folders private (0600 files, 0700 folders) so
-that nobody sees them half-written; once complete they get the permissions any
-other file or folder would get under the process's umask, e.g. readable by the
-group. A lock file serialises the processes that build the same thing.
+A file or folder is written under a temporary name beside its final one
+(``.tmp-<name>-<random>``) and renamed into place once complete, so that no
+reader ever sees it half-written; the temporary is removed on any failure,
+Ctrl-C included. ``tempfile`` creates temporaries private (0600 files, 0700
+folders); once complete they get the permissions any other file or folder
+would get under the process's umask, e.g. readable by the group. A lock file
+serialises the processes that build the same thing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
+
+import filelock
+
+TEMPORARY = ".tmp-"  # how the name of every temporary file or folder begins
 
 
-@contextlib.contextmanager
-def locked(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` (created if missing); the system releases
-    it if the holder dies."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def locked(path: str | Path, timeout: float = -1) -> filelock.FileLock:
+    """An exclusive lock on the file ``path``, across processes, to hold with ``with``.
+
+    Parameters
+    ----------
+    path
+        The lock file; created if missing, but not its folder.
+    timeout
+        Seconds to wait for the lock; ``-1`` waits as long as it takes, ``0`` tries once.
+
+    Returns
+    -------
+    filelock.FileLock
+        The lock, not yet acquired. The system releases it if its holder dies.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder of ``path`` does not exist (a removed folder is not created again).
+    filelock.Timeout
+        On entering the ``with`` block, when another holder kept it ``timeout`` seconds.
+    """
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no folder for the lock file", str(folder))
+    return filelock.FileLock(path, timeout=timeout)
 
 
 def _umask() -> int:
@@ -43,3 +69,123 @@ def publish(path: str | Path) -> None:
             os.chmod(child, (0o777 if child.is_dir() else 0o666) & ~mask)
     else:
         os.chmod(path, 0o666 & ~mask)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can fsync a folder
+        _fsync(path)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
+    """Write the file ``path`` through a temporary beside it, renamed over it at the end.
+
+    Parameters
+    ----------
+    path
+        The file to write or replace; its folder must exist.
+    mode
+        How the temporary is opened (``"wb"``, or ``"w"`` for text).
+    fsync
+        Flush the file and then its folder to the disk, so that it survives a crash.
+
+    Yields
+    ------
+    IO
+        The temporary, open in ``mode``; ``path`` is replaced when the block ends without error.
+
+    Raises
+    ------
+    OSError
+        The temporary cannot be written or renamed (the temporary is removed, ``path`` is
+        left as it was); so is any error raised in the block, Ctrl-C included.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY}{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode) as handle:
+            yield handle
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        publish(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    final: str | Path, *, replace: bool = False, fsync: bool = False
+) -> Iterator[Path]:
+    """Fill a staging folder beside ``final``, renamed to ``final`` at the end.
+
+    Whether or not ``replace`` is set, a ``final`` that another process publishes
+    while this one is writing is kept, and this one's folder is dropped: both
+    were built from the same inputs.
+
+    Parameters
+    ----------
+    final
+        The folder to publish; the folder that holds it must exist.
+    replace
+        An existing ``final`` is replaced: first moved aside by an atomic rename (there
+        is no moment at which another process can half-see it), then deleted. Otherwise
+        the existing one is kept.
+    fsync
+        Flush every file in the folder, the folder, and the folder that holds it to the
+        disk, so that it survives a crash.
+
+    Yields
+    ------
+    pathlib.Path
+        The empty staging folder; it is published when the block ends without error.
+
+    Raises
+    ------
+    OSError
+        The staging folder cannot be created, written or renamed (it is removed, ``final``
+        is left as it was); so is any error raised in the block, Ctrl-C included.
+    """
+    final = Path(final)
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY}{final.name}-", dir=final.parent))
+    trash = None
+    try:
+        yield staging
+        publish(staging)
+        if fsync:
+            for path in staging.rglob("*"):
+                if path.is_file():
+                    _fsync(path)
+            _fsync_folder(staging)
+        if replace and final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY}{final.name}-", dir=final.parent))
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(final, trash / final.name)
+        try:
+            os.replace(staging, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            # published by another process meanwhile: keep that one
+            shutil.rmtree(staging, ignore_errors=True)
+        if fsync:
+            _fsync_folder(final.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import psutil
+
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
@@ -92,24 +94,16 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 
 
 def descendants(pid: int) -> list[tuple[int, str]]:
-    """Every live process below ``pid`` (Linux ``/proc``), with its command line."""
-    from pathlib import Path
-
-    children: dict[int, list[int]] = {}
-    commands: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        status = _status(int(entry.name)) if entry.name.isdigit() else None
-        if status is None or status[0] == "Z":  # gone, or a zombie: computes nothing
-            continue
-        with contextlib.suppress(OSError):
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            children.setdefault(status[1], []).append(int(entry.name))
-            commands[int(entry.name)] = command.decode(errors="replace")
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append((child, commands.get(child, "")))
-        todo += children.get(child, [])
+    """Every live process below ``pid`` (a zombie computes nothing), with its command line."""
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:  # gone
+        return []
+    found = []
+    for child in below:
+        with contextlib.suppress(psutil.Error):  # gone meanwhile
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found.append((child.pid, " ".join(child.cmdline())))
     return found
 
 
@@ -149,20 +143,12 @@ def stop_tree(pid: int, grace: float = 3.0) -> None:
             os.kill(target, signal.SIGKILL)
 
 
-def _status(pid: int) -> tuple[str, int] | None:
-    """A process's state letter and parent (Linux ``/proc``); None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()  # the name may hold spaces
-        return fields[0], int(fields[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def is_alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie does not)."""
-    status = _status(pid)
-    return status is not None and status[0] != "Z"
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:  # gone
+        return False
 
 
 if __name__ == "__main__":  # `eval "$(python -m launch.environment)"` in shell scripts

@@ -10,7 +10,6 @@ returns exactly what a deployed run leaves behind.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -20,6 +19,8 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import filelock
 
 from clients.client_app import UserFactory, default_user, make_client_app
 from clients.shelf import Shelf
@@ -100,13 +101,14 @@ def remove_orphan_shelves(base: Path) -> list[Path]:
     removed = []
     for folder in base.glob(f"{SHELF_PREFIX}*"):
         try:
-            with open(folder / OWNER) as owner:
-                fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except FileNotFoundError:
-            with contextlib.suppress(OSError):
-                if time.time() - folder.stat().st_mtime < 60:
-                    continue
-        except OSError:  # locked: its owner runs (maybe in another PID namespace)
+            if (folder / OWNER).exists():
+                with locked(folder / OWNER, timeout=0):  # free: its owner is gone
+                    pass
+            elif time.time() - folder.stat().st_mtime < 60:
+                continue
+        except filelock.Timeout:  # held: its owner runs (maybe in another PID namespace)
+            continue
+        except OSError:  # removed meanwhile, or another account's
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)

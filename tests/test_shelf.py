@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import multiprocessing
 import os
@@ -17,6 +16,7 @@ import pytest
 from clients.client_app import SharedUsers, default_user
 from clients.shelf import Shelf
 from common.assets.source import AssetSource
+from common.files import TEMPORARY, locked
 from common.maths.conventions import Conventions
 from common.parties.consensus import AdmmUser
 from common.parties.feature_selection import FeatureMapUser
@@ -89,7 +89,7 @@ def test_concurrent_processes_build_once_and_all_map_the_same_file(tmp_path):
     assert _Counted(log).calls() == 1
     expected = float(np.abs(_arrays()["complex"]).sum())
     assert results == [(expected, True)] * 4  # equal values, mapped rather than copied
-    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written is left
+    assert not list(tmp_path.glob(f"{TEMPORARY}*"))  # nothing half-written is left
 
 
 def test_what_cannot_be_shared_is_kept_by_the_process_with_one_warning(tmp_path, caplog):
@@ -111,8 +111,7 @@ def test_a_simulation_shelf_is_removed_at_the_end_and_orphans_are_swept(tmp_path
         folder.mkdir()
     (orphan / OWNER).touch()  # its owner died: nobody holds the lock
     os.utime(stale, (time.time() - 120,) * 2)  # no owner file for two minutes
-    with open(live / OWNER, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # a running owner (any PID namespace)
+    with locked(live / OWNER):  # a running owner (any PID namespace)
         assert sorted(remove_orphan_shelves(tmp_path)) == [orphan, stale]
     assert live.exists() and fresh.exists()  # fresh: being created
     with user_shelf() as shelf:
@@ -145,8 +144,7 @@ def test_what_one_process_could_not_publish_the_others_build_without_waiting(tmp
     other = Shelf(tmp_path / "shelf")
     lock = next((tmp_path / "shelf").glob("*.lock"))
     got = []
-    with open(lock) as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # the lock is busy: the other must not wait on it
+    with locked(lock):  # the lock is busy: the other must not wait on it
         waiter = threading.Thread(target=lambda: got.append(other.get("k", build)), daemon=True)
         waiter.start()
         waiter.join(timeout=30)

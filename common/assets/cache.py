@@ -10,8 +10,8 @@ so a reader never sees half an entry. An entry is trusted only if its checksum,
 shapes and dtypes match its manifest and every value is finite; a damaged
 entry is reported and rebuilt.
 
-Many processes may share one cache: building an entry holds a per-entry lock
-(``flock``), so one process builds while the others wait and then read it. A
+Many processes may share one cache: building an entry holds a per-entry file
+lock, so one process builds while the others wait and then read it. A
 replaced entry is first moved aside by an atomic rename, so there is no moment
 at which another process can delete or half-see it, and readers never delete
 anything. A cache folder this process cannot write to is used read-only.
@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from platformdirs import user_cache_dir
 from safetensors.numpy import load as load_bytes
 from safetensors.numpy import save_file
 
-from common.files import locked, publish
+from common.files import atomic_folder, locked
 from common.maths.validation import non_finite
 
 logger = logging.getLogger(__name__)
@@ -44,7 +43,6 @@ FORMAT_VERSION = 1
 ENV_VAR = "FEDALIGN_CACHE"
 ARRAYS_FILE = "arrays.safetensors"
 MANIFEST_FILE = "manifest.json"
-_TMP_PREFIX = ".tmp-"
 
 Arrays = dict[str, np.ndarray]
 Builder = Callable[[], tuple[Arrays, dict]]
@@ -84,27 +82,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can fsync a folder
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _read_at(folder: int, name: str) -> bytes:
     """The bytes of file ``name`` in the folder opened as ``folder``."""
     fd = os.open(name, os.O_RDONLY, dir_fd=folder)
     with os.fdopen(fd, "rb") as handle:
         return handle.read()
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 class Cache:
@@ -208,41 +190,17 @@ class Cache:
         if (bad := _non_finite(tensors)) is not None:
             raise ValueError(f"refusing to cache {kind} array {bad!r}: it has non-finite values")
         entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=entry.parent))
-        trash = None
-        try:
-            save_file(tensors, str(tmp / ARRAYS_FILE))
-            with open(tmp / ARRAYS_FILE, "rb+") as handle:
-                os.fsync(handle.fileno())
+        with atomic_folder(entry, replace=True, fsync=True) as staging:
+            save_file(tensors, str(staging / ARRAYS_FILE))
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "kind": kind,
                 "key": manifest_key,
-                "arrays_sha256": file_sha256(tmp / ARRAYS_FILE),
+                "arrays_sha256": file_sha256(staging / ARRAYS_FILE),
                 "arrays": _layout(tensors),
                 "meta": meta,
             }
-            _write_file(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
-            publish(tmp)
-            _fsync_dir(tmp)
-            if entry.exists():  # move the old entry aside atomically; deleted below
-                trash = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=entry.parent))
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(entry, trash / "old")
-            try:
-                os.replace(tmp, entry)
-            except OSError:
-                if not entry.exists():
-                    raise
-                # Another process stored the same key in the meantime: keep theirs.
-                shutil.rmtree(tmp, ignore_errors=True)
-            _fsync_dir(entry.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        finally:
-            if trash is not None:
-                shutil.rmtree(trash, ignore_errors=True)
+            (staging / MANIFEST_FILE).write_bytes((json.dumps(manifest, indent=1) + "\n").encode())
         return entry
 
     def get_or_build(self, kind: str, key: dict, build: Builder) -> tuple[Arrays, dict, bool]:

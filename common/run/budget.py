@@ -14,9 +14,10 @@ exhausting the machine seconds later.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import psutil
 
 from common.run.settings import RunSettings
 
@@ -54,15 +55,8 @@ def estimate(
 
 
 def available_memory() -> int:
-    """Bytes the machine can still give (``MemAvailable``; total memory where unknown)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """Bytes the machine can still give without swapping (the kernel's ``MemAvailable``)."""
+    return psutil.virtual_memory().available
 
 
 def check_fits(needed: MemoryEstimate, available: int, what: str) -> None:

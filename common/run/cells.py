@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from common.files import publish
+from common.files import atomic_folder
 from common.run.results import RunOutcome
 from common.run.settings import RunSettings
 
@@ -59,20 +57,9 @@ class CellStore:
         """Write the outcome and the settings it came from; atomic as a whole."""
         final = self.path(settings)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.root))
-        try:
-            outcome.save(tmp)
-            (tmp / SETTINGS_FILE).write_text(settings.to_json() + "\n")
-            publish(tmp)
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                if not final.is_dir():
-                    raise
-                shutil.rmtree(tmp)  # the same cell finished elsewhere meanwhile: keep that one
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with atomic_folder(final) as staging:  # a cell finished elsewhere meanwhile is kept
+            outcome.save(staging)
+            (staging / SETTINGS_FILE).write_text(settings.to_json() + "\n")
         journal = self.journal(settings)
         shutil.rmtree(journal, ignore_errors=True)  # finished: nothing to resume
         with contextlib.suppress(OSError):

@@ -18,13 +18,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common.files import publish
+from common.files import atomic_file
 from common.run.settings import RunSettings, stored_identity
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -76,19 +75,9 @@ class Checkpoint:
         }  # fmt: skip
         arrays = {_STATE + name: value for name, value in self.ap_state.items()}
         arrays[_RECORD] = np.array(json.dumps(record))
-        handle, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_FILE}.", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(out, **arrays)
-                out.flush()
-                os.fsync(out.fileno())
-            publish(tmp)
-            final = folder / CHECKPOINT_FILE
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        final = folder / CHECKPOINT_FILE
+        with atomic_file(final, fsync=True) as out:
+            np.savez(out, **arrays)
         return final
 
     @classmethod

@@ -3,43 +3,28 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from common.files import publish
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        publish(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from common.files import atomic_file
 
 
 def write_tables(out_dir: str | Path, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
-    """``results`` goes to parquet and csv, every other table to csv."""
+    """``results`` goes to parquet and csv, every other table to csv; each file atomically."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, frame in tables.items():
         if name == "results":
-            path = out / "results.parquet"
-            atomic_write(path, lambda p, f=frame: f.to_parquet(p, index=False))
-            written.append(path)
-        path = out / f"{name}.csv"
-        atomic_write(path, lambda p, f=frame: f.to_csv(p, index=False))
-        written.append(path)
+            with atomic_file(out / "results.parquet") as handle:
+                frame.to_parquet(handle, index=False)
+            written.append(out / "results.parquet")
+        with atomic_file(out / f"{name}.csv") as handle:
+            frame.to_csv(handle, index=False)
+        written.append(out / f"{name}.csv")
     return written
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.files import atomic_file
 from common.maths.compression import compressed_dim
 from common.maths.fading import PERFECT_CSI, RAYLEIGH, ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
 from common.parties.ledger import Ledger
-from common.run.reporting import atomic_write, write_tables
+from common.run.reporting import write_tables
 
 RESULT_COLUMNS = (
     "method", "dataset", "seed", "ap_model", "user", "user_model", "user_group", "channel_usage",
@@ -173,7 +174,8 @@ class RunOutcome:
             raise NoResults(self.failures)
         written = write_tables(out_dir, self.tables())
         path = Path(out_dir) / PRECODERS_FILE
-        atomic_write(path, lambda p: _save_npz(p, self.precoders))
+        with atomic_file(path) as handle:  # a file object: np.savez would append ".npz" to a name
+            np.savez(handle, **self.precoders)
         return [*written, path]
 
     @classmethod
@@ -203,8 +205,3 @@ class NoResults(RuntimeError):
             "every user failed, so the run has no results (nothing was written)"
             + (f": {reasons}" if reasons else "")
         )
-
-
-def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
-    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to the name
-        np.savez(handle, **arrays)
