@@ -14,10 +14,10 @@ Models: ``rayleigh`` (i.i.d. ``CN(0, 1)``, the paper's and the default, whose
 numbers do not change), ``correlated`` (Kronecker model with exponential
 correlation ``ρ^|i-j|`` at both ends, from Sionna), ``rician`` (a line-of-sight
 rank-one component between half-wavelength uniform linear arrays plus the
-scattered part, power split by the K-factor). ``coherence_uses`` makes the
-channel block-fading over the ``u`` uses: a fresh draw every ``coherence_uses``
-uses (0: one draw for all of them). Every entry has unit mean power under every
-model.
+scattered part, power split by the K-factor). ``coherence_uses`` (``B``) makes the
+channel block-fading over the ``u`` uses: ``⌈u/B⌉`` independent draws, each held for
+``⌈u/⌈u/B⌉⌉`` consecutive uses (the last possibly fewer), so at most ``B`` uses each
+(0: one draw for all of them). Every entry has unit mean power under every model.
 
 Channel knowledge: ``perfect``, or an estimate from ``N_t`` orthogonal training
 symbols at ``csi_snr_db`` per entry: least squares (``Ĥ = H + E``) or LMMSE
