@@ -26,6 +26,31 @@ class Aggregator:
 
     ``weights`` (one per user, positive) are used by the rules that weigh users;
     ``trim_fraction`` is the share of users cut at each end by trimming rules.
+
+    A subclass implements :meth:`combine` and sets :attr:`name`; it is chosen by
+    registering it with ``@AGGREGATORS.register("name")`` (:data:`common.registry.AGGREGATORS`)
+    or by its import path ``package.module:Class`` in ``consensus.aggregator``. It is
+    built as ``cls(trim_fraction=...)`` (:func:`aggregator`), so a subclass that defines
+    its own ``__init__`` must accept that keyword. Calling an instance
+    (:meth:`__call__`) checks the inputs and stacks them before :meth:`combine`.
+
+    Parameters
+    ----------
+    trim_fraction : float, optional
+        Share of the users cut at each end by trimming rules, in ``[0, 0.5)``; ignored by
+        the others. Default 0.
+
+    Attributes
+    ----------
+    name : str
+        The rule's registered name (class attribute; ``""`` on the base class).
+    trim_fraction : float
+        The validated ``trim_fraction``.
+
+    Raises
+    ------
+    common.maths.validation.InvalidValue
+        ``trim_fraction`` is not a finite number in ``[0, 0.5)`` (a ``ValueError``).
     """
 
     name = ""
@@ -36,6 +61,27 @@ class Aggregator:
         )
 
     def __call__(self, local: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+        """The consensus ``F`` of the local precoders (ALGORITHM.md, §3, step 5).
+
+        Parameters
+        ----------
+        local : sequence of ndarray, each shape (m, n), complex128
+            The local matrices ``F_k`` (``Nt·u × m`` precoders), at least one.
+        weights : sequence of float
+            One weight per local matrix (each user's reliability, ``1 / pilot MSE``);
+            only weighing rules use them.
+
+        Returns
+        -------
+        ndarray, shape (m, n)
+            The combined matrix, of the stack's dtype (complex128 for precoders).
+
+        Raises
+        ------
+        ValueError
+            ``local`` is empty, ``weights`` does not have one entry per local matrix, or
+            :meth:`combine` refuses the weights.
+        """
         if not len(local):
             raise ValueError("consensus needs at least one local F")
         if len(weights) != len(local):
@@ -43,6 +89,25 @@ class Aggregator:
         return self.combine(np.stack(local), np.asarray(weights, dtype=float))
 
     def combine(self, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The rule itself; every subclass implements it.
+
+        Parameters
+        ----------
+        stack : ndarray, shape (K, m, n), complex128
+            The ``K`` local matrices, stacked along the first axis (at least one).
+        weights : ndarray, shape (K,), float64
+            One weight per local matrix, in the order of ``stack``.
+
+        Returns
+        -------
+        ndarray, shape (m, n)
+            The combined matrix, of the stack's dtype.
+
+        Raises
+        ------
+        NotImplementedError
+            On the base class.
+        """
         raise NotImplementedError
 
 
@@ -60,6 +125,20 @@ class Mean(Aggregator):
     name = "mean"
 
     def combine(self, stack, weights):
+        """``mean_k F_k`` over the first axis (the weights are ignored).
+
+        Parameters
+        ----------
+        stack : ndarray, shape (K, m, n), complex128
+            The local matrices.
+        weights : ndarray, shape (K,), float64
+            Ignored.
+
+        Returns
+        -------
+        ndarray, shape (m, n), complex128
+            The mean.
+        """
         return np.mean(stack, axis=0)
 
 
@@ -70,6 +149,25 @@ class WeightedMean(Aggregator):
     name = "weighted_mean"
 
     def combine(self, stack, weights):
+        """``Σ_k w_k F_k / Σ_k w_k``.
+
+        Parameters
+        ----------
+        stack : ndarray, shape (K, m, n), complex128
+            The local matrices.
+        weights : ndarray, shape (K,), float64
+            One finite, positive weight per local matrix (normalised here).
+
+        Returns
+        -------
+        ndarray, shape (m, n), complex128
+            The weighted mean.
+
+        Raises
+        ------
+        ValueError
+            A weight is not finite or not > 0.
+        """
         if not np.all(np.isfinite(weights)) or np.any(weights <= 0):
             raise ValueError(f"weights must be finite and > 0, got {weights.tolist()}")
         return np.tensordot(weights / weights.sum(), stack, axes=1)
@@ -83,6 +181,23 @@ class Median(Aggregator):
     name = "median"
 
     def combine(self, stack, weights):
+        """Coordinate-wise median over the first axis, real and imaginary parts apart.
+
+        For an even ``K`` each coordinate is the mean of its two middle values
+        (``numpy.median``); the weights are ignored.
+
+        Parameters
+        ----------
+        stack : ndarray, shape (K, m, n), complex128 or float
+            The local matrices.
+        weights : ndarray, shape (K,), float64
+            Ignored.
+
+        Returns
+        -------
+        ndarray, shape (m, n)
+            The median, complex128 for a complex stack.
+        """
         return _per_part(stack, lambda part: np.median(part, axis=0))
 
 
@@ -93,6 +208,23 @@ class TrimmedMean(Aggregator):
     name = "trimmed_mean"
 
     def combine(self, stack, weights):
+        """Coordinate-wise mean of what remains after cutting ``⌊β K⌋`` values at each end.
+
+        ``β`` is :attr:`trim_fraction` (< 0.5, so at least one value remains); real and
+        imaginary parts are sorted and averaged apart; the weights are ignored.
+
+        Parameters
+        ----------
+        stack : ndarray, shape (K, m, n), complex128 or float
+            The local matrices.
+        weights : ndarray, shape (K,), float64
+            Ignored.
+
+        Returns
+        -------
+        ndarray, shape (m, n)
+            The trimmed mean, complex128 for a complex stack.
+        """
         cut = math.floor(self.trim_fraction * stack.shape[0])
 
         def rule(part: np.ndarray) -> np.ndarray:
@@ -103,5 +235,26 @@ class TrimmedMean(Aggregator):
 
 
 def aggregator(name: str, trim_fraction: float) -> Aggregator:
-    """The rule called ``name`` (or ``package.module:Class``)."""
+    """The rule called ``name`` (or ``package.module:Class``).
+
+    Parameters
+    ----------
+    name : str
+        A registered name (``mean``, ``weighted_mean``, ``median``, ``trimmed_mean``) or
+        the import path ``package.module:Class`` of an :class:`Aggregator` subclass.
+    trim_fraction : float
+        Passed to the rule's constructor as ``trim_fraction=``, in ``[0, 0.5)``.
+
+    Returns
+    -------
+    Aggregator
+        A new instance of the rule.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is unknown, cannot be imported, or does not name an :class:`Aggregator`
+        subclass (:meth:`common.registry.Registry.get`); or ``trim_fraction`` is out of
+        range (:class:`~common.maths.validation.InvalidValue`).
+    """
     return AGGREGATORS.get(name, subclass_of=Aggregator)(trim_fraction=trim_fraction)

@@ -21,7 +21,26 @@ NAMES = ("corrected", "paper")
 
 @dataclass(frozen=True)
 class Conventions:
-    """Which reading a run follows; each property names one difference."""
+    """Which reading a run follows; each property names one difference.
+
+    ALGORITHM.md, §7 "The two conventions" lists every difference and where it is used.
+    The module's :data:`CORRECTED` and :data:`PAPER` are the two instances.
+
+    Parameters
+    ----------
+    name : str
+        ``"corrected"`` (ALGORITHM.md) or ``"paper"`` (the paper's published code).
+
+    Attributes
+    ----------
+    name : str
+        The validated name.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is neither ``"corrected"`` nor ``"paper"``.
+    """
 
     name: str
 
@@ -31,6 +50,7 @@ class Conventions:
 
     @property
     def paper(self) -> bool:
+        """Whether this is the paper code's reading."""
         return self.name == "paper"
 
     @property
@@ -39,7 +59,21 @@ class Conventions:
         return 1.0 / math.sqrt(2.0) if self.paper else 1.0
 
     def noise_variance(self, link: LinkConfig) -> float:
-        """σ² of the complex noise: P/(u·SNR) (ours) or σ = √((1/Nr)/SNR)/u (paper)."""
+        """σ² of the complex noise: P/(u·SNR) (ours) or σ = √((1/Nr)/SNR)/u (paper).
+
+        ALGORITHM.md, §2 *Noise and SNR* (ours) and §7 (paper: ``1/(Nr·10^{SNR/10}·u²)``,
+        independent of ``P``).
+
+        Parameters
+        ----------
+        link : LinkConfig
+            The link's ``P``, ``u``, ``Nr`` and SNR (dB).
+
+        Returns
+        -------
+        float
+            The noise variance σ² (linear); 0 for an infinite SNR.
+        """
         if not self.paper:
             return link.noise_variance
         if link.snr_db == math.inf:
@@ -50,6 +84,21 @@ class Conventions:
         """The paper code's G-step term: ``nσ(1+j)`` added to every entry of ``R Rᴴ``.
 
         (Ours adds ``nσ² I``; see :func:`common.maths.admm.equalizer`.)
+        ALGORITHM.md, §7 "The two conventions", G-step loading.
+
+        Parameters
+        ----------
+        n : int
+            The number of pilots.
+        link : LinkConfig
+            The link, for this convention's :meth:`noise_variance`.
+        size : int
+            The side of ``R Rᴴ``: ``Nr·u``.
+
+        Returns
+        -------
+        ndarray, shape (size, size), complex128
+            ``nσ(1+j)`` in every entry (for :func:`common.maths.admm.equalizer_with`).
         """
         return n * math.sqrt(self.noise_variance(link)) * (1 + 1j) * np.ones((size, size))
 
@@ -69,7 +118,23 @@ class Conventions:
         return self.paper
 
     def accuracy(self, predictions: np.ndarray, labels: np.ndarray) -> float:
-        """Fraction correct (ours) or the mean over 512-sample batches of the macro average."""
+        """Fraction correct (ours) or the mean over 512-sample batches of the macro average.
+
+        The paper's score averages, per batch of :data:`PAPER_BATCH` test samples, the
+        accuracy of each class present in the batch, then averages the batches.
+
+        Parameters
+        ----------
+        predictions : ndarray, shape (n_test,), int
+            Predicted class labels.
+        labels : ndarray, shape (n_test,), int
+            True class labels.
+
+        Returns
+        -------
+        float
+            The accuracy in [0, 1].
+        """
         if not self.paper:
             return float(np.mean(predictions == labels))
         scores = []
@@ -79,7 +144,22 @@ class Conventions:
         return float(np.mean(scores))
 
     def mse(self, decoded: np.ndarray, clean: np.ndarray, link: LinkConfig) -> float:
-        """Mean squared error per entry (ours) or that divided by u (paper)."""
+        """Mean squared error per entry (ours) or that divided by u (paper).
+
+        Parameters
+        ----------
+        decoded : ndarray, shape (n_test, d_k), float
+            The user's decoded latents.
+        clean : ndarray, shape (n_test, d_k), float
+            Its clean test latents.
+        link : LinkConfig
+            The link (its channel uses ``u``, for the paper's reading).
+
+        Returns
+        -------
+        float
+            The MSE (latent units squared).
+        """
         mse = float(np.mean((decoded - clean) ** 2))
         return mse / link.channel_uses if self.paper else mse
 

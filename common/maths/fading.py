@@ -14,10 +14,10 @@ Models: ``rayleigh`` (i.i.d. ``CN(0, 1)``, the paper's and the default, whose
 numbers do not change), ``correlated`` (Kronecker model with exponential
 correlation ``ρ^|i-j|`` at both ends, from Sionna), ``rician`` (a line-of-sight
 rank-one component between half-wavelength uniform linear arrays plus the
-scattered part, power split by the K-factor). ``coherence_uses`` makes the
-channel block-fading over the ``u`` uses: a fresh draw every ``coherence_uses``
-uses (0: one draw for all of them). Every entry has unit mean power under every
-model.
+scattered part, power split by the K-factor). ``coherence_uses`` (``B``) makes the
+channel block-fading over the ``u`` uses: ``⌈u/B⌉`` independent draws, each held for
+``⌈u/⌈u/B⌉⌉`` consecutive uses (the last possibly fewer), so at most ``B`` uses each
+(0: one draw for all of them). Every entry has unit mean power under every model.
 
 Channel knowledge: ``perfect``, or an estimate from ``N_t`` orthogonal training
 symbols at ``csi_snr_db`` per entry: least squares (``Ĥ = H + E``) or LMMSE
@@ -46,6 +46,20 @@ class ChannelConfig(Section):
     """The model the MIMO channel ``H`` is drawn from, and its parameters (a part of the
     configuration's ``communication`` section).
 
+    Attributes
+    ----------
+    model : str
+        One of :data:`MODELS`.
+    correlation : float
+        Exponential correlation coefficient ``ρ_c`` at both ends, in ``[0, 1)``
+        (``correlated``).
+    k_factor : float
+        Rician K-factor, linear (not dB), ``>= 0`` (``rician``).
+    coherence_uses : int
+        Channel uses per fading block, ``>= 0`` (0: one channel for all ``u`` uses).
+
+    Each field's check and description are its ``setting(...)`` declaration.
+
     Raises
     ------
     pydantic.ValidationError
@@ -73,6 +87,19 @@ class ChannelConfig(Section):
 class CsiConfig(Section):
     """What each user knows of its channel (the configuration's ``csi`` section).
 
+    Attributes
+    ----------
+    estimation : str
+        One of :data:`ESTIMATORS`.
+    csi_snr_db : float
+        SNR of the estimation training symbols per entry, in dB (config key ``snr``;
+        ``inf``: no estimation error).
+    ageing : float
+        Gauss–Markov correlation between the training and the test-time channel, in
+        ``[0, 1]`` (1: the same channel).
+
+    Each field's check and description are its ``setting(...)`` declaration.
+
     Raises
     ------
     pydantic.ValidationError
@@ -97,7 +124,13 @@ class CsiConfig(Section):
 
     @property
     def perfect(self) -> bool:
-        """Today's assumptions: the user knows the one static channel, unchanged at test."""
+        """Today's assumptions: the user knows the one static channel, unchanged at test.
+
+        Returns
+        -------
+        bool
+            ``estimation == "perfect"`` and ``ageing == 1``.
+        """
         return self.estimation == "perfect" and self.ageing == 1.0
 
 
@@ -109,7 +142,17 @@ PERFECT_CSI = CsiConfig(estimation="perfect", csi_snr_db=math.inf, ageing=1.0)
 
 @dataclass(frozen=True)
 class LinkChannels:
-    """One user's block-diagonal channels over the ``u`` uses (``Nr·u × Nt·u`` each)."""
+    """One user's block-diagonal channels over the ``u`` uses (``Nr·u × Nt·u`` each).
+
+    Attributes
+    ----------
+    train : ndarray, shape (Nr·u, Nt·u), complex128
+        The true channel ``𝓗`` the training pilots go through.
+    known : ndarray, shape (Nr·u, Nt·u), complex128
+        The user's estimate ``𝓗̂`` of ``train`` (``train`` itself under perfect CSI).
+    test : ndarray, shape (Nr·u, Nt·u), complex128
+        The true channel ``𝓗^{test}`` at test time (``train`` aged, or ``train``).
+    """
 
     train: np.ndarray
     known: np.ndarray
@@ -117,12 +160,40 @@ class LinkChannels:
 
 
 def cn(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """I.i.d. ``CN(0, 1)`` entries (each part of variance 1/2)."""
+    """I.i.d. ``CN(0, 1)`` entries (each part of variance 1/2).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The shape of the draw.
+    rng : numpy.random.Generator
+        The stream to draw from (real parts first, then imaginary parts).
+
+    Returns
+    -------
+    ndarray, shape ``shape``, complex128
+    """
     return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / math.sqrt(2.0)
 
 
 def exponential_correlation(coefficient: float, n: int) -> np.ndarray:
-    """``R_ij = ρ^|i-j|`` (Sionna's ``exp_corr_mat``), as numpy."""
+    """``R_ij = ρ^|i-j|`` (Sionna's ``exp_corr_mat``), as numpy.
+
+    ALGORITHM.md, §6 "Channel models and channel knowledge" (``correlated``). Imports
+    torch and Sionna.
+
+    Parameters
+    ----------
+    coefficient : float
+        The correlation coefficient ``ρ``, in ``[0, 1)``.
+    n : int
+        The number of antennas.
+
+    Returns
+    -------
+    ndarray, shape (n, n), complex128
+        The (real-valued) correlation matrix.
+    """
     import torch
     from sionna.phy.channel import exp_corr_mat
 
@@ -131,7 +202,25 @@ def exponential_correlation(coefficient: float, n: int) -> np.ndarray:
 
 
 def correlate(h: np.ndarray, r_tx: np.ndarray, r_rx: np.ndarray) -> np.ndarray:
-    """``R_rx^{1/2} H R_tx^{1/2}`` through Sionna's Kronecker model (a batch of H at once)."""
+    """``R_rx^{1/2} H R_tx^{1/2}`` through Sionna's Kronecker model (a batch of H at once).
+
+    Uses ``sionna.phy.channel.KroneckerModel`` in double precision (imports torch and
+    Sionna). ALGORITHM.md, §6 "Channel models and channel knowledge" (``correlated``).
+
+    Parameters
+    ----------
+    h : ndarray, shape (blocks, Nr, Nt), complex128
+        Uncorrelated channel draws ``H_w``.
+    r_tx : ndarray, shape (Nt, Nt), complex128
+        Transmit-side correlation matrix.
+    r_rx : ndarray, shape (Nr, Nr), complex128
+        Receive-side correlation matrix.
+
+    Returns
+    -------
+    ndarray, shape (blocks, Nr, Nt), complex128
+        The correlated draws.
+    """
     import torch
     from sionna.phy.channel import KroneckerModel
 
@@ -140,12 +229,56 @@ def correlate(h: np.ndarray, r_tx: np.ndarray, r_rx: np.ndarray) -> np.ndarray:
 
 
 def steering(n: int, angle: float) -> np.ndarray:
-    """Response of an ``n``-antenna half-wavelength ULA to a plane wave at ``angle`` (rad)."""
+    """Response of an ``n``-antenna half-wavelength ULA to a plane wave at ``angle`` (rad).
+
+    ``a(θ)_i = e^{jπ i sin θ}`` (ALGORITHM.md, §6, ``rician``).
+
+    Parameters
+    ----------
+    n : int
+        The number of antennas.
+    angle : float
+        The angle of arrival or departure, in radians from broadside.
+
+    Returns
+    -------
+    ndarray, shape (n,), complex128
+        Unit-modulus entries.
+    """
     return np.exp(1j * math.pi * np.arange(n) * math.sin(angle))
 
 
 class ChannelModel:
-    """Draws ``H`` (``Nr × Nt``) blocks of one model; ``scattered`` is its zero-mean part."""
+    """Draws ``H`` (``Nr × Nt``) blocks of one model; ``scattered`` is its zero-mean part.
+
+    ``H = mean + scattered``: ``rayleigh`` has a zero mean and ``CN(0, 1)`` scattering;
+    ``correlated`` correlates the scattering at both ends (Kronecker, Sionna);
+    ``rician`` adds the line-of-sight mean ``√(K/(K+1)) a_r(θ_r) a_t(θ_t)ᴴ`` and scales
+    the scattering by ``√(1/(K+1))`` (ALGORITHM.md, §6 "Channel models and channel
+    knowledge"). A new model adds its branch here (see docs/ARCHITECTURE.md, "Where to
+    add things").
+
+    Parameters
+    ----------
+    config : ChannelConfig
+        The model and its parameters.
+    n_rx : int
+        Receive antennas ``Nr``.
+    n_tx : int
+        Transmit antennas ``Nt``.
+    rng : numpy.random.Generator
+        The user's channel stream; ``rician`` draws its two angles from it, uniform in
+        ``(−π/2, π/2)`` (the other models draw nothing here).
+
+    Attributes
+    ----------
+    config : ChannelConfig
+        As given.
+    n_rx, n_tx : int
+        As given.
+    mean : ndarray, shape (Nr, Nt), complex128
+        The deterministic (line-of-sight) part; zeros except for ``rician``.
+    """
 
     def __init__(self, config: ChannelConfig, n_rx: int, n_tx: int, rng: np.random.Generator):
         self.config, self.n_rx, self.n_tx = config, n_rx, n_tx
@@ -163,7 +296,20 @@ class ChannelModel:
             self._scatter_power = 1.0 / (k + 1.0)
 
     def scattered(self, blocks: int, rng: np.random.Generator) -> np.ndarray:
-        """``blocks`` draws of the zero-mean part (``blocks × Nr × Nt``)."""
+        """``blocks`` draws of the zero-mean part (``blocks × Nr × Nt``).
+
+        Parameters
+        ----------
+        blocks : int
+            The number of independent draws (fading blocks).
+        rng : numpy.random.Generator
+            The stream to draw from.
+
+        Returns
+        -------
+        ndarray, shape (blocks, Nr, Nt), complex128
+            The scattered part, of mean power ``1/(K+1)`` per entry (``rician``) or 1.
+        """
         # block by block: the default model's first draw is the paper's Rayleigh matrix
         h = np.stack([cn((self.n_rx, self.n_tx), rng) for _ in range(blocks)])
         if self._r_tx is not None:
@@ -171,7 +317,16 @@ class ChannelModel:
         return math.sqrt(self._scatter_power) * h
 
     def covariance(self) -> np.ndarray:
-        """Covariance of ``vec(H)`` (column-major) of the zero-mean part."""
+        """Covariance of ``vec(H)`` (column-major) of the zero-mean part.
+
+        ``R = (1/(K+1)) R_txᵀ ⊗ R_rx`` (identity correlation matrices unless
+        ``correlated``); ALGORITHM.md, §6, *CSI* (``lmmse``).
+
+        Returns
+        -------
+        ndarray, shape (Nr·Nt, Nr·Nt), float64 or complex128
+            complex128 for ``correlated`` (with a positive correlation), float64 otherwise.
+        """
         r_tx = np.eye(self.n_tx) if self._r_tx is None else self._r_tx
         r_rx = np.eye(self.n_rx) if self._r_rx is None else self._r_rx
         return self._scatter_power * np.kron(r_tx.T, r_rx)
@@ -180,7 +335,29 @@ class ChannelModel:
 def estimate(
     h: np.ndarray, model: ChannelModel, csi: CsiConfig, rng: np.random.Generator
 ) -> np.ndarray:
-    """The user's estimate of each block of ``h`` (``blocks × Nr × Nt``)."""
+    """The user's estimate of each block of ``h`` (``blocks × Nr × Nt``).
+
+    ALGORITHM.md, §6 "Channel models and channel knowledge", *CSI*: ``perfect``
+    (a copy of ``h``); ``ls``, ``Ĥ = H + E`` with ``E ~ CN(0, σ_e²)`` per entry and
+    ``σ_e² = 10^{−csi_snr_db/10}`` (``N_t`` orthogonal unit-power training symbols);
+    ``lmmse``, ``vec(Ĥ) = vec(M) + R(R + σ_e² I)⁻¹ vec(Ĥ_LS − M)``.
+
+    Parameters
+    ----------
+    h : ndarray, shape (blocks, Nr, Nt), complex128
+        The true channel blocks.
+    model : ChannelModel
+        The model ``h`` was drawn from (its mean ``M`` and covariance ``R``, for LMMSE).
+    csi : CsiConfig
+        The estimator and its training SNR (dB).
+    rng : numpy.random.Generator
+        The user's CSI stream (the estimation error); not drawn from under ``perfect``.
+
+    Returns
+    -------
+    ndarray, shape (blocks, Nr, Nt), complex128
+        The estimate ``Ĥ`` of each block.
+    """
     if csi.estimation == "perfect":
         return h.copy()
     # N_t orthogonal unit-power training symbols: Y = H P + N, P P^H = N_t I, so the
@@ -199,7 +376,23 @@ def estimate(
 
 
 def block_diagonal(blocks: np.ndarray, channel_uses: int) -> np.ndarray:
-    """``𝓗``: block ``⌊t / B⌋`` on channel use ``t`` (``B = u / blocks`` uses per block)."""
+    """``𝓗``: block ``⌊t / B⌋`` on channel use ``t`` (``B = ⌈u / blocks⌉`` uses per block).
+
+    ``I_u ⊗ H`` for a single block (ALGORITHM.md, §2, *MIMO channel over u uses*); with
+    several, the last block may cover fewer uses (§6, *Block fading*).
+
+    Parameters
+    ----------
+    blocks : ndarray, shape (b, Nr, Nt), complex
+        The channel of each fading block (``1 <= b <= u``).
+    channel_uses : int
+        The channel uses ``u``.
+
+    Returns
+    -------
+    ndarray, shape (Nr·u, Nt·u), complex128
+        Block-diagonal, one ``Nr × Nt`` block per channel use, zeros elsewhere.
+    """
     per_block = -(-channel_uses // blocks.shape[0])
     n_rx, n_tx = blocks.shape[1:]
     out = np.zeros((n_rx * channel_uses, n_tx * channel_uses), dtype=np.complex128)
@@ -220,7 +413,39 @@ def draw_link_channels(
 ) -> LinkChannels:
     """One user's training, known and test channels. ``rng`` draws the channel itself (its
     first draw is the i.i.d. Rayleigh matrix of the default model) from ``config``;
-    ``csi_rng`` draws the estimation error (``csi``) and the ageing innovation."""
+    ``csi_rng`` draws the estimation error (``csi``) and the ageing innovation.
+
+    ALGORITHM.md, §6 "Channel models and channel knowledge": ``⌈u/B⌉`` fading blocks
+    (``B = coherence_uses``, 0: one block), the estimate of :func:`estimate`, and the
+    test channel ``H^{test} = M + α(H − M) + √(1−α²) H'`` (``α = csi.ageing``, ``H'`` a
+    fresh scattered draw) when ``α < 1``.
+
+    Parameters
+    ----------
+    config : ChannelConfig
+        The channel model.
+    csi : CsiConfig
+        The user's channel knowledge and ageing.
+    n_rx : int
+        Receive antennas ``Nr``.
+    n_tx : int
+        Transmit antennas ``Nt``.
+    channel_uses : int
+        Channel uses ``u`` per sample.
+    rng : numpy.random.Generator
+        The user's channel stream (``Stream.CHANNEL``, index k).
+    csi_rng : numpy.random.Generator
+        The user's CSI stream (``Stream.CSI``, index k).
+    scale : float, optional
+        Amplitude factor applied to all three channels (the conventions'
+        :attr:`~common.maths.conventions.Conventions.channel_scale`: 1, or ``1/√2`` for
+        the paper's). Default 1.
+
+    Returns
+    -------
+    LinkChannels
+        The training, known and test channels, ``Nr·u × Nt·u`` complex128 each.
+    """
     coherence = config.coherence_uses or channel_uses
     blocks = -(-channel_uses // coherence)
     model = ChannelModel(config, n_rx, n_tx, rng)

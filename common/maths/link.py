@@ -15,6 +15,22 @@ class LinkConfig(Section):
     The configuration's ``communication`` section (the paper code's key names are the
     aliases); values are checked here, where they enter, and nowhere downstream.
 
+    Attributes
+    ----------
+    antennas_tx : int
+        Transmit antennas ``N_t`` at the AP (config key ``antennas_transmitter``).
+    antennas_rx : int
+        Receive antennas ``N_r`` at each user (config key ``antennas_receiver``).
+    channel_uses : int
+        Channel uses ``u`` per sample (config key ``channel_usage``).
+    snr_db : float
+        Average received SNR per receive antenna and channel use, in dB (config key
+        ``snr``; ``inf``: no noise).
+    power : float
+        Power budget ``P`` (linear): ``‖F‖² ≤ P``, the average transmit energy per sample.
+
+    Each field's check and description are its ``setting(...)`` declaration.
+
     Raises
     ------
     pydantic.ValidationError
@@ -56,5 +72,19 @@ class LinkConfig(Section):
         return noise.noise_variance(self.power, self.channel_uses, self.snr_db)
 
     def compression_factor(self, latent_dim: int) -> float:
-        """``ζ = u / m`` in percent, with ``m = ⌈d/2⌉`` the AP's complex latent size."""
+        """``ζ = u / m`` in percent, with ``m = ⌈d/2⌉`` the AP's complex latent size.
+
+        ALGORITHM.md, §2 "Signal-processing blocks", *Compression factor* (without the
+        side-information uses of the effective ζ).
+
+        Parameters
+        ----------
+        latent_dim : int
+            The AP's real latent size ``d``.
+
+        Returns
+        -------
+        float
+            ``100 · u / ⌈d/2⌉``, in percent.
+        """
         return 100.0 * self.channel_uses / compressed_dim(latent_dim)

@@ -15,6 +15,12 @@ from common.maths.validation import InvalidValue
 
 
 class Stream(enum.IntEnum):
+    """The purposes random numbers are drawn for; with the seed and an index, one stream each.
+
+    ALGORITHM.md, §5 "Choices where the paper is silent", *Randomness*. The values are
+    part of every stream's identity: changing one changes that stream's numbers.
+    """
+
     AP_INIT = 0
     CHANNEL = 1
     EVAL_NOISE = 2
@@ -29,7 +35,25 @@ MAX_SEED = 2**63 - 1  # results tables store seeds as int64
 
 
 def check_seed(seed: object, name: str = "seed") -> int:
-    """A seed is a whole number in ``0..2⁶³−1`` (what the results tables can store)."""
+    """A seed is a whole number in ``0..2⁶³−1`` (what the results tables can store).
+
+    Parameters
+    ----------
+    seed : object
+        The value to check (an integral number; ``bool`` is refused).
+    name : str, optional
+        The value's name in the error (its configuration key). Default ``"seed"``.
+
+    Returns
+    -------
+    int
+        ``seed`` as a Python int.
+
+    Raises
+    ------
+    common.maths.validation.InvalidValue
+        ``seed`` is not a whole number in ``0..`` :data:`MAX_SEED` (a ``ValueError``).
+    """
     if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= int(seed) <= MAX_SEED:
         raise InvalidValue(
             name, f"{name} must be a whole number in 0..{MAX_SEED} (2^63 - 1), got {seed!r}"
@@ -38,5 +62,29 @@ def check_seed(seed: object, name: str = "seed") -> int:
 
 
 def rng(seed: int, stream: Stream, index: int = 0) -> np.random.Generator:
-    """A fresh generator for one purpose of one party."""
+    """A fresh generator for one purpose of one party.
+
+    Seeded with ``[seed, stream, index]``, so the same triple gives the same numbers in
+    every process and runtime.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed, in ``0..`` :data:`MAX_SEED`.
+    stream : Stream
+        The purpose.
+    index : int, optional
+        The party or occasion within the purpose (user k for ``CHANNEL`` and ``CSI``, the
+        round for ``PARTICIPATION``, ...), ``>= 0``. Default 0.
+
+    Returns
+    -------
+    numpy.random.Generator
+        A new generator (numpy's default bit generator).
+
+    Raises
+    ------
+    common.maths.validation.InvalidValue
+        ``seed`` is not a whole number in ``0..`` :data:`MAX_SEED` (a ``ValueError``).
+    """
     return np.random.default_rng([check_seed(seed), int(stream), int(index)])

@@ -29,6 +29,75 @@ class AccessPoint(abc.ABC):
     """One AP holding its pilot and test latents and its precoder state.
 
     ``rounds``, ``rho``, ``seed`` and ``conventions`` come from the validated run settings.
+
+    A subclass (one per method, registered with ``@METHODS.register("name")`` or named
+    by import path ``package.module:ClassName``) provides:
+
+    - ``method``, its registered name, and ``user_class``, the
+      :class:`~common.parties.user.User` subclass that answers it;
+    - :meth:`train_messages`, :meth:`update` and :meth:`test_messages` (abstract);
+    - for an iterative method, :meth:`precoders` and :meth:`restore`, so that an
+      interrupted run can resume from its checkpoint (without ``restore`` it is not
+      checkpointed);
+    - optionally :meth:`rounds_for` (a one-shot method returns 1), :meth:`check_reply`
+      (the shapes it expects, then ``super().check_reply``), :meth:`side_channel_uses`,
+      and ``whitening`` (the whitening of what it sends, for the reported loading);
+    - if it defines ``__init__``, the same arguments, passed on to ``super().__init__``
+      (the session builds every AP class alike).
+
+    Parameters
+    ----------
+    pilots : ndarray, shape (n, d), float
+        The AP's pilot latents, one row per pilot (stored as ``d × n`` float64 columns).
+    test : ndarray, shape (n_test, d), float
+        The AP's test latents, one row per test sample.
+    link : LinkConfig
+        Antennas, channel uses, SNR and power of every link.
+    users : sequence of int
+        The indices of the users it serves (at least one).
+    rounds : int
+        The configured training rounds ``T`` (see :meth:`rounds_for`).
+    rho : float
+        The ADMM penalty ``ρ`` (> 0; used by the ADMM methods).
+    seed : int
+        The run's seed (the AP's random streams).
+    conventions : Conventions, optional
+        The reading of the algorithm (default: corrected).
+    aggregator : Aggregator, optional
+        The consensus rule (default: :class:`~common.maths.aggregation.Mean`).
+
+    Attributes
+    ----------
+    method : str
+        The registered method name (class attribute).
+    user_class : type of User
+        The user side of the method (class attribute).
+    whitening : Whitening or None
+        The AP's whitening of what it sends, if any.
+    link : LinkConfig
+        As given.
+    users : tuple of int
+        As given.
+    rounds : int
+        As given.
+    rho : float
+        As given.
+    seed : int
+        As given.
+    conventions : Conventions
+        As given.
+    aggregator : Aggregator
+        The consensus rule.
+    dim : int
+        The AP's latent size ``d``.
+
+    Raises
+    ------
+    common.maths.validation.InvalidValue
+        The pilot or test latents are not a non-empty 2-D array of finite values (a
+        ``ValueError``).
+    ValueError
+        The pilot and test latents have different feature counts, or ``users`` is empty.
     """
 
     method: ClassVar[str] = ""
@@ -69,21 +138,48 @@ class AccessPoint(abc.ABC):
 
     @property
     def n_pilots(self) -> int:
+        """The number of pilots ``n``."""
         return self._pilots.shape[1]
 
     @classmethod
     def rounds_for(cls, rounds: int) -> int:
         """Training rounds this method runs when configured with ``rounds`` (iterative
-        methods: all of them); known before the AP is built, so runs can be grouped."""
+        methods: all of them); known before the AP is built, so runs can be grouped.
+
+        Overridable (the feature-selection baselines return 1).
+
+        Parameters
+        ----------
+        rounds : int
+            The configured rounds ``T``.
+
+        Returns
+        -------
+        int
+            The rounds this method runs.
+        """
         return rounds
 
     @property
     def num_rounds(self) -> int:
+        """The training rounds this AP runs (:meth:`rounds_for` of its ``rounds``)."""
         return self.rounds_for(self.rounds)
 
     @abc.abstractmethod
     def train_messages(self, users: Sequence[int]) -> dict[int, protocol.Message]:
-        """Downlink of the current round for each listed user."""
+        """Downlink of the current round for each listed user.
+
+        Parameters
+        ----------
+        users : sequence of int
+            This round's participants (a subset of :attr:`users`, sorted).
+
+        Returns
+        -------
+        dict of int to Message
+            One message per listed user, of its ``user_class.TRAIN_KIND`` (users may share
+            one message object); bytes are counted per user.
+        """
 
     @abc.abstractmethod
     def update(
@@ -93,13 +189,41 @@ class AccessPoint(abc.ABC):
     ) -> dict[str, float]:
         """Absorb the replies of the users that answered; return AP-side round metrics.
 
-        ``weights`` (each user's reliability) serve aggregators that weigh users."""
+        ``weights`` (each user's reliability) serve aggregators that weigh users.
+
+        Parameters
+        ----------
+        replies : Mapping of int to Message
+            The accepted uplinks by user (those :meth:`check_reply` let through); may be
+            empty, in which case the state must stay as it is.
+        weights : Mapping of int to float, optional
+            Each replying user's reliability (``1 / pilot MSE``, or 1).
+
+        Returns
+        -------
+        dict of str to float
+            AP-side metrics of the round; the history reads ``primal_residual`` and
+            ``power`` (``‖Z‖²``, linear) from it.
+        """
 
     def check_reply(self, user: int, reply: protocol.Message) -> None:
         """Refuse a reply the update must not see (raises ``ValueError`` saying why).
 
         Non-finite values would poison the consensus for every user; subclasses
         add the shapes they expect.
+
+        Parameters
+        ----------
+        user : int
+            The replying user's index.
+        reply : Message
+            Its uplink.
+
+        Raises
+        ------
+        ValueError
+            An array of the reply holds NaN or Inf. The session catches exactly
+            ``ValueError`` and records the user's failure, so overrides raise it too.
         """
         for name, value in reply.arrays().items():
             if bad := validation.non_finite(value):
@@ -107,16 +231,50 @@ class AccessPoint(abc.ABC):
 
     @abc.abstractmethod
     def test_messages(self, users: Sequence[int]) -> dict[int, protocol.Message]:
-        """The test-split transmission for each listed user."""
+        """The test-split transmission for each listed user.
+
+        Parameters
+        ----------
+        users : sequence of int
+            The users to evaluate (sorted).
+
+        Returns
+        -------
+        dict of int to Message
+            One message per listed user, of its ``user_class.TEST_KIND``.
+        """
 
     def precoders(self) -> dict[str, np.ndarray]:
-        """The learned state, by name (for checks and for saving)."""
+        """The learned state, by name (for checks and for saving).
+
+        Overridable; what it returns is what :meth:`restore` takes back.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Named arrays (empty for a method that learns nothing); e.g. ``F``, ``Z``,
+            ``U`` (``Nt·u × m`` complex128) for the federated AP.
+        """
         return {}
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
         """Take back what :meth:`precoders` returned after some round, to resume an
         interrupted run from its checkpoint. Iterative methods implement it; without it a
-        run of this AP cannot be checkpointed."""
+        run of this AP cannot be checkpointed.
+
+        Parameters
+        ----------
+        state : Mapping of str to ndarray
+            What :meth:`precoders` returned.
+
+        Raises
+        ------
+        NotImplementedError
+            On the base class (the method is not checkpointed).
+        ValueError
+            In implementations, a ``state`` that does not hold this AP's arrays with its
+            shapes.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement restore()")
 
     def _expect_state(self, state: Mapping[str, np.ndarray]) -> None:
@@ -136,15 +294,43 @@ class AccessPoint(abc.ABC):
 
         The convention of the paper's code: Top-K's indices cost as many channel
         uses as the values they index; every other method sends none per sample.
+
+        Returns
+        -------
+        int
+            Channel uses per sample charged to side information (0 here).
         """
         return 0
 
     @property
     def whitening_loading(self) -> float:
-        """Diagonal loading its whitening needed (reported in the history)."""
+        """Diagonal loading its whitening needed (reported in the history).
+
+        Returns
+        -------
+        float
+            The absolute loading δ; 0.0 without whitening.
+        """
         return 0.0 if self.whitening is None else self.whitening.loading
 
 
 def access_point_class(name: str) -> type[AccessPoint]:
-    """A registered method by name or paper alias, or ``package.module:ClassName``."""
+    """A registered method by name or paper alias, or ``package.module:ClassName``.
+
+    Parameters
+    ----------
+    name : str
+        ``federated``, ``multi_link``, ``first_k``, ``top_k``, ``eigen_k``, a paper alias
+        (``shared``, ``multi-link``, ``First-K``, ``Top-K``) or an import path.
+
+    Returns
+    -------
+    type of AccessPoint
+
+    Raises
+    ------
+    ValueError
+        ``name`` is unknown, cannot be imported, or does not name an
+        :class:`AccessPoint` subclass.
+    """
     return METHODS.get(name, subclass_of=AccessPoint)

@@ -25,7 +25,22 @@ from common.registry import METHODS
 
 
 class AdmmUser(User):
-    """Fits ``G_k`` on the precoded pilots; decodes test transmissions with it."""
+    """Fits ``G_k`` on the precoded pilots; decodes test transmissions with it.
+
+    Trains on :class:`~common.parties.protocol.AlignPilots`, answers with
+    :class:`~common.parties.protocol.AlignUplink` and decodes
+    :class:`~common.parties.protocol.AlignTest` (ALGORITHM.md, §3 "Federated ADMM").
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Those of :class:`~common.parties.user.User`.
+
+    Attributes
+    ----------
+    g : ndarray, shape (m_k, Nr·u), complex128, or None
+        The last fitted equalizer ``G_k`` (``None`` before the first training round).
+    """
 
     TRAIN_KIND = protocol.AlignPilots.KIND
     TEST_KIND = protocol.AlignTest.KIND
@@ -38,17 +53,73 @@ class AdmmUser(User):
 
     @classmethod
     def derive(cls, pilots: np.ndarray, whitening: Whitening) -> dict[str, np.ndarray]:
-        """The whitened pilots ``Ȳ`` (every G step's target) and their energy."""
+        """The whitened pilots ``Ȳ`` (every G step's target) and their energy.
+
+        Parameters
+        ----------
+        pilots : ndarray, shape (d_k, n), float32
+            The user's pilot latents, one column per sample.
+        whitening : Whitening
+            The user's whitening ``(μ_k, L_k)``.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``y_bar``: ``Ȳ_k = L_k⁻¹(c(Y_k) − μ_k1ᵀ)``, shape (m_k, n), complex128;
+            ``y_energy``: ``‖Ȳ_k‖²``, a 0-d float64 array.
+        """
         y_bar = whitening.whiten(compress(pilots))
         return {"y_bar": y_bar, "y_energy": np.array(np.vdot(y_bar, y_bar).real)}
 
     def export_state(self) -> dict[str, np.ndarray]:
+        """The equalizer learned so far.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``{"g": G_k}`` (m_k × Nr·u, complex128), or empty before the first round.
+        """
         return {} if self.g is None else {"g": self.g}
 
     def import_state(self, state: dict[str, np.ndarray]) -> None:
+        """Take back what :meth:`export_state` returned.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            ``{"g": G_k}``, or empty (no equalizer yet).
+        """
         self.g = state.get("g")
 
     def train(self, message: protocol.Message) -> TrainReply:
+        """The G step and the uplink (ALGORITHM.md, §3 "Federated ADMM", steps 2–3).
+
+        Receives ``R_k = 𝓗_k F X̄`` without noise (the noise enters through ``nσ²``),
+        fits ``G_k`` (:func:`~common.maths.admm.equalizer`, or the paper's loading with
+        :func:`~common.maths.admm.equalizer_with`) and sends ``Aᴴ A``, ``Aᴴ Ȳ`` with
+        ``A = G_k 𝓗̂_k``.
+
+        Parameters
+        ----------
+        message : Message
+            An :class:`~common.parties.protocol.AlignPilots` (``F X̄``, Nt·u × n).
+
+        Returns
+        -------
+        TrainReply
+            An :class:`~common.parties.protocol.AlignUplink` and the metrics
+            ``objective`` (the user's term of the objective), ``pilot_mse`` (the data fit
+            per entry of ``Ȳ_k``) and :meth:`~common.parties.user.User.pilot_metrics`.
+
+        Raises
+        ------
+        TypeError
+            The message is not ``align_pilots``.
+        ValueError
+            The signal does not hold ``n`` pilots of ``Nt·u`` symbols.
+        numpy.linalg.LinAlgError
+            Under the paper's conventions, a singular loaded system.
+        """
         self._expect(message, self.TRAIN_KIND)
         self._check_pilot_count(message.signal)
         received = self.h_block @ message.signal
@@ -69,6 +140,26 @@ class AdmmUser(User):
         return TrainReply(protocol.AlignUplink(a_gram=a_gram, a_y=a_y), metrics)
 
     def decode(self, message: protocol.Message) -> np.ndarray:
+        """``ŷ_k = c⁻¹(L_k G_k r + μ_k)`` of the received test transmission ``r``.
+
+        ALGORITHM.md, §2, *Equalizer*; ``r`` goes through the test-time channel with
+        noise from ``Stream.EVAL_NOISE``.
+
+        Parameters
+        ----------
+        message : Message
+            An :class:`~common.parties.protocol.AlignTest` (Nt·u × n_test).
+
+        Returns
+        -------
+        ndarray, shape (n_test, d_k), float64
+            The decoded latents, one row per test sample.
+
+        Raises
+        ------
+        RuntimeError
+            No equalizer yet (the user never trained).
+        """
         if self.g is None:
             raise RuntimeError(f"user {self.index} has no equalizer yet: train first")
         received = self.receive(message.signal, Stream.EVAL_NOISE)
@@ -93,6 +184,20 @@ class _ConsensusAccessPoint(AccessPoint):
         raise NotImplementedError
 
     def check_reply(self, user: int, reply: protocol.Message) -> None:
+        """Refuse a reply that is not an ``align_uplink`` of the expected shapes.
+
+        Parameters
+        ----------
+        user : int
+            The replying user.
+        reply : Message
+            Its uplink: ``a_gram`` (Nt·u × Nt·u) and ``a_y`` (Nt·u × n).
+
+        Raises
+        ------
+        ValueError
+            Another kind, another shape, or non-finite values.
+        """
         if reply.KIND != protocol.AlignUplink.KIND:
             raise ValueError(f"{self.method} AP expects align_uplink replies, got {reply.KIND!r}")
         m, n = self.link.tx_dim, self.n_pilots
@@ -122,9 +227,34 @@ class _ConsensusAccessPoint(AccessPoint):
         return out
 
     def train_messages(self, users):
+        """``F X̄`` for each user, one message per distinct precoder (§3, step 1).
+
+        Parameters
+        ----------
+        users : sequence of int
+            This round's participants.
+
+        Returns
+        -------
+        dict of int to AlignPilots
+            Signals of shape (Nt·u, n), complex128.
+        """
         return self._per_state(users, lambda s: protocol.AlignPilots(signal=s.f @ self.x_bar))
 
     def test_messages(self, users):
+        """``Z X̄_test`` (``F X̄_test`` under the paper's conventions) for each user.
+
+        Parameters
+        ----------
+        users : sequence of int
+            The users to evaluate.
+
+        Returns
+        -------
+        dict of int to AlignTest
+            Signals of shape (Nt·u, n_test), complex128.
+        """
+
         def test(state: admm.ConsensusState) -> protocol.Message:
             precoder = state.f if self.conventions.test_with_f else state.z
             return protocol.AlignTest(signal=precoder @ self._x_test_bar)
@@ -134,7 +264,32 @@ class _ConsensusAccessPoint(AccessPoint):
 
 @METHODS.register("federated")
 class FederatedAccessPoint(_ConsensusAccessPoint):
-    """One shared precoder ``F`` agreed on by consensus over all users (the paper's method)."""
+    """One shared precoder ``F`` agreed on by consensus over all users (the paper's method).
+
+    ALGORITHM.md, §3 "Federated ADMM".
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Those of :class:`~common.parties.access_point.AccessPoint`.
+
+    Attributes
+    ----------
+    state : ConsensusState
+        ``F, Z, U`` (Nt·u × m, complex128), ``F`` drawn from ``Stream.AP_INIT``.
+    geometry : PilotGeometry
+        ``X̄``, ``B = (X̄X̄ᴴ)⁻¹`` and the F-step solver.
+    x_bar : ndarray, shape (m, n), complex128
+        The AP's whitened pilots ``X̄``.
+    shape : tuple of int
+        ``(Nt·u, m)``.
+
+    Raises
+    ------
+    ValueError
+        As :class:`~common.parties.access_point.AccessPoint`, or the AP's pilots cannot
+        be whitened (:func:`~common.maths.whitening.fit_whitening`) or ``ρ ≤ 0``.
+    """
 
     method = "federated"
 
@@ -146,6 +301,31 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
         return self.state
 
     def update(self, replies, weights=None):
+        """Local F steps, consensus, projection and dual step (§3, steps 4–7).
+
+        With no replies, ``F``, ``Z`` and ``U`` stay as they are.
+
+        Parameters
+        ----------
+        replies : Mapping of int to AlignUplink
+            The accepted uplinks by user.
+        weights : Mapping of int to float, optional
+            Each replying user's reliability, for the aggregator.
+
+        Returns
+        -------
+        dict of str to float
+            ``primal_residual`` ``‖F − Z‖`` and ``power`` ``‖Z‖²`` (linear).
+
+        Raises
+        ------
+        TypeError
+            A reply is not an ``align_uplink``.
+        KeyError
+            ``weights`` lacks a replying user.
+        ValueError
+            The aggregator refuses the weights (``weighted_mean``: non-finite or ≤ 0).
+        """
         if replies:
             users = sorted(replies)
             local = [self._local_f(self.state, replies[k]) for k in users]
@@ -157,16 +337,57 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
         }
 
     def precoders(self):
+        """The shared state.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``F``, ``Z``, ``U``, each (Nt·u, m) complex128 (the arrays themselves).
+        """
         return self.state.arrays()
 
     def restore(self, state):
+        """Take back ``F``, ``Z``, ``U`` from a checkpoint (copied).
+
+        Parameters
+        ----------
+        state : Mapping of str to ndarray
+            What :meth:`precoders` returned.
+
+        Raises
+        ------
+        ValueError
+            ``state`` does not hold exactly ``F``, ``Z``, ``U`` of this AP's shapes.
+        """
         self._expect_state(state)
         self.state = admm.ConsensusState.from_arrays(state)
 
 
 @METHODS.register("multi_link")
 class MultiLinkAccessPoint(_ConsensusAccessPoint):
-    """One precoder per user: no consensus, K times the downlink streams."""
+    """One precoder per user: no consensus, K times the downlink streams.
+
+    ALGORITHM.md, §4 "Multi-link and the baselines". Each user's ``F_k`` starts from
+    its own draw (``Stream.AP_INIT``, index k + 1), or from the federated draw (index 0)
+    for every user under the paper's conventions.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Those of :class:`~common.parties.access_point.AccessPoint`.
+
+    Attributes
+    ----------
+    states : dict of int to ConsensusState
+        ``F_k, Z_k, U_k`` (Nt·u × m, complex128) by user.
+    geometry, x_bar, shape
+        As :class:`FederatedAccessPoint`.
+
+    Raises
+    ------
+    ValueError
+        As :class:`FederatedAccessPoint`.
+    """
 
     method = "multi_link"
 
@@ -184,6 +405,29 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
         return self.states[user]
 
     def update(self, replies, weights=None):
+        """Each replying user's local F step becomes its precoder's F; projection and dual
+        step per user (no aggregation; ``weights`` and the aggregator are not used).
+
+        Parameters
+        ----------
+        replies : Mapping of int to AlignUplink
+            The accepted uplinks by user.
+        weights : Mapping of int to float, optional
+            Ignored.
+
+        Returns
+        -------
+        dict of str to float
+            ``primal_residual`` ``√(Σ_k ‖F_k − Z_k‖²)`` and ``power``, the mean of
+            ``‖Z_k‖²`` over all users (linear).
+
+        Raises
+        ------
+        TypeError
+            A reply is not an ``align_uplink``.
+        KeyError
+            A reply comes from a user this AP does not serve.
+        """
         for k in sorted(replies):  # one user per precoder: nothing to aggregate
             self.states[k].update(
                 [self._local_f(self.states[k], replies[k])], self.link.power, Mean()
@@ -194,9 +438,29 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
         }
 
     def precoders(self):
+        """Every user's state.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``F_k``, ``Z_k``, ``U_k`` for each user k (e.g. ``F_0``), each (Nt·u, m)
+            complex128.
+        """
         return {name: v for k, s in self.states.items() for name, v in s.arrays(f"_{k}").items()}
 
     def restore(self, state):
+        """Take back every user's ``F_k``, ``Z_k``, ``U_k`` from a checkpoint (copied).
+
+        Parameters
+        ----------
+        state : Mapping of str to ndarray
+            What :meth:`precoders` returned.
+
+        Raises
+        ------
+        ValueError
+            ``state`` does not hold exactly this AP's arrays and shapes.
+        """
         self._expect_state(state)
         for k in self.states:
             self.states[k] = admm.ConsensusState.from_arrays(state, f"_{k}")

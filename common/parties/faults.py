@@ -21,7 +21,34 @@ FAULT_KINDS = ("scaled", "random", "nan")
 
 
 def corrupt(message: protocol.Message, kind: str, scale: float, seed: int) -> protocol.Message:
-    """``message`` with every complex or real array corrupted as ``kind`` says."""
+    """``message`` with every complex or real array corrupted as ``kind`` says.
+
+    Integer arrays pass unchanged. ``random`` draws every array from one generator,
+    ``rng(seed, Stream.FAULTS)``, in field order, so the same ``seed`` gives the same
+    corruption each round.
+
+    Parameters
+    ----------
+    message : Message
+        The honest uplink.
+    kind : str
+        One of :data:`FAULT_KINDS`: ``scaled`` (× ``scale``), ``random`` (complex or real
+        Gaussian noise of ``scale`` × the array's RMS, same dtype) or ``nan``.
+    scale : float
+        The factor of ``scaled`` and ``random`` (ignored by ``nan``).
+    seed : int
+        The seed of the ``random`` draw, in ``0..2⁶³−1``.
+
+    Returns
+    -------
+    Message
+        A new message of the same type.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is not one of :data:`FAULT_KINDS`.
+    """
     if kind not in FAULT_KINDS:
         raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
     generator = rng(seed, Stream.FAULTS)
@@ -44,7 +71,34 @@ def corrupt(message: protocol.Message, kind: str, scale: float, seed: int) -> pr
 
 
 class FaultyUser:
-    """A user (any method's) whose every uplink is corrupted; everything else delegated."""
+    """A user (any method's) whose every uplink is corrupted; everything else delegated.
+
+    Every attribute but :meth:`train` is the wrapped user's (``__getattr__``); it is not
+    a :class:`~common.parties.user.User` subclass.
+
+    Parameters
+    ----------
+    user : User
+        The honest user.
+    kind : str
+        One of :data:`FAULT_KINDS`.
+    scale : float
+        See :func:`corrupt`.
+    seed : int
+        The run's seed; the corruption's seed is derived from it and the user's index.
+
+    Attributes
+    ----------
+    kind : str
+        As given.
+    scale : float
+        As given.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is not one of :data:`FAULT_KINDS`.
+    """
 
     def __init__(self, user: User, kind: str, scale: float, seed: int) -> None:
         if kind not in FAULT_KINDS:
@@ -57,5 +111,22 @@ class FaultyUser:
         return getattr(self._user, name)
 
     def train(self, message: protocol.Message) -> TrainReply:
+        """The wrapped user's reply, its uplink corrupted (its metrics left honest).
+
+        Parameters
+        ----------
+        message : Message
+            The training downlink.
+
+        Returns
+        -------
+        TrainReply
+            The corrupted uplink and the user's own metrics.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Raised by the wrapped user's :meth:`~common.parties.user.User.train`.
+        """
         reply = self._user.train(message)
         return TrainReply(corrupt(reply.message, self.kind, self.scale, self._seed), reply.metrics)

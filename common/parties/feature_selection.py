@@ -26,7 +26,25 @@ from common.registry import METHODS
 
 
 def mmse_equalizer(effective: np.ndarray, sigma2: float) -> np.ndarray:
-    """``Wᴴ = Hᴴ (H Hᴴ + σ² I)⁻¹`` for unit-covariance inputs (least squares if σ² = 0)."""
+    """``Wᴴ = Hᴴ (H Hᴴ + σ² I)⁻¹`` for unit-covariance inputs (least squares if σ² = 0).
+
+    The inverse is a pseudo-inverse (``numpy.linalg.pinv``), so a singular ``H Hᴴ``
+    (σ² = 0, more receive than transmit dimensions) gives the minimum-norm solution.
+    ALGORITHM.md, §4 "Multi-link and the baselines" (written there as ``W``).
+
+    Parameters
+    ----------
+    effective : ndarray, shape (Nr·u, Nt·u), complex128
+        The effective channel ``H`` (the known block channel times the precoder's
+        amplitude ``√(P/(Nt·u))``).
+    sigma2 : float
+        The noise variance σ² (linear); 0: no noise.
+
+    Returns
+    -------
+    ndarray, shape (Nt·u, Nr·u), complex128
+        ``Wᴴ``, applied on the left of the received signal.
+    """
     gram = effective @ effective.conj().T
     if sigma2 > 0:
         gram = gram + sigma2 * np.eye(gram.shape[0])
@@ -37,7 +55,27 @@ def least_squares_map(inputs: np.ndarray, targets: np.ndarray, ridge: float = 1e
     """Affine map ``W [x; 1] ≈ y`` fitted on columns (features × samples).
 
     A ridge of ``ridge · mean eigenvalue`` keeps zero-filled (rank-deficient)
-    inputs solvable; it changes a well-posed fit negligibly.
+    inputs solvable; it changes a well-posed fit negligibly. ALGORITHM.md, §4
+    "Multi-link and the baselines" (the user's map ``ŷ = M [x̂; 1]``).
+
+    Parameters
+    ----------
+    inputs : ndarray, shape (d, n), float
+        The inputs ``x``, one column per sample.
+    targets : ndarray, shape (d_k, n), float
+        The targets ``y``, one column per sample.
+    ridge : float, optional
+        The ridge relative to the mean eigenvalue of ``[x; 1][x; 1]ᵀ``. Default 1e-8.
+
+    Returns
+    -------
+    ndarray, shape (d_k, d + 1), float64
+        ``W``: the linear part in the first ``d`` columns, the offset in the last.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        The loaded Gram matrix is singular (only possible with ``ridge = 0``).
     """
     ones = np.ones((1, inputs.shape[1]))
     phi = np.vstack([inputs, ones])
@@ -47,11 +85,41 @@ def least_squares_map(inputs: np.ndarray, targets: np.ndarray, ridge: float = 1e
 
 
 def apply_affine(w: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """``W [x; 1]``: apply the map of :func:`least_squares_map`.
+
+    Parameters
+    ----------
+    w : ndarray, shape (d_k, d + 1), float
+        The affine map.
+    inputs : ndarray, shape (d, N), float
+        Inputs, one column per sample.
+
+    Returns
+    -------
+    ndarray, shape (d_k, N), float64
+        The mapped columns.
+    """
     return w[:, :-1] @ inputs + w[:, -1:]
 
 
 def zero_fill(values: np.ndarray, indices: np.ndarray | None, dim: int) -> np.ndarray:
-    """Place selected features (k × n) back into ``dim`` features, zeros elsewhere."""
+    """Place selected features (k × n) back into ``dim`` features, zeros elsewhere.
+
+    Parameters
+    ----------
+    values : ndarray, shape (k, n), float
+        The selected values, one column per sample.
+    indices : ndarray, shape (k, n), int (uint16 on the wire), or None
+        Each value's feature position (Top-K); ``None`` or empty: the first ``k``
+        positions (First-K, Eigen-K).
+    dim : int
+        The full feature count ``d`` (``>= k``).
+
+    Returns
+    -------
+    ndarray, shape (dim, n), float64
+        The values at their positions, zeros elsewhere.
+    """
     out = np.zeros((dim, values.shape[1]))
     if indices is None or indices.size == 0:
         out[: values.shape[0]] = values
@@ -62,7 +130,19 @@ def zero_fill(values: np.ndarray, indices: np.ndarray | None, dim: int) -> np.nd
 
 @dataclass(frozen=True)
 class FeatureMap:
-    """What a baseline user learns: its affine map and the AP's whitening side information."""
+    """What a baseline user learns: its affine map and the AP's whitening side information.
+
+    Attributes
+    ----------
+    w : ndarray, shape (d_k, d + 1), float64
+        The affine map from the AP's zero-filled features to the user's latents.
+    mean : ndarray, shape (⌈k/2⌉, 1), complex128
+        The AP's whitening mean ``μ_s``.
+    chol : ndarray, shape (⌈k/2⌉, ⌈k/2⌉), complex128
+        The AP's whitening factor ``L_s``.
+    feature_dim : int
+        The AP's latent size ``d``.
+    """
 
     w: np.ndarray
     mean: np.ndarray
@@ -70,16 +150,54 @@ class FeatureMap:
     feature_dim: int
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The map as named arrays (a user's exported state).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``map_w``, ``map_mean``, ``map_chol`` and ``map_dim`` (shape (1,), int).
+        """
         return {"map_w": self.w, "map_mean": self.mean, "map_chol": self.chol,
                 "map_dim": np.array([self.feature_dim])}  # fmt: skip
 
     @classmethod
     def from_arrays(cls, state: dict[str, np.ndarray]) -> FeatureMap:
+        """The map :meth:`arrays` named.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            Holds ``map_w``, ``map_mean``, ``map_chol`` and ``map_dim``.
+
+        Returns
+        -------
+        FeatureMap
+
+        Raises
+        ------
+        KeyError
+            One of the four names is missing.
+        """
         return cls(state["map_w"], state["map_mean"], state["map_chol"], int(state["map_dim"][0]))
 
 
 class FeatureMapUser(User):
-    """Fits a least-squares map from the AP's received features to its own latents."""
+    """Fits a least-squares map from the AP's received features to its own latents.
+
+    Trains on :class:`~common.parties.protocol.FeaturePilots`, answers with an
+    :class:`~common.parties.protocol.Ack` and decodes
+    :class:`~common.parties.protocol.FeatureTest` (ALGORITHM.md, §4).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Those of :class:`~common.parties.user.User`.
+
+    Attributes
+    ----------
+    feature_map : FeatureMap or None
+        What it learned (``None`` before training).
+    """
 
     TRAIN_KIND = protocol.FeaturePilots.KIND
     TEST_KIND = protocol.FeatureTest.KIND
@@ -89,13 +207,51 @@ class FeatureMapUser(User):
         self.feature_map: FeatureMap | None = None
 
     def export_state(self) -> dict[str, np.ndarray]:
+        """The map learned so far.
+
+        Returns
+        -------
+        dict of str to ndarray
+            :meth:`FeatureMap.arrays`, or empty before training.
+        """
         return {} if self.feature_map is None else self.feature_map.arrays()
 
     def import_state(self, state: dict[str, np.ndarray]) -> None:
+        """Take back what :meth:`export_state` returned.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            :meth:`FeatureMap.arrays`, or empty (nothing learned; any dict without
+            ``map_w`` reads as empty).
+        """
         self.feature_map = FeatureMap.from_arrays(state) if "map_w" in state else None
 
     def decode_features(self, signal, mean, chol, indices, feature_dim) -> np.ndarray:
-        """Equalize, de-whiten, decompress and zero-fill a First-K/Top-K transmission."""
+        """Equalize, de-whiten, decompress and zero-fill a First-K/Top-K transmission.
+
+        ALGORITHM.md, §4: the MMSE equalizer of the known channel scaled by
+        ``√(P/(Nt·u))`` (:func:`mmse_equalizer`), the padding symbols dropped, then
+        ``c⁻¹(L_s ŝ + μ_s)`` and :func:`zero_fill`.
+
+        Parameters
+        ----------
+        signal : ndarray, shape (Nr·u, N), complex128
+            The received signal, one column per sample.
+        mean : ndarray, shape (⌈k/2⌉, 1), complex128
+            The AP's whitening mean ``μ_s``.
+        chol : ndarray, shape (⌈k/2⌉, ⌈k/2⌉), complex128
+            The AP's whitening factor ``L_s``.
+        indices : ndarray, shape (k, N) or (0, 0), uint16
+            Top-K's positions, or empty.
+        feature_dim : int
+            The AP's latent size ``d``.
+
+        Returns
+        -------
+        ndarray, shape (feature_dim, N), float64
+            The AP's features as the user sees them, zeros where nothing was sent.
+        """
         scale = np.sqrt(self.link.power / self.link.tx_dim)
         equalizer = mmse_equalizer(scale * self.h_known, self.noise_variance)
         symbols = (equalizer @ signal)[: chol.shape[0]]  # drop zero-padding symbols, if any
@@ -104,6 +260,27 @@ class FeatureMapUser(User):
         return zero_fill(values[:k], indices if indices.size else None, feature_dim)
 
     def train(self, message: protocol.Message) -> TrainReply:
+        """Receive the pilots with noise, decode their features and fit the map.
+
+        Parameters
+        ----------
+        message : Message
+            A :class:`~common.parties.protocol.FeaturePilots` (signal Nt·u × n).
+
+        Returns
+        -------
+        TrainReply
+            An :class:`~common.parties.protocol.Ack` and the metrics ``pilot_mse`` (the
+            map's MSE per entry on the pilots) and
+            :meth:`~common.parties.user.User.pilot_metrics`.
+
+        Raises
+        ------
+        TypeError
+            The message is not ``feature_pilots``.
+        ValueError
+            The signal does not hold ``n`` pilots of ``Nt·u`` symbols.
+        """
         self._expect(message, self.TRAIN_KIND)
         self._check_pilot_count(message.signal)
         received = self.receive(message.signal, Stream.PILOT_NOISE)
@@ -116,6 +293,23 @@ class FeatureMapUser(User):
         return TrainReply(protocol.Ack(), metrics)
 
     def decode(self, message: protocol.Message) -> np.ndarray:
+        """The learned map applied to the decoded features of the test transmission.
+
+        Parameters
+        ----------
+        message : Message
+            A :class:`~common.parties.protocol.FeatureTest` (signal Nt·u × n_test).
+
+        Returns
+        -------
+        ndarray, shape (n_test, d_k), float64
+            The decoded latents, one row per test sample.
+
+        Raises
+        ------
+        RuntimeError
+            No map yet (the user never trained).
+        """
         fm = self.feature_map
         if fm is None:
             raise RuntimeError(f"user {self.index} has no feature map yet: train first")
@@ -159,6 +353,18 @@ class _FeatureAccessPoint(AccessPoint):
         return indices if self.sends_indices else np.zeros((0, 0), dtype=protocol.INDEX)
 
     def train_messages(self, users):
+        """The same :class:`~common.parties.protocol.FeaturePilots` for every listed user.
+
+        Parameters
+        ----------
+        users : sequence of int
+            The participants.
+
+        Returns
+        -------
+        dict of int to FeaturePilots
+            One shared message object.
+        """
         values, indices = self._select(self._pilots)
         message = protocol.FeaturePilots(
             signal=self._signal(values),
@@ -171,6 +377,20 @@ class _FeatureAccessPoint(AccessPoint):
         return {k: message for k in users}
 
     def update(self, replies, weights=None):
+        """Nothing to learn; the round's metrics.
+
+        Parameters
+        ----------
+        replies : Mapping of int to Ack
+            Ignored.
+        weights : Mapping of int to float, optional
+            Ignored.
+
+        Returns
+        -------
+        dict of str to float
+            ``primal_residual`` 0 and ``power`` ``P·⌈k/2⌉/(Nt·u)`` (linear, ≤ P).
+        """
         return {"primal_residual": 0.0, "power": self.link.power * min(1.0, self._fill)}
 
     @property
@@ -178,6 +398,18 @@ class _FeatureAccessPoint(AccessPoint):
         return math.ceil(self.k / 2) / self.link.tx_dim
 
     def test_messages(self, users):
+        """The same :class:`~common.parties.protocol.FeatureTest` for every listed user.
+
+        Parameters
+        ----------
+        users : sequence of int
+            The users to evaluate.
+
+        Returns
+        -------
+        dict of int to FeatureTest
+            One shared message object.
+        """
         values, indices = self._select(self._test)
         message = protocol.FeatureTest(
             signal=self._signal(values), indices=self._side_indices(indices)
@@ -204,6 +436,13 @@ class TopKAccessPoint(_FeatureAccessPoint):
     sends_indices = True
 
     def side_channel_uses(self) -> int:
+        """The paper code's charge for the indices: as many uses as the values, ``u``.
+
+        Returns
+        -------
+        int
+            ``u`` channel uses per sample.
+        """
         return self.link.channel_uses
 
     def _select(self, x):

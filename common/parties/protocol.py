@@ -22,7 +22,20 @@ ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
 
 def entry(part: str, index: int) -> str:
     """The record name of ``part`` for the ``index``-th cell of a message carrying several
-    cells run in lockstep (one entry, index 0, for a single run)."""
+    cells run in lockstep (one entry, index 0, for a single run).
+
+    Parameters
+    ----------
+    part : str
+        :data:`ARRAYS`, :data:`CONFIG` or :data:`METRICS`.
+    index : int
+        The cell's position in the message.
+
+    Returns
+    -------
+    str
+        ``"<part>.<index>"``.
+    """
     return f"{part}.{index}"
 
 
@@ -33,7 +46,23 @@ LIVE = "live"
 
 
 def entry_indices(names: Iterable[str]) -> list[int]:
-    """The cells a message carries, by index, from its record names."""
+    """The cells a message carries, by index, from its record names.
+
+    Parameters
+    ----------
+    names : iterable of str
+        The record names of a message (those made by :func:`entry`, and others).
+
+    Returns
+    -------
+    list of int
+        The indices of the ``config.<index>`` records, sorted.
+
+    Raises
+    ------
+    ValueError
+        A name starting with ``config.`` does not end in an integer.
+    """
     prefix = CONFIG + "."
     return sorted(int(name[len(prefix) :]) for name in names if name.startswith(prefix))
 
@@ -46,7 +75,26 @@ REAL = np.dtype(np.float64)
 
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """Base class: a named bundle of arrays of declared dtypes."""
+    """Base class: a named bundle of arrays of declared dtypes.
+
+    A subclass is a frozen dataclass that sets :attr:`KIND` (its unique name on the
+    wire) and :attr:`DTYPES` (one dtype per field) and declares one ``np.ndarray``
+    field per array; field order is wire order. It is decoded by kind only once it is
+    listed in :data:`MESSAGES`.
+
+    Attributes
+    ----------
+    KIND : str
+        The message kind (class attribute).
+    DTYPES : dict of str to numpy.dtype
+        The dtype each field must have (class attribute).
+
+    Raises
+    ------
+    TypeError
+        On construction, a field's dtype differs from its declared one (no conversion
+        is made).
+    """
 
     KIND: ClassVar[str] = ""
     DTYPES: ClassVar[dict[str, np.dtype]] = {}
@@ -61,23 +109,68 @@ class Message:
                 )
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The message's arrays by field name, in declared order.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The fields themselves (not copies).
+        """
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @property
     def nbytes(self) -> int:
-        """Payload bytes: what the message actually carries."""
+        """Payload bytes: what the message actually carries.
+
+        Returns
+        -------
+        int
+            The sum of the arrays' ``nbytes`` (bytes; no framing or metadata).
+        """
         return int(sum(a.nbytes for a in self.arrays().values()))
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
+        """The array names in declared (wire) order.
+
+        Returns
+        -------
+        tuple of str
+            The dataclass fields' names.
+        """
         return tuple(f.name for f in dataclasses.fields(cls))
 
     def to_list(self) -> list[np.ndarray]:
-        """Arrays in declared order (the ``parameters`` list of a NumPyClient)."""
+        """Arrays in declared order (the ``parameters`` list of a NumPyClient).
+
+        Returns
+        -------
+        list of ndarray
+            One array per field, in :meth:`field_names` order.
+        """
         return [getattr(self, name) for name in self.field_names()]
 
     @classmethod
     def from_list(cls, arrays: list[np.ndarray]) -> Message:
+        """Rebuild a message from its arrays in declared order (inverse of :meth:`to_list`).
+
+        Parameters
+        ----------
+        arrays : list of ndarray
+            One array per field, in :meth:`field_names` order.
+
+        Returns
+        -------
+        Message
+            An instance of ``cls``.
+
+        Raises
+        ------
+        ValueError
+            The number of arrays differs from the number of fields.
+        TypeError
+            An array does not have its field's declared dtype.
+        """
         names = cls.field_names()
         if len(arrays) != len(names):
             raise ValueError(f"message {cls.KIND!r} needs {len(names)} arrays, got {len(arrays)}")
@@ -85,6 +178,25 @@ class Message:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Message:
+        """Rebuild a message from its arrays by name (inverse of :meth:`arrays`).
+
+        Parameters
+        ----------
+        arrays : dict of str to array_like
+            Exactly one entry per field.
+
+        Returns
+        -------
+        Message
+            An instance of ``cls``.
+
+        Raises
+        ------
+        ValueError
+            The names differ from the fields (missing or extra).
+        TypeError
+            An array does not have its field's declared dtype.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         if set(arrays) != names:
             raise ValueError(
@@ -95,7 +207,13 @@ class Message:
 
 @dataclasses.dataclass(frozen=True)
 class AlignPilots(Message):
-    """Downlink training signal ``F X̄`` (Nt·u × n): the precoded whitened pilots."""
+    """Downlink training signal ``F X̄`` (Nt·u × n): the precoded whitened pilots.
+
+    Attributes
+    ----------
+    signal : ndarray, shape (Nt·u, n), complex128
+        ``F X̄``, one column per pilot.
+    """
 
     KIND: ClassVar[str] = "align_pilots"
     DTYPES: ClassVar[dict[str, np.dtype]] = {"signal": COMPLEX}
@@ -104,7 +222,15 @@ class AlignPilots(Message):
 
 @dataclasses.dataclass(frozen=True)
 class AlignUplink(Message):
-    """Uplink ``Aᴴ A`` (Nt·u × Nt·u) and ``Aᴴ Ȳ`` (Nt·u × n): nothing else leaves a user."""
+    """Uplink ``Aᴴ A`` (Nt·u × Nt·u) and ``Aᴴ Ȳ`` (Nt·u × n): nothing else leaves a user.
+
+    Attributes
+    ----------
+    a_gram : ndarray, shape (Nt·u, Nt·u), complex128
+        ``Aᴴ A`` with ``A = G_k 𝓗̂_k``.
+    a_y : ndarray, shape (Nt·u, n), complex128
+        ``Aᴴ Ȳ_k``.
+    """
 
     KIND: ClassVar[str] = "align_uplink"
     DTYPES: ClassVar[dict[str, np.dtype]] = {"a_gram": COMPLEX, "a_y": COMPLEX}
@@ -114,7 +240,13 @@ class AlignUplink(Message):
 
 @dataclasses.dataclass(frozen=True)
 class AlignTest(Message):
-    """Downlink test transmission ``Z X̄_test`` (noise is added by the user's channel)."""
+    """Downlink test transmission ``Z X̄_test`` (noise is added by the user's channel).
+
+    Attributes
+    ----------
+    signal : ndarray, shape (Nt·u, n_test), complex128
+        ``Z X̄_test`` (``F X̄_test`` under the paper's conventions).
+    """
 
     KIND: ClassVar[str] = "align_test"
     DTYPES: ClassVar[dict[str, np.dtype]] = {"signal": COMPLEX}
@@ -130,6 +262,22 @@ class FeaturePilots(Message):
     per sample (empty for First-K, whose positions are fixed), ``feature_dim``
     the AP's latent size for zero-filling, ``basis`` Eigen-K's principal
     directions and latent mean (``d × (k + 1)``, sent once; empty otherwise).
+
+    Attributes
+    ----------
+    signal : ndarray, shape (Nt·u, n), complex128
+        The power-normalised, whitened, compressed selections (``k = min(2·Nt·u, d)``
+        values per pilot, ``⌈k/2⌉`` symbols, zero-padded to ``Nt·u``).
+    mean : ndarray, shape (⌈k/2⌉, 1), complex128
+        The whitening's mean ``μ_s``.
+    chol : ndarray, shape (⌈k/2⌉, ⌈k/2⌉), complex128
+        The whitening's Cholesky factor ``L_s``.
+    indices : ndarray, shape (k, n) or (0, 0), uint16
+        Top-K's selected positions per pilot, sorted; empty for First-K and Eigen-K.
+    feature_dim : ndarray, shape (1,), int64
+        The AP's latent size ``d``.
+    basis : ndarray, shape (d, k + 1) or (0, 0), float64
+        Eigen-K's directions and the pilot mean as the last column; empty otherwise.
     """
 
     KIND: ClassVar[str] = "feature_pilots"
@@ -151,7 +299,17 @@ class FeaturePilots(Message):
 
 @dataclasses.dataclass(frozen=True)
 class FeatureTest(Message):
-    """First-K/Top-K test transmission, with Top-K indices as side information."""
+    """First-K/Top-K test transmission, with Top-K indices as side information.
+
+    (Eigen-K sends it too, without indices.)
+
+    Attributes
+    ----------
+    signal : ndarray, shape (Nt·u, n_test), complex128
+        The test selections, processed as :class:`FeaturePilots`' signal.
+    indices : ndarray, shape (k, n_test) or (0, 0), uint16
+        Top-K's positions per test sample; empty otherwise.
+    """
 
     KIND: ClassVar[str] = "feature_test"
     DTYPES: ClassVar[dict[str, np.dtype]] = {"signal": COMPLEX, "indices": INDEX}
@@ -173,11 +331,46 @@ MESSAGES: dict[str, type[Message]] = {
 
 
 def message_class(kind: str) -> type[Message]:
+    """The message class of ``kind`` (its :attr:`Message.KIND`).
+
+    Parameters
+    ----------
+    kind : str
+        A kind in :data:`MESSAGES`.
+
+    Returns
+    -------
+    type of Message
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is unknown (the message lists the known ones).
+    """
     if kind not in MESSAGES:
         raise ValueError(f"unknown message kind {kind!r}; known: {sorted(MESSAGES)}")
     return MESSAGES[kind]
 
 
 def decode(kind: str, arrays: dict[str, np.ndarray]) -> Message:
-    """Rebuild a message from its kind name and named arrays (the receiving side)."""
+    """Rebuild a message from its kind name and named arrays (the receiving side).
+
+    Parameters
+    ----------
+    kind : str
+        The message kind.
+    arrays : dict of str to ndarray
+        Exactly the kind's fields.
+
+    Returns
+    -------
+    Message
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind``, or names that differ from its fields.
+    TypeError
+        An array does not have its field's declared dtype.
+    """
     return message_class(kind).from_arrays(arrays)

@@ -31,7 +31,21 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class UserData:
-    """A user's private inputs: pilot latents, test latents and labels, head."""
+    """A user's private inputs: pilot latents, test latents and labels, head.
+
+    Attributes
+    ----------
+    name : str
+        The user's model name.
+    pilots : ndarray, shape (n, d_k), float
+        Clean latents of the semantic pilots, one row per pilot (the AP's pilot order).
+    test : ndarray, shape (n_test, d_k), float
+        Clean test latents, one row per test sample.
+    test_labels : ndarray, shape (n_test,), int
+        The test samples' class labels.
+    predict : Predict
+        The user's classifier head (latents ``N × d_k`` float32 → labels ``(N,)``).
+    """
 
     name: str
     pilots: np.ndarray  # (n, d_k) clean latents of the semantic pilots
@@ -46,6 +60,29 @@ class PreparedData:
 
     Its arrays are only read, so one copy can serve every run over the same
     data and, memory-mapped, every process on a machine.
+
+    Attributes
+    ----------
+    name : str
+        The user's model name.
+    pilots : ndarray, shape (d_k, n), float32
+        The pilot latents, one column per sample.
+    test : ndarray, shape (n_test, d_k), float
+        Clean test latents, one row per sample.
+    test_labels : ndarray, shape (n_test,), int
+        The test labels.
+    predict : Predict
+        The classifier head.
+    distinct_pilots : int
+        How many different pilot columns there are.
+    whitening : Whitening
+        The user's whitening ``(μ_k, L_k)`` of its compressed pilots (``m_k``-dimensional).
+    derived : Mapping of str to ndarray
+        What the method family's :meth:`User.derive` computed.
+    derived_by : str
+        The qualified name of that ``derive`` (checked against the class that uses it).
+    unbiased_covariance : bool
+        Whether the whitening used the ``1/(n−1)`` covariance.
     """
 
     name: str
@@ -62,7 +99,16 @@ class PreparedData:
 
 @dataclass(frozen=True)
 class TrainReply:
-    """What a user answers to a training downlink: the uplink message and its metrics."""
+    """What a user answers to a training downlink: the uplink message and its metrics.
+
+    Attributes
+    ----------
+    message : Message
+        The uplink (``AlignUplink`` for ADMM users, ``Ack`` for the baselines).
+    metrics : dict of str to float
+        Scalar metrics: ``objective`` (ADMM), ``pilot_mse`` and
+        :meth:`User.pilot_metrics`.
+    """
 
     message: protocol.Message
     metrics: dict[str, float]
@@ -75,6 +121,76 @@ class User(abc.ABC):
     :meth:`train` and :meth:`decode`; what they learn travels between processes
     through :meth:`export_state`/:meth:`import_state` (Flower keeps it in the
     node's context).
+
+    A subclass (one per method family, named by its AP's ``user_class``) provides:
+
+    - ``TRAIN_KIND`` and ``TEST_KIND``: the :attr:`~common.parties.protocol.Message.KIND`
+      of the downlinks it trains on and decodes (:meth:`evaluate` checks the latter);
+    - :meth:`train`, :meth:`decode`, :meth:`export_state` and :meth:`import_state`
+      (abstract);
+    - optionally :meth:`derive`, what it computes once from its pilots (read back from
+      ``self.prepared.derived``);
+    - if it defines ``__init__``, the same arguments, passed on to ``super().__init__``
+      (the session builds every user class alike).
+
+    Subclasses use :meth:`receive` for noisy reception and :meth:`pilot_metrics` in
+    their training metrics.
+
+    Parameters
+    ----------
+    index : int
+        The user's index ``k`` (its random streams' index).
+    data : UserData or PreparedData
+        Its inputs; raw :class:`UserData` are prepared here (:meth:`prepare`).
+    link : LinkConfig
+        Antennas, channel uses, SNR and power of the link.
+    seed : int
+        The run's seed (the user's channel, CSI and noise streams).
+    conventions : Conventions, optional
+        The reading of the algorithm (default: corrected).
+    channel_config : ChannelConfig, optional
+        The channel model (default: static i.i.d. Rayleigh).
+    csi : CsiConfig, optional
+        The user's channel knowledge (default: perfect).
+
+    Attributes
+    ----------
+    TRAIN_KIND, TEST_KIND : str
+        The message kinds it trains on and is tested with (class attributes).
+    index : int
+        ``k``.
+    link : LinkConfig
+        As given.
+    seed : int
+        As given.
+    conventions : Conventions
+        As given.
+    noise_variance : float
+        σ² of the receiver noise (linear), per the conventions.
+    prepared : PreparedData
+        The user's prepared inputs.
+    name : str
+        The user's model name.
+    dim : int
+        Its latent size ``d_k``.
+    distinct_pilots : int
+        How many different pilots it holds.
+    whitening : Whitening
+        Its whitening ``(μ_k, L_k)``.
+    h_block : ndarray, shape (Nr·u, Nt·u), complex128
+        The true training channel ``𝓗_k`` (what the pilots go through).
+    h_known : ndarray, shape (Nr·u, Nt·u), complex128
+        The user's knowledge ``𝓗̂_k`` of it.
+    h_test : ndarray, shape (Nr·u, Nt·u), complex128
+        The true test-time channel ``𝓗_k^{test}``.
+
+    Raises
+    ------
+    ValueError
+        ``data`` was prepared by another class's :meth:`derive` or with another
+        covariance than the conventions'; raw ``data`` that :meth:`prepare` refuses.
+    common.maths.validation.InvalidValue
+        ``seed`` is not a whole number in ``0..2⁶³−1`` (a ``ValueError``).
     """
 
     TRAIN_KIND: ClassVar[str] = ""
@@ -125,6 +241,31 @@ class User(abc.ABC):
         It depends on the data, the class and the conventions' covariance, not on
         the link, channel or seed of a run: every run (sweep cell) over the same
         data can use one, and the processes of a simulation share it.
+
+        The pilots are stored as ``d_k × n`` float32 columns, whitened after complex
+        compression (ALGORITHM.md, §2, *Pre-whitening*), and :meth:`derive` runs on them.
+
+        Parameters
+        ----------
+        index : int
+            The user's index (for the messages).
+        data : UserData
+            Its raw inputs.
+        conventions : Conventions
+            The conventions (only their covariance, biased or unbiased, matters).
+
+        Returns
+        -------
+        PreparedData
+
+        Raises
+        ------
+        common.maths.validation.InvalidValue
+            The pilot or test latents are not a non-empty 2-D array of finite values
+            (a ``ValueError``).
+        ValueError
+            The pilot and test latents have different feature counts, or the whitening
+            cannot be fitted (:func:`~common.maths.whitening.fit_whitening`).
         """
         pilots = validation.finite_matrix(f"user {index} ({data.name}) pilot latents", data.pilots)
         test = validation.finite_matrix(f"user {index} ({data.name}) test latents", data.test)
@@ -151,7 +292,23 @@ class User(abc.ABC):
 
     @classmethod
     def derive(cls, pilots: np.ndarray, whitening: Whitening) -> dict[str, np.ndarray]:
-        """What a method family computes once from its pilots (``d_k × n``) besides."""
+        """What a method family computes once from its pilots (``d_k × n``) besides.
+
+        Overridable; the base class derives nothing. The result is stored in
+        :attr:`PreparedData.derived` and must depend only on the arguments.
+
+        Parameters
+        ----------
+        pilots : ndarray, shape (d_k, n), float32
+            The user's pilot latents, one column per sample.
+        whitening : Whitening
+            The user's whitening of its compressed pilots.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Named arrays (empty here).
+        """
         return {}
 
     def _check_prepared(self, data: PreparedData) -> None:
@@ -167,7 +324,14 @@ class User(abc.ABC):
 
     def pilot_metrics(self) -> dict[str, float]:
         """What every training reply says about this user's pilots: the whitening's loading,
-        and how many distinct pilots it has against the whitened dimension."""
+        and how many distinct pilots it has against the whitened dimension.
+
+        Returns
+        -------
+        dict of str to float
+            ``whitening_loading`` (the absolute loading δ), ``distinct_pilots`` and
+            ``whitened_dim`` (``m_k``).
+        """
         return {
             "whitening_loading": self.whitening.loading,
             "distinct_pilots": float(self.distinct_pilots),
@@ -176,24 +340,77 @@ class User(abc.ABC):
 
     @property
     def n_pilots(self) -> int:
+        """The number of pilots ``n``."""
         return self._pilots.shape[1]
 
     # ---- what a method family defines ---------------------------------------------------
     @abc.abstractmethod
     def train(self, message: protocol.Message) -> TrainReply:
-        """Answer one training downlink with the message the algorithm lets leave the device."""
+        """Answer one training downlink with the message the algorithm lets leave the device.
+
+        Implementations check the message (``self._expect(message, self.TRAIN_KIND)``
+        and ``self._check_pilot_count(message.signal)``) and keep what they learn.
+
+        Parameters
+        ----------
+        message : Message
+            The downlink of kind ``TRAIN_KIND`` (its ``signal``: ``Nt·u × n`` complex128).
+
+        Returns
+        -------
+        TrainReply
+            The uplink message and the scalar metrics.
+
+        Raises
+        ------
+        TypeError
+            The message is not of kind ``TRAIN_KIND``.
+        ValueError
+            The signal does not hold ``n`` pilots of ``Nt·u`` symbols.
+        """
 
     @abc.abstractmethod
     def decode(self, message: protocol.Message) -> np.ndarray:
-        """Turn a test transmission into latents in this user's space (n_test × d_k)."""
+        """Turn a test transmission into latents in this user's space (n_test × d_k).
+
+        Called by :meth:`evaluate`, which has checked the message kind; receive the
+        signal with ``self.receive(message.signal, Stream.EVAL_NOISE)``.
+
+        Parameters
+        ----------
+        message : Message
+            The test transmission, of kind ``TEST_KIND`` (``Nt·u × n_test`` signal).
+
+        Returns
+        -------
+        ndarray, shape (n_test, d_k), float
+            The decoded latents, one row per test sample.
+
+        Raises
+        ------
+        RuntimeError
+            Nothing was learned yet (no training round reached this user).
+        """
 
     @abc.abstractmethod
     def export_state(self) -> dict[str, np.ndarray]:
-        """What the user learned so far, as named arrays."""
+        """What the user learned so far, as named arrays.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Empty when nothing was learned yet; :meth:`import_state` takes it back.
+        """
 
     @abc.abstractmethod
     def import_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`export_state` returned (an empty dict: nothing learned yet)."""
+        """Restore what :meth:`export_state` returned (an empty dict: nothing learned yet).
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            What :meth:`export_state` returned, possibly in another process.
+        """
 
     # ---- shared by every method -----------------------------------------------------------
     def _expect(self, message: protocol.Message, kind: str) -> None:
@@ -217,7 +434,25 @@ class User(abc.ABC):
 
     def receive(self, signal: np.ndarray, stream: Stream) -> np.ndarray:
         """``𝓗 s + n``: the signal through this user's true channel (the test-time one for
-        evaluation noise), noise from ``stream``."""
+        evaluation noise), noise from ``stream``.
+
+        ALGORITHM.md, §2 "Signal-processing blocks", *Noise and SNR*: ``w ~ CN(0, σ² I)``
+        drawn from ``rng(seed, stream, index)``, a fresh generator each call (the same
+        ``stream`` gives the same noise every time).
+
+        Parameters
+        ----------
+        signal : ndarray, shape (Nt·u, N), complex128
+            The transmitted symbols, one column per sample.
+        stream : Stream
+            ``Stream.EVAL_NOISE`` (through ``h_test``) or another stream, e.g.
+            ``PILOT_NOISE`` (through ``h_block``).
+
+        Returns
+        -------
+        ndarray, shape (Nr·u, N), complex128
+            The received signal.
+        """
         w = noise.complex_noise(
             (self.link.rx_dim, signal.shape[1]),
             self.noise_variance,
@@ -227,7 +462,31 @@ class User(abc.ABC):
         return h @ signal + w
 
     def evaluate(self, message: protocol.Message) -> dict[str, float]:
-        """Task accuracy, MSE to the clean latents, and clean accuracy (the upper bound)."""
+        """Task accuracy, MSE to the clean latents, and clean accuracy (the upper bound).
+
+        Decodes the transmission (:meth:`decode`), classifies it with the user's head and
+        scores it per the conventions (ALGORITHM.md, §3, *Transmission and evaluation*).
+
+        Parameters
+        ----------
+        message : Message
+            The test transmission, of kind ``TEST_KIND``.
+
+        Returns
+        -------
+        dict of str to float
+            ``accuracy`` and ``clean_accuracy`` (in [0, 1]), ``mse`` (per latent entry)
+            and ``n_test``.
+
+        Raises
+        ------
+        TypeError
+            The message is not of kind ``TEST_KIND``.
+        ValueError
+            The decoded latents do not have one row per test label.
+        RuntimeError
+            Raised by :meth:`decode` when nothing was learned yet.
+        """
         self._expect(message, self.TEST_KIND)
         decoded = self.decode(message)
         if decoded.shape[0] != self._labels.shape[0]:

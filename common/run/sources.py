@@ -19,7 +19,19 @@ from common.parties.user import UserData
 
 @dataclass(frozen=True)
 class APInputs:
-    """The AP's own inputs: its encoder's latents of the pilots and of the test split."""
+    """The AP's own inputs: its encoder's latents of the pilots and of the test split.
+
+    Attributes
+    ----------
+    dataset : str
+        The dataset's name.
+    model : str
+        The AP encoder's name.
+    pilots : ndarray, shape (n, d), float
+        Latents of the semantic pilots, one row per pilot (float32 from the zoo).
+    test : ndarray, shape (n_test, d), float
+        Latents of the test split, one row per sample.
+    """
 
     dataset: str
     model: str
@@ -29,7 +41,20 @@ class APInputs:
 
 @dataclass(frozen=True)
 class AlignmentProblem:
-    """The numbers one experiment runs on: the AP's inputs and each user's private data."""
+    """The numbers one experiment runs on: the AP's inputs and each user's private data.
+
+    Attributes
+    ----------
+    ap : APInputs
+        The AP's inputs.
+    users : tuple of UserData
+        Each user's inputs, by index.
+
+    Raises
+    ------
+    ValueError
+        There is no user, or a user's pilot count differs from the AP's.
+    """
 
     ap: APInputs
     users: tuple[UserData, ...]
@@ -47,21 +72,54 @@ class AlignmentProblem:
 
     @property
     def n_pilots(self) -> int:
+        """The number of pilots ``n``."""
         return self.ap.pilots.shape[0]
 
 
 class ProblemSource(abc.ABC):
-    """Builds the AP's inputs and any one user's private inputs."""
+    """Builds the AP's inputs and any one user's private inputs.
+
+    A source is small and picklable (Flower ships it to every ClientApp), and each
+    party calls only its own builder, so a user never loads another party's latents.
+    A subclass implements :attr:`num_users`, :meth:`ap_inputs` and :meth:`user_data`,
+    and optionally :meth:`user_key`, so that the processes of a simulation share one
+    prepared copy of each user's inputs. The AP and every user must describe the same
+    ``n`` pilot samples in the same order (row ``i`` is the same sample everywhere).
+    """
 
     @property
     @abc.abstractmethod
-    def num_users(self) -> int: ...
+    def num_users(self) -> int:
+        """The number of users ``K`` the source provides inputs for."""
+        ...
 
     @abc.abstractmethod
-    def ap_inputs(self) -> APInputs: ...
+    def ap_inputs(self) -> APInputs:
+        """The AP's latents of the pilots and of the test split.
+
+        Returns
+        -------
+        APInputs
+            ``pilots`` (n × d) and ``test`` (n_test × d), one row per sample.
+        """
+        ...
 
     @abc.abstractmethod
-    def user_data(self, index: int) -> UserData: ...
+    def user_data(self, index: int) -> UserData:
+        """User ``index``'s private inputs.
+
+        Parameters
+        ----------
+        index : int
+            The user, in ``0..num_users-1``.
+
+        Returns
+        -------
+        UserData
+            Its pilot latents (n × d_k, the AP's pilot samples in the AP's order), test
+            latents (n_test × d_k), test labels (n_test,) and classifier.
+        """
+        ...
 
     def user_key(self, index: int) -> str | None:
         """A text that names user ``index``'s inputs exactly: equal keys, equal data.
@@ -69,23 +127,69 @@ class ProblemSource(abc.ABC):
         The processes of a simulation share one prepared copy of each user's
         inputs under it. ``None`` (the default, for a source that cannot say):
         every process keeps its own copy.
+
+        Parameters
+        ----------
+        index : int
+            The user, in ``0..num_users-1``.
+
+        Returns
+        -------
+        str or None
+            The key, or ``None`` (not shared).
         """
         return None
 
     def problem(self) -> AlignmentProblem:
-        """Everything at once, for the in-process driver."""
+        """Everything at once, for the in-process driver.
+
+        Returns
+        -------
+        AlignmentProblem
+            The AP's inputs and every user's, users ``0..num_users-1`` in order.
+
+        Raises
+        ------
+        ValueError
+            No user, or a user's pilot count differs from the AP's.
+        """
         users = tuple(self.user_data(k) for k in range(self.num_users))
         return AlignmentProblem(self.ap_inputs(), users)
 
 
 class NearestCentroid:
-    """Classifies latents by their nearest class centroid (a picklable predictor)."""
+    """Classifies latents by their nearest class centroid (a picklable predictor).
+
+    Parameters
+    ----------
+    centroids : ndarray, shape (classes, d), float
+        One centroid per class, in the latent space it classifies.
+
+    Attributes
+    ----------
+    centroids : ndarray, shape (classes, d), float
+        As given.
+    norms : ndarray, shape (classes,), float
+        Their squared norms.
+    """
 
     def __init__(self, centroids: np.ndarray):
         self.centroids = centroids
         self.norms = (centroids**2).sum(1)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
+        """The index of each latent's nearest centroid (Euclidean).
+
+        Parameters
+        ----------
+        z : ndarray, shape (N, d), float
+            Latents, one row per sample.
+
+        Returns
+        -------
+        ndarray, shape (N,), int64
+            Predicted class labels.
+        """
         return np.argmin(self.norms[None] - 2 * z @ self.centroids.T, axis=1)
 
 
@@ -97,6 +201,33 @@ class SyntheticSource(ProblemSource):
     semantic factors (class centroid plus within-class variation) plus private
     noise, so alignment is possible but not exact. Users classify by nearest
     class centroid in their own space.
+
+    The shared factors are ``z = c_y + e`` (``c_y ~ separation · N(0, I)`` the class
+    centroid, ``e ~ N(0, I)``, ``factors`` dimensions); party ``p`` (0 the AP, ``k + 1``
+    user k) sees ``z M_p + noise · N(0, I)`` with ``M_p ~ N(0, 1/factors)``. The first
+    ``n`` samples are the pilots, the next ``n_test`` the test split. Everything is a
+    function of the fields: equal sources give equal data in any process.
+
+    Attributes
+    ----------
+    n : int
+        Pilots (shared samples).
+    n_test : int
+        Test samples.
+    ap_dim : int
+        The AP's latent size ``d``.
+    user_dims : tuple of int
+        Each user's latent size ``d_k``; its length is the number of users.
+    classes : int
+        Number of classes.
+    factors : int
+        Dimension of the shared semantic factors.
+    noise : float
+        Standard deviation of each party's private noise.
+    separation : float
+        Scale of the class centroids.
+    seed : int
+        Seeds every draw.
     """
 
     n: int = 600
@@ -111,6 +242,7 @@ class SyntheticSource(ProblemSource):
 
     @property
     def num_users(self) -> int:
+        """The number of users, ``len(user_dims)``."""
         return len(self.user_dims)
 
     def _shared(self):
@@ -128,13 +260,51 @@ class SyntheticSource(ProblemSource):
         return latents, labels, centroids @ mixing
 
     def ap_inputs(self) -> APInputs:
+        """The AP's synthetic latents (party 0).
+
+        Returns
+        -------
+        APInputs
+            Dataset ``"synthetic"``, model ``"synthetic<ap_dim>"``, pilots (n × ap_dim)
+            and test latents (n_test × ap_dim), float64.
+        """
         x, _, _ = self._party(0, self.ap_dim)
         return APInputs("synthetic", f"synthetic{self.ap_dim}", x[: self.n], x[self.n :])
 
     def user_key(self, index: int) -> str:
+        """The source's repr (every field) and the user's index.
+
+        Parameters
+        ----------
+        index : int
+            The user.
+
+        Returns
+        -------
+        str
+        """
         return f"{self!r} user {index}"  # every field, exactly: the data are a function of them
 
     def user_data(self, index: int) -> UserData:
+        """User ``index``'s synthetic latents (party ``index + 1``) and classifier.
+
+        Parameters
+        ----------
+        index : int
+            The user, in ``0..num_users-1``.
+
+        Returns
+        -------
+        UserData
+            Name ``"synthetic<d_k>"``, pilots (n × d_k) and test latents (n_test × d_k),
+            float64, the test labels (n_test,) and a :class:`NearestCentroid` on the
+            class centroids mapped into its space.
+
+        Raises
+        ------
+        IndexError
+            ``index`` is not a user of the source.
+        """
         dim = self.user_dims[index]
         y, labels, centroids = self._party(index + 1, dim)
         return UserData(
