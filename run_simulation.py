@@ -9,8 +9,8 @@ The configuration is validated before Ray starts; the encoders, latents and
 heads are built (or read from the cache) here, once, before the users start.
 Each run writes results.parquet/csv, history.csv, failures.csv and
 precoders.npz to its Hydra output folder and prints the per-user table and the
-mean accuracy. A sweep (-m) runs all its cells in as few Flower simulations as
-possible and keeps each finished cell in ``sweep_store``, so a sweep started
+mean accuracy. A sweep (-m) runs all its points in as few Flower simulations as
+possible and keeps each finished point in ``sweep_store``, so a sweep started
 again redoes only what did not finish (``hydra_plugins/fedalign_sweep_launcher``).
 """
 
@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from common.run.reporting import failed_users, per_user_table  # noqa: E402
 from common.run.settings import ConfigError  # noqa: E402
 from conf import validated  # noqa: E402
-from launch.sweeps import cell_store  # noqa: E402
+from launch.sweeps import point_store  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
@@ -49,16 +49,16 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             remove_run_folder(out_dir)
         sys.exit(f"error: {exc}")
-    store = cell_store(settings) if HydraConfig.get().mode == RunMode.MULTIRUN else None
+    store = point_store(settings) if HydraConfig.get().mode == RunMode.MULTIRUN else None
     if store is not None and store.finished(settings):  # run by the sweep launcher, or earlier
         outcome = store.load(settings)
         outcome.save(out_dir)
-        print(f"cell {store.path(settings).name}: {' '.join(HydraConfig.get().overrides.task)}")
+        print(f"point {store.path(settings).name}: {' '.join(HydraConfig.get().overrides.task)}")
     else:
-        from launch.simulation import SimulationFailed, prepare, simulate
+        from launch.simulation import SimulationFailed, simulate, warm_assets
 
         try:
-            prepare([settings])
+            warm_assets([settings])
         except MemoryError as exc:
             remove_run_folder(out_dir)
             sys.exit(f"error: {exc}")
@@ -105,7 +105,7 @@ def check_resumable(settings, out_dir: Path, sweep: bool) -> None:
 
     if sweep:
         raise ConfigError("config key 'experiment.resume' = true is invalid in a sweep (-m): a "
-                          "sweep started again skips its finished cells by itself")  # fmt: skip
+                          "sweep started again skips its finished points by itself")  # fmt: skip
     try:
         Checkpoint.read(out_dir).check_settings(settings, out_dir)
     except CheckpointError as exc:

@@ -1,16 +1,16 @@
-"""The paper's accuracy-vs-ζ grid through Flower sweeps and in process: wall time, cost per cell.
+"""The paper's accuracy-vs-ζ grid through Flower sweeps and in process: wall time, cost per point.
 
     .venv/bin/python benchmarks/bench_study.py [--seeds 27 42 100] [--uses 1 2 4 6 8 10 20]
         [--in-flight 8]
 
 The grid: every u, the square antenna pairs 1×1, 2×2, 4×4, the given seeds, the
 four methods, the 8 default users of the embedded zoo, 30 rounds, 20 dB. Every
-run starts from an empty cell store. Prints the wall time of the whole grid in
+run starts from an empty point store. Prints the wall time of the whole grid in
 process (one process), in process over one process per core (what
 ``launch.figures --in-process`` does) and through Flower (one simulation for
-all cells, ``--in-flight`` of them sharing each round), the ratio, and the
-fixed cost per cell inside the sweep: Flower's time per cell minus the
-single-process time per cell. Targets: grid <= 20 min, fixed cost <= 1 s per cell.
+all points, ``--in-flight`` of them sharing each round), the ratio, and the
+fixed cost per point inside the sweep: Flower's time per point minus the
+single-process time per point. Targets: grid <= 20 min, fixed cost <= 1 s per point.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import verdict  # noqa: E402
 from common.assets.source import AssetSource  # noqa: E402
-from common.run.cells import CellStore  # noqa: E402
+from common.run.points import PointStore  # noqa: E402
 from common.run.driver import run_experiment  # noqa: E402
-from common.run.study import StudyGrid, compression_cells  # noqa: E402
+from common.run.study import StudyGrid, compression_points  # noqa: E402
 from conf import settings  # noqa: E402
 from launch.simulation import simulate_sweep  # noqa: E402
 from launch.sweeps import run_unfinished  # noqa: E402
@@ -44,34 +44,34 @@ def main() -> None:
     base = settings("experiment.progress=false")
     grid = StudyGrid(seeds=tuple(args.seeds), channel_uses=tuple(args.uses),
                      top_k_channel_uses=tuple(args.uses))  # fmt: skip
-    cells = compression_cells(base, grid)
+    points = compression_points(base, grid)
     AssetSource(base).warm(progress=False)
-    print(f"{len(cells)} cells: u {args.uses}, pairs 1x1 2x2 4x4, seeds {args.seeds}, 4 methods, "
+    print(f"{len(points)} points: u {args.uses}, pairs 1x1 2x2 4x4, seeds {args.seeds}, 4 methods, "
           f"{base.num_users} users, {base.experiment.rounds} rounds, {args.in_flight} in flight")  # fmt: skip
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         problems = {seed: AssetSource(base.replace(seed=seed)).problem() for seed in args.seeds}
-        for cell in cells:
-            run_experiment(problems[cell.seed], cell)
+        for point in points:
+            run_experiment(problems[point.seed], point)
         in_process = time.perf_counter() - started
         started = time.perf_counter()
-        run_unfinished(CellStore(Path(folder) / "parallel"), cells, in_process=True)
+        run_unfinished(PointStore(Path(folder) / "parallel"), points, in_process=True)
         parallel = time.perf_counter() - started
         started = time.perf_counter()
-        outcomes = simulate_sweep(cells, CellStore(Path(folder) / "cells"),
+        outcomes = simulate_sweep(points, PointStore(Path(folder) / "points"),
                                   in_flight=args.in_flight)  # fmt: skip
         flower = time.perf_counter() - started
-    fixed = (flower - in_process) / len(cells)
+    fixed = (flower - in_process) / len(points)
     mean_accuracy = sum(o.results.accuracy.mean() for o in outcomes) / len(outcomes)
-    print(f"in process : {in_process:7.1f} s ({in_process / len(cells):.2f} s per cell)")
+    print(f"in process : {in_process:7.1f} s ({in_process / len(points):.2f} s per point)")
     print(f"in process, {os.cpu_count()} processes: {parallel:7.1f} s "
           f"({in_process / parallel:.2f}x faster; run_unfinished(in_process=True))")  # fmt: skip
-    print(f"Flower     : {flower:7.1f} s ({flower / len(cells):.2f} s per cell, one simulation)")
-    print(f"ratio Flower / in process {flower / in_process:.2f}x; fixed cost per cell "
-          f"{fixed:.2f} s; mean accuracy over cells {mean_accuracy:.4f}")  # fmt: skip
+    print(f"Flower     : {flower:7.1f} s ({flower / len(points):.2f} s per point, one simulation)")
+    print(f"ratio Flower / in process {flower / in_process:.2f}x; fixed cost per point "
+          f"{fixed:.2f} s; mean accuracy over points {mean_accuracy:.4f}")  # fmt: skip
     print(verdict("whole grid through Flower", flower / 60, 20, "min"))
-    print(verdict("fixed cost per cell in a sweep", fixed, 1.0, "s"))
+    print(verdict("fixed cost per point in a sweep", fixed, 1.0, "s"))
 
 
 if __name__ == "__main__":

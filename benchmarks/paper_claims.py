@@ -42,10 +42,10 @@ def main() -> None:
     grid = [(s, m, u) for s in args.seeds for m in METHODS for u in args.uses]
     problems = {}
     for seed, method, uses in tqdm(grid, desc="runs"):
-        cell = base.replace(seed=seed, **{"strategy.name": method}, channel_uses=uses, snr_db=args.snr)
+        point = base.replace(seed=seed, **{"strategy.name": method}, channel_uses=uses, snr_db=args.snr)
         if seed not in problems:  # the pilots depend on the seed only
-            problems[seed] = AssetSource(cell).problem()
-        frames.append(run_experiment(problems[seed], cell).results)
+            problems[seed] = AssetSource(point).problem()
+        frames.append(run_experiment(problems[seed], point).results)
     results = pd.concat(frames, ignore_index=True)
     write_tables(args.out, {"results": results})
     summary = seed_summary(results)

@@ -32,7 +32,7 @@ from clients.shelf import Shelf
 from common.maths.conventions import Conventions
 from common.parties.access_point import access_point_class
 from common.parties.user import PreparedData, User
-from common.run.cells import cell_key
+from common.run.points import point_key
 from common.run.session import build_user
 from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
@@ -104,7 +104,7 @@ def _settings_from_json(text: str) -> RunSettings:
 
 def state_key(settings: RunSettings) -> str:
     """Where a node keeps what its user learned in the point of ``settings``."""
-    return STATE + cell_key(settings)
+    return STATE + point_key(settings)
 
 
 @dataclass(frozen=True)

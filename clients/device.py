@@ -6,13 +6,13 @@ SuperNode is started with::
     --node-config 'partition-id=1 model="resnet10t" cache-dir="/data/fedalign"'
 
 ``partition-id`` is the user's index in the run, ``model`` the encoder the
-device runs and ``cache-dir`` the folder where ``python -m launch.prepare user``
+device runs and ``cache-dir`` the folder where ``python -m launch.assets user``
 put that encoder's latents and classifier head (``weights-dir`` and
 ``data-root`` optionally name local pretrained weights and the dataset's
 folder). What the device needs of the others is only the shared pilot set's
 identity, which every message carries in the run's settings: the dataset, its
 split seed, the pilot fraction and the seed, plus the zoo and head seed that
-name its prepared assets.
+name its built assets.
 
 A simulated node has only ``partition-id`` and Flower's ``num-partitions``: it
 reads the run's shared cache, as every party of a simulation does. A node with
@@ -39,16 +39,16 @@ class DeviceConfigError(ValueError):
 
 
 def identity_overrides(settings: RunSettings) -> str:
-    """The overrides that name a run's shared pilot set and a device's prepared assets."""
+    """The overrides that name a run's shared pilot set and a device's built assets."""
     return shlex.join([
         f"data={settings.data.name}", f"data.split_seed={settings.data.split_seed}",
         f"users.zoo={settings.users.zoo}", f"users.head_seed={settings.users.head_seed}",
     ])  # fmt: skip
 
 
-def prepare_command(model: str, cache_dir: str, settings: RunSettings) -> str:
-    """The command that prepares a device's assets for runs like ``settings``."""
-    return (f"python -m launch.prepare user --model {shlex.quote(model)} --cache-dir "
+def assets_command(model: str, cache_dir: str, settings: RunSettings) -> str:
+    """The command that builds a device's assets for runs like ``settings``."""
+    return (f"python -m launch.assets user --model {shlex.quote(model)} --cache-dir "
             f"{shlex.quote(cache_dir)} {identity_overrides(settings)}")  # fmt: skip
 
 
@@ -95,7 +95,7 @@ class Device:
         if device.model is not None and device.cache_dir is None:
             raise DeviceConfigError(
                 f"node config {MODEL}={device.model!r} needs {CACHE}: the folder where "
-                "`python -m launch.prepare user` put this device's assets"
+                "`python -m launch.assets user` put this device's assets"
             )
         return device
 
@@ -135,7 +135,7 @@ class Device:
             )
 
     def source(self, settings: RunSettings) -> ProblemSource:
-        """Where this device's inputs for a run come from: its own prepared assets (never
+        """Where this device's inputs for a run come from: its own built assets (never
         built during a run), or the run's shared cache for a simulated node."""
         from common.assets.source import AssetSource
 
@@ -147,5 +147,5 @@ class Device:
             weights_dir=self.weights_dir or settings.weights_dir,
             **{"data.root": self.data_root or settings.data.root},
         )
-        advice = f"prepare this device first: {prepare_command(self.model, self.cache_dir, own)}"
+        advice = f"build this device's assets first: {assets_command(self.model, self.cache_dir, own)}"
         return AssetSource(own, missing=advice)

@@ -53,21 +53,21 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> RunSettings:
     return settings_from_overrides(str(run_config.get("overrides", "")))
 
 
-def sweep_cells(overrides: str) -> list[tuple[str, RunSettings]]:
-    """Every cell of a sweep in Hydra's syntax (``"seed=1,2 strategy=federated,top_k"``).
+def sweep_points(overrides: str) -> list[tuple[str, RunSettings]]:
+    """Every point of a sweep in Hydra's syntax (``"seed=1,2 strategy=federated,top_k"``).
 
-    Returns each cell's own override string and validated settings, in Hydra's
-    order; a string without sweeps gives one cell. A bad value names its cell.
+    Returns each point's own override string and validated settings, in Hydra's
+    order; a string without sweeps gives one point. A bad value names its point.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(shlex.split(overrides))
-    cells = []
-    for number, cell in enumerate(BasicSweeper.split_arguments(parsed, None)[0]):
-        text = shlex.join(cell)
+    points = []
+    for number, point in enumerate(BasicSweeper.split_arguments(parsed, None)[0]):
+        text = shlex.join(point)
         try:
-            cells.append((text, settings_from_overrides(text)))
+            points.append((text, settings_from_overrides(text)))
         except ValueError as exc:
-            raise type(exc)(f"sweep cell #{number} ({text}): {exc}") from None
-    return cells
+            raise type(exc)(f"sweep point #{number} ({text}): {exc}") from None
+    return points

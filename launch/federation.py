@@ -7,7 +7,7 @@
 Everything runs as Flower's deployment runtime (not the simulation), with TLS
 (a CA and a server certificate for 127.0.0.1/localhost made here) and
 SuperNode authentication (one key pair per device, registered with the
-SuperLink). Each device prepares its own assets into its own folder and its
+SuperLink). Each device builds its own assets into its own folder and its
 SuperNode names them in its node config, as a device on another machine
 would. The state lives in one folder (``.federation`` by default): ``certs/``,
 ``keys/``, ``devices/<k>/`` (each device's cache), ``logs/``, ``flwr/`` (the
@@ -291,15 +291,15 @@ class Federation:
             command += ["--root-certificates", str(certificates)]
         return self._start(f"supernode-{user}", command, self.env(FLWR_LOG_LEVEL="INFO"))
 
-    def prepare_device(self, user: int, model: str, overrides: Sequence[str] = ()) -> None:
-        """Build user ``user``'s assets into its device folder (``launch.prepare user``)."""
+    def build_device_assets(self, user: int, model: str, overrides: Sequence[str] = ()) -> None:
+        """Build user ``user``'s assets into its device folder (``launch.assets user``)."""
         done = subprocess.run(
-            [sys.executable, "-m", "launch.prepare", "user", "--model", model, "--cache-dir",
+            [sys.executable, "-m", "launch.assets", "user", "--model", model, "--cache-dir",
              str(self.device_dir(user)), *overrides],
             env=self.env(), cwd=REPO, capture_output=True, text=True,
         )  # fmt: skip
         if done.returncode != 0:
-            raise FederationError(f"preparing user {user}'s device ({model}) failed: "
+            raise FederationError(f"building user {user}'s device ({model}) failed: "
                                   f"{done.stderr.strip()[-800:]}")  # fmt: skip
 
     def up(self, models: Sequence[str], overrides: Sequence[str] = (),
@@ -308,7 +308,7 @@ class Federation:
         one SuperNode per user."""
         self.secure(len(models))
         for user, model in enumerate(models):
-            self.prepare_device(user, model, overrides)
+            self.build_device_assets(user, model, overrides)
         self.start_superlink(ap_cache)
         for user, model in enumerate(models):
             self.register(user)

@@ -1,11 +1,11 @@
-"""Every figure of the paper in one command: run (or read) the study's cells, then draw.
+"""Every figure of the paper in one command: run (or read) the study's points, then draw.
 
     python -m launch.figures                      # the paper's grids (six seeds), through Flower
     python -m launch.figures --quick              # a small version of every grid
     python -m launch.figures --seeds 27 42 --in-process --only compression snr
 
-Each cell is looked up in the cell store first (``--store``, default
-``outputs/cells``, shared with ``run_simulation.py -m``); only missing cells
+Each point is looked up in the point store first (``--store``, default
+``outputs/points``, shared with ``run_simulation.py -m``); only missing points
 are run, through Flower sweeps (one simulation for all of them) or, with
 ``--in-process``, by the in-process driver, which gives the same numbers.
 Figures (PNG) and one markdown table per figure go to ``--out``
@@ -22,27 +22,27 @@ from pathlib import Path
 import pandas as pd
 
 from common.run import plots
-from common.run.cells import CellStore
+from common.run.points import PointStore
 from common.run.settings import RunSettings
 from common.run.study import (
     StudyGrid,
-    channel_cells,
-    compression_cells,
-    fault_cells,
-    group_cells,
-    participation_cells,
-    snr_cells,
+    channel_points,
+    compression_points,
+    fault_points,
+    group_points,
+    participation_points,
+    snr_points,
 )
 
 
 def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[RunSettings]]:
     return {
-        "compression": compression_cells(base, grid),
-        "snr": snr_cells(base, grid),
-        "groups": group_cells(base, grid, models),
-        "faults": fault_cells(base, grid),
-        "participation": participation_cells(base, grid),
-        "channels": channel_cells(base, grid),
+        "compression": compression_points(base, grid),
+        "snr": snr_points(base, grid),
+        "groups": group_points(base, grid, models),
+        "faults": fault_points(base, grid),
+        "participation": participation_points(base, grid),
+        "channels": channel_points(base, grid),
     }
 
 
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=["compression", "snr", "groups", "faults",
                                                       "participation", "channels"])  # fmt: skip
     parser.add_argument("--in-process", action="store_true", help="skip Flower (same numbers)")
-    parser.add_argument("--store", default="outputs/cells", help="the cell store")
+    parser.add_argument("--store", default="outputs/points", help="the point store")
     parser.add_argument(
-        "--in-flight", type=int, default=None, help="cells sharing each Flower round (default: 8)"
+        "--in-flight", type=int, default=None, help="points sharing each Flower round (default: 8)"
     )
     parser.add_argument("--jobs", type=int, default=None,
                         help="processes for --in-process (default: one per core)")
@@ -132,21 +132,21 @@ def main(argv: list[str] | None = None) -> int:
         **({"seeds": tuple(args.seeds)} if args.seeds else {}))  # fmt: skip
     study = _study(base, grid, models)
     names = args.only or list(study)
-    store, out = CellStore(args.store), Path(args.out)
+    store, out = PointStore(args.store), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     from launch.simulation import SimulationFailed
     from launch.sweeps import interrupted, run_unfinished
 
-    cells = [c for n in names for c in study[n]]
+    points = [c for n in names for c in study[n]]
     try:
-        run_unfinished(store, cells, in_process=args.in_process, in_flight=args.in_flight,
+        run_unfinished(store, points, in_process=args.in_process, in_flight=args.in_flight,
                        jobs=args.jobs)  # fmt: skip
     except SimulationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return interrupted(store, cells)
+        return interrupted(store, points)
     for name in names:
         results = pd.concat([store.load(c).results for c in study[name]], ignore_index=True)
         for path in _draw(name, results, out):

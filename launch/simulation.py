@@ -1,8 +1,8 @@
 """Run experiments as Flower simulations on the Ray backend.
 
-:func:`simulate` runs one experiment; :func:`simulate_sweep` runs the cells of
+:func:`simulate` runs one experiment; :func:`simulate_sweep` runs the points of
 a sweep back to back in as few simulations as possible, keeping each finished
-cell in a :class:`~common.run.cells.CellStore`. The ServerApp writes every
+point in a :class:`~common.run.points.PointStore`. The ServerApp writes every
 outcome to disk and the callers read it back from there, so a simulation
 returns exactly what a deployed run leaves behind.
 """
@@ -25,7 +25,7 @@ import filelock
 from clients.client_app import UserFactory, default_user, make_client_app
 from clients.shelf import Shelf
 from common.files import locked
-from common.run.cells import CellStore, cell_key
+from common.run.points import PointStore, point_key
 from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
 from common.run.settings import ConfigError, RunSettings
@@ -115,17 +115,17 @@ def remove_orphan_shelves(base: Path) -> list[Path]:
     return removed
 
 
-def prepare(cells: Sequence[RunSettings]) -> None:
-    """Build or load the encoder latents and heads that ``cells`` share (progress bars here,
+def warm_assets(points: Sequence[RunSettings]) -> None:
+    """Build or load the encoder latents and heads that ``points`` share (progress bars here,
     once), then refuse them if any cannot fit in this machine's memory (``MemoryError``)."""
     from common.assets.source import AssetSource
     from common.run import budget
 
-    table = AssetSource(cells[0]).warm(progress=cells[0].experiment.progress)
+    table = AssetSource(points[0]).warm(progress=points[0].experiment.progress)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
     dims = table.latent_dim.tolist()
     available = budget.available_memory()
-    for settings in cells:  # sizes differ per cell (antennas, channel uses, pilots)
+    for settings in points:  # sizes differ per point (antennas, channel uses, pilots)
         source = AssetSource(settings)
         # a local Ray's actors share one copy of each user (user_shelf); on a cluster
         # every actor may end up holding every user
@@ -134,8 +134,8 @@ def prepare(cells: Sequence[RunSettings]) -> None:
         needed = budget.estimate(settings, len(source.pilots()), source.test_size(), dims[0],
                                  dims[1:], user_copies=copies)  # fmt: skip
         link = settings.link
-        what = "this run" if len(cells) == 1 else (
-            f"sweep cell {cell_key(settings)} ({settings.strategy.name}, "
+        what = "this run" if len(points) == 1 else (
+            f"sweep point {point_key(settings)} ({settings.strategy.name}, "
             f"{link.antennas_tx}x{link.antennas_rx}, u={link.channel_uses})")  # fmt: skip
         budget.check_fits(needed, available, f"{what} (through Flower)")
 
@@ -159,7 +159,7 @@ def simulate(
                 settings, source, out_dir=tmp, user_factory=user_factory, isolated=isolated
             )
     started = time.time()
-    simulate_cells([settings], WriteTo(out_dir), source,
+    simulate_points([settings], WriteTo(out_dir), source,
                    user_factory=user_factory, isolated=isolated)  # fmt: skip
     written = Path(out_dir) / PRECODERS_FILE  # the last file a run writes
     if not written.exists() or written.stat().st_mtime < started - 1:
@@ -168,48 +168,48 @@ def simulate(
 
 
 def simulate_sweep(
-    cells: Sequence[RunSettings],
-    store: CellStore,
+    points: Sequence[RunSettings],
+    store: PointStore,
     source: ProblemSource | None = None,
     *,
     user_factory: UserFactory = default_user,
     isolated: bool = True,
     in_flight: int = POINTS_IN_FLIGHT,
 ) -> list[RunOutcome]:
-    """Every cell of a sweep that ``store`` lacks, in as few simulations as possible.
+    """Every point of a sweep that ``store`` lacks, in as few simulations as possible.
 
-    Cells that share ``cpus_per_user`` run in one simulation, over as many
-    SuperNodes as the largest cell has users, up to ``in_flight`` of them in
-    lockstep; each finished cell is saved in ``store`` at once. Cells already
-    there are not run again. Returns every cell's outcome, in order.
+    Points that share ``cpus_per_user`` run in one simulation, over as many
+    SuperNodes as the largest point has users, up to ``in_flight`` of them in
+    lockstep; each finished point is saved in ``store`` at once. Points already
+    there are not run again. Returns every point's outcome, in order.
     """
     todo: dict[str, RunSettings] = {}
-    for cell in cells:
-        if not store.finished(cell):
-            todo.setdefault(cell_key(cell), cell)
+    for point in points:
+        if not store.finished(point):
+            todo.setdefault(point_key(point), point)
     by_cpus: dict[tuple, list[RunSettings]] = {}
-    for cell in todo.values():
-        by_cpus.setdefault(_resources(cell), []).append(cell)
+    for point in todo.values():
+        by_cpus.setdefault(_resources(point), []).append(point)
     errors = []
     for group in by_cpus.values():
         try:
-            simulate_cells(group, store, source, user_factory=user_factory,
+            simulate_points(group, store, source, user_factory=user_factory,
                            isolated=isolated, in_flight=in_flight)  # fmt: skip
-        except Exception as exc:  # finished cells are in the store; report the rest below
+        except Exception as exc:  # finished points are in the store; report the rest below
             errors.append(f"{type(exc).__name__}: {exc}")
-    missing = [cell_key(cell) for cell in cells if not store.finished(cell)]
+    missing = [point_key(point) for point in points if not store.finished(point)]
     if missing:
         raise SimulationFailed(
-            f"{len(missing)} cell(s) ended without results ({', '.join(missing[:3])}"
+            f"{len(missing)} point(s) ended without results ({', '.join(missing[:3])}"
             f"{', ...' if len(missing) > 3 else ''}): "
-            f"{'; '.join(errors) or 'see the log above'}. Finished cells are kept in "
+            f"{'; '.join(errors) or 'see the log above'}. Finished points are kept in "
             f"{store.root}: run the sweep again to redo only the rest."
         )
-    return [store.load(cell) for cell in cells]
+    return [store.load(point) for point in points]
 
 
-def simulate_cells(
-    cells: Sequence[RunSettings],
+def simulate_points(
+    points: Sequence[RunSettings],
     sink: Sink,
     source: ProblemSource | None = None,
     *,
@@ -218,33 +218,33 @@ def simulate_cells(
     in_flight: int = 1,
     shelf: Shelf | None = None,
 ) -> None:
-    """Run ``cells`` in one Flower simulation, up to ``in_flight`` of them in lockstep; each
+    """Run ``points`` in one Flower simulation, up to ``in_flight`` of them in lockstep; each
     outcome goes to ``sink``.
 
     By default the simulation runs in a freshly spawned process: starting Ray a
     second time from a process that already holds many threads (a Hydra ``-m``
     sweep, a benchmark) can deadlock, and a fresh process also gets the
-    single-threaded BLAS set-up above. The cells must share ``cpus_per_user``.
+    single-threaded BLAS set-up above. The points must share ``cpus_per_user``.
 
     On a local Ray, the users' prepared inputs are shared by every actor through
     a ``shelf`` (:func:`user_shelf`, made here when not given) that the calling
     process removes at the end, also when the simulation is killed. On a Ray
     cluster every actor keeps its own copy.
     """
-    if not cells:
+    if not points:
         return
-    if len({_resources(cell) for cell in cells}) > 1:
-        raise ValueError("the cells of one simulation must share experiment.cpus_per_user "
+    if len({_resources(point) for point in points}) > 1:
+        raise ValueError("the points of one simulation must share experiment.cpus_per_user "
                          "and experiment.ray_address")  # fmt: skip
-    check_resources(*_resources(cells[0]))
+    check_resources(*_resources(points[0]))
     with contextlib.ExitStack() as stack:
-        if shelf is None and cells[0].experiment.ray_address is None:
+        if shelf is None and points[0].experiment.ray_address is None:
             shelf = stack.enter_context(user_shelf())
         if isolated:
             pool = stack.enter_context(worker_pool(1))  # Ctrl-C stops it and Ray at once
             pool.submit(
-                simulate_cells,
-                cells,
+                simulate_points,
+                points,
                 sink,
                 source,
                 user_factory=user_factory,
@@ -253,39 +253,39 @@ def simulate_cells(
                 shelf=shelf,
             ).result()
         else:
-            _run_simulation(cells, sink, source, user_factory, in_flight, shelf)
+            _run_simulation(points, sink, source, user_factory, in_flight, shelf)
 
 
 def _run_simulation(
-    cells: Sequence[RunSettings],
+    points: Sequence[RunSettings],
     sink: Sink,
     source: ProblemSource | None,
     user_factory: UserFactory,
     in_flight: int,
     shelf: Shelf | None,
 ) -> None:
-    """Flower's simulation of ``cells`` in this process (see :func:`simulate_cells`)."""
+    """Flower's simulation of ``points`` in this process (see :func:`simulate_points`)."""
     quiet()
     from flwr.simulation import run_simulation
 
-    show_progress(any(cell.experiment.progress for cell in cells))
+    show_progress(any(point.experiment.progress for point in points))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
-            server_app=make_server_app(list(cells), sink, source, in_flight=in_flight),
-            client_app=make_client_app(cells[0], source, user_factory, shelf),
-            num_supernodes=max(cell.num_users for cell in cells),
+            server_app=make_server_app(list(points), sink, source, in_flight=in_flight),
+            client_app=make_client_app(points[0], source, user_factory, shelf),
+            num_supernodes=max(point.num_users for point in points),
             backend_config={
                 # Ray re-creates an actor whose process died (killed, out of memory): its
                 # users fail the message it was serving and are rebuilt for the next one
-                "client_resources": {"num_cpus": cells[0].experiment.cpus_per_user, "num_gpus": 0.0,
+                "client_resources": {"num_cpus": points[0].experiment.cpus_per_user, "num_gpus": 0.0,
                                      "max_restarts": ACTOR_RESTARTS},
                 "init_args": {
                     "logging_level": logging.WARNING,
                     "log_to_driver": False,
                     "include_dashboard": False,
                     # an existing cluster (many machines), or None: a local Ray for this run
-                    **({"address": address} if (address := cells[0].experiment.ray_address) else {}),
+                    **({"address": address} if (address := points[0].experiment.ray_address) else {}),
                 },
             },
         )

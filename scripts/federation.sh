@@ -4,7 +4,7 @@
 #   scripts/federation.sh run "hydra overrides" OUTPUT  e.g. run "experiment.rounds=10" outputs/dep
 #   scripts/federation.sh down                          stops every process `up` started
 # TLS (a CA and server certificate for 127.0.0.1) and SuperNode authentication (a registered
-# key pair per device) are on; each device prepares its own assets. State: .federation/
+# key pair per device) are on; each device builds its own assets. State: .federation/
 # (set FEDERATION_DIR / FEDERATION_PORT to change). docs/DEPLOYMENT.md has the same steps
 # for separate machines.
 set -euo pipefail

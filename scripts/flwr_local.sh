@@ -3,7 +3,7 @@
 #   scripts/flwr_local.sh ["hydra overrides ..."]
 # e.g. scripts/flwr_local.sh "strategy=multi_link communication.channel_usage=2 users.count=4"
 # A sweep in Hydra's syntax ("communication.channel_usage=1,2 seed=27,42") runs as one Flower
-# run: its cells go to <output>/cells/<key>/, listed in <output>/cells.csv.
+# run: its points go to <output>/points/<key>/, listed in <output>/points.csv.
 #
 # Validates the config and warms the zoo cache first (so users do not train encoders inside
 # Ray), starts the run with one SuperNode per user and 1 CPU each, follows its log, reads the
@@ -29,15 +29,15 @@ USERS=$($PY - "$OVERRIDES" <<'PYEOF'
 import contextlib
 import sys
 from common.run.settings import ConfigError
-from conf import sweep_cells
-from launch.sweeps import prepare_assets
+from conf import sweep_points
+from launch.sweeps import warm_sweep_assets
 try:
-    cells = [settings for _, settings in sweep_cells(sys.argv[1])]
+    points = [settings for _, settings in sweep_points(sys.argv[1])]
 except ConfigError as exc:
     sys.exit(f"error: {exc}")
 with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the user count
-    prepare_assets(cells)
-print(max(c.num_users for c in cells))
+    warm_sweep_assets(points)
+print(max(c.num_users for c in points))
 PYEOF
 )
 OUT="$PWD/outputs/flwr/$(date +%Y-%m-%d_%H-%M-%S)"

@@ -63,18 +63,18 @@ def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) 
     ``output-dir/points/<key>`` (finished points are skipped when the same sweep runs
     again) and lists the points in ``output-dir/points.csv``.
     """
-    from common.run.cells import CellStore
-    from conf import sweep_cells
+    from common.run.points import PointStore
+    from conf import sweep_points
 
     run_config = dict(context.run_config)
     folder = Path(str(run_config.get("output-dir") or "") or Path("outputs/flwr") / str(context.run_id))
-    points = sweep_cells(str(run_config.get("overrides", "")))
+    points = sweep_points(str(run_config.get("overrides", "")))
     show_progress(any(settings.experiment.progress for _, settings in points))
     if len(points) == 1:
         run_point(grid, points[0][1], WriteTo(folder), source)
         return
     in_flight = points_in_flight(run_config)
-    store = CellStore(folder / "points")
+    store = PointStore(folder / "points")
     index = pd.DataFrame([{"point": store.path(s).name, "overrides": text} for text, s in points])
     folder.mkdir(parents=True, exist_ok=True)
     index.to_csv(folder / "points.csv", index=False)

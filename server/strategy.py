@@ -6,9 +6,9 @@ SuperNodes that run those users, and turns the replies back. Users that fail
 or do not answer are recorded by the session and left out of that round's
 update; the run goes on with the others.
 
-Several sessions (cells of a sweep with the same users and number of rounds)
+Several sessions (points of a sweep with the same users and number of rounds)
 can run in lockstep: each round, every node gets one message that carries one
-entry per cell (records ``arrays.<i>``, ``config.<i>``, and ``metrics.<i>`` in
+entry per point (records ``arrays.<i>``, ``config.<i>``, and ``metrics.<i>`` in
 the reply). Flower's fixed cost per round (message dispatch, polling, the
 context's trip to the worker) is then paid once for all of them.
 """
@@ -26,7 +26,7 @@ from flwr.serverapp.strategy import Strategy
 
 from common.parties import protocol
 from common.parties.user import TrainReply
-from common.run.cells import cell_key
+from common.run.points import point_key
 from common.run.session import Session
 from server.nodes import UserNodes
 from transport import records
@@ -77,7 +77,7 @@ class AlignmentStrategy(Strategy):
         self._evaluating = False
         # every entry names its point, so a node serving a sweep rebuilds its user per point
         self._settings = [session.settings.to_json() for session in self.sessions]
-        self._live = records.live(cell_key(s.settings) for s in self.sessions)
+        self._live = records.live(point_key(s.settings) for s in self.sessions)
 
     @property
     def users(self) -> tuple[int, ...]:

@@ -214,7 +214,7 @@ def test_client_app_trains_keeps_its_state_and_evaluates():
     result = app(_to_client(encode(test, round=1), MessageType.EVALUATE, 2001), context)
     assert result.content["metrics.0"]["accuracy"] == ref_users[1].evaluate(test)["accuracy"]
     assert result.content["metrics.0"]["num-examples"] == 80
-    assert state_key(run) not in context.state  # the cell is over: its state is dropped
+    assert state_key(run) not in context.state  # the point is over: its state is dropped
 
 
 def test_client_app_answers_a_message_of_the_wrong_kind_with_an_error():
@@ -232,8 +232,8 @@ def test_client_app_answers_a_message_of_the_wrong_kind_with_an_error():
     assert "no equalizer yet: train first" in reply.content["config.0"]["error"]
 
 
-def test_client_app_follows_the_cell_each_entry_names():
-    """A node serving a sweep rebuilds its user per cell and never mixes cells' states."""
+def test_client_app_follows_the_point_each_entry_names():
+    """A node serving a sweep rebuilds its user per point and never mixes points' states."""
     problem = SOURCE.problem()
     first = settings_for(problem, **{"strategy.name": "federated"}, rounds=1, channel_uses=2, seed=5)
     second = first.replace(seed=6)
@@ -247,14 +247,14 @@ def test_client_app_follows_the_cell_each_entry_names():
         np.testing.assert_allclose(decode(reply.content).a_y, users[0].train(pilots).message.a_y,
                                    rtol=1e-12)  # fmt: skip
         assert [k for k in context.state if k.startswith("user_state.")] == [state_key(run)]
-    # a test transmission of the first cell finds no equalizer learned in that cell any more
+    # a test transmission of the first point finds no equalizer learned in that point any more
     ap, _ = build_parties(problem, first)
     test = encode(ap.test_messages([0])[0], round=1, settings=first.to_json())
     reply = app(_to_client(test, MessageType.EVALUATE, 2000), context)
     assert "no equalizer yet" in reply.content["config.0"]["error"]
 
 
-# ---- cells in lockstep -------------------------------------------------------------------
+# ---- points in lockstep -------------------------------------------------------------------
 def _client_grid(app) -> FakeGrid:
     """A grid whose nodes run ``app`` itself, each with its own context (no Ray)."""
     contexts = {node: _context(user) for node, user in NODES.items()}
@@ -276,31 +276,31 @@ def _drive(strategy: AlignmentStrategy, grid: FakeGrid) -> None:
             strategy.configure_evaluate(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
 
 
-def _sessions(cells) -> list[Session]:
-    """A fresh AP session per cell over the synthetic source."""
+def _sessions(points) -> list[Session]:
+    """A fresh AP session per point over the synthetic source."""
     problem, inputs = SOURCE.problem(), SOURCE.ap_inputs()
-    return [Session(build_parties(problem, c)[0], c, inputs) for c in cells]
+    return [Session(build_parties(problem, c)[0], c, inputs) for c in points]
 
 
-def test_cells_in_lockstep_equal_each_cell_run_alone():
-    """Five cells share every message (one with partial participation and a faulty user,
+def test_points_in_lockstep_equal_each_point_run_alone():
+    """Five points share every message (one with partial participation and a faulty user,
     one on an aged Rician channel known through LS estimates); each gets exactly its
     in-process numbers."""
     problem = SOURCE.problem()
     base = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
-    cells = [base, base.replace(seed=9), base.replace(**{"strategy.name": "multi-link"}, snr_db=5.0),
+    points = [base, base.replace(seed=9), base.replace(**{"strategy.name": "multi-link"}, snr_db=5.0),
              base.replace(participation=0.6, **{"faults.users": 1}, **{"faults.kind": "random"}, aggregator="median"),
              base.replace(model="rician", k_factor=3.0, estimation="ls", ageing=0.9)]
-    sessions = _sessions(cells)
+    sessions = _sessions(points)
     strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
     grid = _client_grid(make_client_app(None, SOURCE))
     _drive(strategy, grid)
 
     train = [m for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]
-    assert len(train) == 3 * 3  # one message per user and round, not one per cell
+    assert len(train) == 3 * 3  # one message per user and round, not one per point
     assert protocol.entry_indices(train[0].content)[:3] == [0, 1, 2]
-    for cell, session in zip(cells, sessions, strict=True):
-        alone = run_experiment(problem, cell)
+    for point, session in zip(points, sessions, strict=True):
+        alone = run_experiment(problem, point)
         outcome = session.outcome()
         precoders = session.ap.precoders()
         assert precoders.keys() == alone.precoders.keys()
@@ -311,7 +311,7 @@ def test_cells_in_lockstep_equal_each_cell_run_alone():
         assert outcome.failures.empty
 
 
-def test_a_failing_entry_fails_its_cell_only():
+def test_a_failing_entry_fails_its_point_only():
     problem = SOURCE.problem()
     good = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5)
     bad = good.replace(seed=6)
@@ -335,7 +335,7 @@ def test_a_failing_entry_fails_its_cell_only():
     assert sessions[0].outcome().results.user.tolist() == [0, 1, 2]
 
 
-def test_cells_of_different_shapes_cannot_share_rounds():
+def test_points_of_different_shapes_cannot_share_rounds():
     problem = SOURCE.problem()
     short = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5)
     long = short.replace(rounds=3)
@@ -347,17 +347,17 @@ def test_cells_of_different_shapes_cannot_share_rounds():
 def test_lockstep_batches_are_even_and_never_mix_shapes():
     problem = SOURCE.problem()
     base = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
-    cells = [base.replace(seed=s) for s in range(9)]
-    cells += [base.replace(**{"strategy.name": "top_k"}, seed=s) for s in range(9)]
-    cells += [base.replace(models=base.users.models[:2]), base.replace(rounds=4)]
-    batches = lockstep_batches(cells, 8)
-    assert sorted(i for batch in batches for i in batch) == list(range(len(cells)))
+    points = [base.replace(seed=s) for s in range(9)]
+    points += [base.replace(**{"strategy.name": "top_k"}, seed=s) for s in range(9)]
+    points += [base.replace(models=base.users.models[:2]), base.replace(rounds=4)]
+    batches = lockstep_batches(points, 8)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(points)))
     assert sorted(len(b) for b in batches) == [1, 1, 4, 4, 5, 5]
     for batch in batches:
-        shapes = {(cells[i].users.models, cells[i].strategy.name, cells[i].experiment.rounds)
+        shapes = {(points[i].users.models, points[i].strategy.name, points[i].experiment.rounds)
                   for i in batch}
         assert len(shapes) == 1
-    assert lockstep_batches(cells, 1) == [[i] for i in range(len(cells))]
+    assert lockstep_batches(points, 1) == [[i] for i in range(len(points))]
 
 
 def test_a_single_run_journals_every_round_and_a_failed_write_says_what_was_kept(tmp_path):
@@ -409,9 +409,9 @@ def test_the_configured_timeouts_bound_node_discovery_and_every_round(tmp_path):
     assert grid.timeouts[1:] == [600.0, 600.0, 60.0, 600.0]
 
 
-def test_a_lost_node_fails_only_the_cells_that_sent_to_it():
-    """A whole-reply error (the node is gone) counts in a cell only in the rounds where that
-    cell trained with the user: partial participation does not invent failures."""
+def test_a_lost_node_fails_only_the_points_that_sent_to_it():
+    """A whole-reply error (the node is gone) counts in a point only in the rounds where that
+    point trained with the user: partial participation does not invent failures."""
     problem = SOURCE.problem()
     full = settings_for(problem, **{"strategy.name": "federated"}, rounds=4, channel_uses=2, seed=5)
     sampled = full.replace(participation=0.34)  # one of three users per round

@@ -260,13 +260,37 @@ FLAT = (
 
 
 def test_settings_stored_in_the_flat_layout_still_name_the_same_point():
-    from common.run.cells import cell_key
+    from common.run.points import point_key
     from common.run.settings import stored_identity
 
     new = settings("users.count=2", "experiment.rounds=2", "communication.channel_usage=2")
     assert stored_identity(FLAT) == new.identity()
     assert stored_identity(new.to_json()) == new.identity()
-    assert cell_key(new) == "f72edd2cae6d107a"  # a point's key is stable across versions
+    assert point_key(new) == "f72edd2cae6d107a"  # a point's key is stable across versions
     newer = json.loads(new.to_json())
     del newer["csi"]["ageing"]  # stored before a setting existed: it is left out
     assert "ageing" not in stored_identity(json.dumps(newer))["csi"]
+
+
+def test_a_point_store_of_an_earlier_version_is_found_under_todays_names(tmp_path):
+    """Points and journals named by the flat layout's keys, in the default folder's earlier
+    name (``cells``), are renamed once to today's keys and found."""
+    import numpy as np
+
+    from common.run.checkpoint import Checkpoint
+    from common.run.points import LAYOUT_FILE, PointStore
+
+    new = settings("users.count=2", "experiment.rounds=2", "communication.channel_usage=2")
+    other = new.replace(seed=7)
+    old = tmp_path / "cells"
+    (old / "93e30cb05d9de4d9").mkdir(parents=True)  # the flat layout's key of ``new``
+    (old / "93e30cb05d9de4d9" / "settings.json").write_text(FLAT)
+    (old / "93e30cb05d9de4d9" / "results.csv").write_text("kept\n")
+    Checkpoint(1, other.to_json(), {"F": np.ones((2, 2), complex)}, [], [], [], {}).write(
+        old / ".journal" / "0123456789abcdef")
+    store = PointStore(tmp_path / "points")
+    assert store.finished(new) and not store.finished(other)
+    assert (store.path(new) / "results.csv").read_text() == "kept\n"
+    assert Checkpoint.read(store.journal(other)).round == 1
+    assert not old.exists() and (store.root / LAYOUT_FILE).exists()
+    assert PointStore(store.root).finished(new)  # a second opening finds the same

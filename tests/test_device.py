@@ -1,4 +1,4 @@
-"""A user device from its node config: its own prepared assets, and a run it cannot serve
+"""A user device from its node config: its own built assets, and a run it cannot serve
 refused at start-up; a node lost and back under a new id rejoins at the next round."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_a_device_refuses_a_run_it_cannot_serve():
         Device(1, "vit_huge", "/tmp/x").check(run)
 
 
-def test_a_device_without_its_prepared_assets_says_how_to_prepare_them(tmp_path, cache_dir):
+def test_a_device_without_its_assets_says_how_to_build_them(tmp_path, cache_dir):
     """The device's cache is its own: a missing entry is never built during a run."""
     from common.assets.cache import CacheError
     from conf import settings
@@ -54,7 +54,7 @@ def test_a_device_without_its_prepared_assets_says_how_to_prepare_them(tmp_path,
     run = settings("users.count=2", f"cache_dir={cache_dir}")
     device = Device(1, "resnet10t", str(tmp_path / "device"))
     with pytest.raises(CacheError, match=(
-        r"has no latents entry .*: prepare this device first: python -m launch.prepare user "
+        r"has no latents entry .*: build this device's assets first: python -m launch.assets user "
         r"--model resnet10t --cache-dir .*/device data=mnist5k data.split_seed=0 "
         r"users.zoo=embedded users.head_seed=0")):  # fmt: skip
         device.source(run).user_data(1)
@@ -62,15 +62,15 @@ def test_a_device_without_its_prepared_assets_says_how_to_prepare_them(tmp_path,
 
 
 @pytest.mark.slow
-def test_prepare_builds_one_device_and_the_ap_only_what_each_needs(tmp_path, cache_dir):
-    """`launch.prepare user` fills the device's folder with its model's latents and head (and
-    its encoder) only; the ClientApp then serves from there. `launch.prepare ap` builds the
+def test_launch_assets_builds_one_device_and_the_ap_only_what_each_needs(tmp_path, cache_dir):
+    """`launch.assets user` fills the device's folder with its model's latents and head (and
+    its encoder) only; the ClientApp then serves from there. `launch.assets ap` builds the
     AP's latents only."""
     import numpy as np
 
     from common.assets.source import AssetSource
     from conf import settings
-    from launch.prepare import main
+    from launch.assets import main
 
     device_dir = tmp_path / "device"
     assert main(["user", "--model", "resnet10t", "--cache-dir", str(device_dir)]) == 0

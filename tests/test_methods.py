@@ -187,11 +187,11 @@ def test_eigen_k_sends_principal_projections_and_its_basis_once():
     from tests.synthetic import make_problem, settings_for
 
     problem = make_problem(n=300, n_test=120, ap_dim=24, user_dims=(20, 18), seed=2)
-    cell = settings_for(problem, **{"strategy.name": "eigen_k"}, antennas_tx=2, antennas_rx=2,
+    point = settings_for(problem, **{"strategy.name": "eigen_k"}, antennas_tx=2, antennas_rx=2,
                         channel_uses=1, seed=3)  # fmt: skip
-    ap, _ = build_parties(problem, cell)
+    ap, _ = build_parties(problem, point)
     pilots = ap.train_messages([0])[0]
-    k = 2 * cell.link.tx_dim
+    k = 2 * point.link.tx_dim
     assert pilots.basis.shape == (24, k + 1)
     directions = pilots.basis[:, :k]
     np.testing.assert_allclose(directions.T @ directions, np.eye(k), atol=1e-10)
@@ -200,8 +200,8 @@ def test_eigen_k_sends_principal_projections_and_its_basis_once():
     assert abs(float(leading @ directions[:, 0])) == pytest.approx(1.0, abs=1e-9)
     assert ap.test_messages([0])[0].KIND == "feature_test"  # the basis is not sent again
 
-    eigen = run_experiment(problem, cell)
-    first = run_experiment(problem, cell.replace(**{"strategy.name": "first_k"}))
+    eigen = run_experiment(problem, point)
+    first = run_experiment(problem, point.replace(**{"strategy.name": "first_k"}))
     assert eigen.results.mse.mean() < first.results.mse.mean()
     extra = eigen.results.bytes_down.iloc[0] - first.results.bytes_down.iloc[0]
     assert extra == pilots.basis.nbytes  # the directions and mean, counted once

@@ -188,14 +188,14 @@ def test_a_killed_driver_leaves_no_worker_computing(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_with_one_cell_too_big_is_refused_before_ray(tmp_path, cache_dir):
-    """Every cell is checked, not one per user set: 4 antennas fit, 10,000 do not."""
+def test_a_sweep_with_one_point_too_big_is_refused_before_ray(tmp_path, cache_dir):
+    """Every point is checked, not one per user set: 4 antennas fit, 10,000 do not."""
     proc = _cli(tmp_path, "communication.antennas_transmitter=4,10000", f"cache_dir={cache_dir}",
-                f"sweep_store={tmp_path}/cells", "-m")  # fmt: skip
+                f"sweep_store={tmp_path}/points", "-m")  # fmt: skip
     assert proc.returncode != 0
-    assert "sweep cell" in proc.stderr and "10000x4, u=4) (through Flower) needs about" in (
+    assert "sweep point" in proc.stderr and "10000x4, u=4) (through Flower) needs about" in (
         proc.stderr)  # fmt: skip
-    assert not (tmp_path / "cells").exists() or not any((tmp_path / "cells").iterdir())
+    assert not (tmp_path / "points").exists() or not any((tmp_path / "points").iterdir())
 
 
 def _interrupt_when(command: list[str], cwd, ready, timeout: float = 300.0):
@@ -254,10 +254,10 @@ def test_ctrl_c_stops_a_run_within_10_s_and_says_how_to_resume(tmp_path, cache_d
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_an_in_process_study_and_keeps_its_finished_cells(tmp_path, cache_dir):
+def test_ctrl_c_stops_an_in_process_study_and_keeps_its_finished_points(tmp_path, cache_dir):
     import sys
 
-    store = tmp_path / "cells"
+    store = tmp_path / "points"
     status, seconds, err, alive = _interrupt_when(
         [sys.executable, "-m", "launch.figures", "--quick", "--only", "snr", "--in-process",
          "--jobs", "2", "--store", str(store), "--out", str(tmp_path / "figures"),
@@ -267,7 +267,7 @@ def test_ctrl_c_stops_an_in_process_study_and_keeps_its_finished_cells(tmp_path,
     )  # fmt: skip
     assert status == 130 and seconds < 10, (status, seconds, err[-1500:])
     assert alive == []
-    assert "cells are finished and kept in" in err and "redoes only the others" in err
+    assert "points are finished and kept in" in err and "redoes only the others" in err
 
 
 @pytest.mark.slow

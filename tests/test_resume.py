@@ -157,35 +157,35 @@ def test_a_killed_simulation_resumes_through_the_command_line(tmp_path, cache_di
     assert "the run in this folder finished" in again.stderr
 
 
-def test_an_interrupted_sweep_resumes_its_unfinished_cells_from_their_journals(tmp_path):
-    """Three cells in lockstep are killed in round 4: each cell's rounds and checkpoint are in
+def test_an_interrupted_sweep_resumes_its_unfinished_points_from_their_journals(tmp_path):
+    """Three points in lockstep are killed in round 4: each point's rounds and checkpoint are in
     the store's journal; the sweep started again finishes them from round 4 with the numbers
     of an uninterrupted sweep, and the journals are gone."""
-    from common.run.cells import CellStore
+    from common.run.points import PointStore
 
     problem = SOURCE.problem()
     base = settings_for(problem, **{"strategy.name": "federated"}, rounds=5, channel_uses=2, seed=5)
-    cells = [base, base.replace(seed=6), base.replace(**{"strategy.name": "multi_link"})]
-    whole = CellStore(tmp_path / "whole")
-    run_points(_client_grid(make_client_app(None, SOURCE)), cells, whole, SOURCE, in_flight=8)
+    points = [base, base.replace(seed=6), base.replace(**{"strategy.name": "multi_link"})]
+    whole = PointStore(tmp_path / "whole")
+    run_points(_client_grid(make_client_app(None, SOURCE)), points, whole, SOURCE, in_flight=8)
 
-    store = CellStore(tmp_path / "store")
+    store = PointStore(tmp_path / "store")
     with pytest.raises(Killed):
-        run_points(_crashing_grid(make_client_app(None, SOURCE), 4), cells, store, SOURCE,
+        run_points(_crashing_grid(make_client_app(None, SOURCE), 4), points, store, SOURCE,
                   in_flight=8)  # fmt: skip
-    for cell in cells:
-        assert not store.finished(cell)
-        assert Checkpoint.read(store.journal(cell)).round == 3
-        assert len((store.journal(cell) / "history.csv").read_text().splitlines()) == 1 + 3
+    for point in points:
+        assert not store.finished(point)
+        assert Checkpoint.read(store.journal(point)).round == 3
+        assert len((store.journal(point) / "history.csv").read_text().splitlines()) == 1 + 3
     grid = _client_grid(make_client_app(None, SOURCE))
-    run_points(grid, cells, store, SOURCE, in_flight=8)
+    run_points(grid, points, store, SOURCE, in_flight=8)
     trained = {int(m.metadata.group_id) for m in grid.sent
                if m.metadata.message_type == MessageType.TRAIN}  # fmt: skip
     assert trained == {4, 5}
-    for cell in cells:
-        done, reference = store.load(cell), whole.load(cell)
+    for point in points:
+        done, reference = store.load(point), whole.load(point)
         for name, value in reference.precoders.items():
             np.testing.assert_allclose(done.precoders[name], value, rtol=1e-12)
         np.testing.assert_array_equal(done.results.accuracy, reference.results.accuracy)
         assert done.history["round"].tolist() == [1, 2, 3, 4, 5]
-        assert not store.journal(cell).exists()
+        assert not store.journal(point).exists()

@@ -121,7 +121,7 @@ def test_a_simulation_shelf_is_removed_at_the_end_and_orphans_are_swept(tmp_path
     assert not root.exists()
 
 
-def _cell_settings(**changes) -> RunSettings:
+def _point_settings(**changes) -> RunSettings:
     return settings_for(SOURCE.problem(), rounds=2, **changes)
 
 
@@ -162,10 +162,10 @@ def test_an_error_of_the_build_itself_is_raised_not_taken_for_the_shelf(tmp_path
     assert not caplog.records
 
 
-def test_users_from_the_shelf_equal_users_built_alone_and_cells_share_one_copy(tmp_path):
+def test_users_from_the_shelf_equal_users_built_alone_and_points_share_one_copy(tmp_path):
     shelf = Shelf(tmp_path)
-    cells = [_cell_settings(snr_db=snr, channel_uses=uses) for snr, uses in ((10, 2), (30, 4))]
-    for settings in cells:
+    points = [_point_settings(snr_db=snr, channel_uses=uses) for snr, uses in ((10, 2), (30, 4))]
+    for settings in points:
         for index in range(SOURCE.num_users):
             shared = default_user(index, SOURCE, settings, shelf)
             alone = default_user(index, SOURCE, settings)
@@ -174,15 +174,15 @@ def test_users_from_the_shelf_equal_users_built_alone_and_cells_share_one_copy(t
             np.testing.assert_array_equal(shared.h_block, alone.h_block)
             assert shared.n_pilots == alone.n_pilots and shared.dim == alone.dim
     entries = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert len(entries) == SOURCE.num_users  # one per user, whatever the cells
-    baseline = _cell_settings(**{"strategy.name": "top_k"})  # another user class prepares its own
+    assert len(entries) == SOURCE.num_users  # one per user, whatever the points
+    baseline = _point_settings(**{"strategy.name": "top_k"})  # another user class prepares its own
     default_user(0, SOURCE, baseline, shelf)
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == SOURCE.num_users + 1
 
 
 def test_prepared_inputs_are_refused_by_a_user_they_were_not_made_for():
     data = SOURCE.user_data(0)
-    settings = _cell_settings()
+    settings = _point_settings()
     prepared = AdmmUser.prepare(0, data, Conventions("corrected"))
     assert isinstance(prepared, PreparedData)
     with pytest.raises(ValueError, match="prepared by AdmmUser.derive, but FeatureMapUser needs"):

@@ -8,12 +8,12 @@ from common.run.driver import run_experiment
 from common.run.study import (
     PAPER_SEEDS,
     StudyGrid,
-    channel_cells,
-    compression_cells,
-    fault_cells,
-    group_cells,
-    participation_cells,
-    snr_cells,
+    channel_points,
+    compression_points,
+    fault_points,
+    group_points,
+    participation_points,
+    snr_points,
 )
 from conf import settings
 from tests.synthetic import make_problem, settings_for
@@ -25,22 +25,22 @@ BASE = settings_for(PROBLEM, rounds=3)
 def test_the_paper_grids_have_the_papers_sizes():
     base, grid = settings(), StudyGrid()
     models = {"heterogeneous": ("a",), "homogeneous": ("b",)}
-    compression = compression_cells(base, grid)
+    compression = compression_points(base, grid)
     assert len(compression) == 3 * 6 * (4 * 7 + 6)  # pairs x seeds x (4 methods x 7 u + Top-K)
     top_k = {c.link.channel_uses for c in compression if c.strategy.name == "top_k"}
     assert top_k == {1, 2, 3, 4, 5, 10}
     assert {(c.link.antennas_tx, c.link.antennas_rx) for c in compression} == {(1, 1), (2, 2),
                                                                                  (4, 4)}
-    snr = snr_cells(base, grid)
+    snr = snr_points(base, grid)
     assert len(snr) == 6 * 5 * (3 + 3 + 2) and {c.link.antennas_tx for c in snr} == {4}
-    groups = group_cells(base, grid, models)
+    groups = group_points(base, grid, models)
     assert len(groups) == 2 * 3 * 7 * 6 and {c.strategy.name for c in groups} == {"federated"}
     assert {c.seed for c in [*compression, *snr, *groups]} == set(PAPER_SEEDS)
-    faults = fault_cells(base, grid)
+    faults = fault_points(base, grid)
     assert len(faults) == 4 * 4 * 6 and {c.faults.kind for c in faults} == {"random"}
     assert {(c.consensus.aggregator, c.faults.users) for c in faults if c.seed == 27} == {
         (a, f) for a in ("mean", "weighted_mean", "median", "trimmed_mean") for f in range(4)}
-    participation = participation_cells(base, grid)
+    participation = participation_points(base, grid)
     assert {c.consensus.participation for c in participation} == {0.25, 0.5, 0.75, 1.0}
 
 
@@ -49,13 +49,13 @@ def results():
     """A small study on synthetic latents: two seeds, two pairs, every method."""
     grid = StudyGrid.quick(seeds=(1, 2))
     models = {"heterogeneous": BASE.users.models, "homogeneous": BASE.users.models}
-    studies = {"compression": compression_cells(BASE, grid), "snr": snr_cells(BASE, grid),
-               "groups": group_cells(BASE, grid, models), "faults": fault_cells(BASE, grid),
-               "participation": participation_cells(BASE, grid),
-               "channels": channel_cells(BASE, grid)}  # fmt: skip
-    return {name: pd.concat([run_experiment(PROBLEM, c).results for c in cells],
+    studies = {"compression": compression_points(BASE, grid), "snr": snr_points(BASE, grid),
+               "groups": group_points(BASE, grid, models), "faults": fault_points(BASE, grid),
+               "participation": participation_points(BASE, grid),
+               "channels": channel_points(BASE, grid)}  # fmt: skip
+    return {name: pd.concat([run_experiment(PROBLEM, c).results for c in points],
                             ignore_index=True)
-            for name, cells in studies.items()}  # fmt: skip
+            for name, points in studies.items()}  # fmt: skip
 
 
 def _lines(ax) -> dict[str, tuple]:
@@ -132,23 +132,23 @@ def test_summary_tables_are_markdown_with_mean_and_spread(results):
 def test_figures_in_process_over_two_processes_write_every_file_and_resume(
     tmp_path, embedded_source, cache_dir, capsys
 ):
-    """``launch.figures --in-process --jobs 2``: the cells, the figure and its table; run
-    again, nothing is recomputed; a cell's numbers are those of the driver run directly."""
-    from common.run.cells import CellStore
+    """``launch.figures --in-process --jobs 2``: the points, the figure and its table; run
+    again, nothing is recomputed; a point's numbers are those of the driver run directly."""
+    from common.run.points import PointStore
     from launch import figures
 
-    store, out = tmp_path / "cells", tmp_path / "figures"
+    store, out = tmp_path / "points", tmp_path / "figures"
     argv = ["--quick", "--only", "snr", "--in-process", "--jobs", "2", "--store", str(store),
             "--out", str(out), f"cache_dir={cache_dir}"]  # fmt: skip
     assert figures.main(argv) == 0
     assert {p.name for p in out.iterdir()} == {"accuracy_vs_snr.png", "snr.md"}
     assert len([p for p in store.iterdir() if not p.name.startswith(".")]) == 6
     assert figures.main(argv) == 0
-    assert "6 cells, 6 already finished" in capsys.readouterr().out
-    cell = settings(f"cache_dir={cache_dir}", "experiment.progress=false", "strategy=top_k",
+    assert "6 points, 6 already finished" in capsys.readouterr().out
+    point = settings(f"cache_dir={cache_dir}", "experiment.progress=false", "strategy=top_k",
                     "communication.channel_usage=2", "communication.snr=-10")  # fmt: skip
-    alone = run_experiment(embedded_source.problem(), cell)
-    kept = CellStore(store).load(cell)
+    alone = run_experiment(embedded_source.problem(), point)
+    kept = PointStore(store).load(point)
     assert kept.results.accuracy.tolist() == alone.results.accuracy.tolist()
     with pytest.raises(SystemExit):  # argparse refuses it, naming the option
         figures.main([*argv, "--jobs", "0"])

@@ -1,4 +1,4 @@
-"""Sweeps: cells back to back in one simulation, each equal to itself run alone, resumable."""
+"""Sweeps: points back to back in one simulation, each equal to itself run alone, resumable."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.run.cells import CellStore, cell_key
+from common.run.points import PointStore, point_key
 from common.run.driver import run_experiment
 from common.run.sources import SyntheticSource
 from launch.simulation import SimulationFailed, simulate, simulate_sweep
@@ -18,7 +18,7 @@ from tests.synthetic import settings_for
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = SyntheticSource(n=300, n_test=100, ap_dim=16, user_dims=(18, 11, 13))
 BASE = settings_for(SOURCE.problem(), rounds=3, channel_uses=2, seed=7)
-CELLS = [
+POINTS = [
     BASE,
     BASE.replace(**{"strategy.name": "multi_link"}, seed=8),
     BASE.replace(**{"strategy.name": "top_k"}, channel_uses=1),
@@ -35,39 +35,39 @@ def _same(a, b, rtol=1e-12):
         assert a.results[column].tolist() == b.results[column].tolist(), column
 
 
-def test_cell_keys_follow_what_changes_the_numbers():
-    assert cell_key(BASE) == cell_key(BASE.replace(progress=True, cpus_per_user=2.0))
-    assert len({cell_key(c) for c in CELLS}) == len(CELLS)
-    assert cell_key(BASE) != cell_key(BASE.replace(snr_db=10.0))
+def test_point_keys_follow_what_changes_the_numbers():
+    assert point_key(BASE) == point_key(BASE.replace(progress=True, cpus_per_user=2.0))
+    assert len({point_key(c) for c in POINTS}) == len(POINTS)
+    assert point_key(BASE) != point_key(BASE.replace(snr_db=10.0))
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_in_one_simulation_and_each_cell_equals_itself_alone(tmp_path):
-    store = CellStore(tmp_path / "cells")
-    outcomes = simulate_sweep(CELLS, store, SOURCE)
-    assert [p.name for p in sorted(store.root.iterdir())] == sorted(cell_key(c) for c in CELLS)
-    for cell, outcome in zip(CELLS, outcomes, strict=True):
-        _same(run_experiment(SOURCE.problem(), cell), outcome)
-        assert (store.path(cell) / "settings.json").read_text().strip() == cell.to_json()
-    _same(simulate(CELLS[1], SOURCE), outcomes[1])  # the same cell in a simulation of its own
+def test_a_sweep_runs_in_one_simulation_and_each_point_equals_itself_alone(tmp_path):
+    store = PointStore(tmp_path / "points")
+    outcomes = simulate_sweep(POINTS, store, SOURCE)
+    assert [p.name for p in sorted(store.root.iterdir())] == sorted(point_key(c) for c in POINTS)
+    for point, outcome in zip(POINTS, outcomes, strict=True):
+        _same(run_experiment(SOURCE.problem(), point), outcome)
+        assert (store.path(point) / "settings.json").read_text().strip() == point.to_json()
+    _same(simulate(POINTS[1], SOURCE), outcomes[1])  # the same point in a simulation of its own
 
 
 @pytest.mark.slow
-def test_an_interrupted_sweep_keeps_finished_cells_and_redoes_only_the_rest(tmp_path):
-    store = CellStore(tmp_path / "cells")
+def test_an_interrupted_sweep_keeps_finished_points_and_redoes_only_the_rest(tmp_path):
+    store = PointStore(tmp_path / "points")
     broken = BASE.replace(models=BASE.users.models[:2], seed=9)  # the AP refuses it: 3 users in source
-    with pytest.raises(SimulationFailed, match="1 cell.*3 users but the settings name 2"):
-        simulate_sweep([CELLS[0], broken, CELLS[1]], store, SOURCE)
-    # the failed cell did not stop the sweep; it alone is missing
-    assert store.finished(CELLS[0]) and store.finished(CELLS[1])
+    with pytest.raises(SimulationFailed, match="1 point.*3 users but the settings name 2"):
+        simulate_sweep([POINTS[0], broken, POINTS[1]], store, SOURCE)
+    # the failed point did not stop the sweep; it alone is missing
+    assert store.finished(POINTS[0]) and store.finished(POINTS[1])
     assert not store.finished(broken)
-    (store.root / f".{cell_key(CELLS[2])}.partial").mkdir()  # debris of a killed writer
-    kept = [(store.path(c) / "results.parquet").stat().st_mtime_ns for c in CELLS[:2]]
-    outcomes = simulate_sweep(CELLS, store, SOURCE)
-    again = [(store.path(c) / "results.parquet").stat().st_mtime_ns for c in CELLS[:2]]
-    assert again == kept  # finished cells are not redone
-    assert all(store.finished(cell) for cell in CELLS)
-    _same(run_experiment(SOURCE.problem(), CELLS[2]), outcomes[2])
+    (store.root / f".{point_key(POINTS[2])}.partial").mkdir()  # debris of a killed writer
+    kept = [(store.path(c) / "results.parquet").stat().st_mtime_ns for c in POINTS[:2]]
+    outcomes = simulate_sweep(POINTS, store, SOURCE)
+    again = [(store.path(c) / "results.parquet").stat().st_mtime_ns for c in POINTS[:2]]
+    assert again == kept  # finished points are not redone
+    assert all(store.finished(point) for point in POINTS)
+    _same(run_experiment(SOURCE.problem(), POINTS[2]), outcomes[2])
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -78,30 +78,30 @@ def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_a_bad_sweep_value_stops_every_cell_before_ray_starts(tmp_path):
-    proc = _cli("bad", "communication.channel_usage=1,0", f"sweep_store={tmp_path}/cells",
+def test_a_bad_sweep_value_stops_every_point_before_ray_starts(tmp_path):
+    proc = _cli("bad", "communication.channel_usage=1,0", f"sweep_store={tmp_path}/points",
                 f"hydra.sweep.dir={tmp_path}/run", "-m", cwd=tmp_path)  # fmt: skip
     assert proc.returncode != 0
-    assert "error: sweep cell #1 (communication.channel_usage=0 " in proc.stderr
+    assert "error: sweep point #1 (communication.channel_usage=0 " in proc.stderr
     assert "config key 'communication.channel_usage' = 0 is invalid" in proc.stderr
     assert "ray" not in (proc.stdout + proc.stderr).lower().replace("array", "")
-    assert not (tmp_path / "cells").exists() and not (tmp_path / "run" / "0").exists()
+    assert not (tmp_path / "points").exists() and not (tmp_path / "run" / "0").exists()
 
 
 @pytest.mark.slow
 def test_the_command_line_sweep_is_one_simulation_and_resumes(tmp_path):
     args = ["users.count=2", "experiment.rounds=2", "communication.channel_usage=1,2",
-            "experiment.progress=false", f"sweep_store={tmp_path}/cells"]  # fmt: skip
+            "experiment.progress=false", f"sweep_store={tmp_path}/points"]  # fmt: skip
     first = _cli("ok", *args, f"hydra.sweep.dir={tmp_path}/run1", "-m", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "sweep: 2 cells, 0 already finished" in first.stdout
+    assert "sweep: 2 points, 0 already finished" in first.stdout
     assert first.stderr.count("DEPRECATED FEATURE") == 1  # Flower's notice: once per simulation
     for job in ("0", "1"):
         assert (tmp_path / "run1" / job / "results.parquet").is_file()
-    assert len(list((tmp_path / "cells").iterdir())) == 2
+    assert len(list((tmp_path / "points").iterdir())) == 2
     again = _cli("ok", *args, f"hydra.sweep.dir={tmp_path}/run2", "-m", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "sweep: 2 cells, 2 already finished" in again.stdout
+    assert "sweep: 2 points, 2 already finished" in again.stdout
     assert "DEPRECATED FEATURE" not in again.stderr  # no simulation at all
     a = pd.read_parquet(tmp_path / "run1" / "1" / "results.parquet")
     b = pd.read_parquet(tmp_path / "run2" / "1" / "results.parquet")

@@ -21,15 +21,15 @@ ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
 
 
 def entry(part: str, index: int) -> str:
-    """The record name of ``part`` for the ``index``-th cell of a message carrying several
-    cells run in lockstep (one entry, index 0, for a single run).
+    """The record name of ``part`` for the ``index``-th point of a message carrying several
+    points run in lockstep (one entry, index 0, for a single run).
 
     Parameters
     ----------
     part : str
         :data:`ARRAYS`, :data:`CONFIG` or :data:`METRICS`.
     index : int
-        The cell's position in the message.
+        The point's position in the message.
 
     Returns
     -------
@@ -39,14 +39,14 @@ def entry(part: str, index: int) -> str:
     return f"{part}.{index}"
 
 
-# A message carrying cells also names every cell still in flight (config record
-# ``LIVE``, key ``cells``: their cell keys), so that a node keeps what it learned
-# for cells whose entry it does not get this round (partial participation).
+# A message carrying points also names every point still in flight (config record
+# ``LIVE``, key ``points``: their point keys), so that a node keeps what it learned
+# for points whose entry it does not get this round (partial participation).
 LIVE = "live"
 
 
 def entry_indices(names: Iterable[str]) -> list[int]:
-    """The cells a message carries, by index, from its record names.
+    """The points a message carries, by index, from its record names.
 
     Parameters
     ----------

@@ -239,7 +239,7 @@ class User(abc.ABC):
         """Everything user ``index`` derives from its inputs alone, before any round.
 
         It depends on the data, the class and the conventions' covariance, not on
-        the link, channel or seed of a run: every run (sweep cell) over the same
+        the link, channel or seed of a run: every run (sweep point) over the same
         data can use one, and the processes of a simulation share it.
 
         The pilots are stored as ``d_k × n`` float32 columns, whitened after complex

@@ -245,9 +245,9 @@ def draw_channels(results: pd.DataFrame):
 def markdown_table(results: pd.DataFrame, metric: str, rows: list[str], columns: list[str]) -> str:
     """Mean ± std over seeds of ``metric``: one row per ``rows`` value, one column per setting."""
     summary = seed_summary(results, metric)
-    summary["cell"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["mean"], summary["std"],
+    summary["entry"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["mean"], summary["std"],
                                                             strict=True)]  # fmt: skip
-    table = summary.pivot_table(index=rows, columns=columns, values="cell", aggfunc="first")
+    table = summary.pivot_table(index=rows, columns=columns, values="entry", aggfunc="first")
     column_names = [" ".join(f"{HEADERS.get(n, n)} {_fmt(v)}" for n, v in
                              zip(columns, c if isinstance(c, tuple) else (c,), strict=True))
                     for c in table.columns]  # fmt: skip
@@ -255,8 +255,8 @@ def markdown_table(results: pd.DataFrame, metric: str, rows: list[str], columns:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, values in table.iterrows():
         keys = index if isinstance(index, tuple) else (index,)
-        cells = [_fmt(k) for k in keys] + [v if isinstance(v, str) else "–" for v in values]
-        lines.append("| " + " | ".join(cells) + " |")
+        entries = [_fmt(k) for k in keys] + [v if isinstance(v, str) else "–" for v in values]
+        lines.append("| " + " | ".join(entries) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -293,7 +293,7 @@ class Session:
     ) -> int:
         """Errors of the users sent to, and those that neither answered nor failed as 'no
         reply'. A user sent nothing this round cannot fail in it (a transport that serves
-        several cells may report a node's error for all of them)."""
+        several points may report a node's error for all of them)."""
         errors = {k: reason for k, reason in errors.items() if k in self._sent}
         silent = {k: "no reply" for k in self._sent - set(answered) - set(errors)}
         for user, reason in sorted({**errors, **silent}.items()):

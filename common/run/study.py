@@ -1,4 +1,4 @@
-"""The paper's study: the cells behind every figure, as grids over the run settings.
+"""The paper's study: the points behind every figure, as grids over the run settings.
 
 Grids follow the paper's experiments (``docs/EXPERIMENTS.md``: six seeds, u ∈ {1, 2, 4, 6,
 8, 10, 20}, square antenna pairs, Top-K up to u = 10, SNR from −20 to 30 dB,
@@ -81,40 +81,40 @@ def _product(base: RunSettings, axes: Mapping[str, Iterable]) -> list[RunSetting
     ]
 
 
-def compression_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+def compression_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Accuracy and MSE vs ζ: every method (and Eigen-K), every square antenna pair, every
     seed, 20 dB."""
-    cells = []
+    points = []
     for (n_tx, n_rx), seed in itertools.product(grid.antenna_pairs, grid.seeds):
         at = base.replace(antennas_tx=n_tx, antennas_rx=n_rx, seed=seed)
-        cells += _product(at, {STRATEGY: ("federated", "multi_link", "first_k", "eigen_k"),
+        points += _product(at, {STRATEGY: ("federated", "multi_link", "first_k", "eigen_k"),
                                USES: grid.channel_uses})  # fmt: skip
-        cells += _product(at, {STRATEGY: ("top_k",), USES: grid.top_k_channel_uses})
-    return cells
+        points += _product(at, {STRATEGY: ("top_k",), USES: grid.top_k_channel_uses})
+    return points
 
 
-def snr_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+def snr_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Accuracy vs SNR at 4×4: federated and First-K at u ∈ {1, 4, 8}, Top-K at u ∈ {2, 4}."""
     at = base.replace(antennas_tx=4, antennas_rx=4)
-    cells = []
+    points = []
     for method, uses in grid.snr_channel_uses:
-        cells += _product(at, {STRATEGY: (method,), USES: uses, "communication.snr": grid.snr_db,
+        points += _product(at, {STRATEGY: (method,), USES: uses, "communication.snr": grid.snr_db,
                                "seed": grid.seeds})  # fmt: skip
-    return cells
+    return points
 
 
-def group_cells(base: RunSettings, grid: StudyGrid, models: dict[str, tuple[str, ...]]) -> list:
+def group_points(base: RunSettings, grid: StudyGrid, models: dict[str, tuple[str, ...]]) -> list:
     """Heterogeneous vs homogeneous users (federated, 4×4) per semantic pilot fraction."""
     at = base.replace(**{STRATEGY: "federated"}, antennas_tx=4, antennas_rx=4)
-    cells = []
+    points = []
     for group in GROUPS:
-        cells += _product(at.replace(group=group, models=models[group]),
+        points += _product(at.replace(group=group, models=models[group]),
                           {"data.pilot_fraction": grid.pilot_fractions, USES: grid.channel_uses,
                            "seed": grid.seeds})  # fmt: skip
-    return cells
+    return points
 
 
-def fault_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+def fault_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Each consensus rule vs the number of users sending noise (federated, 4×4, u = 4)."""
     at = base.replace(**{STRATEGY: "federated", USES: 4, "faults.kind": "random",
                          "faults.scale": 100.0}, antennas_tx=4, antennas_rx=4)  # fmt: skip
@@ -122,24 +122,24 @@ def fault_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
                          "seed": grid.seeds})  # fmt: skip
 
 
-def participation_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+def participation_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Accuracy vs the share of users trained with per round (federated, 4×4, u ∈ {1, 4})."""
     at = base.replace(**{STRATEGY: "federated"}, antennas_tx=4, antennas_rx=4)
     return _product(at, {"consensus.participation": grid.participation, USES: (1, 4),
                          "seed": grid.seeds})  # fmt: skip
 
 
-def channel_cells(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+def channel_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Beyond i.i.d. Rayleigh with perfect CSI (4×4, u = 4, 20 dB): federated and First-K vs
     antenna correlation, vs Rician K and vs channel ageing; federated vs the SNR of channel
     estimation (LS, LMMSE) beside perfect CSI."""
     at = base.replace(**{USES: 4}, antennas_tx=4, antennas_rx=4)
     methods = ("federated", "first_k")
-    cells = _product(at.replace(model="correlated"), {STRATEGY: methods,
+    points = _product(at.replace(model="correlated"), {STRATEGY: methods,
                      "communication.correlation": grid.correlations, "seed": grid.seeds})  # fmt: skip
-    cells += _product(at.replace(model="rician"), {STRATEGY: methods,
+    points += _product(at.replace(model="rician"), {STRATEGY: methods,
                       "communication.k_factor": grid.k_factors, "seed": grid.seeds})  # fmt: skip
-    cells += _product(at, {STRATEGY: methods, "csi.ageing": grid.ageing, "seed": grid.seeds})
-    cells += _product(at.replace(**{STRATEGY: "federated"}), {
+    points += _product(at, {STRATEGY: methods, "csi.ageing": grid.ageing, "seed": grid.seeds})
+    points += _product(at.replace(**{STRATEGY: "federated"}), {
         "csi.estimation": ("ls", "lmmse"), "csi.snr": grid.csi_snr_db, "seed": grid.seeds})
-    return list({c.to_json(): c for c in cells}.values())
+    return list({c.to_json(): c for c in points}.values())

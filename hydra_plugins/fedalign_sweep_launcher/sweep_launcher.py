@@ -1,11 +1,11 @@
-"""A Hydra launcher for sweeps: every cell of a ``-m`` run in as few Flower simulations as possible.
+"""A Hydra launcher for sweeps: every point of a ``-m`` run in as few Flower simulations as possible.
 
-Hydra's own launcher runs a sweep's cells one by one, each a fresh process with
-a fresh Ray cluster (about half a minute of fixed cost per cell). This one
-first validates every cell (a bad value stops the sweep before Ray starts),
-then runs the cells that the cell store lacks back to back over the same
+Hydra's own launcher runs a sweep's points one by one, each a fresh process with
+a fresh Ray cluster (about half a minute of fixed cost per point). This one
+first validates every point (a bad value stops the sweep before Ray starts),
+then runs the points that the point store lacks back to back over the same
 SuperNodes, each saved in the store as it finishes, and finally runs each
-Hydra job as usual: the task function finds its cell in the store and writes
+Hydra job as usual: the task function finds its point in the store and writes
 its tables to the job's own output folder. ``conf/config.yaml`` selects it
 (Hydra loads launchers from the ``hydra_plugins`` package only);
 ``hydra.launcher._target_=hydra._internal.core_plugins.basic_launcher.BasicLauncher``
@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from common.run.settings import ConfigError, RunSettings
 from conf import validated
 from launch.simulation import SimulationFailed
-from launch.sweeps import cell_store, interrupted, run_unfinished
+from launch.sweeps import point_store, interrupted, run_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def task_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 class SweepLauncher(Launcher):
-    """Validate every cell, simulate the unfinished ones in batches, then run each job."""
+    """Validate every point, simulate the unfinished ones in batches, then run each job."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -71,7 +71,7 @@ class SweepLauncher(Launcher):
             try:
                 settings = validated(task_config(cfg))
             except ConfigError as exc:
-                sys.exit(f"error: sweep cell #{idx} ({' '.join(overrides)}): {exc}")
+                sys.exit(f"error: sweep point #{idx} ({' '.join(overrides)}): {exc}")
             jobs.append((cfg, settings))
         return jobs
 
@@ -84,12 +84,12 @@ class SweepLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = self._job_configs(job_overrides, initial_job_idx)
-        store = cell_store(jobs[0][1]) if jobs else None
+        store = point_store(jobs[0][1]) if jobs else None
         if store is not None:
             try:
                 run_unfinished(store, [settings for _, settings in jobs],
                                in_flight=jobs[0][1].sweep_in_flight)  # fmt: skip
-            except SimulationFailed as exc:  # the jobs of the missing cells report it too
+            except SimulationFailed as exc:  # the jobs of the missing points report it too
                 print(f"error: {exc}", file=sys.stderr, flush=True)
             except KeyboardInterrupt:
                 sys.exit(interrupted(store, [settings for _, settings in jobs]))

@@ -1,7 +1,7 @@
 """Prepare one party's assets on its own machine, before a deployed run.
 
-    python -m launch.prepare ap [overrides ...]
-    python -m launch.prepare user --model resnet10t --cache-dir /data/fedalign [overrides ...]
+    python -m launch.assets ap [overrides ...]
+    python -m launch.assets user --model resnet10t --cache-dir /data/fedalign [overrides ...]
 
 ``ap`` builds (or verifies) the AP's encoder latents and nothing of any user,
 in the cache the config names (``cache_dir=...`` or ``$FEDALIGN_CACHE``).
@@ -23,7 +23,7 @@ from launch.environment import quiet
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m launch.prepare", description=__doc__,
+        prog="python -m launch.assets", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parties = parser.add_subparsers(dest="party", required=True)

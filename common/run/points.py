@@ -1,0 +1,139 @@
+"""Points of a study: one experiment each, named by a hash of its settings, stored once done.
+
+A sweep is a list of points. Each finished point lives in a :class:`PointStore`
+folder named by :func:`point_key`, written to a temporary folder first and
+renamed into place, so a folder that exists is a finished point and nothing
+partial is ever taken for one. A sweep started again skips the points it finds.
+
+Stores written by earlier versions still read: the first time a store is opened,
+points and journals named by an earlier key are renamed to today's (each
+folder keeps the settings it was made with), and the default folder's earlier
+name (``cells`` beside ``points``) is taken over (:func:`upgrade_store`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from common.files import atomic_file, atomic_folder, locked
+from common.run.checkpoint import Checkpoint, CheckpointError
+from common.run.results import RunOutcome
+from common.run.settings import RunSettings, stored_identity
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_FILE = "settings.json"
+JOURNALS = ".journal"  # unfinished points' rounds, under the store's root (never a point)
+LAYOUT_FILE = ".layout"  # in a store: the layout of its names, once brought up to date
+LAYOUT = "points 2\n"  # points named by the sectioned settings' identity
+OLD_NAME, NAME = "cells", "points"  # the default store folder's earlier and present names
+
+
+def _key(identity: dict) -> str:
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def point_key(settings: RunSettings) -> str:
+    """A stable name for the numbers ``settings`` produce (every setting whose scope says
+    it changes them: :meth:`RunSettings.identity`)."""
+    return _key(settings.identity())
+
+
+def upgrade_store(root: str | Path) -> list[tuple[str, str]]:
+    """Bring a store written by an earlier version to today's names; the renames made.
+
+    A folder ``points`` that does not exist takes over a ``cells`` folder beside it (the
+    default store's earlier name). A point or journal whose stored settings name another
+    key than its folder is renamed to that key (unless a folder of that key exists); a
+    folder whose settings cannot be read is left as it is. Then the store is marked up to
+    date (``.layout``), so the next process does not look again.
+    """
+    root = Path(root)
+    if not root.exists() and root.name == NAME and (old := root.with_name(OLD_NAME)).is_dir():
+        with contextlib.suppress(FileNotFoundError, FileExistsError, OSError):
+            os.rename(old, root)
+            logger.warning("the point store %s was called %s before: renamed", root, old.name)
+    if not root.is_dir() or (root / LAYOUT_FILE).exists():
+        return []
+    renamed = []
+    with locked(root / ".upgrade.lock"):
+        if (root / LAYOUT_FILE).exists():
+            return []
+        for folder, settings in _stored(root):
+            key = _key(stored_identity(settings))
+            if key != folder.name and not (folder.parent / key).exists():
+                os.rename(folder, folder.parent / key)
+                renamed.append((folder.name, key))
+        with atomic_file(root / LAYOUT_FILE, "w") as out:
+            out.write(LAYOUT)
+    if renamed:
+        logger.warning("the point store %s was written by an earlier version: %d points "
+                       "renamed to today's keys", root, len(renamed))  # fmt: skip
+    return renamed
+
+
+def _stored(root: Path):
+    """Every point and journal folder of a store, with the settings (JSON) it was made with."""
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        with contextlib.suppress(OSError):
+            yield folder, (folder / SETTINGS_FILE).read_text()
+    journals = root / JOURNALS
+    for folder in sorted(journals.iterdir()) if journals.is_dir() else ():
+        with contextlib.suppress(CheckpointError):
+            yield folder, Checkpoint.read(folder).settings
+
+
+class PointStore:
+    """A folder of finished points, one sub-folder per :func:`point_key`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._upgraded = False
+
+    def _open(self) -> Path:
+        """The root, after bringing a store of an earlier version up to date (once)."""
+        if not self._upgraded:
+            upgrade_store(self.root)
+            self._upgraded = True
+        return self.root
+
+    def path(self, settings: RunSettings) -> Path:
+        return self._open() / point_key(settings)
+
+    def journal(self, settings: RunSettings) -> Path:
+        """Where an unfinished point's rounds and AP checkpoint are written as they finish
+        (removed once the point is saved); a sweep started again resumes the point there."""
+        return self._open() / JOURNALS / point_key(settings)
+
+    def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path:
+        """A finished point's outcome into the store (the store as a ServerApp sink)."""
+        return self.save(settings, outcome)
+
+    def finished(self, settings: RunSettings) -> bool:
+        return self.path(settings).is_dir()
+
+    def load(self, settings: RunSettings) -> RunOutcome:
+        return RunOutcome.load(self.path(settings))
+
+    def save(self, settings: RunSettings, outcome: RunOutcome) -> Path:
+        """Write the outcome and the settings it came from; atomic as a whole."""
+        final = self.path(settings)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.root / LAYOUT_FILE).exists():  # a new store: today's names
+            with atomic_file(self.root / LAYOUT_FILE, "w") as out:
+                out.write(LAYOUT)
+        with atomic_folder(final) as staging:  # a point finished elsewhere meanwhile is kept
+            outcome.save(staging)
+            (staging / SETTINGS_FILE).write_text(settings.to_json() + "\n")
+        journal = self.journal(settings)
+        shutil.rmtree(journal, ignore_errors=True)  # finished: nothing to resume
+        with contextlib.suppress(OSError):
+            journal.parent.rmdir()  # once no point is unfinished
+        return final
