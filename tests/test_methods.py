@@ -205,3 +205,19 @@ def test_eigen_k_sends_principal_projections_and_its_basis_once():
     assert eigen.results.mse.mean() < first.results.mse.mean()
     extra = eigen.results.bytes_down.iloc[0] - first.results.bytes_down.iloc[0]
     assert extra == pilots.basis.nbytes  # the directions and mean, counted once
+
+
+def test_results_name_the_zoo_by_the_fingerprint_of_every_partys_assets():
+    """Two runs on the same assets show the same ``zoo``; other assets (here another
+    synthetic draw) another, and each row names its user's own (``user_assets``)."""
+    from common.run.sources import SyntheticSource
+
+    source = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9))
+    run = settings_for(source.problem(), rounds=1)
+    first, again = (run_experiment(source.problem(), run).results for _ in range(2))
+    other = run_experiment(SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9),
+                                           seed=1).problem(), run).results  # fmt: skip
+    assert first.zoo.nunique() == 1 and len(first.zoo.iloc[0]) == 12
+    assert first.zoo.tolist() == again.zoo.tolist() and first.zoo.iloc[0] != other.zoo.iloc[0]
+    assert first.user_assets.nunique() == 2 and first.ap_assets.nunique() == 1
+    assert first.user_assets.tolist() == [data.fingerprint for data in source.problem().users]

@@ -179,6 +179,15 @@ class Cache:
             raise _CorruptEntry(f"array {bad!r} has non-finite values")
         return arrays, manifest.get("meta", {})
 
+    def checksum(self, kind: str, key: dict) -> str:
+        """The SHA-256 of an entry's arrays file, as its manifest records it (checked on
+        every load); ``''`` when the entry is missing or its manifest unreadable."""
+        try:
+            manifest = json.loads((self.entry_dir(kind, key) / MANIFEST_FILE).read_text())
+            return str(manifest["arrays_sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
     def store(self, kind: str, key: dict, arrays: Arrays, meta: dict | None = None) -> Path:
         """Write an entry atomically; an existing entry with the same key is replaced."""
         entry = self.entry_dir(kind, key)

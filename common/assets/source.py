@@ -22,7 +22,7 @@ from common.assets.store import HeadAsset, ModelLatents, encoder_latents, head_a
 from common.assets.zoo import EncoderSpec, get_zoo
 from common.parties.user import UserData
 from common.run.settings import RunSettings
-from common.run.sources import APInputs, ProblemSource
+from common.run.sources import APInputs, ProblemSource, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ class AssetSource(ProblemSource):
             latents.model,
             latents.splits["train"][pilots],
             latents.splits["test"],
+            fingerprint=fingerprint(latents.checksum),
         )
 
     def user_key(self, index: int) -> str:
@@ -239,12 +240,14 @@ class AssetSource(ProblemSource):
         spec = get_zoo(self.settings.users.zoo).users[self.settings.users.models[index]]
         latents = self._latents(spec)
         labels = self._data().labels
+        head = self._head(latents)
         return UserData(
             name=latents.model,
             pilots=latents.splits["train"][self.pilots()],
             test=latents.splits["test"],
             test_labels=labels["test"],
-            predict=HeadPredictor(self._head(latents)),
+            predict=HeadPredictor(head),
+            fingerprint=fingerprint(latents.checksum, head.checksum),
         )
 
     def parties(self) -> list[tuple[str, EncoderSpec]]:

@@ -41,6 +41,7 @@ class ModelLatents:
     splits: dict[str, np.ndarray]
     cache_key: str = field(default="", compare=False)
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    checksum: str = field(default="", compare=False)  # SHA-256 of the cached arrays file
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class HeadAsset:
     clean_test_accuracy: float
     val_accuracy: float
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    checksum: str = field(default="", compare=False)  # SHA-256 of the cached arrays file
 
     def module(self) -> ClassifierHead:
         return head_from_state(self.state)
@@ -216,6 +218,7 @@ def encoder_latents(
         splits={split: arrays[split] for split in SPLITS},
         cache_key=key_digest(key),
         meta=meta,
+        checksum=cache.checksum("latents", key),
     )
 
 
@@ -249,4 +252,5 @@ def head_asset(latents: ModelLatents, data: ImageSplits, seed: int, cache: Cache
         clean_test_accuracy=float(meta["clean_test_accuracy"]),
         val_accuracy=float(meta["val_accuracy"]),
         meta={**meta, "cached": hit},
+        checksum=cache.checksum("head", key),
     )

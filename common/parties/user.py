@@ -29,6 +29,20 @@ Predict = Callable[[np.ndarray], np.ndarray]
 """Maps latents (N × d_k, float32) to class predictions (N,)."""
 
 
+ASSETS = "assets"  # a user's evaluation metric: its assets' fingerprint, as a number
+
+
+def assets_metric(fingerprint: str) -> dict[str, float]:
+    """A 12-hex-digit fingerprint as a metric (exact in a float: 48 bits); none if empty."""
+    return {ASSETS: float(int(fingerprint, 16))} if fingerprint else {}
+
+
+def assets_fingerprint(metrics: Mapping[str, float]) -> str:
+    """The fingerprint a user reported with its evaluation ('' when none)."""
+    value = metrics.get(ASSETS)
+    return f"{int(value):012x}" if value is not None else ""
+
+
 @dataclass(frozen=True)
 class UserData:
     """A user's private inputs: pilot latents, test latents and labels, head.
@@ -45,6 +59,9 @@ class UserData:
         The test samples' class labels.
     predict : Predict
         The user's classifier head (latents ``N × d_k`` float32 → labels ``(N,)``).
+    fingerprint : str
+        A short checksum (12 hex digits) of the user's assets, its latents and head, so
+        that two runs can tell whether they ran on the same zoo; empty when unknown.
     """
 
     name: str
@@ -52,6 +69,7 @@ class UserData:
     test: np.ndarray  # (n_test, d_k) clean test latents
     test_labels: np.ndarray  # (n_test,)
     predict: Predict
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,8 @@ class PreparedData:
         The qualified name of that ``derive`` (checked against the class that uses it).
     unbiased_covariance : bool
         Whether the whitening used the ``1/(n−1)`` covariance.
+    fingerprint : str
+        :attr:`UserData.fingerprint` of the data it was made from.
     """
 
     name: str
@@ -95,6 +115,7 @@ class PreparedData:
     derived: Mapping[str, np.ndarray]  # a method family's own (User.derive)
     derived_by: str  # the qualified name of the derive() that made ``derived``
     unbiased_covariance: bool  # the conventions' covariance the whitening used
+    fingerprint: str = ""  # the assets' checksum (UserData.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -223,6 +244,7 @@ class User(abc.ABC):
         self._predict = data.predict
         self.dim = data.pilots.shape[0]
         self.distinct_pilots = data.distinct_pilots
+        self.fingerprint = data.fingerprint
         self.whitening = data.whitening
         channels = draw_link_channels(
             channel_config, csi,
@@ -288,6 +310,7 @@ class User(abc.ABC):
             derived=cls.derive(columns, whitening),
             derived_by=cls.derive.__qualname__,
             unbiased_covariance=conventions.unbiased_covariance,
+            fingerprint=data.fingerprint,
         )
 
     @classmethod
@@ -475,8 +498,9 @@ class User(abc.ABC):
         Returns
         -------
         dict of str to float
-            ``accuracy`` and ``clean_accuracy`` (in [0, 1]), ``mse`` (per latent entry)
-            and ``n_test``.
+            ``accuracy`` and ``clean_accuracy`` (in [0, 1]), ``mse`` (per latent entry),
+            ``n_test``, and ``assets`` (:func:`assets_metric`) when the data carry a
+            fingerprint.
 
         Raises
         ------
@@ -501,4 +525,5 @@ class User(abc.ABC):
             "clean_accuracy": self.conventions.accuracy(clean, self._labels),
             "mse": self.conventions.mse(decoded, self._test, self.link),
             "n_test": float(self._labels.shape[0]),
+            **assets_metric(self.fingerprint),
         }

@@ -29,21 +29,34 @@ def write_tables(out_dir: str | Path, tables: Mapping[str, pd.DataFrame]) -> lis
 
 
 def per_user_table(results: pd.DataFrame) -> str:
-    """Accuracy, clean accuracy and MSE per user, and their means."""
+    """Accuracy, clean accuracy and MSE per user, and their means; then the zoo's
+    fingerprint, so that two readers see at once whether they compare the same zoo."""
     cols = ["user", "user_model", "accuracy", "clean_accuracy", "mse"]
     table = results[cols].copy()
     mean = pd.DataFrame([{"user": "mean", "user_model": "", **results[cols[2:]].mean()}])
     table = pd.concat([table.astype({"user": str}), mean], ignore_index=True)
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    text = table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    zoo = zoo_fingerprint(results)
+    return text + (f"\nzoo {zoo} (the fingerprint of the AP's and users' assets)" if zoo else "")
+
+
+def zoo_fingerprint(results: pd.DataFrame) -> str:
+    """The zoo a run's results came from (``''`` for results written before it was kept)."""
+    if "zoo" not in results.columns or not len(results):
+        return ""
+    return str(results.zoo.iloc[0] or "")
 
 
 def headline(results: pd.DataFrame) -> str:
+    """One line: the run's settings, its mean accuracy, and its zoo's fingerprint."""
     row = results.iloc[0]
+    zoo = zoo_fingerprint(results)
     return (
         f"method={row.method} dataset={row.dataset} users={len(results)} "
         f"u={row.channel_usage} {row.antennas_tx}x{row.antennas_rx} snr={row.snr_db:g} dB "
         f"zeta={row.compression_factor:.2f}% seed={row.seed}: "
         f"mean accuracy {results.accuracy.mean():.4f} (clean {results.clean_accuracy.mean():.4f})"
+        + (f" zoo={zoo}" if zoo else "")
     )
 
 

@@ -19,7 +19,9 @@ from common.maths.compression import compressed_dim
 from common.maths.fading import PERFECT_CSI, RAYLEIGH, ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
 from common.parties.ledger import Ledger
+from common.parties.user import assets_fingerprint
 from common.run.reporting import write_tables
+from common.run.sources import fingerprint
 
 RESULT_COLUMNS = (
     "method", "dataset", "seed", "ap_model", "user", "user_model", "user_group", "channel_usage",
@@ -28,7 +30,8 @@ RESULT_COLUMNS = (
     "symbols_per_sample", "rounds", "accuracy", "clean_accuracy", "mse",
     "power", "primal_residual", "bytes_down", "bytes_up", "messages", "wall_time_s",
     "aggregator", "participation", "faulty_users", "fault", "channel_model", "correlation",
-    "k_factor", "coherence_uses", "csi", "csi_snr_db", "ageing",
+    "k_factor", "coherence_uses", "csi", "csi_snr_db", "ageing", "ap_assets", "user_assets",
+    "zoo",
 )  # fmt: skip
 
 HISTORY_COLUMNS = (
@@ -62,6 +65,7 @@ class RunInfo:
     fault: str = ""  # how (empty when none is faulty)
     channel: ChannelConfig = RAYLEIGH  # the channel model
     csi: CsiConfig = PERFECT_CSI  # the users' channel knowledge
+    ap_assets: str = ""  # the fingerprint of the AP's latents (APInputs.fingerprint)
 
 
 def history_row(
@@ -103,6 +107,9 @@ def result_rows(
     totals = ledger.user_totals()
     effective = info.link.channel_uses + info.side_channel_uses
     m_ap = compressed_dim(info.latent_dim_ap)
+    users = {user: assets_fingerprint(evaluation[user]) for user in sorted(evaluation)}
+    # the zoo: the AP's assets and every evaluated user's, in user order
+    zoo = fingerprint(info.ap_assets, *users.values()) if any([info.ap_assets, *users.values()]) else ""
     rows = []
     for user in sorted(evaluation):
         metrics = evaluation[user]
@@ -146,6 +153,9 @@ def result_rows(
                 "csi": info.csi.estimation,
                 "csi_snr_db": info.csi.csi_snr_db,
                 "ageing": info.csi.ageing,
+                "ap_assets": info.ap_assets,
+                "user_assets": users[user],
+                "zoo": zoo,
             }
         )
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))

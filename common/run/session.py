@@ -125,6 +125,7 @@ class Session:
             fault=settings.faults.kind if settings.faults.users else "",
             channel=settings.communication,
             csi=settings.csi,
+            ap_assets=inputs.fingerprint,
         )
         self.ledger = Ledger()
         self.history: list[dict[str, float]] = []

@@ -10,11 +10,23 @@ benchmarks and tests.
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from common.parties.user import UserData
+
+
+def fingerprint(*parts: str) -> str:
+    """A short checksum (12 hex digits of a SHA-256) of some texts (checksums, names).
+
+    A run's parties fingerprint their assets with it (:attr:`APInputs.fingerprint`,
+    :attr:`~common.parties.user.UserData.fingerprint`), and the results table names the
+    whole zoo by the fingerprint of those (``zoo``): two runs on the same zoo, bit for bit,
+    show the same one.
+    """
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -31,12 +43,15 @@ class APInputs:
         Latents of the semantic pilots, one row per pilot (float32 from the zoo).
     test : ndarray, shape (n_test, d), float
         Latents of the test split, one row per sample.
+    fingerprint : str
+        A short checksum (12 hex digits) of the AP's latents; empty when unknown.
     """
 
     dataset: str
     model: str
     pilots: np.ndarray  # (n, d)
     test: np.ndarray  # (n_test, d)
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -269,7 +284,10 @@ class SyntheticSource(ProblemSource):
             and test latents (n_test × ap_dim), float64.
         """
         x, _, _ = self._party(0, self.ap_dim)
-        return APInputs("synthetic", f"synthetic{self.ap_dim}", x[: self.n], x[self.n :])
+        return APInputs(
+            "synthetic", f"synthetic{self.ap_dim}", x[: self.n], x[self.n :],
+            fingerprint=fingerprint(repr(self), "AP"),
+        )  # fmt: skip
 
     def user_key(self, index: int) -> str:
         """The source's repr (every field) and the user's index.
@@ -313,4 +331,5 @@ class SyntheticSource(ProblemSource):
             y[self.n :],
             labels[self.n :],
             NearestCentroid(centroids),
+            fingerprint=fingerprint(repr(self), f"user {index}"),
         )
