@@ -11,6 +11,7 @@ import pytest
 
 from common.assets.cache import (
     ARRAYS_FILE,
+    file_sha256,
     MANIFEST_FILE,
     Cache,
     CacheError,
@@ -272,11 +273,14 @@ def test_many_processes_build_an_entry_once_and_replace_it_without_races(tmp_pat
         sums = list(pool.map(_build_slowly, [root] * 4, [log] * 4))
     assert sums == [15.0] * 4
     assert Path(log).read_text().count("built") == 1  # the others waited and read it
+    Cache(root).store("head", KEY, {"w": np.full(1000, 0.0)})  # readers always have one
     with ProcessPoolExecutor(4, mp_context=context) as pool:
         writers = [pool.submit(_replace_repeatedly, root, v) for v in (1.0, 2.0)]
         readers = [pool.submit(_read_repeatedly, root) for _ in range(2)]
         assert [w.result() for w in writers] == [0, 0]  # no FileNotFoundError from a race
-        assert all(r.result() >= 0 for r in readers)  # each read: a whole entry, or none
+        # each read found a whole entry (checked in the reader) or, while one was being
+        # replaced, none; most reads find one, and no torn entry is ever read
+        assert all(r.result() > 100 for r in readers)
     arrays, _ = Cache(root).load("head", KEY)
     assert set(arrays["w"]) in ({1.0}, {2.0})
     assert _leftovers(Path(root)) == []
@@ -302,3 +306,13 @@ def test_a_read_only_cache_is_used_as_it_is(tmp_path, monkeypatch):
     with pytest.raises(CacheError, match=f"cache folder {root} is read-only and has no valid"):
         read_only.get_or_build("latents", {**KEY, "seed": 4}, build)
     assert build.calls == 0
+
+
+def test_an_entrys_checksum_is_its_arrays_files_sha256(cache):
+    """What a run fingerprints its assets with (the results' ``zoo``)."""
+    assert cache.checksum("head", KEY) == ""
+    entry = cache.store("head", KEY, {"w": np.arange(4.0)})
+    first = cache.checksum("head", KEY)
+    assert first == file_sha256(entry / ARRAYS_FILE)
+    cache.store("head", KEY, {"w": np.arange(5.0)})
+    assert cache.checksum("head", KEY) == file_sha256(entry / ARRAYS_FILE) != first
