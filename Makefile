@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint figures clean-venv
+.PHONY: install run test test-fast lint format figures clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) run_simulation.py $(ARGS)
 
-# Every figure of the paper (docs/figures): cells are read from outputs/cells where present.
+# Every figure of the paper (docs/figures): points are read from outputs/points where present.
 figures: $(STAMP)
 	$(PY) -m launch.figures $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
@@ -30,6 +31,12 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Apply the formatter and the linter's safe fixes.
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 clean-venv:
 	rm -rf $(VENV)

@@ -71,14 +71,22 @@ def main(cfg: DictConfig) -> float:
         if store is not None:
             store.save(settings, outcome)
     print(per_user_table(outcome.results))
-    failed = failed_users(outcome.results, outcome.failures, settings.num_users,
-                          len(outcome.history), settings.experiment.max_failed_fraction)  # fmt: skip
+    failed = failed_users(
+        outcome.results,
+        outcome.failures,
+        settings.num_users,
+        len(outcome.history),
+        settings.experiment.max_failed_fraction,
+    )
     if failed and not settings.experiment.allow_partial:
-        account = "\n".join(f"  user {k} ({settings.users.models[k]}): {why}"
-                            for k, why in failed.items())  # fmt: skip
-        sys.exit(f"error: {len(failed)} of {settings.num_users} users failed permanently (the "
-                 f"tables in {out_dir} say which rounds):\n{account}\nset "
-                 "experiment.allow_partial=true to accept a partial run")  # fmt: skip
+        account = "\n".join(
+            f"  user {k} ({settings.users.models[k]}): {why}" for k, why in failed.items()
+        )
+        sys.exit(
+            f"error: {len(failed)} of {settings.num_users} users failed permanently (the "
+            f"tables in {out_dir} say which rounds):\n{account}\nset "
+            "experiment.allow_partial=true to accept a partial run"
+        )
     return float(outcome.results.accuracy.mean())
 
 
@@ -90,8 +98,10 @@ def interrupted(out_dir: Path) -> int:
     if (out_dir / CHECKPOINT_FILE).exists():
         done = Checkpoint.read(out_dir).round
         overrides = " ".join(HydraConfig.get().overrides.task)
-        kept = (f"the history and AP checkpoint of rounds 1-{done}; continue with:\n  python "
-                f"run_simulation.py {overrides} experiment.resume=true hydra.run.dir={out_dir}")
+        kept = (
+            f"the history and AP checkpoint of rounds 1-{done}; continue with:\n  python "
+            f"run_simulation.py {overrides} experiment.resume=true hydra.run.dir={out_dir}"
+        )
     elif (out_dir / "history.csv").exists():
         kept = "the history of the finished rounds (this method cannot resume)"
     print(f"interrupted: {out_dir} keeps {kept}", file=sys.stderr)
@@ -104,13 +114,17 @@ def check_resumable(settings, out_dir: Path, sweep: bool) -> None:
     from common.run.checkpoint import Checkpoint, CheckpointError
 
     if sweep:
-        raise ConfigError("config key 'experiment.resume' = true is invalid in a sweep (-m): a "
-                          "sweep started again skips its finished points by itself")  # fmt: skip
+        raise ConfigError(
+            "config key 'experiment.resume' = true is invalid in a sweep (-m): a "
+            "sweep started again skips its finished points by itself"
+        )
     try:
         Checkpoint.read(out_dir).check_settings(settings, out_dir)
     except CheckpointError as exc:
-        raise ConfigError(f"config key 'experiment.resume' = true: {exc} (give the interrupted "
-                          "run's folder as hydra.run.dir=<folder>)") from None  # fmt: skip
+        raise ConfigError(
+            f"config key 'experiment.resume' = true: {exc} (give the interrupted "
+            "run's folder as hydra.run.dir=<folder>)"
+        ) from None
 
 
 def remove_run_folder(out_dir: Path) -> None:

@@ -33,8 +33,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--port", type=int, default=18600)
     args = parser.parse_args()
-    overrides = (f"users.count={args.users} experiment.rounds={args.rounds} "
-                 "experiment.progress=false")  # fmt: skip
+    overrides = (
+        f"users.count={args.users} experiment.rounds={args.rounds} experiment.progress=false"
+    )
     run = settings(*overrides.split())
 
     with tempfile.TemporaryDirectory(prefix="fedalign-bench-") as tmp:
@@ -54,15 +55,19 @@ def main() -> None:
     simulated = simulate(run)
     simulated_wall = time.perf_counter() - started
 
-    print(f"federation up (certificates, keys, {args.users} devices prepared, processes): "
-          f"{up:.1f} s")  # fmt: skip
+    print(
+        f"federation up (certificates, keys, {args.users} devices prepared, processes): {up:.1f} s"
+    )
     print(f"deployed run: {status}, wall {deployed_wall:.1f} s")
     print(f"{'':24}{'deployed':>10}{'simulated':>11}")
-    for rnd, (a, b) in enumerate(zip(deployed.history.seconds, simulated.history.seconds,
-                                     strict=True), start=1):  # fmt: skip
+    for rnd, (a, b) in enumerate(
+        zip(deployed.history.seconds, simulated.history.seconds, strict=True), start=1
+    ):
         print(f"round {rnd:<18}{a:>9.2f}s{b:>10.2f}s")
-    print(f"{'mean seconds per round':24}{deployed.history.seconds.mean():>9.2f}s"
-          f"{simulated.history.seconds.mean():>10.2f}s")  # fmt: skip
+    print(
+        f"{'mean seconds per round':24}{deployed.history.seconds.mean():>9.2f}s"
+        f"{simulated.history.seconds.mean():>10.2f}s"
+    )
     print(f"{'wall time (run only)':24}{deployed_wall:>9.1f}s{simulated_wall:>10.1f}s")
     same = (deployed.results.accuracy.to_numpy() == simulated.results.accuracy.to_numpy()).all()
     print(f"accuracies equal: {bool(same)} (mean {deployed.results.accuracy.mean():.4f})")

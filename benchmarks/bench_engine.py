@@ -37,8 +37,10 @@ def paper_sized() -> None:
         f"\n[1] paper-sized in-process run: {len(problem.users)} users, n = {problem.n_pilots} "
         f"pilots, 30 rounds, u = 4, 4x4, 20 dB"
     )
-    print(f"    wall {wall:.2f} s, peak traced memory {peak:.0f} MiB, "
-          f"mean accuracy {result.results.accuracy.mean():.4f}")  # fmt: skip
+    print(
+        f"    wall {wall:.2f} s, peak traced memory {peak:.0f} MiB, "
+        f"mean accuracy {result.results.accuracy.mean():.4f}"
+    )
     print("    " + verdict("paper-sized run", wall, 5.0, "s"))
 
 

@@ -127,21 +127,28 @@ def compare(
     rounds = settings.experiment.rounds
     same = outcome.results.accuracy.tolist() == reference.results.accuracy.tolist()
     print(
-        f"\n[{name}] {settings.num_users} users, {settings.experiment.rounds} rounds, method {settings.strategy.name}"
+        f"\n[{name}] {settings.num_users} users, {settings.experiment.rounds} rounds, "
+        f"method {settings.strategy.name}"
     )
     print(f"    in-process: {t_ref:7.2f} s   {mem_ref}")
     print(f"    Flower    : {t_fl:7.2f} s   {mem_fl}")
-    print(f"    ratio Flower/in-process {t_fl / t_ref:.2f}x; overhead per round "
-          f"{1000 * (t_fl - t_ref) / rounds:.0f} ms (whole run incl. Ray start-up)")  # fmt: skip
+    print(
+        f"    ratio Flower/in-process {t_fl / t_ref:.2f}x; overhead per round "
+        f"{1000 * (t_fl - t_ref) / rounds:.0f} ms (whole run incl. Ray start-up)"
+    )
     steady = outcome.history.seconds.iloc[1:]  # round 1 includes building the users in Ray
     ref_round = reference.history.seconds.iloc[1:].mean()
     extra = 1000 * (steady.mean() - ref_round)
-    print(f"    steady-state Flower round {1000 * steady.mean():.0f} ms vs in-process "
-          f"{1000 * ref_round:.0f} ms: {extra:.0f} ms overhead")  # fmt: skip
+    print(
+        f"    steady-state Flower round {1000 * steady.mean():.0f} ms vs in-process "
+        f"{1000 * ref_round:.0f} ms: {extra:.0f} ms overhead"
+    )
     first, ref_first = outcome.history.seconds.iloc[0], reference.history.seconds.iloc[0]
-    print(f"    first round (users built) {first:.1f} s vs {ref_first:.1f} s; outside the rounds "
-          f"(start-up, inputs, evaluation, writing) {t_fl - outcome.history.seconds.sum():.1f} s "
-          f"vs {t_ref - reference.history.seconds.sum():.1f} s")  # fmt: skip
+    print(
+        f"    first round (users built) {first:.1f} s vs {ref_first:.1f} s; outside the rounds "
+        f"(start-up, inputs, evaluation, writing) {t_fl - outcome.history.seconds.sum():.1f} s "
+        f"vs {t_ref - reference.history.seconds.sum():.1f} s"
+    )
     print(
         f"    same per-user accuracy: {same}; mean accuracy {outcome.results.accuracy.mean():.4f}"
     )

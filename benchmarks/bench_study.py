@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import verdict  # noqa: E402
 from common.assets.source import AssetSource  # noqa: E402
-from common.run.points import PointStore  # noqa: E402
 from common.run.driver import run_experiment  # noqa: E402
+from common.run.points import PointStore  # noqa: E402
 from common.run.study import StudyGrid, compression_points  # noqa: E402
 from conf import settings  # noqa: E402
 from launch.simulation import simulate_sweep  # noqa: E402
@@ -42,12 +42,15 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=POINTS_IN_FLIGHT)
     args = parser.parse_args()
     base = settings("experiment.progress=false")
-    grid = StudyGrid(seeds=tuple(args.seeds), channel_uses=tuple(args.uses),
-                     top_k_channel_uses=tuple(args.uses))  # fmt: skip
+    grid = StudyGrid(
+        seeds=tuple(args.seeds), channel_uses=tuple(args.uses), top_k_channel_uses=tuple(args.uses)
+    )
     points = compression_points(base, grid)
     AssetSource(base).warm(progress=False)
-    print(f"{len(points)} points: u {args.uses}, pairs 1x1 2x2 4x4, seeds {args.seeds}, 4 methods, "
-          f"{base.num_users} users, {base.experiment.rounds} rounds, {args.in_flight} in flight")  # fmt: skip
+    print(
+        f"{len(points)} points: u {args.uses}, pairs 1x1 2x2 4x4, seeds {args.seeds}, 4 methods, "
+        f"{base.num_users} users, {base.experiment.rounds} rounds, {args.in_flight} in flight"
+    )
 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -59,17 +62,22 @@ def main() -> None:
         run_unfinished(PointStore(Path(folder) / "parallel"), points, in_process=True)
         parallel = time.perf_counter() - started
         started = time.perf_counter()
-        outcomes = simulate_sweep(points, PointStore(Path(folder) / "points"),
-                                  in_flight=args.in_flight)  # fmt: skip
+        outcomes = simulate_sweep(
+            points, PointStore(Path(folder) / "points"), in_flight=args.in_flight
+        )
         flower = time.perf_counter() - started
     fixed = (flower - in_process) / len(points)
     mean_accuracy = sum(o.results.accuracy.mean() for o in outcomes) / len(outcomes)
     print(f"in process : {in_process:7.1f} s ({in_process / len(points):.2f} s per point)")
-    print(f"in process, {os.cpu_count()} processes: {parallel:7.1f} s "
-          f"({in_process / parallel:.2f}x faster; run_unfinished(in_process=True))")  # fmt: skip
+    print(
+        f"in process, {os.cpu_count()} processes: {parallel:7.1f} s "
+        f"({in_process / parallel:.2f}x faster; run_unfinished(in_process=True))"
+    )
     print(f"Flower     : {flower:7.1f} s ({flower / len(points):.2f} s per point, one simulation)")
-    print(f"ratio Flower / in process {flower / in_process:.2f}x; fixed cost per point "
-          f"{fixed:.2f} s; mean accuracy over points {mean_accuracy:.4f}")  # fmt: skip
+    print(
+        f"ratio Flower / in process {flower / in_process:.2f}x; fixed cost per point "
+        f"{fixed:.2f} s; mean accuracy over points {mean_accuracy:.4f}"
+    )
     print(verdict("whole grid through Flower", flower / 60, 20, "min"))
     print(verdict("fixed cost per point in a sweep", fixed, 1.0, "s"))
 

@@ -42,7 +42,9 @@ def main() -> None:
     grid = [(s, m, u) for s in args.seeds for m in METHODS for u in args.uses]
     problems = {}
     for seed, method, uses in tqdm(grid, desc="runs"):
-        point = base.replace(seed=seed, **{"strategy.name": method}, channel_uses=uses, snr_db=args.snr)
+        point = base.replace(
+            seed=seed, **{"strategy.name": method}, channel_uses=uses, snr_db=args.snr
+        )
         if seed not in problems:  # the pilots depend on the seed only
             problems[seed] = AssetSource(point).problem()
         frames.append(run_experiment(problems[seed], point).results)
@@ -58,9 +60,7 @@ def main() -> None:
     print(spread.to_string(float_format=lambda v: f"{v:.4f}"))
     wins = (table.federated > table[["first_k", "top_k"]].max(axis=1)).sum()
     print(f"\nfederated above both First-K and Top-K at {wins}/{len(table)} compression factors")
-    print(
-        f"wrote {figure_compression(results, Path(args.out) / 'accuracy_vs_compression.png')}"
-    )
+    print(f"wrote {figure_compression(results, Path(args.out) / 'accuracy_vs_compression.png')}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,12 @@ from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
 
 PARTITION, MODEL, CACHE, WEIGHTS, DATA_ROOT = (
-    "partition-id", "model", "cache-dir", "weights-dir", "data-root"
-)  # fmt: skip
+    "partition-id",
+    "model",
+    "cache-dir",
+    "weights-dir",
+    "data-root",
+)
 NODE_KEYS = (PARTITION, MODEL, CACHE, WEIGHTS, DATA_ROOT, "num-partitions")
 
 
@@ -40,16 +44,22 @@ class DeviceConfigError(ValueError):
 
 def identity_overrides(settings: RunSettings) -> str:
     """The overrides that name a run's shared pilot set and a device's built assets."""
-    return shlex.join([
-        f"data={settings.data.name}", f"data.split_seed={settings.data.split_seed}",
-        f"users.zoo={settings.users.zoo}", f"users.head_seed={settings.users.head_seed}",
-    ])  # fmt: skip
+    return shlex.join(
+        [
+            f"data={settings.data.name}",
+            f"data.split_seed={settings.data.split_seed}",
+            f"users.zoo={settings.users.zoo}",
+            f"users.head_seed={settings.users.head_seed}",
+        ]
+    )
 
 
 def assets_command(model: str, cache_dir: str, settings: RunSettings) -> str:
     """The command that builds a device's assets for runs like ``settings``."""
-    return (f"python -m launch.assets user --model {shlex.quote(model)} --cache-dir "
-            f"{shlex.quote(cache_dir)} {identity_overrides(settings)}")  # fmt: skip
+    return (
+        f"python -m launch.assets user --model {shlex.quote(model)} --cache-dir "
+        f"{shlex.quote(cache_dir)} {identity_overrides(settings)}"
+    )
 
 
 def _text(config: Mapping[str, object], key: str) -> str | None:
@@ -75,20 +85,27 @@ class Device:
     def from_node_config(cls, config: Mapping[str, object]) -> Device:
         unknown = sorted(set(config) - set(NODE_KEYS))
         if unknown:
-            raise DeviceConfigError(f"node config key(s) {', '.join(unknown)} are unknown "
-                                    f"(known: {', '.join(NODE_KEYS)})")  # fmt: skip
+            raise DeviceConfigError(
+                f"node config key(s) {', '.join(unknown)} are unknown "
+                f"(known: {', '.join(NODE_KEYS)})"
+            )
         index = config.get(PARTITION)
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise DeviceConfigError(
                 f"node config {PARTITION}={index!r} must be the user's index, a whole number "
                 f"from 0 (start the SuperNode with --node-config '{PARTITION}=K ...')"
             )
-        device = cls(index, _text(config, MODEL), _text(config, CACHE), _text(config, WEIGHTS),
-                     _text(config, DATA_ROOT))  # fmt: skip
+        device = cls(
+            index,
+            _text(config, MODEL),
+            _text(config, CACHE),
+            _text(config, WEIGHTS),
+            _text(config, DATA_ROOT),
+        )
         if device.model is None and "num-partitions" not in config:
             raise DeviceConfigError(
                 f"node config has no {MODEL}: a deployed device names the model it runs and "
-                f"its asset folder (--node-config '{PARTITION}={index} {MODEL}=\"...\" "
+                f'its asset folder (--node-config \'{PARTITION}={index} {MODEL}="..." '
                 f"{CACHE}=\"...\"'); only a simulated node (with Flower's num-partitions) "
                 "reads the run's shared cache"
             )
@@ -102,12 +119,18 @@ class Device:
     def node_config(self) -> str:
         """This device as a SuperNode's ``--node-config`` (what :meth:`from_node_config`
         reads back)."""
-        values = {PARTITION: self.index, MODEL: self.model, CACHE: self.cache_dir,
-                  WEIGHTS: self.weights_dir, DATA_ROOT: self.data_root}  # fmt: skip
+        values = {
+            PARTITION: self.index,
+            MODEL: self.model,
+            CACHE: self.cache_dir,
+            WEIGHTS: self.weights_dir,
+            DATA_ROOT: self.data_root,
+        }
         return " ".join(
             f"{key}={value}" if isinstance(value, int) else f'{key}="{value}"'
-            for key, value in values.items() if value is not None
-        )  # fmt: skip
+            for key, value in values.items()
+            if value is not None
+        )
 
     def check(self, settings: RunSettings) -> None:
         """Refuse a run this device cannot serve: its index outside the run's users, or a
@@ -147,5 +170,7 @@ class Device:
             weights_dir=self.weights_dir or settings.weights_dir,
             **{"data.root": self.data_root or settings.data.root},
         )
-        advice = f"build this device's assets first: {assets_command(self.model, self.cache_dir, own)}"
+        advice = (
+            f"build this device's assets first: {assets_command(self.model, self.cache_dir, own)}"
+        )
         return AssetSource(own, missing=advice)

@@ -119,8 +119,10 @@ class Shelf:
 
     def _warn(self, why: str) -> None:
         if not self._warned:
-            logger.warning("not sharing users' inputs between processes: %s; each process "
-                           "keeps its own copy", why)  # fmt: skip
+            logger.warning(
+                "not sharing users' inputs between processes: %s; each process keeps its own copy",
+                why,
+            )
             self._warned = True
 
 
@@ -147,4 +149,3 @@ def _read(entry: Path) -> Any | None:
         return None
     view = memoryview(mapped)
     return pickle.loads(payload, buffers=[view[start : start + n] for start, n in layout])
-

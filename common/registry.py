@@ -89,9 +89,13 @@ METHODS: Registry[type] = Registry(
     "strategy",
     providers=("common.parties.consensus", "common.parties.feature_selection"),
     # the paper code's names (base_station.status / base_station.strategy)
-    aliases={"shared": "federated", "multi-link": "multi_link", "First-K": "first_k",
-             "Top-K": "top_k"},
-)  # fmt: skip
+    aliases={
+        "shared": "federated",
+        "multi-link": "multi_link",
+        "First-K": "first_k",
+        "Top-K": "top_k",
+    },
+)
 DATASETS: Registry[Callable] = Registry("dataset", providers=("common.assets.data",))
 ZOOS: Registry[object] = Registry("zoo", providers=("common.assets.zoo",))
 AGGREGATORS: Registry[type] = Registry("aggregator", providers=("common.maths.aggregation",))

@@ -129,7 +129,9 @@ def scope_of(section: type[BaseModel], name: str) -> Scope | None:
     return None
 
 
-def leaves(section: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, type[BaseModel], str]]:
+def leaves(
+    section: type[BaseModel], prefix: str = ""
+) -> Iterator[tuple[str, type[BaseModel], str]]:
     """Every setting below ``section``: ``(dotted config key, section class, field name)``."""
     for name, field in section.model_fields.items():
         key = f"{prefix}{field.alias or name}"

@@ -23,9 +23,10 @@ from launch.environment import quiet
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m launch.assets", description=__doc__,
+        prog="python -m launch.assets",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parties = parser.add_subparsers(dest="party", required=True)
     ap = parties.add_parser("ap", help="the AP's encoder latents only")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides (data=..., cache_dir=...)")
@@ -53,14 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             known = get_zoo(run.users.zoo).users
             if args.model not in known:
-                raise DeviceConfigError(f"--model {args.model!r} is not a user model of zoo "
-                                        f"{run.users.zoo!r} (known: {', '.join(known)})")  # fmt: skip
+                raise DeviceConfigError(
+                    f"--model {args.model!r} is not a user model of zoo "
+                    f"{run.users.zoo!r} (known: {', '.join(known)})"
+                )
             device = Device(0, args.model, args.cache_dir, args.weights_dir, args.data_root)
             own = device.source(run)
             assert isinstance(own, AssetSource)
             source = AssetSource(own.settings)  # builds what is missing
             parties = [("user", get_zoo(run.users.zoo).users[args.model])]
-        table = source.warm(progress=run.experiment.progress, parties=parties, heads=args.party == "user")
+        table = source.warm(
+            progress=run.experiment.progress, parties=parties, heads=args.party == "user"
+        )
     except (ConfigError, DeviceConfigError, CacheError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -67,31 +67,43 @@ def make_certificates(folder: Path, days: int = 30) -> dict[str, Path]:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
     def builder(subject: x509.Name, issuer: x509.Name, key) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=days)))  # fmt: skip
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+        )
 
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_name = name("fedalign federation CA")
-    ca = (builder(ca_name, ca_name, ca_key)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))  # fmt: skip
+    ca = (
+        builder(ca_name, ca_name, ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     server_key = ec.generate_private_key(ec.SECP384R1())
     hosts = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    server = (builder(name("127.0.0.1"), ca_name, server_key)
-              .add_extension(x509.SubjectAlternativeName(hosts), critical=False)
-              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                             critical=False)
-              .sign(ca_key, hashes.SHA256()))  # fmt: skip
+    server = (
+        builder(name("127.0.0.1"), ca_name, server_key)
+        .add_extension(x509.SubjectAlternativeName(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"ca": folder / "ca.crt", "cert": folder / "server.pem", "key": folder / "server.key"}
     pem = serialization.Encoding.PEM
     paths["ca"].write_bytes(ca.public_bytes(pem))
     paths["cert"].write_bytes(server.public_bytes(pem))
-    _write_private(paths["key"], server_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    _write_private(
+        paths["key"],
+        server_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
     return paths
 
 
@@ -102,10 +114,20 @@ def make_node_key(folder: Path, name: str) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP384R1())
     private, public = folder / name, folder / f"{name}.pub"
-    _write_private(private, key.private_bytes(serialization.Encoding.PEM,
-                   serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))  # fmt: skip
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")  # fmt: skip
+    _write_private(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + b"\n"
+    )
     return private, public
 
 
@@ -153,8 +175,13 @@ class Federation:
         """The environment of every process: quiet Flower, this venv first on PATH, the
         federation's Flower home."""
         bin_dir = str(Path(sys.executable).parent)
-        env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(self.flwr_home),
-               "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}  # fmt: skip
+        env = {
+            **os.environ,
+            **QUIET_ENV,
+            "FLWR_HOME": str(self.flwr_home),
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            **extra,
+        }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         return env
 
@@ -174,8 +201,14 @@ class Federation:
     def _start(self, name: str, command: Sequence[str], env: dict[str, str]) -> subprocess.Popen:
         self.log(name).parent.mkdir(parents=True, exist_ok=True)
         with open(self.log(name), "ab") as log:
-            proc = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
-                                    env=env, cwd=REPO, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                list(command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
         self._remember(name, proc.pid)
         return proc
 
@@ -233,20 +266,36 @@ class Federation:
         state in ``superlink.db`` (started again, it knows the registered devices); the
         AP's ServerApp reads its assets from ``ap_cache`` (``$FEDALIGN_CACHE`` if None)."""
         if _port_open(self.port):
-            raise FederationError(f"port {self.port} on 127.0.0.1 is in use: stop what runs "
-                                  "there, or choose another with --port")  # fmt: skip
+            raise FederationError(
+                f"port {self.port} on 127.0.0.1 is in use: stop what runs "
+                "there, or choose another with --port"
+            )
         for name, path in self.certs.items():
             if not path.is_file():
                 raise FederationError(f"the {name} file {path} is missing: run `up` first")
         extra = {"FEDALIGN_CACHE": ap_cache} if ap_cache else {}
-        proc = self._start("superlink", [
-            "flower-superlink", "--ssl-ca-certfile", str(self.certs["ca"]),
-            "--ssl-certfile", str(self.certs["cert"]), "--ssl-keyfile", str(self.certs["key"]),
-            "--enable-supernode-auth", "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            # registered keys and runs survive a restart of the SuperLink
-            "--database", str(self.folder / "superlink.db"),
-        ], self.env(FLWR_LOG_LEVEL="INFO", **extra))  # fmt: skip
+        proc = self._start(
+            "superlink",
+            [
+                "flower-superlink",
+                "--ssl-ca-certfile",
+                str(self.certs["ca"]),
+                "--ssl-certfile",
+                str(self.certs["cert"]),
+                "--ssl-keyfile",
+                str(self.certs["key"]),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                # registered keys and runs survive a restart of the SuperLink
+                "--database",
+                str(self.folder / "superlink.db"),
+            ],
+            self.env(FLWR_LOG_LEVEL="INFO", **extra),
+        )
         deadline = time.monotonic() + timeout
         while not _port_open(self.port):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -255,15 +304,23 @@ class Federation:
 
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         """A ``flwr`` command against this federation's SuperLink."""
-        return subprocess.run(["flwr", *args], env=self.env(), cwd=REPO, capture_output=True,
-                              text=True, timeout=timeout)  # fmt: skip
+        return subprocess.run(
+            ["flwr", *args],
+            env=self.env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def register(self, user: int) -> None:
         """Register user ``user``'s public key with the SuperLink (once)."""
         done = self.flwr("supernode", "register", f"{self.key(user)}.pub", CONNECTION)
         if done.returncode != 0 and "already" not in (done.stdout + done.stderr).lower():
-            raise FederationError(f"registering user {user}'s key failed: "
-                                  f"{(done.stderr or done.stdout).strip()[-500:]}")  # fmt: skip
+            raise FederationError(
+                f"registering user {user}'s key failed: "
+                f"{(done.stderr or done.stdout).strip()[-500:]}"
+            )
 
     def start_supernode(
         self,
@@ -277,16 +334,27 @@ class Federation:
         config (``key``/``root_certificates`` default to the user's key and the CA)."""
         certificates = self.certs["ca"] if root_certificates is True else root_certificates
         key = key or self.key(user)
-        for flag, path in (("--root-certificates", certificates),
-                           ("--auth-supernode-private-key", key)):  # fmt: skip
+        for flag, path in (
+            ("--root-certificates", certificates),
+            ("--auth-supernode-private-key", key),
+        ):
             if path and not Path(path).is_file():
-                raise FederationError(f"{flag} {path}: no such file (the CA certificate and the "
-                                      "device's private key must be on the device)")  # fmt: skip
+                raise FederationError(
+                    f"{flag} {path}: no such file (the CA certificate and the "
+                    "device's private key must be on the device)"
+                )
         config = Device(user, model, str(self.device_dir(user))).node_config()
-        command = ["flower-supernode", "--superlink", self.address,
-                   "--auth-supernode-private-key", str(key),
-                   "--port", str(self.port + NODE_PORT_OFFSET + user),
-                   "--node-config", config]  # fmt: skip
+        command = [
+            "flower-supernode",
+            "--superlink",
+            self.address,
+            "--auth-supernode-private-key",
+            str(key),
+            "--port",
+            str(self.port + NODE_PORT_OFFSET + user),
+            "--node-config",
+            config,
+        ]
         if certificates:
             command += ["--root-certificates", str(certificates)]
         return self._start(f"supernode-{user}", command, self.env(FLWR_LOG_LEVEL="INFO"))
@@ -294,16 +362,30 @@ class Federation:
     def build_device_assets(self, user: int, model: str, overrides: Sequence[str] = ()) -> None:
         """Build user ``user``'s assets into its device folder (``launch.assets user``)."""
         done = subprocess.run(
-            [sys.executable, "-m", "launch.assets", "user", "--model", model, "--cache-dir",
-             str(self.device_dir(user)), *overrides],
-            env=self.env(), cwd=REPO, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "launch.assets",
+                "user",
+                "--model",
+                model,
+                "--cache-dir",
+                str(self.device_dir(user)),
+                *overrides,
+            ],
+            env=self.env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
-            raise FederationError(f"building user {user}'s device ({model}) failed: "
-                                  f"{done.stderr.strip()[-800:]}")  # fmt: skip
+            raise FederationError(
+                f"building user {user}'s device ({model}) failed: {done.stderr.strip()[-800:]}"
+            )
 
-    def up(self, models: Sequence[str], overrides: Sequence[str] = (),
-           ap_cache: str | None = None) -> None:  # fmt: skip
+    def up(
+        self, models: Sequence[str], overrides: Sequence[str] = (), ap_cache: str | None = None
+    ) -> None:
         """Certificates, keys, every device's assets, the SuperLink, the registrations and
         one SuperNode per user."""
         self.secure(len(models))
@@ -320,8 +402,9 @@ class Federation:
         if not (self.flwr_home / "config.toml").is_file() or "superlink" not in self.running():
             raise FederationError(f"no federation is up in {self.folder}: run `up` first")
         run_config = f"overrides='{overrides}' output-dir='{Path(output_dir).resolve()}'"
-        done = self.flwr("run", str(REPO), CONNECTION, "--run-config", run_config,
-                         "--format", "json")  # fmt: skip
+        done = self.flwr(
+            "run", str(REPO), CONNECTION, "--run-config", run_config, "--format", "json"
+        )
         try:
             return int(json.loads(done.stdout)["run-id"])
         except (ValueError, KeyError, TypeError):
@@ -348,14 +431,21 @@ class Federation:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.federation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m launch.federation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="certificates, keys, devices, SuperLink, SuperNodes")
-    up.add_argument("overrides", nargs="*", help="Hydra overrides naming the users "
-                    "(users.count=..., users.models=[...]) and the pilot set")
+    up.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides naming the users "
+        "(users.count=..., users.models=[...]) and the pilot set",
+    )
     run = commands.add_parser("run", help="run on the federation and wait for the end")
     run.add_argument("overrides", nargs="?", default="", help="the run's Hydra overrides")
     run.add_argument("--output", type=Path, required=True, help="where the tables go")
@@ -368,8 +458,10 @@ def main(argv: list[str] | None = None) -> int:
 
             users = settings(*args.overrides)
             federation.up(users.users.models, args.overrides)
-            print(f"federation up in {federation.folder}: SuperLink on {federation.address}, "
-                  f"{users.num_users} SuperNodes ({', '.join(users.users.models)})")
+            print(
+                f"federation up in {federation.folder}: SuperLink on {federation.address}, "
+                f"{users.num_users} SuperNodes ({', '.join(users.users.models)})"
+            )
         elif args.command == "run":
             run_id = federation.submit(args.overrides, args.output)
             print(f"run {run_id} started; waiting (logs: flwr log {run_id} {CONNECTION})")

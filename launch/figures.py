@@ -61,36 +61,65 @@ def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
         ]
     elif name == "snr":
         written = [plots.figure_snr(results, out / "accuracy_vs_snr.png")]
-        tables = [("accuracy vs SNR (dB)", "accuracy", ["method", "channel_usage"], ["snr_db"],
-                   results)]  # fmt: skip
+        tables = [
+            ("accuracy vs SNR (dB)", "accuracy", ["method", "channel_usage"], ["snr_db"], results)
+        ]
     elif name == "faults":
         written = [plots.figure_faults(results, out / "accuracy_vs_faulty_users.png")]
-        tables = [("accuracy vs faulty users", "accuracy", ["aggregator"], ["faulty_users"],
-                   results)]  # fmt: skip
+        tables = [
+            ("accuracy vs faulty users", "accuracy", ["aggregator"], ["faulty_users"], results)
+        ]
     elif name == "participation":
         written = [plots.figure_participation(results, out / "accuracy_vs_participation.png")]
-        tables = [("accuracy vs participation", "accuracy", ["channel_usage"], ["participation"],
-                   results)]  # fmt: skip
+        tables = [
+            ("accuracy vs participation", "accuracy", ["channel_usage"], ["participation"], results)
+        ]
     elif name == "channels":
         written = [plots.figure_channels(results, out / "accuracy_vs_channel.png")]
         model, csi = results.channel_model, results.csi
         static = results[(model == "rayleigh") & (csi == "perfect")]
         tables = [
-            ("accuracy vs antenna correlation", "accuracy", ["method"], ["correlation"],
-             results[model == "correlated"]),
-            ("accuracy vs Rician K", "accuracy", ["method"], ["k_factor"],
-             results[model == "rician"]),
-            ("accuracy vs CSI estimation SNR (dB), federated", "accuracy", ["csi"],
-             ["csi_snr_db"], results[(model == "rayleigh") & (csi != "perfect")]),
+            (
+                "accuracy vs antenna correlation",
+                "accuracy",
+                ["method"],
+                ["correlation"],
+                results[model == "correlated"],
+            ),
+            (
+                "accuracy vs Rician K",
+                "accuracy",
+                ["method"],
+                ["k_factor"],
+                results[model == "rician"],
+            ),
+            (
+                "accuracy vs CSI estimation SNR (dB), federated",
+                "accuracy",
+                ["csi"],
+                ["csi_snr_db"],
+                results[(model == "rayleigh") & (csi != "perfect")],
+            ),
             ("accuracy vs channel ageing", "accuracy", ["method"], ["ageing"], static),
-        ]  # fmt: skip
+        ]
     else:
         written = [plots.figure_groups(results, out / "groups_vs_zeta.png")]
-        tables = [(f"network {m} vs effective ζ", m, ["pilot_fraction", "user_group"],
-                   [plots.ZETA], results) for m in ("accuracy", "mse")]  # fmt: skip
-    text = "".join(f"### {title}\n\nmean ± std over seeds ({results.seed.nunique()} seeds)\n\n"
-                   + plots.markdown_table(part, metric, rows, cols) + "\n"
-                   for title, metric, rows, cols, part in tables)  # fmt: skip
+        tables = [
+            (
+                f"network {m} vs effective ζ",
+                m,
+                ["pilot_fraction", "user_group"],
+                [plots.ZETA],
+                results,
+            )
+            for m in ("accuracy", "mse")
+        ]
+    text = "".join(
+        f"### {title}\n\nmean ± std over seeds ({results.seed.nunique()} seeds)\n\n"
+        + plots.markdown_table(part, metric, rows, cols)
+        + "\n"
+        for title, metric, rows, cols, part in tables
+    )
     table = out / f"{name}.md"
     table.write_text(text)
     return [*written, table]
@@ -100,15 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small version of every grid")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the paper's six)")
-    parser.add_argument("--only", nargs="+", choices=["compression", "snr", "groups", "faults",
-                                                      "participation", "channels"])  # fmt: skip
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["compression", "snr", "groups", "faults", "participation", "channels"],
+    )
     parser.add_argument("--in-process", action="store_true", help="skip Flower (same numbers)")
     parser.add_argument("--store", default="outputs/points", help="the point store")
     parser.add_argument(
         "--in-flight", type=int, default=None, help="points sharing each Flower round (default: 8)"
     )
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="processes for --in-process (default: one per core)")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="processes for --in-process (default: one per core)"
+    )
     parser.add_argument("--out", default="docs/figures", help="where figures and tables go")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base run")
     args = parser.parse_args(argv)
@@ -122,14 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = settings("experiment.progress=false", *args.overrides)
         # the overrides' zoo (users=paper10, users.zoo=paper), each study group of it
-        models = {g: settings(*args.overrides, f"users.group={g}", "users.count=null",
-                              "users.models=null").users.models
-                  for g in ("heterogeneous", "homogeneous")}  # fmt: skip
+        models = {
+            g: settings(
+                *args.overrides, f"users.group={g}", "users.count=null", "users.models=null"
+            ).users.models
+            for g in ("heterogeneous", "homogeneous")
+        }
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    grid = StudyGrid.quick(tuple(args.seeds or (42,))) if args.quick else StudyGrid(
-        **({"seeds": tuple(args.seeds)} if args.seeds else {}))  # fmt: skip
+    grid = (
+        StudyGrid.quick(tuple(args.seeds or (42,)))
+        if args.quick
+        else StudyGrid(**({"seeds": tuple(args.seeds)} if args.seeds else {}))
+    )
     study = _study(base, grid, models)
     names = args.only or list(study)
     store, out = PointStore(args.store), Path(args.out)
@@ -140,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
 
     points = [c for n in names for c in study[n]]
     try:
-        run_unfinished(store, points, in_process=args.in_process, in_flight=args.in_flight,
-                       jobs=args.jobs)  # fmt: skip
+        run_unfinished(
+            store, points, in_process=args.in_process, in_flight=args.in_flight, jobs=args.jobs
+        )
     except SimulationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

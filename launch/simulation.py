@@ -131,12 +131,23 @@ def warm_assets(points: Sequence[RunSettings]) -> None:
         # every actor may end up holding every user
         workers = max(1, int((os.cpu_count() or 1) / settings.experiment.cpus_per_user))
         copies = 1 if settings.experiment.ray_address is None else min(workers, settings.num_users)
-        needed = budget.estimate(settings, len(source.pilots()), source.test_size(), dims[0],
-                                 dims[1:], user_copies=copies)  # fmt: skip
+        needed = budget.estimate(
+            settings,
+            len(source.pilots()),
+            source.test_size(),
+            dims[0],
+            dims[1:],
+            user_copies=copies,
+        )
         link = settings.link
-        what = "this run" if len(points) == 1 else (
-            f"sweep point {point_key(settings)} ({settings.strategy.name}, "
-            f"{link.antennas_tx}x{link.antennas_rx}, u={link.channel_uses})")  # fmt: skip
+        what = (
+            "this run"
+            if len(points) == 1
+            else (
+                f"sweep point {point_key(settings)} ({settings.strategy.name}, "
+                f"{link.antennas_tx}x{link.antennas_rx}, u={link.channel_uses})"
+            )
+        )
         budget.check_fits(needed, available, f"{what} (through Flower)")
 
 
@@ -159,8 +170,9 @@ def simulate(
                 settings, source, out_dir=tmp, user_factory=user_factory, isolated=isolated
             )
     started = time.time()
-    simulate_points([settings], WriteTo(out_dir), source,
-                   user_factory=user_factory, isolated=isolated)  # fmt: skip
+    simulate_points(
+        [settings], WriteTo(out_dir), source, user_factory=user_factory, isolated=isolated
+    )
     written = Path(out_dir) / PRECODERS_FILE  # the last file a run writes
     if not written.exists() or written.stat().st_mtime < started - 1:
         raise SimulationFailed("the Flower simulation ended without results; see the log above")
@@ -193,8 +205,14 @@ def simulate_sweep(
     errors = []
     for group in by_cpus.values():
         try:
-            simulate_points(group, store, source, user_factory=user_factory,
-                           isolated=isolated, in_flight=in_flight)  # fmt: skip
+            simulate_points(
+                group,
+                store,
+                source,
+                user_factory=user_factory,
+                isolated=isolated,
+                in_flight=in_flight,
+            )
         except Exception as exc:  # finished points are in the store; report the rest below
             errors.append(f"{type(exc).__name__}: {exc}")
     missing = [point_key(point) for point in points if not store.finished(point)]
@@ -234,8 +252,10 @@ def simulate_points(
     if not points:
         return
     if len({_resources(point) for point in points}) > 1:
-        raise ValueError("the points of one simulation must share experiment.cpus_per_user "
-                         "and experiment.ray_address")  # fmt: skip
+        raise ValueError(
+            "the points of one simulation must share experiment.cpus_per_user "
+            "and experiment.ray_address"
+        )
     check_resources(*_resources(points[0]))
     with contextlib.ExitStack() as stack:
         if shelf is None and points[0].experiment.ray_address is None:
@@ -278,14 +298,21 @@ def _run_simulation(
             backend_config={
                 # Ray re-creates an actor whose process died (killed, out of memory): its
                 # users fail the message it was serving and are rebuilt for the next one
-                "client_resources": {"num_cpus": points[0].experiment.cpus_per_user, "num_gpus": 0.0,
-                                     "max_restarts": ACTOR_RESTARTS},
+                "client_resources": {
+                    "num_cpus": points[0].experiment.cpus_per_user,
+                    "num_gpus": 0.0,
+                    "max_restarts": ACTOR_RESTARTS,
+                },
                 "init_args": {
                     "logging_level": logging.WARNING,
                     "log_to_driver": False,
                     "include_dashboard": False,
                     # an existing cluster (many machines), or None: a local Ray for this run
-                    **({"address": address} if (address := points[0].experiment.ray_address) else {}),
+                    **(
+                        {"address": address}
+                        if (address := points[0].experiment.ray_address)
+                        else {}
+                    ),
                 },
             },
         )

@@ -44,8 +44,12 @@ def interrupted(store: PointStore, points: Sequence[RunSettings]) -> int:
     import sys
 
     done = sum(store.finished(point) for point in points)
-    print(f"interrupted: {done} of {len(points)} points are finished and kept in {store.root}; "
-          "the same command redoes only the others", file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"interrupted: {done} of {len(points)} points are finished and kept in {store.root}; "
+        "the same command redoes only the others",
+        file=sys.stderr,
+        flush=True,
+    )
     return 130
 
 
@@ -66,9 +70,12 @@ def run_unfinished(
     """
     distinct = {store.path(c).name: c for c in points}  # studies share some points
     todo = [c for c in distinct.values() if not store.finished(c)]
-    print(f"sweep: {len(distinct)} points, {len(distinct) - len(todo)} already finished in "
-          f"{store.root}, {len(todo)} to run "
-          f"({'in process' if in_process else 'through Flower'})", flush=True)  # fmt: skip
+    print(
+        f"sweep: {len(distinct)} points, {len(distinct) - len(todo)} already finished in "
+        f"{store.root}, {len(todo)} to run "
+        f"({'in process' if in_process else 'through Flower'})",
+        flush=True,
+    )
     if not todo:
         return
     warm_sweep_assets(todo)

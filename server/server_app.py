@@ -67,7 +67,9 @@ def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) 
     from conf import sweep_points
 
     run_config = dict(context.run_config)
-    folder = Path(str(run_config.get("output-dir") or "") or Path("outputs/flwr") / str(context.run_id))
+    folder = Path(
+        str(run_config.get("output-dir") or "") or Path("outputs/flwr") / str(context.run_id)
+    )
     points = sweep_points(str(run_config.get("overrides", "")))
     show_progress(any(settings.experiment.progress for _, settings in points))
     if len(points) == 1:
@@ -80,9 +82,11 @@ def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) 
     index.to_csv(folder / "points.csv", index=False)
     todo = [s for _, s in points if not store.finished(s)]
     logger.info(
-        "sweep: %d points, %d already finished in %s", len(points), len(points) - len(todo),
+        "sweep: %d points, %d already finished in %s",
+        len(points),
+        len(points) - len(todo),
         store.root,
-    )  # fmt: skip
+    )
     run_points(grid, todo, store, source, in_flight=in_flight)
 
 

@@ -19,8 +19,15 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
-from flwr.app import RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -125,13 +132,21 @@ class AlignmentStrategy(Strategy):
                     if id(message) not in encoded:
                         encoded[id(message)] = ArrayRecord(numpy_ndarrays=message.to_list())
                     records.encode(
-                        message, index, content, arrays=encoded[id(message)], round=rnd,
+                        message,
+                        index,
+                        content,
+                        arrays=encoded[id(message)],
+                        round=rnd,
                         settings=self._settings[index],
-                    )  # fmt: skip
+                    )
             messages.append(
-                Message(content, dst_node_id=self.nodes.node(user), message_type=message_type,
-                        group_id=str(rnd))
-            )  # fmt: skip
+                Message(
+                    content,
+                    dst_node_id=self.nodes.node(user),
+                    message_type=message_type,
+                    group_id=str(rnd),
+                )
+            )
         return messages
 
     def _split(

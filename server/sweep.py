@@ -23,7 +23,7 @@ from flwr.app import Array, ArrayRecord
 from flwr.serverapp import Grid
 
 from common.parties.access_point import access_point_class
-from common.run.checkpoint import CheckpointError, Checkpoint, remove_checkpoint
+from common.run.checkpoint import Checkpoint, CheckpointError, remove_checkpoint
 from common.run.reporting import headline
 from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point
@@ -200,7 +200,9 @@ def _run(
     sweep = len(points) > 1
     journals = [_journal(sink, point) for point in points]
     resumes = [_resumes(p, j, sweep) for p, j in zip(points, journals, strict=True)]
-    completed = [Checkpoint.completed(j) if r else 0 for j, r in zip(journals, resumes, strict=True)]
+    completed = [
+        Checkpoint.completed(j) if r else 0 for j, r in zip(journals, resumes, strict=True)
+    ]
     nodes = UserNodes(max(point.num_users for point in points))
     failed: list[_Failure] = []
     done = 0
@@ -287,7 +289,9 @@ def run_points(
     if failed:
         shown = [f"point {f.number}: {type(f.error).__name__}: {f.error}" for f in failed[:3]]
         more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
-        raise PointsFailed(f"{len(failed)} of {len(points)} points failed: {'; '.join(shown)}{more}")
+        raise PointsFailed(
+            f"{len(failed)} of {len(points)} points failed: {'; '.join(shown)}{more}"
+        )
 
 
 def run_point(

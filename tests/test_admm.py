@@ -57,7 +57,9 @@ def test_g_is_a_stationary_point_of_its_objective():
 
 def _run(method="federated", **link_changes):
     problem = make_problem()
-    return problem, settings_for(problem, **{"strategy.name": method}, rounds=30, seed=3, **link_changes)
+    return problem, settings_for(
+        problem, **{"strategy.name": method}, rounds=30, seed=3, **link_changes
+    )
 
 
 @pytest.mark.parametrize("method", ["federated", "multi_link"])

@@ -31,11 +31,15 @@ def test_rules_on_complex_matrices():
     local = _stack(rng)
     ones = [1.0] * 5
     np.testing.assert_array_equal(aggregator("mean", 0.2)(local, ones), np.mean(local, axis=0))
-    np.testing.assert_allclose(aggregator("weighted_mean", 0.2)(local, ones),
-                               np.mean(local, axis=0), rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        aggregator("weighted_mean", 0.2)(local, ones), np.mean(local, axis=0), rtol=1e-12
+    )
     weighted = aggregator("weighted_mean", 0.2)(local, [3.0, 1, 0.5, 0.25, 0.25])
-    np.testing.assert_allclose(weighted, (3 * local[0] + local[1] + 0.5 * local[2]
-                                          + 0.25 * local[3] + 0.25 * local[4]) / 5, rtol=1e-12)
+    np.testing.assert_allclose(
+        weighted,
+        (3 * local[0] + local[1] + 0.5 * local[2] + 0.25 * local[3] + 0.25 * local[4]) / 5,
+        rtol=1e-12,
+    )
     median = aggregator("median", 0.2)(local, ones)
     np.testing.assert_array_equal(median.real, np.median(np.stack(local).real, axis=0))
     np.testing.assert_array_equal(median.imag, np.median(np.stack(local).imag, axis=0))
@@ -43,8 +47,9 @@ def test_rules_on_complex_matrices():
     trimmed = aggregator("trimmed_mean", 0.2)(local, ones)
     parts = np.sort(np.stack(local).real, axis=0)[1:4]
     np.testing.assert_allclose(trimmed.real, parts.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(aggregator("trimmed_mean", 0.0)(local, ones),
-                               np.mean(local, axis=0), rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        aggregator("trimmed_mean", 0.0)(local, ones), np.mean(local, axis=0), rtol=1e-12
+    )
     custom = aggregator("tests.test_aggregation:FirstUser", 0.2)
     np.testing.assert_array_equal(custom(local, ones), local[0])
 
@@ -88,7 +93,9 @@ def test_a_random_user_breaks_the_mean_and_not_the_robust_rules():
     """One of five users sends noise (100x its uplink's RMS): the paper's mean is wrecked,
     median and trimmed mean stay near the fault-free run."""
     clean = _mse(run_experiment(PROBLEM, BASE))
-    faulty = BASE.replace(**{"faults.users": 1}, **{"faults.kind": "random"}, **{"faults.scale": 100.0})
+    faulty = BASE.replace(
+        **{"faults.users": 1}, **{"faults.kind": "random"}, **{"faults.scale": 100.0}
+    )
     broken = run_experiment(PROBLEM, faulty)
     median = _mse(run_experiment(PROBLEM, faulty.replace(aggregator="median")))
     trimmed = _mse(run_experiment(PROBLEM, faulty.replace(aggregator="trimmed_mean")))
@@ -101,7 +108,9 @@ def test_a_scaled_uplink_barely_matters():
     (only the ρ term is not scaled): a gain error is no attack on this protocol."""
     clean = _mse(run_experiment(PROBLEM, BASE))
     for scale in (0.01, 1e4):
-        faulty = BASE.replace(**{"faults.users": 1}, **{"faults.kind": "scaled"}, **{"faults.scale": scale})
+        faulty = BASE.replace(
+            **{"faults.users": 1}, **{"faults.kind": "scaled"}, **{"faults.scale": scale}
+        )
         assert _mse(run_experiment(PROBLEM, faulty)) < 1.1 * clean
 
 

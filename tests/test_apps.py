@@ -32,8 +32,8 @@ from common.run.sources import SyntheticSource
 from server.nodes import UsersNotConnected
 from server.strategy import AlignmentStrategy
 from server.sweep import lockstep_batches
-from transport.records import decode, encode
 from tests.synthetic import settings_for
+from transport.records import decode, encode
 
 SOURCE = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9, 10))
 NODES = {1001: 0, 1002: 1, 1003: 2}  # node id -> user index (partition-id)
@@ -72,7 +72,9 @@ class FakeGrid:
 
 def _setup(method: str = "federated", rounds: int = 3):
     problem = SOURCE.problem()
-    settings = settings_for(problem, **{"strategy.name": method}, rounds=rounds, channel_uses=2, seed=5)
+    settings = settings_for(
+        problem, **{"strategy.name": method}, rounds=rounds, channel_uses=2, seed=5
+    )
     ap, users = build_parties(problem, settings)
     inputs = SOURCE.ap_inputs()
     strategy = AlignmentStrategy([Session(ap, settings, inputs)], node_wait_timeout=1.0)
@@ -124,8 +126,9 @@ def test_error_replies_and_silent_users_are_recorded_and_left_out():
     def answer(message: Message) -> Message | None:
         user = NODES[message.metadata.dst_node_id]
         if user == 1:
-            return Message(Error(code=0, reason="Exception; Message: radio on fire"),
-                           reply_to=message)  # fmt: skip
+            return Message(
+                Error(code=0, reason="Exception; Message: radio on fire"), reply_to=message
+            )
         if user == 2:
             return None  # never answers
         return _user_reply(users, message)
@@ -178,10 +181,12 @@ def test_evaluation_happens_once_after_the_last_round():
 # ---- the ClientApp -----------------------------------------------------------------------
 def _context(partition: int) -> Context:
     return Context(
-        run_id=7, node_id=2000 + partition,
+        run_id=7,
+        node_id=2000 + partition,
         node_config={"partition-id": partition, "num-partitions": len(NODES)},
-        state=RecordDict(), run_config={},
-    )  # fmt: skip
+        state=RecordDict(),
+        run_config={},
+    )
 
 
 def _to_client(content: RecordDict, message_type: str, node: int) -> Message:
@@ -235,7 +240,9 @@ def test_client_app_answers_a_message_of_the_wrong_kind_with_an_error():
 def test_client_app_follows_the_point_each_entry_names():
     """A node serving a sweep rebuilds its user per point and never mixes points' states."""
     problem = SOURCE.problem()
-    first = settings_for(problem, **{"strategy.name": "federated"}, rounds=1, channel_uses=2, seed=5)
+    first = settings_for(
+        problem, **{"strategy.name": "federated"}, rounds=1, channel_uses=2, seed=5
+    )
     second = first.replace(seed=6)
     app = make_client_app(None, SOURCE)  # bound to nothing: the messages say which run
     context = _context(0)
@@ -244,8 +251,9 @@ def test_client_app_follows_the_point_each_entry_names():
         pilots = ap.train_messages([0])[0]
         content = encode(pilots, round=1, settings=run.to_json())
         reply = app(_to_client(content, MessageType.TRAIN, 2000), context)
-        np.testing.assert_allclose(decode(reply.content).a_y, users[0].train(pilots).message.a_y,
-                                   rtol=1e-12)  # fmt: skip
+        np.testing.assert_allclose(
+            decode(reply.content).a_y, users[0].train(pilots).message.a_y, rtol=1e-12
+        )
         assert [k for k in context.state if k.startswith("user_state.")] == [state_key(run)]
     # a test transmission of the first point finds no equalizer learned in that point any more
     ap, _ = build_parties(problem, first)
@@ -261,8 +269,7 @@ def _client_grid(app) -> FakeGrid:
 
     def answer(message: Message) -> Message:
         node = message.metadata.dst_node_id
-        return app(_to_client(message.content, message.metadata.message_type, node),
-                   contexts[node])  # fmt: skip
+        return app(_to_client(message.content, message.metadata.message_type, node), contexts[node])
 
     return FakeGrid(NODES, answer)
 
@@ -270,10 +277,18 @@ def _client_grid(app) -> FakeGrid:
 def _drive(strategy: AlignmentStrategy, grid: FakeGrid) -> None:
     """What ``Strategy.start`` does, without its logging set-up."""
     for rnd in range(1, strategy.last_round + 1):
-        strategy.aggregate_train(rnd, grid.send_and_receive(
-            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
-        strategy.aggregate_evaluate(rnd, grid.send_and_receive(
-            strategy.configure_evaluate(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
+        strategy.aggregate_train(
+            rnd,
+            grid.send_and_receive(
+                strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)
+            ),
+        )
+        strategy.aggregate_evaluate(
+            rnd,
+            grid.send_and_receive(
+                strategy.configure_evaluate(rnd, ArrayRecord(), ConfigRecord(), grid)
+            ),
+        )
 
 
 def _sessions(points) -> list[Session]:
@@ -288,9 +303,18 @@ def test_points_in_lockstep_equal_each_point_run_alone():
     in-process numbers."""
     problem = SOURCE.problem()
     base = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
-    points = [base, base.replace(seed=9), base.replace(**{"strategy.name": "multi-link"}, snr_db=5.0),
-             base.replace(participation=0.6, **{"faults.users": 1}, **{"faults.kind": "random"}, aggregator="median"),
-             base.replace(model="rician", k_factor=3.0, estimation="ls", ageing=0.9)]
+    points = [
+        base,
+        base.replace(seed=9),
+        base.replace(**{"strategy.name": "multi-link"}, snr_db=5.0),
+        base.replace(
+            participation=0.6,
+            **{"faults.users": 1},
+            **{"faults.kind": "random"},
+            aggregator="median",
+        ),
+        base.replace(model="rician", k_factor=3.0, estimation="ls", ageing=0.9),
+    ]
     sessions = _sessions(points)
     strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
     grid = _client_grid(make_client_app(None, SOURCE))
@@ -337,7 +361,9 @@ def test_a_failing_entry_fails_its_point_only():
 
 def test_points_of_different_shapes_cannot_share_rounds():
     problem = SOURCE.problem()
-    short = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5)
+    short = settings_for(
+        problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5
+    )
     long = short.replace(rounds=3)
     sessions = _sessions((short, long))
     with pytest.raises(ValueError, match="must share their users, number of rounds and completed"):
@@ -354,8 +380,10 @@ def test_lockstep_batches_are_even_and_never_mix_shapes():
     assert sorted(i for batch in batches for i in batch) == list(range(len(points)))
     assert sorted(len(b) for b in batches) == [1, 1, 4, 4, 5, 5]
     for batch in batches:
-        shapes = {(points[i].users.models, points[i].strategy.name, points[i].experiment.rounds)
-                  for i in batch}
+        shapes = {
+            (points[i].users.models, points[i].strategy.name, points[i].experiment.rounds)
+            for i in batch
+        }
         assert len(shapes) == 1
     assert lockstep_batches(points, 1) == [[i] for i in range(len(points))]
 
@@ -393,9 +421,17 @@ def test_the_configured_timeouts_bound_node_discovery_and_every_round(tmp_path):
     from server.sweep import WriteTo, run_point
 
     problem = SOURCE.problem()
-    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5,
-                       node_timeout=7.0, node_timeout_per_user=0.5, round_timeout=42.0,
-                       round_timeout_factor=10.0)  # fmt: skip
+    run = settings_for(
+        problem,
+        **{"strategy.name": "federated"},
+        rounds=2,
+        channel_uses=2,
+        seed=5,
+        node_timeout=7.0,
+        node_timeout_per_user=0.5,
+        round_timeout=42.0,
+        round_timeout_factor=10.0,
+    )
     grid = _client_grid(make_client_app(None, SOURCE))
     run_point(grid, run, WriteTo(str(tmp_path / "run")), SOURCE)
     assert grid.timeouts[0] == 7.0 + 0.5 * 3  # the node query: in proportion to the users
@@ -423,15 +459,17 @@ def test_a_lost_node_fails_only_the_points_that_sent_to_it():
     def answer(message: Message) -> Message:
         node = message.metadata.dst_node_id
         if NODES[node] == 2:
-            return Message(Error(code=0, reason="Exception; Message: node lost"),
-                           reply_to=message)  # fmt: skip
-        return app(_to_client(message.content, message.metadata.message_type, node),
-                   contexts[node])  # fmt: skip
+            return Message(Error(code=0, reason="Exception; Message: node lost"), reply_to=message)
+        return app(_to_client(message.content, message.metadata.message_type, node), contexts[node])
 
     grid = FakeGrid(NODES, answer)
     for rnd in range(1, 5):
-        strategy.aggregate_train(rnd, grid.send_and_receive(
-            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
+        strategy.aggregate_train(
+            rnd,
+            grid.send_and_receive(
+                strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)
+            ),
+        )
     expected = [r for r in range(1, 5) if 2 in sessions[1].participants(r, [0, 1, 2])]
     assert 0 < len(expected) < 4
     assert [f["round"] for f in sessions[1].failures if f["user"] == 2] == expected
@@ -441,9 +479,9 @@ def test_a_lost_node_fails_only_the_points_that_sent_to_it():
 def test_the_module_level_apps_are_flowers_and_the_old_in_flight_key_still_reads():
     """``flwr run .`` loads ``app`` from each module (pyproject's components); the run config
     key ``cells-in-flight`` of earlier versions still works, with a deprecation warning."""
-    import tomllib
     from pathlib import Path
 
+    import tomllib
     from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
 
@@ -453,8 +491,10 @@ def test_the_module_level_apps_are_flowers_and_the_old_in_flight_key_still_reads
     assert isinstance(client_app.app, ClientApp) and isinstance(server_app.app, ServerApp)
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     flwr = pyproject["tool"]["flwr"]["app"]
-    assert flwr["components"] == {"serverapp": "server.server_app:app",
-                                  "clientapp": "clients.client_app:app"}  # fmt: skip
+    assert flwr["components"] == {
+        "serverapp": "server.server_app:app",
+        "clientapp": "clients.client_app:app",
+    }
     assert server_app.points_in_flight(flwr["config"]) == 8
     with pytest.warns(DeprecationWarning, match="'cells-in-flight' is deprecated"):
         assert server_app.points_in_flight({**flwr["config"], "cells-in-flight": 3}) == 3

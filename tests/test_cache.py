@@ -11,11 +11,11 @@ import pytest
 
 from common.assets.cache import (
     ARRAYS_FILE,
-    file_sha256,
     MANIFEST_FILE,
     Cache,
     CacheError,
     default_cache_dir,
+    file_sha256,
 )
 
 KEY = {"model": "resnet10t", "seed": 3, "sizes": [1, 2]}
@@ -211,10 +211,13 @@ def _reshape_with_valid_checksum(entry):
     (entry / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("damage, why", [
-    (_poison_with_valid_checksum, "array 'a' has non-finite values"),
-    (_reshape_with_valid_checksum, "differ from the manifest's names, shapes or dtypes"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (_poison_with_valid_checksum, "array 'a' has non-finite values"),
+        (_reshape_with_valid_checksum, "differ from the manifest's names, shapes or dtypes"),
+    ],
+)
 def test_content_is_verified_beyond_the_checksum(cache, caplog, damage, why):
     build = Builder()
     cache.get_or_build("latents", KEY, build)

@@ -22,9 +22,17 @@ def settings(*overrides: str) -> RunSettings:
 def test_default_config_is_the_papers_default_run():
     s = settings()
     assert (s.data.name, s.users.zoo, s.strategy.name, s.experiment.rounds) == (
-        "mnist5k", "embedded", "federated", 30)
+        "mnist5k",
+        "embedded",
+        "federated",
+        30,
+    )
     assert (s.link.antennas_tx, s.link.antennas_rx, s.link.channel_uses, s.link.snr_db) == (
-        4, 4, 4, 20.0)  # fmt: skip
+        4,
+        4,
+        4,
+        20.0,
+    )
     assert s.num_users == 8 and s.data.pilot_fraction == 1.0 and s.strategy.rho == 1.0
     assert s.experiment.cpus_per_user == 1.0
 
@@ -36,7 +44,9 @@ def test_groups_and_counts_select_users():
         "mobilenetv3_small_075",
     )
     assert settings("users.models=[levit_128s,resnet10t]").users.models == (
-        "levit_128s", "resnet10t")
+        "levit_128s",
+        "resnet10t",
+    )
     assert settings("users=paper10", "data=cifar10").num_users == 10
 
 
@@ -57,7 +67,12 @@ def test_paper_keys_translate_one_to_one():
     )
     link = s.link
     assert (link.channel_uses, link.antennas_tx, link.antennas_rx, link.snr_db, s.seed) == (
-        8, 2, 2, -10, 27)  # fmt: skip
+        8,
+        2,
+        2,
+        -10,
+        27,
+    )
 
 
 def test_settings_survive_json_and_the_flwr_run_config_path():
@@ -121,10 +136,18 @@ def test_bad_values_name_key_value_and_what_is_allowed(override, key, allowed):
 def test_cli_rejects_bad_config_before_starting_ray(tmp_path):
     env = {**os.environ, "RAY_ADDRESS": "ray://127.0.0.1:1"}  # any Ray start would fail loudly
     proc = subprocess.run(
-        [sys.executable, "run_simulation.py", "communication.antennas_transmitter=0",
-         f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "run_simulation.py",
+            "communication.antennas_transmitter=0",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "error: config key 'communication.antennas_transmitter' = 0 is invalid" in proc.stderr
     assert "ray" not in (proc.stdout + proc.stderr).lower().replace("array", "")
@@ -179,8 +202,11 @@ def test_the_settings_module_imports_no_domain_module():
 
 def test_partial_participation_needs_an_iterative_method():
     assert settings("consensus.participation=0.5").consensus.participation == 0.5
-    with pytest.raises(ConfigError, match="'consensus.participation' = 0.5 is invalid: "
-                       "participation below 1 needs an iterative method; top_k trains in one"):
+    with pytest.raises(
+        ConfigError,
+        match="'consensus.participation' = 0.5 is invalid: "
+        "participation below 1 needs an iterative method; top_k trains in one",
+    ):
         settings("strategy=top_k", "consensus.participation=0.5")
 
 
@@ -205,7 +231,9 @@ def test_every_setting_is_declared_once_with_its_scope_and_doc_and_has_one_yaml_
     def leaves(node, prefix=""):
         if not isinstance(node, dict):
             return {prefix}
-        return set().union(*(leaves(v, f"{prefix}{k}.") for k, v in node.items())) if node else set()
+        return (
+            set().union(*(leaves(v, f"{prefix}{k}.") for k, v in node.items())) if node else set()
+        )
 
     yaml_keys = {key.rstrip(".") for key in leaves(compose([]))}
     assert yaml_keys == set(RunSettings.keys())
@@ -220,13 +248,22 @@ def test_scopes_decide_what_names_a_sweep_point_and_a_users_data():
     assert base.replace(cache_dir="/elsewhere").identity() == point  # location: same numbers
     assert base.replace(rho=2.0).identity() != point
     assert set(RunSettings.keys(lambda scope: scope.names_assets)) == {
-        "data.name", "data.root", "data.split_seed", "users.zoo", "users.head_seed",
-        "cache_dir", "weights_dir"}  # fmt: skip
+        "data.name",
+        "data.root",
+        "data.split_seed",
+        "users.zoo",
+        "users.head_seed",
+        "cache_dir",
+        "weights_dir",
+    }
 
 
 def test_unknown_keys_are_refused_by_the_schema_naming_the_nearest_setting():
-    with pytest.raises(ConfigError, match=r"'communicaton' are not read by any part of the "
-                       r"program .*did you mean 'communication.*'"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"'communicaton' are not read by any part of the "
+        r"program .*did you mean 'communication.*'",
+    ):
         settings("+communicaton.snr=5")
     with pytest.raises(ConfigError, match=r"'csi.snrr' are not read .*did you mean 'csi.snr'"):
         settings("+csi.snrr=5")
@@ -236,8 +273,10 @@ def test_replace_takes_config_keys_or_unique_field_names_and_refuses_ambiguous_o
     s = settings()
     assert s.replace(**{"communication.channel_usage": 2}) == s.replace(channel_uses=2)
     assert s.replace(channel_usage=2).link.channel_uses == 2
-    with pytest.raises(ConfigError, match="'name' is ambiguous: name one of conventions.name, "
-                       "data.name, strategy.name"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match="'name' is ambiguous: name one of conventions.name, data.name, strategy.name",
+    ):
         s.replace(name="x")
     with pytest.raises(ConfigError, match="'nope' is not a setting"):
         s.replace(nope=1)
@@ -287,7 +326,8 @@ def test_a_point_store_of_an_earlier_version_is_found_under_todays_names(tmp_pat
     (old / "93e30cb05d9de4d9" / "settings.json").write_text(FLAT)
     (old / "93e30cb05d9de4d9" / "results.csv").write_text("kept\n")
     Checkpoint(1, other.to_json(), {"F": np.ones((2, 2), complex)}, [], [], [], {}).write(
-        old / ".journal" / "0123456789abcdef")
+        old / ".journal" / "0123456789abcdef"
+    )
     store = PointStore(tmp_path / "points")
     assert store.finished(new) and not store.finished(other)
     assert (store.path(new) / "results.csv").read_text() == "kept\n"

@@ -70,8 +70,9 @@ def test_a_secure_deployment_equals_the_simulation(first_run, cache_dir):
     run = settings(*OVERRIDES.split(), f"cache_dir={cache_dir}")
     alone = run_experiment(AssetSource(run).problem(), run)
     for name, value in alone.precoders.items():
-        np.testing.assert_allclose(deployed.precoders[name], value, rtol=1e-9,
-                                   atol=1e-10 * np.abs(value).max())  # fmt: skip
+        np.testing.assert_allclose(
+            deployed.precoders[name], value, rtol=1e-9, atol=1e-10 * np.abs(value).max()
+        )
     np.testing.assert_array_equal(deployed.results.accuracy, alone.results.accuracy)
     assert deployed.failures.empty and len(deployed.history) == 3
 

@@ -12,20 +12,23 @@ from common.run.session import Session
 from server.nodes import NodeRefused
 from server.strategy import AlignmentStrategy
 from tests.synthetic import settings_for
-from tests.test_apps import SOURCE, FakeGrid, _drive, _sessions
+from tests.test_apps import SOURCE, FakeGrid, _sessions
 
 pytestmark = pytest.mark.usefixtures("task_identity")  # Flower messages need a run identity
 
 
-@pytest.mark.parametrize("config, message", [
-    ({}, "partition-id=None must be the user's index"),
-    ({"partition-id": -1}, "partition-id=-1 must be the user's index"),
-    ({"partition-id": "1"}, "partition-id='1' must be the user's index"),
-    ({"partition-id": 0, "model": "resnet10t"}, "model='resnet10t' needs cache-dir"),
-    ({"partition-id": 0, "model": ""}, "model='' must be a non-empty string"),
-    ({"partition-id": 0, "modle": "x"}, "key(s) modle are unknown"),
-    ({"partition-id": 0}, "node config has no model: a deployed device names the model"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({}, "partition-id=None must be the user's index"),
+        ({"partition-id": -1}, "partition-id=-1 must be the user's index"),
+        ({"partition-id": "1"}, "partition-id='1' must be the user's index"),
+        ({"partition-id": 0, "model": "resnet10t"}, "model='resnet10t' needs cache-dir"),
+        ({"partition-id": 0, "model": ""}, "model='' must be a non-empty string"),
+        ({"partition-id": 0, "modle": "x"}, "key(s) modle are unknown"),
+        ({"partition-id": 0}, "node config has no model: a deployed device names the model"),
+    ],
+)
 def test_a_bad_node_config_is_named(config, message):
     with pytest.raises(DeviceConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Device.from_node_config(config)
@@ -38,11 +41,17 @@ def test_a_device_refuses_a_run_it_cannot_serve():
     Device(1, "resnet10t", "/tmp/x").check(run)
     with pytest.raises(DeviceConfigError, match=r"partition-id=3 is outside this run's users 0..2"):
         Device(3).check(run)
-    with pytest.raises(DeviceConfigError, match=r"model='levit_128s', but this run's user 1 runs "
-                       r"'resnet10t'"):  # fmt: skip
+    with pytest.raises(
+        DeviceConfigError,
+        match=r"model='levit_128s', but this run's user 1 runs "
+        r"'resnet10t'",
+    ):
         Device(1, "levit_128s", "/tmp/x").check(run)
-    with pytest.raises(DeviceConfigError, match=r"model='vit_huge' is not a user model of zoo "
-                       r"'embedded' \(known: vit_small_p16, "):  # fmt: skip
+    with pytest.raises(
+        DeviceConfigError,
+        match=r"model='vit_huge' is not a user model of zoo "
+        r"'embedded' \(known: vit_small_p16, ",
+    ):
         Device(1, "vit_huge", "/tmp/x").check(run)
 
 
@@ -53,10 +62,14 @@ def test_a_device_without_its_assets_says_how_to_build_them(tmp_path, cache_dir)
 
     run = settings("users.count=2", f"cache_dir={cache_dir}")
     device = Device(1, "resnet10t", str(tmp_path / "device"))
-    with pytest.raises(CacheError, match=(
-        r"has no latents entry .*: build this device's assets first: python -m launch.assets user "
-        r"--model resnet10t --cache-dir .*/device data=mnist5k data.split_seed=0 "
-        r"users.zoo=embedded users.head_seed=0")):  # fmt: skip
+    with pytest.raises(
+        CacheError,
+        match=(
+            r"has no latents entry .*: build this device's assets first: "
+            r"python -m launch.assets user --model resnet10t --cache-dir .*/device "
+            r"data=mnist5k data.split_seed=0 users.zoo=embedded users.head_seed=0"
+        ),
+    ):
         device.source(run).user_data(1)
     assert not any((tmp_path / "device").rglob("*.safetensors"))
 
@@ -91,8 +104,13 @@ def test_launch_assets_builds_one_device_and_the_ap_only_what_each_needs(tmp_pat
 # ---- the strategy's side ------------------------------------------------------------------
 def _context(node_config: dict) -> Context:
     """A simulated node's context (Flower's simulation adds num-partitions)."""
-    return Context(run_id=7, node_id=1, node_config={"num-partitions": 3, **node_config},
-                   state=RecordDict(), run_config={})  # fmt: skip
+    return Context(
+        run_id=7,
+        node_id=1,
+        node_config={"num-partitions": 3, **node_config},
+        state=RecordDict(),
+        run_config={},
+    )
 
 
 def _app_grid(nodes: dict[int, dict]) -> FakeGrid:
@@ -102,8 +120,9 @@ def _app_grid(nodes: dict[int, dict]) -> FakeGrid:
 
     def answer(message: Message) -> Message:
         node = message.metadata.dst_node_id
-        to_node = Message(message.content, dst_node_id=node,
-                          message_type=message.metadata.message_type)  # fmt: skip
+        to_node = Message(
+            message.content, dst_node_id=node, message_type=message.metadata.message_type
+        )
         return app(to_node, contexts[node])
 
     grid = FakeGrid({n: c.get("partition-id") for n, c in nodes.items()}, answer)
@@ -121,23 +140,31 @@ def _app_grid(nodes: dict[int, dict]) -> FakeGrid:
 
 def _strategy(rounds: int = 3) -> tuple[AlignmentStrategy, list[Session]]:
     problem = SOURCE.problem()
-    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=rounds, channel_uses=2, seed=5)
+    run = settings_for(
+        problem, **{"strategy.name": "federated"}, rounds=rounds, channel_uses=2, seed=5
+    )
     sessions = _sessions([run])
     return AlignmentStrategy(sessions, node_wait_timeout=1.0), sessions
 
 
 def test_a_node_that_cannot_serve_the_run_stops_it_at_start_with_its_reason():
     strategy, _ = _strategy()
-    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1},
-                      13: {"partition-id": 2, "modle": "x"}})  # fmt: skip
-    with pytest.raises(NodeRefused, match=r"node 13 cannot serve this run: DeviceConfigError: "
-                       r"node config key\(s\) modle are unknown"):  # fmt: skip
+    grid = _app_grid(
+        {11: {"partition-id": 0}, 12: {"partition-id": 1}, 13: {"partition-id": 2, "modle": "x"}}
+    )
+    with pytest.raises(
+        NodeRefused,
+        match=r"node 13 cannot serve this run: DeviceConfigError: "
+        r"node config key\(s\) modle are unknown",
+    ):
         strategy.connect(grid)
     strategy, _ = _strategy()
-    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1},
-                      13: {"partition-id": 5}})  # fmt: skip
-    with pytest.raises(NodeRefused, match=r"node 13 cannot serve this run: .*partition-id=5 "
-                       r"is outside this run's users 0..2"):  # fmt: skip
+    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1}, 13: {"partition-id": 5}})
+    with pytest.raises(
+        NodeRefused,
+        match=r"node 13 cannot serve this run: .*partition-id=5 "
+        r"is outside this run's users 0..2",
+    ):
         strategy.connect(grid)
 
 
@@ -146,8 +173,7 @@ def test_a_lost_node_back_under_a_new_id_rejoins_at_the_next_round():
     as node 23 before round 3: round 2 records it as failed, round 3 trains with it again,
     rebuilt from nothing, and it is evaluated."""
     strategy, sessions = _strategy(rounds=3)
-    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1},
-                      13: {"partition-id": 2}})  # fmt: skip
+    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1}, 13: {"partition-id": 2}})
     for rnd in (1, 2, 3):
         if rnd == 2:
             del grid.nodes[13]  # killed: nothing answers for it any more
@@ -155,14 +181,18 @@ def test_a_lost_node_back_under_a_new_id_rejoins_at_the_next_round():
             grid.nodes[23] = 2
             grid.contexts[23] = _context({"partition-id": 2})  # a fresh process, no state
         replies = grid.send_and_receive(
-            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid))
+            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)
+        )
         strategy.aggregate_train(rnd, replies)
-    strategy.aggregate_evaluate(3, grid.send_and_receive(
-        strategy.configure_evaluate(3, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
+    strategy.aggregate_evaluate(
+        3,
+        grid.send_and_receive(strategy.configure_evaluate(3, ArrayRecord(), ConfigRecord(), grid)),
+    )
     outcome = sessions[0].outcome()
     assert strategy.user_nodes == {0: 11, 1: 12, 2: 23}
     assert [(f["round"], f["user"], f["reason"]) for f in sessions[0].failures] == [
-        (2, 2, "no reply")]
+        (2, 2, "no reply")
+    ]
     assert outcome.history.responded.tolist() == [3, 2, 3]
     assert outcome.results.user.tolist() == [0, 1, 2]
     queries = [m for m in grid.sent if m.metadata.message_type == MessageType.QUERY]
@@ -173,8 +203,7 @@ def test_a_node_that_cannot_serve_joining_mid_run_is_left_out_and_a_silent_one_a
     caplog,
 ):
     strategy, sessions = _strategy(rounds=3)
-    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1},
-                      13: {"partition-id": 2}})  # fmt: skip
+    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1}, 13: {"partition-id": 2}})
     send = grid.send_and_receive
     for rnd in (1, 2, 3):
         if rnd == 2:  # a misconfigured node and one whose reply is lost this round
@@ -183,11 +212,16 @@ def test_a_node_that_cannot_serve_joining_mid_run_is_left_out_and_a_silent_one_a
             grid.nodes[22] = 1
             grid.contexts[22] = _context({"partition-id": 1})
             grid.send_and_receive = lambda messages, *, timeout=None: [
-                r for r in send(messages, timeout=timeout) if r.metadata.src_node_id != 22]
+                r for r in send(messages, timeout=timeout) if r.metadata.src_node_id != 22
+            ]
         if rnd == 3:
             grid.send_and_receive = send
-        strategy.aggregate_train(rnd, grid.send_and_receive(
-            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)))  # fmt: skip
+        strategy.aggregate_train(
+            rnd,
+            grid.send_and_receive(
+                strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)
+            ),
+        )
         if rnd == 2:
             assert strategy.user_nodes[1] == 12  # node 22 said nothing yet
     assert "partition-id=9 is outside this run's users 0..2; it is left out" in caplog.text
@@ -202,4 +236,5 @@ def test_a_device_written_as_node_config_reads_back_through_flowers_parser():
     device = Device(2, "resnet10t", "/data/my cache", weights_dir="/w", data_root="/d")
     assert Device.from_node_config(parse_config_args([device.node_config()])) == device
     assert Device(0, "levit_128s", "/c").node_config() == (
-        'partition-id=0 model="levit_128s" cache-dir="/c"')
+        'partition-id=0 model="levit_128s" cache-dir="/c"'
+    )

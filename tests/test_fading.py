@@ -29,9 +29,14 @@ def _draws(config: ChannelConfig, n_rx=4, n_tx=4, count=4000) -> np.ndarray:
     return model.mean + model.scattered(count, rng)
 
 
-@pytest.mark.parametrize("config", [
-    _config(), _config(model="correlated", correlation=0.7), _config(model="rician", k_factor=4.0),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "config",
+    [
+        _config(),
+        _config(model="correlated", correlation=0.7),
+        _config(model="rician", k_factor=4.0),
+    ],
+)
 def test_every_model_has_unit_mean_power_per_entry(config):
     h = _draws(config)
     assert np.mean(np.abs(h) ** 2) == pytest.approx(1.0, abs=0.03)
@@ -75,8 +80,15 @@ def test_estimation_error_follows_the_training_snr(estimation):
         csi = _csi(estimation=estimation, csi_snr_db=snr)
         total = 0.0
         for seed in range(200):
-            links = draw_link_channels(RAYLEIGH, csi, 4, 4, 1, np.random.default_rng([seed, 1]),
-                                       np.random.default_rng([seed, 2]))  # fmt: skip
+            links = draw_link_channels(
+                RAYLEIGH,
+                csi,
+                4,
+                4,
+                1,
+                np.random.default_rng([seed, 1]),
+                np.random.default_rng([seed, 2]),
+            )
             total += np.mean(np.abs(links.known - links.train) ** 2)
         errors.append(total / 200)
     variance = 10.0 ** (-np.array([0.0, 10.0, 20.0]) / 10.0)
@@ -90,8 +102,15 @@ def test_ageing_keeps_the_configured_correlation_and_the_power():
     csi = _csi(ageing=0.6)
     train, test = [], []
     for seed in range(2000):
-        links = draw_link_channels(RAYLEIGH, csi, 2, 2, 1, np.random.default_rng([seed, 1]),
-                                   np.random.default_rng([seed, 2]))  # fmt: skip
+        links = draw_link_channels(
+            RAYLEIGH,
+            csi,
+            2,
+            2,
+            1,
+            np.random.default_rng([seed, 1]),
+            np.random.default_rng([seed, 2]),
+        )
         train.append(links.train)
         test.append(links.test)
     train, test = np.array(train), np.array(test)
@@ -99,14 +118,17 @@ def test_ageing_keeps_the_configured_correlation_and_the_power():
     assert np.mean(test * train.conj()).real == pytest.approx(0.6, abs=0.05)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"model": "nakagami"}, "model must be one of rayleigh, correlated, rician"),
-    ({"correlation": 1.0}, r"correlation must be in \[0, 1\), got 1.0"),
-    ({"k_factor": -1.0}, "k_factor must be in >= 0"),
-    ({"ageing": 1.5}, r"ageing must be in \[0, 1\]"),
-    ({"estimation": "oracle"}, "estimation must be one of perfect, ls, lmmse"),
-    ({"coherence_uses": -2}, "coherence_uses must be a whole number >= 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"model": "nakagami"}, "model must be one of rayleigh, correlated, rician"),
+        ({"correlation": 1.0}, r"correlation must be in \[0, 1\), got 1.0"),
+        ({"k_factor": -1.0}, "k_factor must be in >= 0"),
+        ({"ageing": 1.5}, r"ageing must be in \[0, 1\]"),
+        ({"estimation": "oracle"}, "estimation must be one of perfect, ls, lmmse"),
+        ({"coherence_uses": -2}, "coherence_uses must be a whole number >= 0"),
+    ],
+)
 def test_bad_channel_values_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
         (_csi if set(override) & set(CsiConfig.model_fields) else _config)(**override)
@@ -119,6 +141,7 @@ BASE = settings_for(PROBLEM, rounds=8, channel_uses=2, seed=4, snr_db=20.0)
 def test_imperfect_csi_and_ageing_cost_accuracy_in_order():
     """Worse channel knowledge never helps: perfect <= LMMSE <= LS error, and an aged test
     channel degrades what a static one gives."""
+
     def mse(**changes) -> float:
         return float(run_experiment(PROBLEM, BASE.replace(**changes)).results.mse.mean())
 
@@ -131,8 +154,11 @@ def test_imperfect_csi_and_ageing_cost_accuracy_in_order():
 
 
 def test_every_method_runs_on_every_model():
-    for model in ({"model": "correlated", "correlation": 0.8}, {"model": "rician", "k_factor": 2.0},
-                  {"coherence_uses": 1}):  # fmt: skip
+    for model in (
+        {"model": "correlated", "correlation": 0.8},
+        {"model": "rician", "k_factor": 2.0},
+        {"coherence_uses": 1},
+    ):
         for method in ("federated", "first_k"):
             outcome = run_experiment(PROBLEM, BASE.replace(**{"strategy.name": method}, **model))
             assert math.isfinite(outcome.results.mse.mean())

@@ -67,10 +67,14 @@ def test_bad_input_is_refused_naming_the_flag_or_the_step(tmp_path, capsys):
 
 def test_processes_are_found_below_a_parent_and_stopped_by_pid():
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable, "
-         "'-c', 'import time; time.sleep(60)']); time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; subprocess.Popen([sys.executable, "
+            "'-c', 'import time; time.sleep(60)']); time.sleep(60)",
+        ],
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 20
         while len(descendants(parent.pid)) < 1 and time.monotonic() < deadline:

@@ -18,7 +18,12 @@ MODELS = tuple(SOURCE.user_data(k).name for k in range(SOURCE.num_users))
 
 def _settings(method: str, rounds: int = 4):
     return settings().replace(
-        models=MODELS, **{"strategy.name": method}, rounds=rounds, channel_uses=2, seed=7, progress=False
+        models=MODELS,
+        **{"strategy.name": method},
+        rounds=rounds,
+        channel_uses=2,
+        seed=7,
+        progress=False,
     )
 
 
@@ -55,7 +60,10 @@ def test_a_failing_user_is_counted_and_the_run_completes(tmp_path):
     assert outcome.results.accuracy.between(0, 1).all()
     written = write_tables(tmp_path, outcome.tables())
     assert {p.name for p in written} == {
-        "results.parquet", "results.csv", "history.csv", "failures.csv"
+        "results.parquet",
+        "results.csv",
+        "history.csv",
+        "failures.csv",
     }
 
 

@@ -51,10 +51,18 @@ def test_packages_import_only_what_their_layer_allows(package, forbidden):
 def test_only_the_entry_points_import_both_apps():
     both = {"server", "clients"}
     files = [*ROOT.glob("*.py"), *ROOT.glob("benchmarks/*.py")]
-    files += [f for package in ("common", "conf", "server", "clients", "launch", "hydra_plugins",
-                                "transport")
-              for f in package_files(package)]  # fmt: skip
-    importers = sorted(
-        str(p.relative_to(ROOT)) for p in files if both <= imported_roots(p)
-    )
+    files += [
+        f
+        for package in (
+            "common",
+            "conf",
+            "server",
+            "clients",
+            "launch",
+            "hydra_plugins",
+            "transport",
+        )
+        for f in package_files(package)
+    ]
+    importers = sorted(str(p.relative_to(ROOT)) for p in files if both <= imported_roots(p))
     assert importers == ["launch/simulation.py"], importers

@@ -21,7 +21,9 @@ NOISE_FREE = dict(antennas_tx=2, antennas_rx=2, channel_uses=2, snr_db=math.inf)
 @pytest.mark.parametrize("method", ["first_k", "top_k"])
 def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
     problem = make_problem(ap_dim=24)
-    ap, users = build_parties(problem, settings_for(problem, **{"strategy.name": method}, **NOISE_FREE))
+    ap, users = build_parties(
+        problem, settings_for(problem, **{"strategy.name": method}, **NOISE_FREE)
+    )
     message = ap.train_messages([0])[0]
     user = users[0]
     received = user.receive(message.signal, Stream.AP_INIT)
@@ -44,16 +46,26 @@ def test_noise_free_baseline_delivers_the_selected_features_exactly(method):
 def test_top_k_selects_largest_magnitudes_in_index_order():
     problem = make_problem(ap_dim=10)
     ap = TopKAccessPoint(
-        problem.ap.pilots, problem.ap.test, link(antennas_tx=1, antennas_rx=1, channel_uses=2),
-        [0], rounds=1, rho=1.0, seed=0,
-    )  # fmt: skip
+        problem.ap.pilots,
+        problem.ap.test,
+        link(antennas_tx=1, antennas_rx=1, channel_uses=2),
+        [0],
+        rounds=1,
+        rho=1.0,
+        seed=0,
+    )
     values, idx = ap._select(np.array([[0.1, -5.0], [-3.0, 0.2], [2.0, 4.0], [0.5, 0.0]]))
     assert ap.k == 4
     np.testing.assert_array_equal(idx[:, 0], [0, 1, 2, 3])
     small = TopKAccessPoint(
-        problem.ap.pilots, problem.ap.test, link(antennas_tx=1, antennas_rx=1, channel_uses=1),
-        [0], rounds=1, rho=1.0, seed=0,
-    )  # fmt: skip
+        problem.ap.pilots,
+        problem.ap.test,
+        link(antennas_tx=1, antennas_rx=1, channel_uses=1),
+        [0],
+        rounds=1,
+        rho=1.0,
+        seed=0,
+    )
     values, idx = small._select(np.array([[0.1, -5.0], [-3.0, 0.2], [2.0, 4.0], [0.5, 0.0]]))
     np.testing.assert_array_equal(idx, [[1, 0], [2, 2]])
     np.testing.assert_array_equal(values, [[-3.0, -5.0], [2.0, 4.0]])
@@ -171,8 +183,10 @@ def test_ill_conditioned_pilots_are_loaded_and_reported_in_history():
 def test_effective_channel_uses_charge_top_k_for_its_indices():
     problem = make_problem(ap_dim=24)
     base = settings_for(problem, rounds=2, channel_uses=3)
-    rows = {m: run_experiment(problem, base.replace(**{"strategy.name": m})).results.iloc[0]
-            for m in ("federated", "first_k", "top_k")}  # fmt: skip
+    rows = {
+        m: run_experiment(problem, base.replace(**{"strategy.name": m})).results.iloc[0]
+        for m in ("federated", "first_k", "top_k")
+    }
     m_ap = 12  # 24 real features -> 12 complex symbols
     for method, row in rows.items():
         assert row.channel_usage == 3
@@ -187,8 +201,14 @@ def test_eigen_k_sends_principal_projections_and_its_basis_once():
     from tests.synthetic import make_problem, settings_for
 
     problem = make_problem(n=300, n_test=120, ap_dim=24, user_dims=(20, 18), seed=2)
-    point = settings_for(problem, **{"strategy.name": "eigen_k"}, antennas_tx=2, antennas_rx=2,
-                        channel_uses=1, seed=3)  # fmt: skip
+    point = settings_for(
+        problem,
+        **{"strategy.name": "eigen_k"},
+        antennas_tx=2,
+        antennas_rx=2,
+        channel_uses=1,
+        seed=3,
+    )
     ap, _ = build_parties(problem, point)
     pilots = ap.train_messages([0])[0]
     k = 2 * point.link.tx_dim
@@ -215,8 +235,9 @@ def test_results_name_the_zoo_by_the_fingerprint_of_every_partys_assets():
     source = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9))
     run = settings_for(source.problem(), rounds=1)
     first, again = (run_experiment(source.problem(), run).results for _ in range(2))
-    other = run_experiment(SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9),
-                                           seed=1).problem(), run).results  # fmt: skip
+    other = run_experiment(
+        SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9), seed=1).problem(), run
+    ).results
     assert first.zoo.nunique() == 1 and len(first.zoo.iloc[0]) == 12
     assert first.zoo.tolist() == again.zoo.tolist() and first.zoo.iloc[0] != other.zoo.iloc[0]
     assert first.user_assets.nunique() == 2 and first.ap_assets.nunique() == 1

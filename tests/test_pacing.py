@@ -25,8 +25,11 @@ class _Grid:
         messages = list(messages)
         self.timeouts.append((messages[0].metadata.message_type, timeout))
         time.sleep(self.seconds.get(messages[0].metadata.message_type, 0.0))
-        return [Message(RecordDict(), reply_to=m) for m in messages
-                if m.metadata.dst_node_id not in self.silent]  # fmt: skip
+        return [
+            Message(RecordDict(), reply_to=m)
+            for m in messages
+            if m.metadata.dst_node_id not in self.silent
+        ]
 
 
 def _round(kind: str, nodes=(1, 2)) -> list[Message]:

@@ -47,20 +47,36 @@ def test_a_simulation_attaches_to_an_existing_ray_cluster(cache_dir):
     ray = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, **QUIET_ENV}
     head = subprocess.Popen(
-        [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-         f"--temp-dir={temp}"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(temp.glob("session_*/logs/gcs_server.out")):
             assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
             time.sleep(0.5)
         time.sleep(3.0)
-        run = settings("users.count=2", "experiment.rounds=3", "experiment.progress=false",
-                       f"cache_dir={cache_dir}",
-                       f"experiment.ray_address=127.0.0.1:{port}")  # fmt: skip
+        run = settings(
+            "users.count=2",
+            "experiment.rounds=3",
+            "experiment.progress=false",
+            f"cache_dir={cache_dir}",
+            f"experiment.ray_address=127.0.0.1:{port}",
+        )
         outcome = simulate(run)
         drivers = list(temp.glob("session_*/logs/python-core-driver-*"))
         workers = list(temp.glob("session_*/logs/python-core-worker-*"))

@@ -23,8 +23,9 @@ def test_duplicated_pilots_are_warned_about_and_recorded(caplog):
     why alignment will be poor, and the history keeps the count."""
     user = PROBLEM.users[0]
     repeated = user.pilots[np.arange(400) % 3]
-    problem = AlignmentProblem(PROBLEM.ap, (dataclasses.replace(user, pilots=repeated),
-                                            PROBLEM.users[1]))  # fmt: skip
+    problem = AlignmentProblem(
+        PROBLEM.ap, (dataclasses.replace(user, pilots=repeated), PROBLEM.users[1])
+    )
     with caplog.at_level(logging.WARNING, logger="common.run.session"):
         outcome = run_experiment(problem, BASE)
     assert "user 0 has only 3 distinct pilots for a 6-dimensional whitened latent" in caplog.text
@@ -48,14 +49,18 @@ def test_users_that_failed_permanently_are_accounted_for():
     from common.run.reporting import failed_users
 
     results = pd.DataFrame({"user": [0, 2]})
-    failures = pd.DataFrame([
-        {"round": r, "stage": "train", "user": 2, "reason": "radio off"} for r in (1, 2, 3)
-    ] + [{"round": 4, "stage": "evaluate", "user": 1, "reason": "no reply"}])  # fmt: skip
+    failures = pd.DataFrame(
+        [{"round": r, "stage": "train", "user": 2, "reason": "radio off"} for r in (1, 2, 3)]
+        + [{"round": 4, "stage": "evaluate", "user": 1, "reason": "no reply"}]
+    )
     account = failed_users(results, failures, users=3, rounds=4, max_fraction=0.5)
-    assert account == {1: "never evaluated (last: no reply)",
-                       2: "failed 3 of 4 training rounds (last: radio off)"}  # fmt: skip
+    assert account == {
+        1: "never evaluated (last: no reply)",
+        2: "failed 3 of 4 training rounds (last: radio off)",
+    }
     assert failed_users(results, failures, users=3, rounds=4, max_fraction=0.75) == {
-        1: "never evaluated (last: no reply)"}  # fmt: skip
+        1: "never evaluated (last: no reply)"
+    }
 
 
 def test_a_run_where_every_user_failed_writes_nothing(tmp_path):
@@ -75,10 +80,20 @@ def _cli(tmp_path, *overrides: str):
 
     root = Path(__file__).resolve().parents[1]
     return subprocess.run(
-        [sys.executable, str(root / "run_simulation.py"), "users.count=2", "experiment.rounds=2",
-         "experiment.progress=false", f"hydra.run.dir={tmp_path}/run", *overrides],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "run_simulation.py"),
+            "users.count=2",
+            "experiment.rounds=2",
+            "experiment.progress=false",
+            f"hydra.run.dir={tmp_path}/run",
+            *overrides,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -88,8 +103,10 @@ def test_a_run_with_a_permanently_failed_user_exits_non_zero_unless_allowed(tmp_
     proc = _cli(tmp_path, "faults.users=1", "faults.kind=nan")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "1 of 2 users failed permanently" in proc.stderr
-    assert ("user 0 (vit_small_p16): failed 2 of 2 training rounds (last: uplink rejected: "
-            "align_uplink.a_gram has 256 non-finite value(s))") in proc.stderr
+    assert (
+        "user 0 (vit_small_p16): failed 2 of 2 training rounds (last: uplink rejected: "
+        "align_uplink.a_gram has 256 non-finite value(s))"
+    ) in proc.stderr
     assert (tmp_path / "run" / "results.parquet").exists()
     allowed = _cli(tmp_path, "faults.users=1", "faults.kind=nan", "experiment.allow_partial=true")
     assert allowed.returncode == 0, allowed.stderr[-2000:]
@@ -104,16 +121,19 @@ def test_yamls_bare_nan_is_the_nan_fault_kind_not_a_float():
     assert settings("faults.kind='nan'", "faults.users=1").faults.kind == "nan"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("+foo=1", "config key(s) 'foo' are not read by any part of the program"),
-    ("communication.snr=1e308", "must be in [-50, 100] dB (or inf for no noise), got 1e+308"),
-    ("seed=18446744073709551616", "seed must be a whole number in 0..9223372036854775807"),
-    ("experiment.cpus_per_user=100", "this machine has"),
-    ("experiment.cpus_per_user=1e-9", "could not schedule the users (allowed: 0.1.."),
-    ("experiment.rounds=100000000", "rounds must be at most 100,000"),
-    ("communication.antennas_transmitter=10000", "GiB are available: reduce"),
-    ("communication.channel_usage=1000000", "GiB are available: reduce"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+foo=1", "config key(s) 'foo' are not read by any part of the program"),
+        ("communication.snr=1e308", "must be in [-50, 100] dB (or inf for no noise), got 1e+308"),
+        ("seed=18446744073709551616", "seed must be a whole number in 0..9223372036854775807"),
+        ("experiment.cpus_per_user=100", "this machine has"),
+        ("experiment.cpus_per_user=1e-9", "could not schedule the users (allowed: 0.1.."),
+        ("experiment.rounds=100000000", "rounds must be at most 100,000"),
+        ("communication.antennas_transmitter=10000", "GiB are available: reduce"),
+        ("communication.channel_usage=1000000", "GiB are available: reduce"),
+    ],
+)
 def test_refused_runs_fail_before_ray_and_leave_no_output_folder(
     tmp_path, cache_dir, override, message
 ):
@@ -130,8 +150,10 @@ def test_the_memory_estimate_follows_the_sizes_and_names_the_numbers():
     big = budget.estimate(BASE.replace(antennas_tx=1024), 3500, 1500, 192, [384, 512])
     assert 0 < small.total < 1024**3 and big.ap > 50 * small.ap
     assert budget.estimate(BASE, 3500, 1500, 192, [384], user_copies=3).total == (
-        small.ap - 16 * BASE.link.tx_dim * (3500 + BASE.link.tx_dim)  # one user's uplink less
-        + 3 * budget.estimate(BASE, 3500, 1500, 192, [384]).users)  # fmt: skip
+        small.ap
+        - 16 * BASE.link.tx_dim * (3500 + BASE.link.tx_dim)  # one user's uplink less
+        + 3 * budget.estimate(BASE, 3500, 1500, 192, [384]).users
+    )
     budget.check_fits(small, 8 * 1024**3, "a run")
     with pytest.raises(MemoryError, match=r"a run needs about .* GiB .* but 0.0 GiB are available"):
         budget.check_fits(big, 1024, "a run")
@@ -190,11 +212,17 @@ def test_a_killed_driver_leaves_no_worker_computing(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_with_one_point_too_big_is_refused_before_ray(tmp_path, cache_dir):
     """Every point is checked, not one per user set: 4 antennas fit, 10,000 do not."""
-    proc = _cli(tmp_path, "communication.antennas_transmitter=4,10000", f"cache_dir={cache_dir}",
-                f"sweep_store={tmp_path}/points", "-m")  # fmt: skip
+    proc = _cli(
+        tmp_path,
+        "communication.antennas_transmitter=4,10000",
+        f"cache_dir={cache_dir}",
+        f"sweep_store={tmp_path}/points",
+        "-m",
+    )
     assert proc.returncode != 0
     assert "sweep point" in proc.stderr and "10000x4, u=4) (through Flower) needs about" in (
-        proc.stderr)  # fmt: skip
+        proc.stderr
+    )
     assert not (tmp_path / "points").exists() or not any((tmp_path / "points").iterdir())
 
 
@@ -213,8 +241,14 @@ def _interrupt_when(command: list[str], cwd, ready, timeout: float = 300.0):
     # background job (`make test &`) inherit SIGINT ignored, and so would the command
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        proc = subprocess.Popen(command, cwd=cwd, start_new_session=True, text=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            start_new_session=True,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
@@ -242,10 +276,18 @@ def test_ctrl_c_stops_a_run_within_10_s_and_says_how_to_resume(tmp_path, cache_d
     folder = tmp_path / "run"
     root = Path(__file__).resolve().parents[1]
     status, seconds, err, alive = _interrupt_when(
-        [sys.executable, str(root / "run_simulation.py"), "users.count=2", "experiment.rounds=60",
-         "experiment.progress=false", f"cache_dir={cache_dir}", f"hydra.run.dir={folder}"],
-        tmp_path, lambda: (folder / "checkpoint.npz").exists(),
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "run_simulation.py"),
+            "users.count=2",
+            "experiment.rounds=60",
+            "experiment.progress=false",
+            f"cache_dir={cache_dir}",
+            f"hydra.run.dir={folder}",
+        ],
+        tmp_path,
+        lambda: (folder / "checkpoint.npz").exists(),
+    )
     assert status == 130 and seconds < 10, (status, seconds, err[-1500:])
     assert alive == []  # no simulation process, no Ray process left
     assert f"interrupted: {folder} keeps the history and AP checkpoint of rounds 1-" in err
@@ -259,12 +301,25 @@ def test_ctrl_c_stops_an_in_process_study_and_keeps_its_finished_points(tmp_path
 
     store = tmp_path / "points"
     status, seconds, err, alive = _interrupt_when(
-        [sys.executable, "-m", "launch.figures", "--quick", "--only", "snr", "--in-process",
-         "--jobs", "2", "--store", str(store), "--out", str(tmp_path / "figures"),
-         f"cache_dir={cache_dir}"],
+        [
+            sys.executable,
+            "-m",
+            "launch.figures",
+            "--quick",
+            "--only",
+            "snr",
+            "--in-process",
+            "--jobs",
+            "2",
+            "--store",
+            str(store),
+            "--out",
+            str(tmp_path / "figures"),
+            f"cache_dir={cache_dir}",
+        ],
         Path(__file__).resolve().parents[1],
         lambda: store.is_dir() and any(not p.name.startswith(".") for p in store.iterdir()),
-    )  # fmt: skip
+    )
     assert status == 130 and seconds < 10, (status, seconds, err[-1500:])
     assert alive == []
     assert "points are finished and kept in" in err and "redoes only the others" in err
@@ -288,11 +343,21 @@ def test_a_killed_ray_actor_is_re_created_and_its_user_rejoins(tmp_path, cache_d
     folder = tmp_path / "run"
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, str(root / "run_simulation.py"), "users.count=2", "experiment.rounds=8",
-         "experiment.progress=false", f"cache_dir={cache_dir}", f"hydra.run.dir={folder}"],
-        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            str(root / "run_simulation.py"),
+            "users.count=2",
+            "experiment.rounds=8",
+            "experiment.progress=false",
+            f"cache_dir={cache_dir}",
+            f"hydra.run.dir={folder}",
+        ],
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 300
         while not (folder / "history.csv").exists() or len(pd.read_csv(folder / "history.csv")) < 2:

@@ -40,24 +40,24 @@ def _crashing_grid(app, at_round: int):
 @pytest.mark.parametrize("method", ["federated", "multi_link"])
 def test_a_killed_run_resumes_after_its_last_completed_round(tmp_path, method):
     problem = SOURCE.problem()
-    run = settings_for(problem, **{"strategy.name": method}, rounds=5, channel_uses=2, seed=5,
-                       participation=0.7)  # fmt: skip
-    run_point(_client_grid(make_client_app(None, SOURCE)), run, WriteTo(tmp_path / "whole"),
-              SOURCE)  # fmt: skip
+    run = settings_for(
+        problem, **{"strategy.name": method}, rounds=5, channel_uses=2, seed=5, participation=0.7
+    )
+    run_point(_client_grid(make_client_app(None, SOURCE)), run, WriteTo(tmp_path / "whole"), SOURCE)
     whole = RunOutcome.load(tmp_path / "whole")
     assert not (tmp_path / "whole" / CHECKPOINT_FILE).exists()  # finished: nothing to resume
 
     folder = tmp_path / "killed"
     with pytest.raises(Killed):
-        run_point(_crashing_grid(make_client_app(None, SOURCE), 4), run, WriteTo(folder),
-                  SOURCE)  # fmt: skip
+        run_point(_crashing_grid(make_client_app(None, SOURCE), 4), run, WriteTo(folder), SOURCE)
     assert Checkpoint.read(folder).round == 3
     # a new AP and new user processes (nothing of the killed run in memory)
     grid = _client_grid(make_client_app(None, SOURCE))
     run_point(grid, run.replace(resume=True), WriteTo(folder), SOURCE)
     resumed = RunOutcome.load(folder)
-    trained = {int(m.metadata.group_id) for m in grid.sent
-               if m.metadata.message_type == MessageType.TRAIN}  # fmt: skip
+    trained = {
+        int(m.metadata.group_id) for m in grid.sent if m.metadata.message_type == MessageType.TRAIN
+    }
     assert trained == {4, 5}  # rounds 1-3 were not run again
     for name, value in whole.precoders.items():
         np.testing.assert_allclose(resumed.precoders[name], value, rtol=1e-12)
@@ -73,12 +73,14 @@ def test_resume_refuses_another_config_a_folder_without_checkpoint_and_a_finishe
     run = settings_for(problem, **{"strategy.name": "federated"}, rounds=4, channel_uses=2, seed=5)
     folder = tmp_path / "killed"
     with pytest.raises(Killed):
-        run_point(_crashing_grid(make_client_app(None, SOURCE), 3), run, WriteTo(folder),
-                  SOURCE)  # fmt: skip
+        run_point(_crashing_grid(make_client_app(None, SOURCE), 3), run, WriteTo(folder), SOURCE)
     grid = _client_grid(make_client_app(None, SOURCE))
     other = run.replace(resume=True, snr_db=7.0, rho=2.0)
-    with pytest.raises(CheckpointError, match=r"another config: communication\.snr \(20\.0 in the "
-                       r"checkpoint, 7\.0 now\); strategy\.rho \(1\.0 in the checkpoint, 2\.0 now\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"another config: communication\.snr \(20\.0 in the "
+        r"checkpoint, 7\.0 now\); strategy\.rho \(1\.0 in the checkpoint, 2\.0 now\)",
+    ):
         run_point(grid, other, WriteTo(folder), SOURCE)
     # how a run is executed may change on resume (progress, timeouts, ...)
     run_point(grid, run.replace(resume=True, round_timeout=99.0), WriteTo(folder), SOURCE)
@@ -120,13 +122,26 @@ def test_a_killed_simulation_resumes_through_the_command_line(tmp_path, cache_di
     from conf import settings
 
     root = Path(__file__).resolve().parents[1]
-    overrides = ["users.count=3", "experiment.rounds=6", "experiment.progress=false",
-                 f"cache_dir={cache_dir}"]  # fmt: skip
+    overrides = [
+        "users.count=3",
+        "experiment.rounds=6",
+        "experiment.progress=false",
+        f"cache_dir={cache_dir}",
+    ]
     folder = tmp_path / "run"
-    command = [sys.executable, str(root / "run_simulation.py"), *overrides,
-               f"hydra.run.dir={folder}"]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = [
+        sys.executable,
+        str(root / "run_simulation.py"),
+        *overrides,
+        f"hydra.run.dir={folder}",
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (folder / CHECKPOINT_FILE).exists():
@@ -138,20 +153,31 @@ def test_a_killed_simulation_resumes_through_the_command_line(tmp_path, cache_di
     killed_at = Checkpoint.read(folder).round
     assert 1 <= killed_at < 6 and not (folder / "results.parquet").exists()
 
-    resumed = subprocess.run([*command, "experiment.resume=true"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        [*command, "experiment.resume=true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     outcome = RunOutcome.load(folder)
     run = settings(*overrides)
     whole = run_experiment(AssetSource(run).problem(), run)
     for name, value in whole.precoders.items():  # BLAS threads differ: tiny entries wobble
-        np.testing.assert_allclose(outcome.precoders[name], value, rtol=1e-9,
-                                   atol=1e-10 * np.abs(value).max())  # fmt: skip
+        np.testing.assert_allclose(
+            outcome.precoders[name], value, rtol=1e-9, atol=1e-10 * np.abs(value).max()
+        )
     np.testing.assert_array_equal(outcome.results.accuracy, whole.results.accuracy)
     assert outcome.history["round"].tolist() == list(range(1, 7))
 
-    again = subprocess.run([*command, "experiment.resume=true"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    again = subprocess.run(
+        [*command, "experiment.resume=true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 1
     assert "experiment.resume' = true: no checkpoint" in again.stderr
     assert "the run in this folder finished" in again.stderr
@@ -171,16 +197,18 @@ def test_an_interrupted_sweep_resumes_its_unfinished_points_from_their_journals(
 
     store = PointStore(tmp_path / "store")
     with pytest.raises(Killed):
-        run_points(_crashing_grid(make_client_app(None, SOURCE), 4), points, store, SOURCE,
-                  in_flight=8)  # fmt: skip
+        run_points(
+            _crashing_grid(make_client_app(None, SOURCE), 4), points, store, SOURCE, in_flight=8
+        )
     for point in points:
         assert not store.finished(point)
         assert Checkpoint.read(store.journal(point)).round == 3
         assert len((store.journal(point) / "history.csv").read_text().splitlines()) == 1 + 3
     grid = _client_grid(make_client_app(None, SOURCE))
     run_points(grid, points, store, SOURCE, in_flight=8)
-    trained = {int(m.metadata.group_id) for m in grid.sent
-               if m.metadata.message_type == MessageType.TRAIN}  # fmt: skip
+    trained = {
+        int(m.metadata.group_id) for m in grid.sent if m.metadata.message_type == MessageType.TRAIN
+    }
     assert trained == {4, 5}
     for point in points:
         done, reference = store.load(point), whole.load(point)

@@ -79,8 +79,10 @@ def test_concurrent_processes_build_once_and_all_map_the_same_file(tmp_path):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     log = tmp_path / "calls"
-    children = [context.Process(target=_get_in_child, args=(str(tmp_path), str(log), queue))
-                for _ in range(4)]  # fmt: skip
+    children = [
+        context.Process(target=_get_in_child, args=(str(tmp_path), str(log), queue))
+        for _ in range(4)
+    ]
     for child in children:
         child.start()
     results = [queue.get(timeout=120) for _ in children]
@@ -95,7 +97,7 @@ def test_concurrent_processes_build_once_and_all_map_the_same_file(tmp_path):
 def test_what_cannot_be_shared_is_kept_by_the_process_with_one_warning(tmp_path, caplog):
     shelf = Shelf(tmp_path)
     with caplog.at_level(logging.WARNING):
-        first = shelf.get("closure", lambda: (lambda z: z))
+        first = shelf.get("closure", lambda: lambda z: z)
         assert shelf.get("closure", lambda: pytest.fail("built twice")) is first
         gone = Shelf(tmp_path / "removed")  # its folder is gone (the run ended)
         np.testing.assert_array_equal(gone.get("k", _arrays)["single"], _arrays()["single"])
@@ -194,19 +196,34 @@ def test_prepared_inputs_are_refused_by_a_user_they_were_not_made_for():
 def test_an_asset_users_key_names_its_data_and_nothing_else():
     base = configured("experiment.progress=false")
     key = AssetSource(base).user_key(1)
-    same = [base.replace(rounds=3, **{"strategy.name": "multi_link"}, snr_db=5.0, rho=2.0, **{"faults.users": 1}),
-            base.replace(models=(*base.users.models[:2], *base.users.models[:2]))]  # fmt: skip
+    same = [
+        base.replace(
+            rounds=3, **{"strategy.name": "multi_link"}, snr_db=5.0, rho=2.0, **{"faults.users": 1}
+        ),
+        base.replace(models=(*base.users.models[:2], *base.users.models[:2])),
+    ]
     for settings in same:
         assert AssetSource(settings).user_key(1) == key
     differ = [
-        base.replace(seed=base.seed + 1), base.replace(pilot_fraction=0.5),
-        base.replace(head_seed=base.users.head_seed + 1), base.replace(split_seed=7),
-        base.replace(cache_dir="/elsewhere"), base.replace(weights_dir="/weights"),
-    ]  # fmt: skip
+        base.replace(seed=base.seed + 1),
+        base.replace(pilot_fraction=0.5),
+        base.replace(head_seed=base.users.head_seed + 1),
+        base.replace(split_seed=7),
+        base.replace(cache_dir="/elsewhere"),
+        base.replace(weights_dir="/weights"),
+    ]
     for settings in differ:
         assert AssetSource(settings).user_key(1) != key
     assert AssetSource(base).user_key(0) != key  # another model
     # the scopes declared on the settings name exactly these as a user's data
     assert set(RunSettings.keys(lambda scope: scope.names_data)) == {
-        "data.name", "data.root", "data.split_seed", "data.pilot_fraction", "users.zoo",
-        "users.head_seed", "seed", "cache_dir", "weights_dir"}
+        "data.name",
+        "data.root",
+        "data.split_seed",
+        "data.pilot_fraction",
+        "users.zoo",
+        "users.head_seed",
+        "seed",
+        "cache_dir",
+        "weights_dir",
+    }

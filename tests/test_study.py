@@ -29,8 +29,11 @@ def test_the_paper_grids_have_the_papers_sizes():
     assert len(compression) == 3 * 6 * (4 * 7 + 6)  # pairs x seeds x (4 methods x 7 u + Top-K)
     top_k = {c.link.channel_uses for c in compression if c.strategy.name == "top_k"}
     assert top_k == {1, 2, 3, 4, 5, 10}
-    assert {(c.link.antennas_tx, c.link.antennas_rx) for c in compression} == {(1, 1), (2, 2),
-                                                                                 (4, 4)}
+    assert {(c.link.antennas_tx, c.link.antennas_rx) for c in compression} == {
+        (1, 1),
+        (2, 2),
+        (4, 4),
+    }
     snr = snr_points(base, grid)
     assert len(snr) == 6 * 5 * (3 + 3 + 2) and {c.link.antennas_tx for c in snr} == {4}
     groups = group_points(base, grid, models)
@@ -39,7 +42,8 @@ def test_the_paper_grids_have_the_papers_sizes():
     faults = fault_points(base, grid)
     assert len(faults) == 4 * 4 * 6 and {c.faults.kind for c in faults} == {"random"}
     assert {(c.consensus.aggregator, c.faults.users) for c in faults if c.seed == 27} == {
-        (a, f) for a in ("mean", "weighted_mean", "median", "trimmed_mean") for f in range(4)}
+        (a, f) for a in ("mean", "weighted_mean", "median", "trimmed_mean") for f in range(4)
+    }
     participation = participation_points(base, grid)
     assert {c.consensus.participation for c in participation} == {0.25, 0.5, 0.75, 1.0}
 
@@ -49,13 +53,18 @@ def results():
     """A small study on synthetic latents: two seeds, two pairs, every method."""
     grid = StudyGrid.quick(seeds=(1, 2))
     models = {"heterogeneous": BASE.users.models, "homogeneous": BASE.users.models}
-    studies = {"compression": compression_points(BASE, grid), "snr": snr_points(BASE, grid),
-               "groups": group_points(BASE, grid, models), "faults": fault_points(BASE, grid),
-               "participation": participation_points(BASE, grid),
-               "channels": channel_points(BASE, grid)}  # fmt: skip
-    return {name: pd.concat([run_experiment(PROBLEM, c).results for c in points],
-                            ignore_index=True)
-            for name, points in studies.items()}  # fmt: skip
+    studies = {
+        "compression": compression_points(BASE, grid),
+        "snr": snr_points(BASE, grid),
+        "groups": group_points(BASE, grid, models),
+        "faults": fault_points(BASE, grid),
+        "participation": participation_points(BASE, grid),
+        "channels": channel_points(BASE, grid),
+    }
+    return {
+        name: pd.concat([run_experiment(PROBLEM, c).results for c in points], ignore_index=True)
+        for name, points in studies.items()
+    }
 
 
 def _lines(ax) -> dict[str, tuple]:
@@ -68,8 +77,13 @@ def test_the_compression_figure_has_a_panel_per_pair_and_a_line_per_method(resul
     axes = fig.axes
     assert [ax.get_title() for ax in axes] == ["2×2 antennas (Nt×Nr)", "4×4 antennas (Nt×Nr)"]
     lines = _lines(axes[1])
-    assert set(lines) == {"federated (shared F)", "multi-link (F per user)", "First-K", "Top-K",
-                          "Eigen-K"}
+    assert set(lines) == {
+        "federated (shared F)",
+        "multi-link (F per user)",
+        "First-K",
+        "Top-K",
+        "Eigen-K",
+    }
     m_ap = 8  # 16 real features -> 8 complex symbols
     assert lines["federated (shared F)"] == pytest.approx((100 / m_ap, 400 / m_ap))
     assert lines["Top-K"] == pytest.approx((200 / m_ap, 800 / m_ap))  # indices double it
@@ -104,12 +118,31 @@ def test_the_fault_and_participation_figures_draw_what_they_name(results):
 
 def test_the_channel_figure_has_a_panel_per_question(results):
     table = results["channels"]
-    assert len(table.groupby(["method", "channel_model", "correlation", "k_factor", "csi",
-                              "csi_snr_db", "ageing", "seed"])) == 32
+    assert (
+        len(
+            table.groupby(
+                [
+                    "method",
+                    "channel_model",
+                    "correlation",
+                    "k_factor",
+                    "csi",
+                    "csi_snr_db",
+                    "ageing",
+                    "seed",
+                ]
+            )
+        )
+        == 32
+    )
     fig = plots.draw_channels(table)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["spatially correlated MIMO", "Rician MIMO", "imperfect CSI (federated)",
-                      "channel ageing (Gauss–Markov)"]  # fmt: skip
+    assert titles == [
+        "spatially correlated MIMO",
+        "Rician MIMO",
+        "imperfect CSI (federated)",
+        "channel ageing (Gauss–Markov)",
+    ]
     corr, rician, csi, ageing = (_lines(ax) for ax in fig.axes)
     assert set(corr) == set(rician) == set(ageing) == {"federated (shared F)", "First-K"}
     assert corr["First-K"] == (0.0, 0.9) and ageing["First-K"] == (0.7, 1.0)
@@ -119,8 +152,9 @@ def test_the_channel_figure_has_a_panel_per_question(results):
 
 def test_summary_tables_are_markdown_with_mean_and_spread(results):
     compression = results["compression"]
-    table = plots.markdown_table(compression[compression.antennas_tx == 4], "accuracy",
-                                 ["method"], [plots.ZETA])  # fmt: skip
+    table = plots.markdown_table(
+        compression[compression.antennas_tx == 4], "accuracy", ["method"], [plots.ZETA]
+    )
     lines = table.strip().splitlines()
     assert lines[0].startswith("| method | ζ eff. (%) ")
     assert set(lines[1]) <= {"|", "-"}
@@ -138,15 +172,31 @@ def test_figures_in_process_over_two_processes_write_every_file_and_resume(
     from launch import figures
 
     store, out = tmp_path / "points", tmp_path / "figures"
-    argv = ["--quick", "--only", "snr", "--in-process", "--jobs", "2", "--store", str(store),
-            "--out", str(out), f"cache_dir={cache_dir}"]  # fmt: skip
+    argv = [
+        "--quick",
+        "--only",
+        "snr",
+        "--in-process",
+        "--jobs",
+        "2",
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        f"cache_dir={cache_dir}",
+    ]
     assert figures.main(argv) == 0
     assert {p.name for p in out.iterdir()} == {"accuracy_vs_snr.png", "snr.md"}
     assert len([p for p in store.iterdir() if not p.name.startswith(".")]) == 6
     assert figures.main(argv) == 0
     assert "6 points, 6 already finished" in capsys.readouterr().out
-    point = settings(f"cache_dir={cache_dir}", "experiment.progress=false", "strategy=top_k",
-                    "communication.channel_usage=2", "communication.snr=-10")  # fmt: skip
+    point = settings(
+        f"cache_dir={cache_dir}",
+        "experiment.progress=false",
+        "strategy=top_k",
+        "communication.channel_usage=2",
+        "communication.snr=-10",
+    )
     alone = run_experiment(embedded_source.problem(), point)
     kept = PointStore(store).load(point)
     assert kept.results.accuracy.tolist() == alone.results.accuracy.tolist()

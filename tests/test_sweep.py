@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.run.points import PointStore, point_key
 from common.run.driver import run_experiment
+from common.run.points import PointStore, point_key
 from common.run.sources import SyntheticSource
 from launch.simulation import SimulationFailed, simulate, simulate_sweep
 from tests.synthetic import settings_for
@@ -55,7 +55,9 @@ def test_a_sweep_runs_in_one_simulation_and_each_point_equals_itself_alone(tmp_p
 @pytest.mark.slow
 def test_an_interrupted_sweep_keeps_finished_points_and_redoes_only_the_rest(tmp_path):
     store = PointStore(tmp_path / "points")
-    broken = BASE.replace(models=BASE.users.models[:2], seed=9)  # the AP refuses it: 3 users in source
+    broken = BASE.replace(
+        models=BASE.users.models[:2], seed=9
+    )  # the AP refuses it: 3 users in source
     with pytest.raises(SimulationFailed, match="1 point.*3 users but the settings name 2"):
         simulate_sweep([POINTS[0], broken, POINTS[1]], store, SOURCE)
     # the failed point did not stop the sweep; it alone is missing
@@ -74,13 +76,23 @@ def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_ADDRESS": "ray://127.0.0.1:1"} if "bad" in args[0] else None
     return subprocess.run(
         [sys.executable, str(ROOT / "run_simulation.py"), *args[1:]],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_a_bad_sweep_value_stops_every_point_before_ray_starts(tmp_path):
-    proc = _cli("bad", "communication.channel_usage=1,0", f"sweep_store={tmp_path}/points",
-                f"hydra.sweep.dir={tmp_path}/run", "-m", cwd=tmp_path)  # fmt: skip
+    proc = _cli(
+        "bad",
+        "communication.channel_usage=1,0",
+        f"sweep_store={tmp_path}/points",
+        f"hydra.sweep.dir={tmp_path}/run",
+        "-m",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "error: sweep point #1 (communication.channel_usage=0 " in proc.stderr
     assert "config key 'communication.channel_usage' = 0 is invalid" in proc.stderr
@@ -90,8 +102,13 @@ def test_a_bad_sweep_value_stops_every_point_before_ray_starts(tmp_path):
 
 @pytest.mark.slow
 def test_the_command_line_sweep_is_one_simulation_and_resumes(tmp_path):
-    args = ["users.count=2", "experiment.rounds=2", "communication.channel_usage=1,2",
-            "experiment.progress=false", f"sweep_store={tmp_path}/points"]  # fmt: skip
+    args = [
+        "users.count=2",
+        "experiment.rounds=2",
+        "communication.channel_usage=1,2",
+        "experiment.progress=false",
+        f"sweep_store={tmp_path}/points",
+    ]
     first = _cli("ok", *args, f"hydra.sweep.dir={tmp_path}/run1", "-m", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "sweep: 2 points, 0 already finished" in first.stdout

@@ -220,8 +220,9 @@ class Cache:
             return found[0], found[1], True
         entry = self.entry_dir(kind, key)
         if self.missing is not None:
-            raise CacheError(f"cache folder {self.root} has no {kind} entry {entry.name}: "
-                             f"{self.missing}")  # fmt: skip
+            raise CacheError(
+                f"cache folder {self.root} has no {kind} entry {entry.name}: {self.missing}"
+            )
         if not self.writable:
             raise CacheError(
                 f"cache folder {self.root} is read-only and has no valid entry {entry}; "
@@ -238,8 +239,10 @@ class Cache:
 
 def _layout(arrays: Arrays) -> dict[str, dict]:
     """Each array's shape and dtype, as the manifest records them."""
-    return {name: {"shape": list(value.shape), "dtype": value.dtype.str}
-            for name, value in sorted(arrays.items())}  # fmt: skip
+    return {
+        name: {"shape": list(value.shape), "dtype": value.dtype.str}
+        for name, value in sorted(arrays.items())
+    }
 
 
 def _non_finite(arrays: Arrays) -> str | None:

@@ -266,7 +266,9 @@ class AssetSource(ProblemSource):
             A user's model is not in the zoo.
         """
         zoo = get_zoo(self.settings.users.zoo)
-        users = [(f"user {k}", zoo.users[name]) for k, name in enumerate(self.settings.users.models)]
+        users = [
+            (f"user {k}", zoo.users[name]) for k, name in enumerate(self.settings.users.models)
+        ]
         return [("AP", zoo.ap), *users]
 
     def warm(

@@ -107,8 +107,9 @@ def _weights_source(spec: EncoderSpec, weights_dir: str | Path | None) -> tuple[
         return None, {"hub": spec.timm_name}
     path = encoders.find_weights_file(spec, weights_dir)
     stat = path.stat()
-    return path, {"file_sha256": _weights_digest(str(path.resolve()), stat.st_size,
-                                                  stat.st_mtime_ns)}
+    return path, {
+        "file_sha256": _weights_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    }
 
 
 def encoder_key(spec: EncoderSpec, data: ImageSplits, weights: Any = None) -> dict:

@@ -23,6 +23,7 @@ from common.registry import ZOOS
 
 TRAINING_VERSION = 1  # bump when train_encoder changes what it produces
 
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """One encoder: timm architecture, how it is initialised and trained, its input."""
@@ -101,8 +102,13 @@ class Zoo:
 _GRAY = {"mean": (0.10,), "std": (0.30,)}  # statistics of the padded digits
 _ADAMW = {"optimizer": "adamw", "weight_decay": 0.05}
 _SGD = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4}
-_VIT = {"img_size": 32, "patch_size": 16, "mlp_ratio": 2.0, "class_token": False,
-        "global_pool": "avg"}  # fmt: skip
+_VIT = {
+    "img_size": 32,
+    "patch_size": 16,
+    "mlp_ratio": 2.0,
+    "class_token": False,
+    "global_pool": "avg",
+}
 
 
 def _embedded(name: str, timm_name: str, seed: int, epochs: int, **extra: Any) -> EncoderSpec:

@@ -69,15 +69,15 @@ class ChannelConfig(Section):
     model: Annotated[str, check(validation.one_of, MODELS)] = setting(
         "the channel model: rayleigh, correlated (Kronecker), rician", scope=Scope.RESULT
     )
-    correlation: Annotated[
-        float, check(validation.in_range, 0, 1, "[0, 1)", upper_open=True)
-    ] = setting(
-        "exponential correlation coefficient at both ends, in [0, 1) (correlated)",
-        scope=Scope.RESULT,
+    correlation: Annotated[float, check(validation.in_range, 0, 1, "[0, 1)", upper_open=True)] = (
+        setting(
+            "exponential correlation coefficient at both ends, in [0, 1) (correlated)",
+            scope=Scope.RESULT,
+        )
     )
-    k_factor: Annotated[
-        float, check(validation.in_range, 0, math.inf, ">= 0 (linear, not dB)")
-    ] = setting("Rician K-factor, linear, >= 0 (rician)", scope=Scope.RESULT)
+    k_factor: Annotated[float, check(validation.in_range, 0, math.inf, ">= 0 (linear, not dB)")] = (
+        setting("Rician K-factor, linear, >= 0 (rician)", scope=Scope.RESULT)
+    )
     coherence_uses: Annotated[int, check(validation.whole_number)] = setting(
         "block fading: a fresh channel every this many channel uses (0: one for all u)",
         scope=Scope.RESULT,
@@ -397,7 +397,7 @@ def block_diagonal(blocks: np.ndarray, channel_uses: int) -> np.ndarray:
     n_rx, n_tx = blocks.shape[1:]
     out = np.zeros((n_rx * channel_uses, n_tx * channel_uses), dtype=np.complex128)
     for t in range(channel_uses):
-        out[t * n_rx:(t + 1) * n_rx, t * n_tx:(t + 1) * n_tx] = blocks[t // per_block]
+        out[t * n_rx : (t + 1) * n_rx, t * n_tx : (t + 1) * n_tx] = blocks[t // per_block]
     return out
 
 
@@ -454,8 +454,10 @@ def draw_link_channels(
     test = h
     if csi.ageing < 1.0:
         a = csi.ageing
-        test = model.mean + a * (h - model.mean) + math.sqrt(1 - a * a) * model.scattered(
-            blocks, csi_rng
+        test = (
+            model.mean
+            + a * (h - model.mean)
+            + math.sqrt(1 - a * a) * model.scattered(blocks, csi_rng)
         )
     return LinkChannels(
         train=scale * block_diagonal(h, channel_uses),

@@ -282,12 +282,16 @@ class AccessPoint(abc.ABC):
         of this AP)."""
         shapes = {name: value.shape for name, value in self.precoders().items()}
         if set(state) != set(shapes):
-            raise ValueError(f"a {self.method} AP's state holds {sorted(shapes)}, "
-                             f"the checkpoint has {sorted(state)}")  # fmt: skip
+            raise ValueError(
+                f"a {self.method} AP's state holds {sorted(shapes)}, "
+                f"the checkpoint has {sorted(state)}"
+            )
         for name, shape in shapes.items():
             if tuple(state[name].shape) != tuple(shape):
-                raise ValueError(f"state {name} has shape {tuple(state[name].shape)}, "
-                                 f"this AP's is {tuple(shape)}")  # fmt: skip
+                raise ValueError(
+                    f"state {name} has shape {tuple(state[name].shape)}, "
+                    f"this AP's is {tuple(shape)}"
+                )
 
     def side_channel_uses(self) -> int:
         """Channel uses that side information costs on top of the values' ``u``.

@@ -157,8 +157,12 @@ class FeatureMap:
         dict of str to ndarray
             ``map_w``, ``map_mean``, ``map_chol`` and ``map_dim`` (shape (1,), int).
         """
-        return {"map_w": self.w, "map_mean": self.mean, "map_chol": self.chol,
-                "map_dim": np.array([self.feature_dim])}  # fmt: skip
+        return {
+            "map_w": self.w,
+            "map_mean": self.mean,
+            "map_chol": self.chol,
+            "map_dim": np.array([self.feature_dim]),
+        }
 
     @classmethod
     def from_arrays(cls, state: dict[str, np.ndarray]) -> FeatureMap:

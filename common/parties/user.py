@@ -247,11 +247,15 @@ class User(abc.ABC):
         self.fingerprint = data.fingerprint
         self.whitening = data.whitening
         channels = draw_link_channels(
-            channel_config, csi,
-            link.antennas_rx, link.antennas_tx, link.channel_uses,
-            rng(seed, Stream.CHANNEL, index), rng(seed, Stream.CSI, index),
+            channel_config,
+            csi,
+            link.antennas_rx,
+            link.antennas_tx,
+            link.channel_uses,
+            rng(seed, Stream.CHANNEL, index),
+            rng(seed, Stream.CSI, index),
             scale=conventions.channel_scale,
-        )  # fmt: skip
+        )
         self.h_block = channels.train  # what the pilots really go through
         self.h_known = channels.known  # what the user knows of it (its estimate)
         self.h_test = channels.test  # what the test transmission goes through
@@ -338,12 +342,16 @@ class User(abc.ABC):
         """Refuse prepared inputs made for another class's :meth:`derive` or covariance."""
         own = type(self).derive.__qualname__
         if data.derived_by != own:
-            raise ValueError(f"user {self.index}: inputs prepared by {data.derived_by}, "
-                             f"but {type(self).__name__} needs {own}")  # fmt: skip
+            raise ValueError(
+                f"user {self.index}: inputs prepared by {data.derived_by}, "
+                f"but {type(self).__name__} needs {own}"
+            )
         if data.unbiased_covariance != self.conventions.unbiased_covariance:
-            raise ValueError(f"user {self.index}: inputs prepared with unbiased_covariance="
-                             f"{data.unbiased_covariance}, but the run's conventions use "
-                             f"{self.conventions.unbiased_covariance}")  # fmt: skip
+            raise ValueError(
+                f"user {self.index}: inputs prepared with unbiased_covariance="
+                f"{data.unbiased_covariance}, but the run's conventions use "
+                f"{self.conventions.unbiased_covariance}"
+            )
 
     def pilot_metrics(self) -> dict[str, float]:
         """What every training reply says about this user's pilots: the whitening's loading,

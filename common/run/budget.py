@@ -38,15 +38,21 @@ class MemoryEstimate:
 
 
 def estimate(
-    settings: RunSettings, n_pilots: int, n_test: int, ap_dim: int, user_dims: Sequence[int],
-    *, user_copies: int = 1,
-) -> MemoryEstimate:  # fmt: skip
+    settings: RunSettings,
+    n_pilots: int,
+    n_test: int,
+    ap_dim: int,
+    user_dims: Sequence[int],
+    *,
+    user_copies: int = 1,
+) -> MemoryEstimate:
     """The run's memory from its sizes (latent dimensions are real feature counts)."""
     tx, rx = settings.link.tx_dim, settings.link.rx_dim
     users = len(user_dims)
     m_ap = math.ceil(ap_dim / 2)
-    ap = COMPLEX * (m_ap * (n_pilots + n_test) + tx * (n_pilots + n_test)
-                    + users * tx * (n_pilots + tx))  # fmt: skip
+    ap = COMPLEX * (
+        m_ap * (n_pilots + n_test) + tx * (n_pilots + n_test) + users * tx * (n_pilots + tx)
+    )
     per_user = 0
     for d in user_dims:
         signals = 3 * rx * tx + math.ceil(d / 2) * n_pilots + rx * (n_pilots + n_test)

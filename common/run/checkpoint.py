@@ -70,9 +70,13 @@ class Checkpoint:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         record = {
-            "round": self.round, "settings": self.settings, "history": self.history,
-            "failures": self.failures, "ledger": self.ledger, "ap_metrics": self.ap_metrics,
-        }  # fmt: skip
+            "round": self.round,
+            "settings": self.settings,
+            "history": self.history,
+            "failures": self.failures,
+            "ledger": self.ledger,
+            "ap_metrics": self.ap_metrics,
+        }
         arrays = {_STATE + name: value for name, value in self.ap_state.items()}
         arrays[_RECORD] = np.array(json.dumps(record))
         final = folder / CHECKPOINT_FILE
@@ -87,19 +91,25 @@ class Checkpoint:
             finished = (Path(folder) / "results.parquet").is_file()
             raise CheckpointError(
                 f"no checkpoint {path}: "
-                + ("the run in this folder finished (nothing to resume)" if finished else
-                   "expected the output folder of an interrupted run, after its first round")
-            )  # fmt: skip
+                + (
+                    "the run in this folder finished (nothing to resume)"
+                    if finished
+                    else "expected the output folder of an interrupted run, after its first round"
+                )
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 record = json.loads(str(data[_RECORD]))
                 state = {k[len(_STATE) :]: data[k] for k in data.files if k.startswith(_STATE)}
             return cls(
-                round=int(record["round"]), settings=str(record["settings"]), ap_state=state,
-                history=list(record["history"]), failures=list(record["failures"]),
+                round=int(record["round"]),
+                settings=str(record["settings"]),
+                ap_state=state,
+                history=list(record["history"]),
+                failures=list(record["failures"]),
                 ledger=[tuple(row) for row in record["ledger"]],
                 ap_metrics=dict(record["ap_metrics"]),
-            )  # fmt: skip
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc
 
@@ -122,7 +132,8 @@ class Checkpoint:
         if differ:
             raise CheckpointError(
                 f"the checkpoint in {folder} was made with another config: "
-                + "; ".join(differ) + ". Resume with the interrupted run's config, or start "
+                + "; ".join(differ)
+                + ". Resume with the interrupted run's config, or start "
                 "a new run in another folder"
             )
 

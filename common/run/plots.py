@@ -23,11 +23,32 @@ LABELS = {
     "mse": "MSE per latent entry (user's space)",
 }
 SHORT_LABELS = {"accuracy": "network accuracy (fraction)", "mse": "network MSE per latent entry"}
-METHOD_NAMES = {"federated": "federated (shared F)", "multi_link": "multi-link (F per user)",
-                "first_k": "First-K", "top_k": "Top-K", "eigen_k": "Eigen-K"}  # fmt: skip
-KEYS = ["method", "user_group", "pilot_fraction", "antennas_tx", "antennas_rx", "snr_db",
-        "channel_usage", ZETA, "aggregator", "participation", "faulty_users", "channel_model",
-        "correlation", "k_factor", "csi", "csi_snr_db", "ageing"]  # fmt: skip
+METHOD_NAMES = {
+    "federated": "federated (shared F)",
+    "multi_link": "multi-link (F per user)",
+    "first_k": "First-K",
+    "top_k": "Top-K",
+    "eigen_k": "Eigen-K",
+}
+KEYS = [
+    "method",
+    "user_group",
+    "pilot_fraction",
+    "antennas_tx",
+    "antennas_rx",
+    "snr_db",
+    "channel_usage",
+    ZETA,
+    "aggregator",
+    "participation",
+    "faulty_users",
+    "channel_model",
+    "correlation",
+    "k_factor",
+    "csi",
+    "csi_snr_db",
+    "ageing",
+]
 
 
 def load_results(paths: Sequence[str | Path]) -> pd.DataFrame:
@@ -62,8 +83,13 @@ def _pyplot():
 def _line(ax, part: pd.DataFrame, x: str, label: str) -> None:
     part = part.sort_values(x)
     line = ax.plot(part[x], part["mean"], marker="o", markersize=3, label=label)[0]
-    ax.fill_between(part[x], part["mean"] - part["std"], part["mean"] + part["std"],
-                    color=line.get_color(), alpha=0.15)  # fmt: skip
+    ax.fill_between(
+        part[x],
+        part["mean"] - part["std"],
+        part["mean"] + part["std"],
+        color=line.get_color(),
+        alpha=0.15,
+    )
 
 
 def _save(fig, out: str | Path) -> Path:
@@ -85,8 +111,9 @@ def draw_compression(results: pd.DataFrame, metric: str = "accuracy"):
     plt = _pyplot()
     summary = seed_summary(results, metric)
     pairs = sorted(set(zip(summary.antennas_tx, summary.antennas_rx, strict=True)))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.6), squeeze=False,
-                             sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(pairs), figsize=(4.2 * len(pairs), 3.6), squeeze=False, sharey=True
+    )
     for ax, (n_tx, n_rx) in zip(axes[0], pairs, strict=True):
         at = summary[(summary.antennas_tx == n_tx) & (summary.antennas_rx == n_rx)]
         for method in [m for m in METHOD_NAMES if m in set(at.method)]:
@@ -128,8 +155,9 @@ def draw_groups(results: pd.DataFrame):
     """Heterogeneous vs homogeneous users: network accuracy and MSE vs ζ per pilot fraction."""
     plt = _pyplot()
     fractions = sorted(set(results.pilot_fraction), reverse=True)
-    fig, axes = plt.subplots(2, len(fractions), figsize=(4.2 * len(fractions), 6.4),
-                             squeeze=False, sharex=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        2, len(fractions), figsize=(4.2 * len(fractions), 6.4), squeeze=False, sharex=True
+    )
     for row, metric in enumerate(("accuracy", "mse")):
         summary = seed_summary(results, metric)
         for col, fraction in enumerate(fractions):
@@ -147,8 +175,15 @@ def draw_groups(results: pd.DataFrame):
     return fig
 
 
-HEADERS = {ZETA: "ζ eff. (%)", "snr_db": "SNR (dB)", "antennas_tx": "Nt (=Nr)", "antennas_rx": "Nr",
-           "channel_usage": "u", "pilot_fraction": "pilots", "user_group": "users"}  # fmt: skip
+HEADERS = {
+    ZETA: "ζ eff. (%)",
+    "snr_db": "SNR (dB)",
+    "antennas_tx": "Nt (=Nr)",
+    "antennas_rx": "Nr",
+    "channel_usage": "u",
+    "pilot_fraction": "pilots",
+    "user_group": "users",
+}
 
 
 def figure_faults(results: pd.DataFrame, out: str | Path) -> Path:
@@ -160,10 +195,15 @@ def draw_faults(results: pd.DataFrame):
     """Accuracy vs the number of faulty users: one line per consensus rule."""
     users = int(results.user.nunique())
     return _lines_figure(
-        results, ["aggregator"], "faulty_users", lambda rule: str(rule),
+        results,
+        ["aggregator"],
+        "faulty_users",
+        lambda rule: str(rule),
         xlabel=f"faulty users (of {users}; each sends noise, 100x its uplink's RMS)",
-        title="consensus rules under faulty users", legend="aggregator", integer_x=True,
-    )  # fmt: skip
+        title="consensus rules under faulty users",
+        legend="aggregator",
+        integer_x=True,
+    )
 
 
 def figure_participation(results: pd.DataFrame, out: str | Path) -> Path:
@@ -174,11 +214,14 @@ def figure_participation(results: pd.DataFrame, out: str | Path) -> Path:
 def draw_participation(results: pd.DataFrame):
     """Accuracy vs participation: one line per channel-use count."""
     return _lines_figure(
-        results, ["channel_usage", ZETA], "participation",
+        results,
+        ["channel_usage", ZETA],
+        "participation",
         lambda uses, zeta: f"u = {uses} (ζ = {zeta:.1f} %)",
         xlabel="participation (share of users trained with per round)",
-        title="federated, partial participation", legend="channel uses",
-    )  # fmt: skip
+        title="federated, partial participation",
+        legend="channel uses",
+    )
 
 
 def _lines_figure(results, by, x, label, *, xlabel, title, legend, integer_x=False):
@@ -210,15 +253,35 @@ def draw_channels(results: pd.DataFrame):
     rayleigh = summary[(summary.channel_model == "rayleigh")]
     perfect = rayleigh[(rayleigh.csi == "perfect")]
     panels = [
-        (summary[summary.channel_model == "correlated"], "correlation", "method",
-         "exponential antenna correlation ρ (both ends)", "spatially correlated MIMO"),
-        (summary[summary.channel_model == "rician"], "k_factor", "method",
-         "Rician K-factor (linear)", "Rician MIMO"),
-        (rayleigh[rayleigh.csi != "perfect"], "csi_snr_db", "csi",
-         "SNR of the channel-estimation training symbols (dB)", "imperfect CSI (federated)"),
-        (perfect[perfect.csi_snr_db == perfect.csi_snr_db.max()], "ageing", "method",
-         "correlation between training and test channel", "channel ageing (Gauss–Markov)"),
-    ]  # fmt: skip
+        (
+            summary[summary.channel_model == "correlated"],
+            "correlation",
+            "method",
+            "exponential antenna correlation ρ (both ends)",
+            "spatially correlated MIMO",
+        ),
+        (
+            summary[summary.channel_model == "rician"],
+            "k_factor",
+            "method",
+            "Rician K-factor (linear)",
+            "Rician MIMO",
+        ),
+        (
+            rayleigh[rayleigh.csi != "perfect"],
+            "csi_snr_db",
+            "csi",
+            "SNR of the channel-estimation training symbols (dB)",
+            "imperfect CSI (federated)",
+        ),
+        (
+            perfect[perfect.csi_snr_db == perfect.csi_snr_db.max()],
+            "ageing",
+            "method",
+            "correlation between training and test channel",
+            "channel ageing (Gauss–Markov)",
+        ),
+    ]
     for ax, (part, x, by, xlabel, title) in zip(axes.flat, panels, strict=True):
         for key, lines in part.groupby(by):
             name = METHOD_NAMES.get(key, f"{str(key).upper()} estimate")
@@ -227,8 +290,9 @@ def draw_channels(results: pd.DataFrame):
         ax.grid(alpha=0.3)
     reference = perfect[(perfect.method == "federated") & (perfect.ageing == 1.0)]
     if not reference.empty:
-        axes[1][0].axhline(float(reference["mean"].iloc[0]), color="k", ls="--",
-                           label="perfect CSI")  # fmt: skip
+        axes[1][0].axhline(
+            float(reference["mean"].iloc[0]), color="k", ls="--", label="perfect CSI"
+        )
     k_values = sorted(summary[summary.channel_model == "rician"].k_factor.unique())
     if k_values and max(k_values) > 0:  # K spans decades: linear below 1, log above
         axes[0][1].set_xscale("symlog", linthresh=1.0)
@@ -245,12 +309,17 @@ def draw_channels(results: pd.DataFrame):
 def markdown_table(results: pd.DataFrame, metric: str, rows: list[str], columns: list[str]) -> str:
     """Mean ± std over seeds of ``metric``: one row per ``rows`` value, one column per setting."""
     summary = seed_summary(results, metric)
-    summary["entry"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["mean"], summary["std"],
-                                                            strict=True)]  # fmt: skip
+    summary["entry"] = [
+        f"{m:.3f} ± {s:.3f}" for m, s in zip(summary["mean"], summary["std"], strict=True)
+    ]
     table = summary.pivot_table(index=rows, columns=columns, values="entry", aggfunc="first")
-    column_names = [" ".join(f"{HEADERS.get(n, n)} {_fmt(v)}" for n, v in
-                             zip(columns, c if isinstance(c, tuple) else (c,), strict=True))
-                    for c in table.columns]  # fmt: skip
+    column_names = [
+        " ".join(
+            f"{HEADERS.get(n, n)} {_fmt(v)}"
+            for n, v in zip(columns, c if isinstance(c, tuple) else (c,), strict=True)
+        )
+        for c in table.columns
+    ]
     header = [HEADERS.get(r, r) for r in rows] + column_names
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, values in table.iterrows():

@@ -74,8 +74,12 @@ def upgrade_store(root: str | Path) -> list[tuple[str, str]]:
         with atomic_file(root / LAYOUT_FILE, "w") as out:
             out.write(LAYOUT)
     if renamed:
-        logger.warning("the point store %s was written by an earlier version: %d points "
-                       "renamed to today's keys", root, len(renamed))  # fmt: skip
+        logger.warning(
+            "the point store %s was written by an earlier version: %d points "
+            "renamed to today's keys",
+            root,
+            len(renamed),
+        )
     return renamed
 
 

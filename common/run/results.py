@@ -24,21 +24,67 @@ from common.run.reporting import write_tables
 from common.run.sources import fingerprint
 
 RESULT_COLUMNS = (
-    "method", "dataset", "seed", "ap_model", "user", "user_model", "user_group", "channel_usage",
-    "antennas_tx", "antennas_rx", "snr_db", "pilot_fraction", "n_pilots", "latent_dim_ap",
-    "compression_factor", "channel_usage_effective", "compression_factor_effective",
-    "symbols_per_sample", "rounds", "accuracy", "clean_accuracy", "mse",
-    "power", "primal_residual", "bytes_down", "bytes_up", "messages", "wall_time_s",
-    "aggregator", "participation", "faulty_users", "fault", "channel_model", "correlation",
-    "k_factor", "coherence_uses", "csi", "csi_snr_db", "ageing", "ap_assets", "user_assets",
+    "method",
+    "dataset",
+    "seed",
+    "ap_model",
+    "user",
+    "user_model",
+    "user_group",
+    "channel_usage",
+    "antennas_tx",
+    "antennas_rx",
+    "snr_db",
+    "pilot_fraction",
+    "n_pilots",
+    "latent_dim_ap",
+    "compression_factor",
+    "channel_usage_effective",
+    "compression_factor_effective",
+    "symbols_per_sample",
+    "rounds",
+    "accuracy",
+    "clean_accuracy",
+    "mse",
+    "power",
+    "primal_residual",
+    "bytes_down",
+    "bytes_up",
+    "messages",
+    "wall_time_s",
+    "aggregator",
+    "participation",
+    "faulty_users",
+    "fault",
+    "channel_model",
+    "correlation",
+    "k_factor",
+    "coherence_uses",
+    "csi",
+    "csi_snr_db",
+    "ageing",
+    "ap_assets",
+    "user_assets",
     "zoo",
-)  # fmt: skip
+)
 
 HISTORY_COLUMNS = (
-    "round", "objective", "primal_residual", "power", "mean_pilot_mse", "responded",
-    "failures", "messages_down", "bytes_down", "messages_up", "bytes_up",
-    "whitening_loading_ap", "whitening_loading_users", "min_distinct_pilots", "seconds",
-)  # fmt: skip
+    "round",
+    "objective",
+    "primal_residual",
+    "power",
+    "mean_pilot_mse",
+    "responded",
+    "failures",
+    "messages_down",
+    "bytes_down",
+    "messages_up",
+    "bytes_up",
+    "whitening_loading_ap",
+    "whitening_loading_users",
+    "min_distinct_pilots",
+    "seconds",
+)
 FAILURE_COLUMNS = ("round", "stage", "user", "reason")
 PRECODERS_FILE = "precoders.npz"
 
@@ -109,7 +155,11 @@ def result_rows(
     m_ap = compressed_dim(info.latent_dim_ap)
     users = {user: assets_fingerprint(evaluation[user]) for user in sorted(evaluation)}
     # the zoo: the AP's assets and every evaluated user's, in user order
-    zoo = fingerprint(info.ap_assets, *users.values()) if any([info.ap_assets, *users.values()]) else ""
+    zoo = (
+        fingerprint(info.ap_assets, *users.values())
+        if any([info.ap_assets, *users.values()])
+        else ""
+    )
     rows = []
     for user in sorted(evaluation):
         metrics = evaluation[user]
@@ -209,8 +259,10 @@ class NoResults(RuntimeError):
 
     def __init__(self, failures: pd.DataFrame) -> None:
         last = failures.drop_duplicates("user", keep="last") if len(failures) else failures
-        reasons = "; ".join(f"user {r.user} ({r.stage}, round {r.round}): {r.reason}"
-                            for r in last.head(5).itertuples())  # fmt: skip
+        reasons = "; ".join(
+            f"user {r.user} ({r.stage}, round {r.round}): {r.reason}"
+            for r in last.head(5).itertuples()
+        )
         super().__init__(
             "every user failed, so the run has no results (nothing was written)"
             + (f": {reasons}" if reasons else "")

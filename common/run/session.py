@@ -57,7 +57,8 @@ TRAIN, EVALUATE = "train", "evaluate"
 def build_access_point(
     settings: RunSettings, inputs: APInputs, users: Sequence[int]
 ) -> AccessPoint:
-    """The AP of ``settings.strategy.name`` over its own inputs, every draw fixed by ``settings.seed``."""
+    """The AP of ``settings.strategy.name`` over its own inputs, every draw fixed by
+    ``settings.seed``."""
     return access_point_class(settings.strategy.name)(
         inputs.pilots,
         inputs.test,
@@ -76,9 +77,14 @@ def build_user(settings: RunSettings, index: int, data: UserData | PreparedData)
     ``0..faulty_users-1`` corrupt their uplinks (fault injection)."""
     user_class = access_point_class(settings.strategy.name).user_class
     user = user_class(
-        index, data, settings.link, settings.seed,
-        conventions=Conventions(settings.conventions.name), channel_config=settings.communication, csi=settings.csi,
-    )  # fmt: skip
+        index,
+        data,
+        settings.link,
+        settings.seed,
+        conventions=Conventions(settings.conventions.name),
+        channel_config=settings.communication,
+        csi=settings.csi,
+    )
     if index < settings.faults.users:
         return FaultyUser(user, settings.faults.kind, settings.faults.scale, settings.seed)  # type: ignore[return-value]
     return user
@@ -141,8 +147,11 @@ class Session:
             type(access_point).restore is not AccessPoint.restore
         )
         if journal is not None and not self._checkpoints and access_point.num_rounds > 1:
-            logger.warning("%s cannot be checkpointed (no restore()): an interrupted run of "
-                           "it starts again from round 1", type(access_point).__name__)  # fmt: skip
+            logger.warning(
+                "%s cannot be checkpointed (no restore()): an interrupted run of "
+                "it starts again from round 1",
+                type(access_point).__name__,
+            )
 
     @property
     def rounds(self) -> range:
@@ -204,14 +213,24 @@ class Session:
                 logger.warning(
                     "user %d has only %d distinct pilots for a %d-dimensional whitened "
                     "latent: its whitening is mostly diagonal loading and alignment will be "
-                    "poor", k, int(distinct), int(metrics[k]["whitened_dim"]),
-                )  # fmt: skip
+                    "poor",
+                    k,
+                    int(distinct),
+                    int(metrics[k]["whitened_dim"]),
+                )
         logger.info(
             "[%s] round %d/%d  objective=%.4g  residual=%.3g  power=%.3g  users=%d  "
             "failures=%d  (%.2f s)",
-            self.info.method, rnd, self.last_round, row["objective"], row["primal_residual"],
-            row["power"], row["responded"], failed, row["seconds"],
-        )  # fmt: skip
+            self.info.method,
+            rnd,
+            self.last_round,
+            row["objective"],
+            row["primal_residual"],
+            row["power"],
+            row["responded"],
+            failed,
+            row["seconds"],
+        )
         return row
 
     def _tables(self) -> dict[str, pd.DataFrame]:
@@ -229,10 +248,14 @@ class Session:
         if not self._checkpoints or rnd >= self.last_round:
             return
         Checkpoint(
-            round=rnd, settings=self.settings.to_json(), ap_state=self.ap.precoders(),
-            history=self.history, failures=self.failures, ledger=self.ledger.rows(),
+            round=rnd,
+            settings=self.settings.to_json(),
+            ap_state=self.ap.precoders(),
+            history=self.history,
+            failures=self.failures,
+            ledger=self.ledger.rows(),
             ap_metrics=self.ap_metrics,
-        ).write(self.journal)  # fmt: skip
+        ).write(self.journal)
 
     def resume(self, folder: str | Path) -> int:
         """Continue from the checkpoint in ``folder``; the number of its completed round.
@@ -244,15 +267,21 @@ class Session:
         try:
             self.ap.restore(checkpoint.ap_state)
         except (NotImplementedError, ValueError) as exc:
-            raise CheckpointError(f"the checkpoint in {folder} does not fit this AP: "
-                                  f"{exc}") from exc  # fmt: skip
+            raise CheckpointError(
+                f"the checkpoint in {folder} does not fit this AP: {exc}"
+            ) from exc
         self.completed = checkpoint.round
         self.history = [dict(row) for row in checkpoint.history]
         self.failures = [dict(row) for row in checkpoint.failures]
         self.ledger = Ledger.from_rows(checkpoint.ledger)
         self.ap_metrics = dict(checkpoint.ap_metrics)
-        logger.info("[%s] resuming after round %d of %d from %s", self.info.method,
-                    self.completed, self.last_round, folder)  # fmt: skip
+        logger.info(
+            "[%s] resuming after round %d of %d from %s",
+            self.info.method,
+            self.completed,
+            self.last_round,
+            folder,
+        )
         return self.completed
 
     def _rejected(self, rnd: int, uplink: Mapping[int, Message]) -> set[int]:
@@ -264,8 +293,7 @@ class Session:
             except ValueError as exc:
                 rejected.add(user)
                 reason = f"uplink rejected: {exc}"
-                self.failures.append({"round": rnd, "stage": TRAIN, "user": user,
-                                      "reason": reason})  # fmt: skip
+                self.failures.append({"round": rnd, "stage": TRAIN, "user": user, "reason": reason})
                 logger.warning("round %d: user %d: %s", rnd, user, reason)
         return rejected
 
@@ -285,8 +313,9 @@ class Session:
         self.evaluation = {k: dict(evaluations[k]) for k in sorted(evaluations)}
         accuracies = [m["accuracy"] for m in self.evaluation.values()]
         mean = float(np.mean(accuracies)) if accuracies else math.nan
-        logger.info("[%s] evaluated %d users: mean accuracy %.4f", self.info.method,
-                    len(accuracies), mean)  # fmt: skip
+        logger.info(
+            "[%s] evaluated %d users: mean accuracy %.4f", self.info.method, len(accuracies), mean
+        )
         return {"mean_accuracy": mean, "failures": failed}
 
     def _record_failures(

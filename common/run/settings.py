@@ -399,7 +399,11 @@ class RunSettings(Section):
             strategy = data.get("strategy")
             strategy = dict(strategy) if isinstance(strategy, Mapping) else {}
             strategy["name"] = METHODS.canonical(str(value))
-            return {**data, "strategy": strategy, "base_station": {"status": None, "strategy": None}}
+            return {
+                **data,
+                "strategy": strategy,
+                "base_station": {"status": None, "strategy": None},
+            }
         return data
 
     @model_validator(mode="after")
@@ -620,31 +624,50 @@ def _explain(exc: ValidationError, cfg: Mapping[str, Any]) -> str:
 # The flat layout of settings written before the sections (checkpoints, sweep stores):
 # each old field and the config key it became. Frozen: new settings never appear here.
 _FLAT = {
-    "dataset": "data.name", "data_root": "data.root", "split_seed": "data.split_seed",
-    "pilot_fraction": "data.pilot_fraction", "zoo": "users.zoo", "group": "users.group",
-    "models": "users.models", "head_seed": "users.head_seed", "method": "strategy.name",
-    "rho": "strategy.rho", "rounds": "experiment.rounds", "seed": "seed",
-    "cache_dir": "cache_dir", "weights_dir": "weights_dir",
-    "cpus_per_user": "experiment.cpus_per_user", "progress": "experiment.progress",
-    "node_timeout": "experiment.node_timeout", "round_timeout": "experiment.round_timeout",
+    "dataset": "data.name",
+    "data_root": "data.root",
+    "split_seed": "data.split_seed",
+    "pilot_fraction": "data.pilot_fraction",
+    "zoo": "users.zoo",
+    "group": "users.group",
+    "models": "users.models",
+    "head_seed": "users.head_seed",
+    "method": "strategy.name",
+    "rho": "strategy.rho",
+    "rounds": "experiment.rounds",
+    "seed": "seed",
+    "cache_dir": "cache_dir",
+    "weights_dir": "weights_dir",
+    "cpus_per_user": "experiment.cpus_per_user",
+    "progress": "experiment.progress",
+    "node_timeout": "experiment.node_timeout",
+    "round_timeout": "experiment.round_timeout",
     "node_timeout_per_user": "experiment.node_timeout_per_user",
     "round_timeout_factor": "experiment.round_timeout_factor",
-    "allow_partial": "experiment.allow_partial", "resume": "experiment.resume",
+    "allow_partial": "experiment.allow_partial",
+    "resume": "experiment.resume",
     "ray_address": "experiment.ray_address",
     "max_failed_fraction": "experiment.max_failed_fraction",
-    "conventions": "conventions.name", "aggregator": "consensus.aggregator",
-    "trim_fraction": "consensus.trim_fraction", "participation": "consensus.participation",
-    "faulty_users": "faults.users", "fault": "faults.kind", "fault_scale": "faults.scale",
+    "conventions": "conventions.name",
+    "aggregator": "consensus.aggregator",
+    "trim_fraction": "consensus.trim_fraction",
+    "participation": "consensus.participation",
+    "faulty_users": "faults.users",
+    "fault": "faults.kind",
+    "fault_scale": "faults.scale",
     "link.antennas_tx": "communication.antennas_transmitter",
     "link.antennas_rx": "communication.antennas_receiver",
-    "link.channel_uses": "communication.channel_usage", "link.snr_db": "communication.snr",
-    "link.power": "communication.power", "channel.model": "communication.model",
+    "link.channel_uses": "communication.channel_usage",
+    "link.snr_db": "communication.snr",
+    "link.power": "communication.power",
+    "channel.model": "communication.model",
     "channel.correlation": "communication.correlation",
     "channel.k_factor": "communication.k_factor",
     "channel.coherence_uses": "communication.coherence_uses",
-    "channel.estimation": "csi.estimation", "channel.csi_snr_db": "csi.snr",
+    "channel.estimation": "csi.estimation",
+    "channel.csi_snr_db": "csi.snr",
     "channel.ageing": "csi.ageing",
-}  # fmt: skip
+}
 
 
 def _from_flat(flat: Mapping[str, Any]) -> dict[str, Any]:

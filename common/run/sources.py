@@ -285,9 +285,12 @@ class SyntheticSource(ProblemSource):
         """
         x, _, _ = self._party(0, self.ap_dim)
         return APInputs(
-            "synthetic", f"synthetic{self.ap_dim}", x[: self.n], x[self.n :],
+            "synthetic",
+            f"synthetic{self.ap_dim}",
+            x[: self.n],
+            x[self.n :],
             fingerprint=fingerprint(repr(self), "AP"),
-        )  # fmt: skip
+        )
 
     def user_key(self, index: int) -> str:
         """The source's repr (every field) and the user's index.

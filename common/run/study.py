@@ -87,8 +87,10 @@ def compression_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     points = []
     for (n_tx, n_rx), seed in itertools.product(grid.antenna_pairs, grid.seeds):
         at = base.replace(antennas_tx=n_tx, antennas_rx=n_rx, seed=seed)
-        points += _product(at, {STRATEGY: ("federated", "multi_link", "first_k", "eigen_k"),
-                               USES: grid.channel_uses})  # fmt: skip
+        points += _product(
+            at,
+            {STRATEGY: ("federated", "multi_link", "first_k", "eigen_k"), USES: grid.channel_uses},
+        )
         points += _product(at, {STRATEGY: ("top_k",), USES: grid.top_k_channel_uses})
     return points
 
@@ -98,8 +100,10 @@ def snr_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     at = base.replace(antennas_tx=4, antennas_rx=4)
     points = []
     for method, uses in grid.snr_channel_uses:
-        points += _product(at, {STRATEGY: (method,), USES: uses, "communication.snr": grid.snr_db,
-                               "seed": grid.seeds})  # fmt: skip
+        points += _product(
+            at,
+            {STRATEGY: (method,), USES: uses, "communication.snr": grid.snr_db, "seed": grid.seeds},
+        )
     return points
 
 
@@ -108,25 +112,40 @@ def group_points(base: RunSettings, grid: StudyGrid, models: dict[str, tuple[str
     at = base.replace(**{STRATEGY: "federated"}, antennas_tx=4, antennas_rx=4)
     points = []
     for group in GROUPS:
-        points += _product(at.replace(group=group, models=models[group]),
-                          {"data.pilot_fraction": grid.pilot_fractions, USES: grid.channel_uses,
-                           "seed": grid.seeds})  # fmt: skip
+        points += _product(
+            at.replace(group=group, models=models[group]),
+            {
+                "data.pilot_fraction": grid.pilot_fractions,
+                USES: grid.channel_uses,
+                "seed": grid.seeds,
+            },
+        )
     return points
 
 
 def fault_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Each consensus rule vs the number of users sending noise (federated, 4×4, u = 4)."""
-    at = base.replace(**{STRATEGY: "federated", USES: 4, "faults.kind": "random",
-                         "faults.scale": 100.0}, antennas_tx=4, antennas_rx=4)  # fmt: skip
-    return _product(at, {"consensus.aggregator": AGGREGATORS, "faults.users": grid.faulty_users,
-                         "seed": grid.seeds})  # fmt: skip
+    at = base.replace(
+        **{STRATEGY: "federated", USES: 4, "faults.kind": "random", "faults.scale": 100.0},
+        antennas_tx=4,
+        antennas_rx=4,
+    )
+    return _product(
+        at,
+        {
+            "consensus.aggregator": AGGREGATORS,
+            "faults.users": grid.faulty_users,
+            "seed": grid.seeds,
+        },
+    )
 
 
 def participation_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     """Accuracy vs the share of users trained with per round (federated, 4×4, u ∈ {1, 4})."""
     at = base.replace(**{STRATEGY: "federated"}, antennas_tx=4, antennas_rx=4)
-    return _product(at, {"consensus.participation": grid.participation, USES: (1, 4),
-                         "seed": grid.seeds})  # fmt: skip
+    return _product(
+        at, {"consensus.participation": grid.participation, USES: (1, 4), "seed": grid.seeds}
+    )
 
 
 def channel_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
@@ -135,11 +154,17 @@ def channel_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     estimation (LS, LMMSE) beside perfect CSI."""
     at = base.replace(**{USES: 4}, antennas_tx=4, antennas_rx=4)
     methods = ("federated", "first_k")
-    points = _product(at.replace(model="correlated"), {STRATEGY: methods,
-                     "communication.correlation": grid.correlations, "seed": grid.seeds})  # fmt: skip
-    points += _product(at.replace(model="rician"), {STRATEGY: methods,
-                      "communication.k_factor": grid.k_factors, "seed": grid.seeds})  # fmt: skip
+    points = _product(
+        at.replace(model="correlated"),
+        {STRATEGY: methods, "communication.correlation": grid.correlations, "seed": grid.seeds},
+    )
+    points += _product(
+        at.replace(model="rician"),
+        {STRATEGY: methods, "communication.k_factor": grid.k_factors, "seed": grid.seeds},
+    )
     points += _product(at, {STRATEGY: methods, "csi.ageing": grid.ageing, "seed": grid.seeds})
-    points += _product(at.replace(**{STRATEGY: "federated"}), {
-        "csi.estimation": ("ls", "lmmse"), "csi.snr": grid.csi_snr_db, "seed": grid.seeds})
+    points += _product(
+        at.replace(**{STRATEGY: "federated"}),
+        {"csi.estimation": ("ls", "lmmse"), "csi.snr": grid.csi_snr_db, "seed": grid.seeds},
+    )
     return list({c.to_json(): c for c in points}.values())

@@ -1,4 +1,4 @@
-"""A Hydra launcher for sweeps: every point of a ``-m`` run in as few Flower simulations as possible.
+"""A Hydra launcher for sweeps: every point of a ``-m`` run in as few Flower simulations.
 
 Hydra's own launcher runs a sweep's points one by one, each a fresh process with
 a fresh Ray cluster (about half a minute of fixed cost per point). This one
@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from common.run.settings import ConfigError, RunSettings
 from conf import validated
 from launch.simulation import SimulationFailed
-from launch.sweeps import point_store, interrupted, run_unfinished
+from launch.sweeps import interrupted, point_store, run_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ class SweepLauncher(Launcher):
         store = point_store(jobs[0][1]) if jobs else None
         if store is not None:
             try:
-                run_unfinished(store, [settings for _, settings in jobs],
-                               in_flight=jobs[0][1].sweep_in_flight)  # fmt: skip
+                run_unfinished(
+                    store, [settings for _, settings in jobs], in_flight=jobs[0][1].sweep_in_flight
+                )
             except SimulationFailed as exc:  # the jobs of the missing points report it too
                 print(f"error: {exc}", file=sys.stderr, flush=True)
             except KeyboardInterrupt:
