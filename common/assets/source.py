@@ -140,7 +140,7 @@ class AssetSource(ProblemSource):
 
         ``round(pilot_fraction · count)`` samples per class (at least one), drawn from
         the seed's ``PILOTS`` stream; the whole split when ``pilot_fraction = 1``
-        (:func:`~common.assets.data.pilot_indices`; ALGORITHM.md, §5).
+        (:func:`~common.assets.data.pilot_indices`; docs/ALGORITHM.md, §5).
 
         Returns
         -------

@@ -39,7 +39,7 @@ class ReceivedMoments:
     def of(cls, y_bar: np.ndarray, received: np.ndarray) -> ReceivedMoments:
         """The moments of the received pilots ``R`` against the user's targets ``Ȳ``.
 
-        ALGORITHM.md, §3 "Federated ADMM", step 2 (*G step*).
+        docs/ALGORITHM.md, §3 "Federated ADMM", step 2 (*G step*).
 
         Parameters
         ----------
@@ -64,7 +64,7 @@ def equalizer(moments: ReceivedMoments, noise_energy: float) -> np.ndarray:
     Solved as the Hermitian system ``(R Rᴴ + nσ² I) Gᴴ = R Ȳᴴ``; with no noise,
     or when the loaded system is still numerically singular (a very high SNR
     with more receive than transmit dimensions), the minimum-norm least-squares
-    solution is used. ALGORITHM.md, §3 "Federated ADMM", step 2 (*G step*).
+    solution is used. docs/ALGORITHM.md, §3 "Federated ADMM", step 2 (*G step*).
 
     Parameters
     ----------
@@ -95,7 +95,7 @@ def equalizer(moments: ReceivedMoments, noise_energy: float) -> np.ndarray:
 def equalizer_with(moments: ReceivedMoments, loading: np.ndarray) -> np.ndarray:
     """``G = Ȳ Rᴴ (R Rᴴ + L)⁻¹`` for any (possibly non-Hermitian) loading matrix ``L``.
 
-    The paper code's G step (ALGORITHM.md, §7 "The two conventions", G-step loading),
+    The paper code's G step (docs/ALGORITHM.md, §7 "The two conventions", G-step loading),
     with ``L`` from :meth:`common.maths.conventions.Conventions.paper_g_loading`.
 
     Parameters
@@ -143,7 +143,7 @@ def uplink_statistics(
 ) -> tuple[np.ndarray, np.ndarray]:
     """What user k sends: ``Aᴴ A`` and ``Aᴴ Ȳ`` with ``A = G 𝓗``.
 
-    ALGORITHM.md, §3 "Federated ADMM", step 3 (*Uplink*).
+    docs/ALGORITHM.md, §3 "Federated ADMM", step 3 (*Uplink*).
 
     Parameters
     ----------
@@ -172,7 +172,7 @@ def local_objective(
     """User k's term ``‖Ȳ − G R‖² + nσ² ‖G‖²`` and its data-fit part, from the moments.
 
     ``‖Ȳ − GR‖² = ‖Ȳ‖² − 2 Re tr(Gᴴ Ȳ Rᴴ) + tr(G R Rᴴ Gᴴ)``, with ``‖Ȳ‖²`` precomputed.
-    ALGORITHM.md, §1 "The problem" (the objective) and §3, step 3.
+    docs/ALGORITHM.md, §1 "The problem" (the objective) and §3, step 3.
 
     Parameters
     ----------
@@ -204,7 +204,7 @@ class HermitianSylvester:
     Both sides are diagonalised (``A = V Λ Vᴴ``, ``B = W Γ Wᴴ``), so
     ``F = V [(Vᴴ Q W) / (λ_i + γ_j)] Wᴴ``. Every denominator is positive, the
     solution is unique, and ``B`` (the AP's ``ρ n (X̄X̄ᴴ)⁻¹``, fixed for a run)
-    is decomposed once instead of once per user and round. ALGORITHM.md, §3
+    is decomposed once instead of once per user and round. docs/ALGORITHM.md, §3
     "Federated ADMM", step 4; it agrees with ``scipy.linalg.solve_sylvester``
     (Bartels–Stewart).
 
@@ -278,7 +278,7 @@ class PilotGeometry:
     def from_pilots(cls, x_bar: np.ndarray, rho: float) -> PilotGeometry:
         """``B = (X̄X̄ᴴ)⁻¹`` and the eigendecomposition of ``ρnB``, once per run.
 
-        ALGORITHM.md, §3 "Federated ADMM", *Initialisation*.
+        docs/ALGORITHM.md, §3 "Federated ADMM", *Initialisation*.
 
         Parameters
         ----------
@@ -326,7 +326,7 @@ def local_f_step(
 ) -> np.ndarray:
     """Solve ``(AᴴA) F_k + F_k (ρnB) = (ρn(Z − U) + (AᴴȲ) X̄ᴴ) B``.
 
-    ALGORITHM.md, §3 "Federated ADMM", step 4 (*Local F step*), solved by
+    docs/ALGORITHM.md, §3 "Federated ADMM", step 4 (*Local F step*), solved by
     :class:`HermitianSylvester`.
 
     Parameters
@@ -386,7 +386,7 @@ def sylvester_residual(
 def project_power(v: np.ndarray, power: float) -> np.ndarray:
     """Euclidean projection onto ``{Z : ‖Z‖_F² ≤ P}``.
 
-    ALGORITHM.md, §3 "Federated ADMM", step 6 (*Z step*):
+    docs/ALGORITHM.md, §3 "Federated ADMM", step 6 (*Z step*):
     ``Z = V·min(1, √P / ‖V‖)``.
 
     Parameters
@@ -469,7 +469,7 @@ class ConsensusState:
     def initial(cls, shape: tuple[int, int], rng: np.random.Generator) -> ConsensusState:
         """The starting state: ``F`` with i.i.d. ``CN(0, 1)`` entries, ``Z = U = 0``.
 
-        ALGORITHM.md, §3 "Federated ADMM", *Initialisation*.
+        docs/ALGORITHM.md, §3 "Federated ADMM", *Initialisation*.
 
         Parameters
         ----------
@@ -497,7 +497,7 @@ class ConsensusState:
         """Consensus (``aggregate``: the paper's mean or another rule), Z projection and
         scaled dual step, in that order.
 
-        ALGORITHM.md, §3 "Federated ADMM", steps 5–7: ``F = aggregate(F_k)``,
+        docs/ALGORITHM.md, §3 "Federated ADMM", steps 5–7: ``F = aggregate(F_k)``,
         ``Z = Π_P(F + U)``, ``U ← U + F − Z``. The state is updated in place.
 
         Parameters

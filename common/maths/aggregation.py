@@ -1,6 +1,6 @@
 """Consensus rules: how the AP combines the users' local precoders ``F_k`` into ``F``.
 
-The paper's rule is the plain mean (ALGORITHM.md, consensus step). The others
+The paper's rule is the plain mean (docs/ALGORITHM.md, consensus step). The others
 trade statistical efficiency for robustness against users whose uplink is
 wrong: the coordinate-wise median and trimmed mean (the rules of Flower's
 ``FedMedian``/``FedTrimmedAvg``, applied to the real and imaginary parts of the
@@ -61,7 +61,7 @@ class Aggregator:
         )
 
     def __call__(self, local: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-        """The consensus ``F`` of the local precoders (ALGORITHM.md, §3, step 5).
+        """The consensus ``F`` of the local precoders (docs/ALGORITHM.md, §3, step 5).
 
         Parameters
         ----------

@@ -11,7 +11,7 @@ import numpy as np
 def compressed_dim(d: int) -> int:
     """Number of complex symbols ``m = ⌈d/2⌉`` that carry ``d`` real features.
 
-    ALGORITHM.md, §2 "Signal-processing blocks", *Complex compression*.
+    docs/ALGORITHM.md, §2 "Signal-processing blocks", *Complex compression*.
 
     Parameters
     ----------
@@ -30,7 +30,7 @@ def compress(x: np.ndarray) -> np.ndarray:
     """First half of the features → real part, second half → imaginary part.
 
     An odd ``d`` is zero-padded by one feature at the end, so the last imaginary
-    part of every column is 0. ALGORITHM.md, §2 "Signal-processing blocks",
+    part of every column is 0. docs/ALGORITHM.md, §2 "Signal-processing blocks",
     *Complex compression* (``c: ℝ^d → ℂ^m``).
 
     Parameters
@@ -55,7 +55,7 @@ def compress(x: np.ndarray) -> np.ndarray:
 def decompress(z: np.ndarray, d: int) -> np.ndarray:
     """Inverse of :func:`compress`: stack real over imaginary parts, drop the padding.
 
-    ALGORITHM.md, §2 "Signal-processing blocks", *Complex compression* (``c⁻¹``).
+    docs/ALGORITHM.md, §2 "Signal-processing blocks", *Complex compression* (``c⁻¹``).
 
     Parameters
     ----------

@@ -1,8 +1,8 @@
-"""Two readings of the algorithm: ours (``corrected``, ALGORITHM.md) and the paper code's.
+"""Two readings of the algorithm: ours (``corrected``, docs/ALGORITHM.md) and the paper code's.
 
 The paper's published code differs from the algorithm as written in a few
 places. ``paper`` reproduces those choices so our numbers can be set beside the
-published figures; ``corrected`` (the default) follows ALGORITHM.md. The
+published figures; ``corrected`` (the default) follows docs/ALGORITHM.md. The
 First-K/Top-K baselines keep their own construction in both.
 """
 
@@ -23,13 +23,13 @@ NAMES = ("corrected", "paper")
 class Conventions:
     """Which reading a run follows; each property names one difference.
 
-    ALGORITHM.md, §7 "The two conventions" lists every difference and where it is used.
+    docs/ALGORITHM.md, §7 "The two conventions" lists every difference and where it is used.
     The module's :data:`CORRECTED` and :data:`PAPER` are the two instances.
 
     Parameters
     ----------
     name : str
-        ``"corrected"`` (ALGORITHM.md) or ``"paper"`` (the paper's published code).
+        ``"corrected"`` (docs/ALGORITHM.md) or ``"paper"`` (the paper's published code).
 
     Attributes
     ----------
@@ -61,7 +61,7 @@ class Conventions:
     def noise_variance(self, link: LinkConfig) -> float:
         """σ² of the complex noise: P/(u·SNR) (ours) or σ = √((1/Nr)/SNR)/u (paper).
 
-        ALGORITHM.md, §2 *Noise and SNR* (ours) and §7 (paper: ``1/(Nr·10^{SNR/10}·u²)``,
+        docs/ALGORITHM.md, §2 *Noise and SNR* (ours) and §7 (paper: ``1/(Nr·10^{SNR/10}·u²)``,
         independent of ``P``).
 
         Parameters
@@ -84,7 +84,7 @@ class Conventions:
         """The paper code's G-step term: ``nσ(1+j)`` added to every entry of ``R Rᴴ``.
 
         (Ours adds ``nσ² I``; see :func:`common.maths.admm.equalizer`.)
-        ALGORITHM.md, §7 "The two conventions", G-step loading.
+        docs/ALGORITHM.md, §7 "The two conventions", G-step loading.
 
         Parameters
         ----------

@@ -179,7 +179,7 @@ def cn(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
 def exponential_correlation(coefficient: float, n: int) -> np.ndarray:
     """``R_ij = ρ^|i-j|`` (Sionna's ``exp_corr_mat``), as numpy.
 
-    ALGORITHM.md, §6 "Channel models and channel knowledge" (``correlated``). Imports
+    docs/ALGORITHM.md, §6 "Channel models and channel knowledge" (``correlated``). Imports
     torch and Sionna.
 
     Parameters
@@ -205,7 +205,7 @@ def correlate(h: np.ndarray, r_tx: np.ndarray, r_rx: np.ndarray) -> np.ndarray:
     """``R_rx^{1/2} H R_tx^{1/2}`` through Sionna's Kronecker model (a batch of H at once).
 
     Uses ``sionna.phy.channel.KroneckerModel`` in double precision (imports torch and
-    Sionna). ALGORITHM.md, §6 "Channel models and channel knowledge" (``correlated``).
+    Sionna). docs/ALGORITHM.md, §6 "Channel models and channel knowledge" (``correlated``).
 
     Parameters
     ----------
@@ -231,7 +231,7 @@ def correlate(h: np.ndarray, r_tx: np.ndarray, r_rx: np.ndarray) -> np.ndarray:
 def steering(n: int, angle: float) -> np.ndarray:
     """Response of an ``n``-antenna half-wavelength ULA to a plane wave at ``angle`` (rad).
 
-    ``a(θ)_i = e^{jπ i sin θ}`` (ALGORITHM.md, §6, ``rician``).
+    ``a(θ)_i = e^{jπ i sin θ}`` (docs/ALGORITHM.md, §6, ``rician``).
 
     Parameters
     ----------
@@ -254,7 +254,7 @@ class ChannelModel:
     ``H = mean + scattered``: ``rayleigh`` has a zero mean and ``CN(0, 1)`` scattering;
     ``correlated`` correlates the scattering at both ends (Kronecker, Sionna);
     ``rician`` adds the line-of-sight mean ``√(K/(K+1)) a_r(θ_r) a_t(θ_t)ᴴ`` and scales
-    the scattering by ``√(1/(K+1))`` (ALGORITHM.md, §6 "Channel models and channel
+    the scattering by ``√(1/(K+1))`` (docs/ALGORITHM.md, §6 "Channel models and channel
     knowledge"). A new model adds its branch here (see docs/ARCHITECTURE.md, "Where to
     add things").
 
@@ -320,7 +320,7 @@ class ChannelModel:
         """Covariance of ``vec(H)`` (column-major) of the zero-mean part.
 
         ``R = (1/(K+1)) R_txᵀ ⊗ R_rx`` (identity correlation matrices unless
-        ``correlated``); ALGORITHM.md, §6, *CSI* (``lmmse``).
+        ``correlated``); docs/ALGORITHM.md, §6, *CSI* (``lmmse``).
 
         Returns
         -------
@@ -337,7 +337,7 @@ def estimate(
 ) -> np.ndarray:
     """The user's estimate of each block of ``h`` (``blocks × Nr × Nt``).
 
-    ALGORITHM.md, §6 "Channel models and channel knowledge", *CSI*: ``perfect``
+    docs/ALGORITHM.md, §6 "Channel models and channel knowledge", *CSI*: ``perfect``
     (a copy of ``h``); ``ls``, ``Ĥ = H + E`` with ``E ~ CN(0, σ_e²)`` per entry and
     ``σ_e² = 10^{−csi_snr_db/10}`` (``N_t`` orthogonal unit-power training symbols);
     ``lmmse``, ``vec(Ĥ) = vec(M) + R(R + σ_e² I)⁻¹ vec(Ĥ_LS − M)``.
@@ -378,7 +378,7 @@ def estimate(
 def block_diagonal(blocks: np.ndarray, channel_uses: int) -> np.ndarray:
     """``𝓗``: block ``⌊t / B⌋`` on channel use ``t`` (``B = ⌈u / blocks⌉`` uses per block).
 
-    ``I_u ⊗ H`` for a single block (ALGORITHM.md, §2, *MIMO channel over u uses*); with
+    ``I_u ⊗ H`` for a single block (docs/ALGORITHM.md, §2, *MIMO channel over u uses*); with
     several, the last block may cover fewer uses (§6, *Block fading*).
 
     Parameters
@@ -415,7 +415,7 @@ def draw_link_channels(
     first draw is the i.i.d. Rayleigh matrix of the default model) from ``config``;
     ``csi_rng`` draws the estimation error (``csi``) and the ageing innovation.
 
-    ALGORITHM.md, §6 "Channel models and channel knowledge": ``⌈u/B⌉`` fading blocks
+    docs/ALGORITHM.md, §6 "Channel models and channel knowledge": ``⌈u/B⌉`` fading blocks
     (``B = coherence_uses``, 0: one block), the estimate of :func:`estimate`, and the
     test channel ``H^{test} = M + α(H − M) + √(1−α²) H'`` (``α = csi.ageing``, ``H'`` a
     fresh scattered draw) when ``α < 1``.

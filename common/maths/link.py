@@ -74,7 +74,7 @@ class LinkConfig(Section):
     def compression_factor(self, latent_dim: int) -> float:
         """``ζ = u / m`` in percent, with ``m = ⌈d/2⌉`` the AP's complex latent size.
 
-        ALGORITHM.md, §2 "Signal-processing blocks", *Compression factor* (without the
+        docs/ALGORITHM.md, §2 "Signal-processing blocks", *Compression factor* (without the
         side-information uses of the effective ζ).
 
         Parameters

@@ -14,7 +14,7 @@ import numpy as np
 def noise_variance(power: float, channel_uses: int, snr_db: float) -> float:
     """``σ² = P / (u · 10^{SNR/10})``; an infinite SNR means no noise.
 
-    ALGORITHM.md, §2 "Signal-processing blocks", *Noise and SNR*: the SNR is the
+    docs/ALGORITHM.md, §2 "Signal-processing blocks", *Noise and SNR*: the SNR is the
     average received SNR per receive antenna and channel use.
 
     Parameters

@@ -17,7 +17,7 @@ from common.maths.validation import InvalidValue
 class Stream(enum.IntEnum):
     """The purposes random numbers are drawn for; with the seed and an index, one stream each.
 
-    ALGORITHM.md, §5 "Choices where the paper is silent", *Randomness*. The values are
+    docs/ALGORITHM.md, §5 "Choices where the paper is silent", *Randomness*. The values are
     part of every stream's identity: changing one changes that stream's numbers.
     """
 

@@ -23,7 +23,7 @@ _RELATIVE_LOADINGS = tuple(10.0**k for k in range(-14, 1))
 class Whitening:
     """Affine whitening map of one party, fitted on its own pilots.
 
-    ALGORITHM.md, §2 "Signal-processing blocks", *Pre-whitening*. Built by
+    docs/ALGORITHM.md, §2 "Signal-processing blocks", *Pre-whitening*. Built by
     :func:`fit_whitening`.
 
     Attributes
@@ -91,7 +91,7 @@ def loaded_cholesky(matrix: np.ndarray) -> tuple[np.ndarray, float]:
 
     Tries 0, then 1e-14 … 1 times the mean eigenvalue, and accepts the first
     loading for which the factorisation succeeds and the condition number is at
-    most ``MAX_CONDITION``. Returns ``(L, loading)``. ALGORITHM.md, §2
+    most ``MAX_CONDITION``. Returns ``(L, loading)``. docs/ALGORITHM.md, §2
     "Signal-processing blocks", *Pre-whitening* (the loading ``δ``).
 
     The condition number is estimated from the factor's diagonal,
@@ -133,8 +133,8 @@ def loaded_cholesky(matrix: np.ndarray) -> tuple[np.ndarray, float]:
 def fit_whitening(v: np.ndarray, *, unbiased: bool = False) -> Whitening:
     """Fit ``(μ, L)`` on complex pilots ``V`` (m × n), loading ``C`` only as far as needed.
 
-    ``C`` is the biased ``1/n`` covariance of ALGORITHM.md; ``unbiased`` uses ``1/(n−1)``
-    (the paper code's convention). ALGORITHM.md, §2 "Signal-processing blocks",
+    ``C`` is the biased ``1/n`` covariance of docs/ALGORITHM.md; ``unbiased`` uses ``1/(n−1)``
+    (the paper code's convention). docs/ALGORITHM.md, §2 "Signal-processing blocks",
     *Pre-whitening*; §7 for the ``1/(n−1)`` covariance.
 
     Parameters

@@ -3,7 +3,7 @@
 The AP precodes its whitened pilots with ``F``; each :class:`AdmmUser` fits its
 MMSE equalizer ``G_k`` on what it receives and sends back ``Aᴴ A`` and ``Aᴴ Ȳ``
 (``A = G_k 𝓗_k``); the AP solves each user's local ``F_k`` step and runs the
-consensus, projection and dual updates (see ALGORITHM.md).
+consensus, projection and dual updates (see docs/ALGORITHM.md).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class AdmmUser(User):
 
     Trains on :class:`~common.parties.protocol.AlignPilots`, answers with
     :class:`~common.parties.protocol.AlignUplink` and decodes
-    :class:`~common.parties.protocol.AlignTest` (ALGORITHM.md, §3 "Federated ADMM").
+    :class:`~common.parties.protocol.AlignTest` (docs/ALGORITHM.md, §3 "Federated ADMM").
 
     Parameters
     ----------
@@ -92,7 +92,7 @@ class AdmmUser(User):
         self.g = state.get("g")
 
     def train(self, message: protocol.Message) -> TrainReply:
-        """The G step and the uplink (ALGORITHM.md, §3 "Federated ADMM", steps 2–3).
+        """The G step and the uplink (docs/ALGORITHM.md, §3 "Federated ADMM", steps 2–3).
 
         Receives ``R_k = 𝓗_k F X̄`` without noise (the noise enters through ``nσ²``),
         fits ``G_k`` (:func:`~common.maths.admm.equalizer`, or the paper's loading with
@@ -142,7 +142,7 @@ class AdmmUser(User):
     def decode(self, message: protocol.Message) -> np.ndarray:
         """``ŷ_k = c⁻¹(L_k G_k r + μ_k)`` of the received test transmission ``r``.
 
-        ALGORITHM.md, §2, *Equalizer*; ``r`` goes through the test-time channel with
+        docs/ALGORITHM.md, §2, *Equalizer*; ``r`` goes through the test-time channel with
         noise from ``Stream.EVAL_NOISE``.
 
         Parameters
@@ -266,7 +266,7 @@ class _ConsensusAccessPoint(AccessPoint):
 class FederatedAccessPoint(_ConsensusAccessPoint):
     """One shared precoder ``F`` agreed on by consensus over all users (the paper's method).
 
-    ALGORITHM.md, §3 "Federated ADMM".
+    docs/ALGORITHM.md, §3 "Federated ADMM".
 
     Parameters
     ----------
@@ -367,7 +367,7 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
 class MultiLinkAccessPoint(_ConsensusAccessPoint):
     """One precoder per user: no consensus, K times the downlink streams.
 
-    ALGORITHM.md, §4 "Multi-link and the baselines". Each user's ``F_k`` starts from
+    docs/ALGORITHM.md, §4 "Multi-link and the baselines". Each user's ``F_k`` starts from
     its own draw (``Stream.AP_INIT``, index k + 1), or from the federated draw (index 0)
     for every user under the paper's conventions.
 

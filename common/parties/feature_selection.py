@@ -30,7 +30,7 @@ def mmse_equalizer(effective: np.ndarray, sigma2: float) -> np.ndarray:
 
     The inverse is a pseudo-inverse (``numpy.linalg.pinv``), so a singular ``H Hᴴ``
     (σ² = 0, more receive than transmit dimensions) gives the minimum-norm solution.
-    ALGORITHM.md, §4 "Multi-link and the baselines" (written there as ``W``).
+    docs/ALGORITHM.md, §4 "Multi-link and the baselines" (written there as ``W``).
 
     Parameters
     ----------
@@ -55,7 +55,7 @@ def least_squares_map(inputs: np.ndarray, targets: np.ndarray, ridge: float = 1e
     """Affine map ``W [x; 1] ≈ y`` fitted on columns (features × samples).
 
     A ridge of ``ridge · mean eigenvalue`` keeps zero-filled (rank-deficient)
-    inputs solvable; it changes a well-posed fit negligibly. ALGORITHM.md, §4
+    inputs solvable; it changes a well-posed fit negligibly. docs/ALGORITHM.md, §4
     "Multi-link and the baselines" (the user's map ``ŷ = M [x̂; 1]``).
 
     Parameters
@@ -190,7 +190,7 @@ class FeatureMapUser(User):
 
     Trains on :class:`~common.parties.protocol.FeaturePilots`, answers with an
     :class:`~common.parties.protocol.Ack` and decodes
-    :class:`~common.parties.protocol.FeatureTest` (ALGORITHM.md, §4).
+    :class:`~common.parties.protocol.FeatureTest` (docs/ALGORITHM.md, §4).
 
     Parameters
     ----------
@@ -234,7 +234,7 @@ class FeatureMapUser(User):
     def decode_features(self, signal, mean, chol, indices, feature_dim) -> np.ndarray:
         """Equalize, de-whiten, decompress and zero-fill a First-K/Top-K transmission.
 
-        ALGORITHM.md, §4: the MMSE equalizer of the known channel scaled by
+        docs/ALGORITHM.md, §4: the MMSE equalizer of the known channel scaled by
         ``√(P/(Nt·u))`` (:func:`mmse_equalizer`), the padding symbols dropped, then
         ``c⁻¹(L_s ŝ + μ_s)`` and :func:`zero_fill`.
 

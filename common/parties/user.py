@@ -269,7 +269,7 @@ class User(abc.ABC):
         data can use one, and the processes of a simulation share it.
 
         The pilots are stored as ``d_k × n`` float32 columns, whitened after complex
-        compression (ALGORITHM.md, §2, *Pre-whitening*), and :meth:`derive` runs on them.
+        compression (docs/ALGORITHM.md, §2, *Pre-whitening*), and :meth:`derive` runs on them.
 
         Parameters
         ----------
@@ -467,7 +467,7 @@ class User(abc.ABC):
         """``𝓗 s + n``: the signal through this user's true channel (the test-time one for
         evaluation noise), noise from ``stream``.
 
-        ALGORITHM.md, §2 "Signal-processing blocks", *Noise and SNR*: ``w ~ CN(0, σ² I)``
+        docs/ALGORITHM.md, §2 "Signal-processing blocks", *Noise and SNR*: ``w ~ CN(0, σ² I)``
         drawn from ``rng(seed, stream, index)``, a fresh generator each call (the same
         ``stream`` gives the same noise every time).
 
@@ -496,7 +496,7 @@ class User(abc.ABC):
         """Task accuracy, MSE to the clean latents, and clean accuracy (the upper bound).
 
         Decodes the transmission (:meth:`decode`), classifies it with the user's head and
-        scores it per the conventions (ALGORITHM.md, §3, *Transmission and evaluation*).
+        scores it per the conventions (docs/ALGORITHM.md, §3, *Transmission and evaluation*).
 
         Parameters
         ----------
