@@ -317,7 +317,7 @@ def test_a_point_store_of_an_earlier_version_is_found_under_todays_names(tmp_pat
     import numpy as np
 
     from common.run.checkpoint import Checkpoint
-    from common.run.points import LAYOUT_FILE, PointStore
+    from common.run.points import PointStore
 
     new = settings("users.count=2", "experiment.rounds=2", "communication.channel_usage=2")
     other = new.replace(seed=7)
@@ -332,5 +332,5 @@ def test_a_point_store_of_an_earlier_version_is_found_under_todays_names(tmp_pat
     assert store.finished(new) and not store.finished(other)
     assert (store.path(new) / "results.csv").read_text() == "kept\n"
     assert Checkpoint.read(store.journal(other)).round == 1
-    assert not old.exists() and (store.root / LAYOUT_FILE).exists()
+    assert not old.exists()
     assert PointStore(store.root).finished(new)  # a second opening finds the same

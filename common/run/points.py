@@ -21,7 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
-from common.files import atomic_file, atomic_folder, locked
+from common.files import atomic_folder
 from common.run.checkpoint import Checkpoint, CheckpointError
 from common.run.results import RunOutcome
 from common.run.settings import RunSettings, stored_identity
@@ -30,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
 JOURNALS = ".journal"  # unfinished points' rounds, under the store's root (never a point)
-LAYOUT_FILE = ".layout"  # in a store: the layout of its names, once brought up to date
-LAYOUT = "points 2\n"  # points named by the sectioned settings' identity
 OLD_NAME, NAME = "cells", "points"  # the default store folder's earlier and present names
 
 
@@ -52,27 +50,30 @@ def upgrade_store(root: str | Path) -> list[tuple[str, str]]:
     A folder ``points`` that does not exist takes over a ``cells`` folder beside it (the
     default store's earlier name). A point or journal whose stored settings name another
     key than its folder is renamed to that key (unless a folder of that key exists); a
-    folder whose settings cannot be read is left as it is. Then the store is marked up to
-    date (``.layout``), so the next process does not look again.
+    folder whose settings cannot be read is left as it is. Renames are atomic, so
+    processes that open the store at once do no harm; a process looks again only when
+    the store's folder has changed since it last looked.
     """
     root = Path(root)
     if not root.exists() and root.name == NAME and (old := root.with_name(OLD_NAME)).is_dir():
-        with contextlib.suppress(FileNotFoundError, FileExistsError, OSError):
+        with contextlib.suppress(OSError):  # another process took it over meanwhile
             os.rename(old, root)
             logger.warning("the point store %s was called %s before: renamed", root, old.name)
-    if not root.is_dir() or (root / LAYOUT_FILE).exists():
+    try:
+        seen = (str(root.resolve()), root.stat().st_mtime_ns)
+    except OSError:
+        return []
+    if seen in _LOOKED_AT:
         return []
     renamed = []
-    with locked(root / ".upgrade.lock"):
-        if (root / LAYOUT_FILE).exists():
-            return []
-        for folder, settings in _stored(root):
-            key = _key(stored_identity(settings))
-            if key != folder.name and not (folder.parent / key).exists():
+    for folder, settings in _stored(root):
+        key = _key(stored_identity(settings))
+        if key != folder.name and not (folder.parent / key).exists():
+            with contextlib.suppress(OSError):  # renamed by another process meanwhile
                 os.rename(folder, folder.parent / key)
                 renamed.append((folder.name, key))
-        with atomic_file(root / LAYOUT_FILE, "w") as out:
-            out.write(LAYOUT)
+    with contextlib.suppress(OSError):
+        _LOOKED_AT.add((str(root.resolve()), root.stat().st_mtime_ns))
     if renamed:
         logger.warning(
             "the point store %s was written by an earlier version: %d points "
@@ -81,6 +82,9 @@ def upgrade_store(root: str | Path) -> list[tuple[str, str]]:
             len(renamed),
         )
     return renamed
+
+
+_LOOKED_AT: set[tuple[str, int]] = set()  # stores this process has brought up to date
 
 
 def _stored(root: Path):
@@ -130,9 +134,6 @@ class PointStore:
         """Write the outcome and the settings it came from; atomic as a whole."""
         final = self.path(settings)
         self.root.mkdir(parents=True, exist_ok=True)
-        if not (self.root / LAYOUT_FILE).exists():  # a new store: today's names
-            with atomic_file(self.root / LAYOUT_FILE, "w") as out:
-                out.write(LAYOUT)
         with atomic_folder(final) as staging:  # a point finished elsewhere meanwhile is kept
             outcome.save(staging)
             (staging / SETTINGS_FILE).write_text(settings.to_json() + "\n")
