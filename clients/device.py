@@ -152,9 +152,13 @@ class Device:
             )
         expected = settings.users.models[self.index]
         if self.model != expected:
+            models = settings.users.models
+            listed = ", ".join(models[:8]) + (
+                f", … ({len(models)} users)" if len(models) > 8 else ""
+            )
             raise DeviceConfigError(
                 f"node config {MODEL}={self.model!r}, but this run's user {self.index} runs "
-                f"{expected!r} (users.models of the run: {', '.join(settings.users.models)})"
+                f"{expected!r} (users.models of the run: {listed})"
             )
 
     def source(self, settings: RunSettings) -> ProblemSource:

@@ -51,6 +51,10 @@ class Scope(enum.Enum):
     EXECUTION = "execution"
     """How a run is executed (timeouts, resources, progress, labels): changes nothing a run
     computes; may change when a run is resumed."""
+    RESOLVED = "resolved"
+    """An input resolved into other settings when the settings are made (how many users,
+    and how their models are drawn, become ``users.models``): its effect is in those, so
+    it names nothing itself."""
 
     @property
     def changes_results(self) -> bool:

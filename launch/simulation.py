@@ -123,7 +123,8 @@ def warm_assets(points: Sequence[RunSettings]) -> None:
 
     table = AssetSource(points[0]).warm(progress=points[0].experiment.progress)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"), flush=True)
-    dims = table.latent_dim.tolist()
+    ap_dim = int(table.latent_dim.iloc[0])
+    dims = dict(zip(table.model.iloc[1:], table.latent_dim.iloc[1:], strict=True))
     available = budget.available_memory()
     for settings in points:  # sizes differ per point (antennas, channel uses, pilots)
         source = AssetSource(settings)
@@ -135,9 +136,10 @@ def warm_assets(points: Sequence[RunSettings]) -> None:
             settings,
             len(source.pilots()),
             source.test_size(),
-            dims[0],
-            dims[1:],
+            ap_dim,
+            [int(dims[model]) for model in settings.users.models],
             user_copies=copies,
+            models=settings.users.models,
         )
         link = settings.link
         what = (

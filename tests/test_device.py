@@ -206,7 +206,9 @@ def test_a_node_that_cannot_serve_joining_mid_run_is_left_out_and_a_silent_one_a
     grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1}, 13: {"partition-id": 2}})
     send = grid.send_and_receive
     for rnd in (1, 2, 3):
-        if rnd == 2:  # a misconfigured node and one whose reply is lost this round
+        if rnd == 2:  # a misconfigured node, and user 1's node back (as 22) after it died,
+            # whose reply is lost this round
+            del grid.nodes[12]
             grid.nodes[21] = 9
             grid.contexts[21] = _context({"partition-id": 9})
             grid.nodes[22] = 1
@@ -238,3 +240,31 @@ def test_a_device_written_as_node_config_reads_back_through_flowers_parser():
     assert Device(0, "levit_128s", "/c").node_config() == (
         'partition-id=0 model="levit_128s" cache-dir="/c"'
     )
+
+
+def test_two_nodes_with_one_partition_id_stop_the_run_at_start_naming_both():
+    strategy, _ = _strategy()
+    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1}, 13: {"partition-id": 1}})
+    with pytest.raises(NodeRefused, match=r"nodes 12 and 13 both have node config partition-id=1"):
+        strategy.connect(grid)
+
+
+def test_a_node_joining_with_a_held_partition_id_waits_until_the_holder_has_gone(caplog):
+    """Mid-run, node 22 says it runs user 1, which node 12 serves and still answers: 22 is
+    left out with a warning and asked again each round; once 12 has gone, 22 takes over."""
+    strategy, sessions = _strategy(rounds=4)
+    grid = _app_grid({11: {"partition-id": 0}, 12: {"partition-id": 1}, 13: {"partition-id": 2}})
+    for rnd in (1, 2, 3, 4):
+        if rnd == 2:
+            grid.nodes[22] = 1
+            grid.contexts[22] = _context({"partition-id": 1})
+        if rnd == 4:
+            del grid.nodes[12]  # the holder is gone
+        with caplog.at_level("WARNING", logger="server.nodes"):
+            replies = grid.send_and_receive(
+                strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)
+            )
+        strategy.aggregate_train(rnd, replies)
+        assert strategy.user_nodes[1] == (12 if rnd < 4 else 22)
+    assert "node 22 has partition-id=1, which node 12 serves: it is left out" in caplog.text
+    assert sessions[0].failures == []  # user 1 answered in every round, from one node

@@ -32,6 +32,14 @@ def _dataset(name: str, root: str | None, split_seed: int, download: bool) -> Im
     return load_dataset(name, root=root, split_seed=split_seed, download=download)
 
 
+def _role(users: list[int]) -> str:
+    """``user 3``, ``users 0, 8``, or ``users 0, 8, … (125)`` for many."""
+    if len(users) == 1:
+        return f"user {users[0]}"
+    shown = ", ".join(str(k) for k in users[:2])
+    return f"users {shown}" if len(users) == 2 else f"users {shown}, … ({len(users)})"
+
+
 class HeadPredictor:
     """The user's classifier as a plain latents → labels function.
 
@@ -251,12 +259,14 @@ class AssetSource(ProblemSource):
         )
 
     def parties(self) -> list[tuple[str, EncoderSpec]]:
-        """Every party's role and encoder: the AP, then each user.
+        """Every party's role and encoder: the AP, then each user model once (the users
+        of one model share its assets).
 
         Returns
         -------
         list of tuple of (str, EncoderSpec)
-            ``("AP", spec)`` then ``("user k", spec)`` for each user k.
+            ``("AP", spec)`` then, per model in the order of its first user k,
+            ``("user k", spec)``, or ``("users k, …", spec)`` when several users run it.
 
         Raises
         ------
@@ -266,9 +276,10 @@ class AssetSource(ProblemSource):
             A user's model is not in the zoo.
         """
         zoo = get_zoo(self.settings.users.zoo)
-        users = [
-            (f"user {k}", zoo.users[name]) for k, name in enumerate(self.settings.users.models)
-        ]
+        runs: dict[str, list[int]] = {}
+        for k, name in enumerate(self.settings.users.models):
+            runs.setdefault(name, []).append(k)
+        users = [(_role(indices), zoo.users[name]) for name, indices in runs.items()]
         return [("AP", zoo.ap), *users]
 
     def warm(

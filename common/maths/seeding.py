@@ -29,6 +29,7 @@ class Stream(enum.IntEnum):
     FAULTS = 5  # the corruption of a faulty user's uplink
     PARTICIPATION = 6  # which users the AP trains with in each round
     CSI = 7  # a user's channel-estimation error and channel ageing
+    ASSIGNMENT = 8  # which of a group's models each user runs (users.assignment=random)
 
 
 MAX_SEED = 2**63 - 1  # results tables store seeds as int64

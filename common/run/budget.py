@@ -45,19 +45,47 @@ def estimate(
     user_dims: Sequence[int],
     *,
     user_copies: int = 1,
+    models: Sequence[str] | None = None,
 ) -> MemoryEstimate:
-    """The run's memory from its sizes (latent dimensions are real feature counts)."""
+    """The run's memory from its sizes (latent dimensions are real feature counts).
+
+    Parameters
+    ----------
+    settings : RunSettings
+        The link (``Nt·u``, ``Nr·u``).
+    n_pilots, n_test : int
+        Pilot and test samples.
+    ap_dim : int
+        The AP's latent dimension ``d``.
+    user_dims : sequence of int
+        Each user's latent dimension ``d_k``, one per user.
+    user_copies : int
+        How many copies of the users the runtime may hold.
+    models : sequence of str, optional
+        Each user's model: users of one model share its prepared inputs (pilots, ``Ȳ``,
+        test latents), counted once; what a user holds of its own (channels, received
+        signals, ``G_k``) is counted per user. Default: every user its own model.
+
+    Returns
+    -------
+    MemoryEstimate
+        Bytes of the AP's arrays (its inputs, the downlink and every user's uplink of a
+        round), of one copy of the users, and how many copies.
+    """
     tx, rx = settings.link.tx_dim, settings.link.rx_dim
     users = len(user_dims)
     m_ap = math.ceil(ap_dim / 2)
     ap = COMPLEX * (
         m_ap * (n_pilots + n_test) + tx * (n_pilots + n_test) + users * tx * (n_pilots + tx)
     )
-    per_user = 0
-    for d in user_dims:
-        signals = 3 * rx * tx + math.ceil(d / 2) * n_pilots + rx * (n_pilots + n_test)
-        per_user += COMPLEX * signals + SINGLE * d * n_pilots + REAL * d * n_test
-    return MemoryEstimate(ap=ap, users=per_user, copies=user_copies)
+    names = list(range(users)) if models is None else list(models)
+    shared: dict[object, int] = {}
+    own = 0
+    for name, d in zip(names, user_dims, strict=True):
+        m_k = math.ceil(d / 2)
+        own += COMPLEX * (3 * rx * tx + rx * (n_pilots + n_test) + m_k * rx)
+        shared[name] = COMPLEX * m_k * n_pilots + SINGLE * d * n_pilots + REAL * d * n_test
+    return MemoryEstimate(ap=ap, users=own + sum(shared.values()), copies=user_copies)
 
 
 def available_memory() -> int:

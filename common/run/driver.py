@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 
 from tqdm.auto import tqdm
 
-from common.parties.access_point import AccessPoint
+from common.maths.conventions import Conventions
+from common.parties.access_point import AccessPoint, access_point_class
 from common.parties.protocol import Message
-from common.parties.user import User
+from common.parties.user import PreparedData, User
 from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point, build_user
 from common.run.settings import RunSettings
@@ -24,15 +25,34 @@ from common.run.sources import AlignmentProblem
 def build_parties(
     problem: AlignmentProblem, settings: RunSettings
 ) -> tuple[AccessPoint, list[User]]:
-    """The AP and users of one run, with every random draw fixed by ``settings.seed``."""
+    """The AP and users of one run, with every random draw fixed by ``settings.seed``.
+
+    Users given the same :class:`UserData` object (the users of one model) share one
+    :class:`PreparedData`: what a user derives from its data alone (pilots, whitening,
+    ``Ȳ``) exists once per model, and each user adds only its own (channels, what it
+    learns).
+    """
     if len(problem.users) != settings.num_users:
         raise ValueError(
             f"the problem has {len(problem.users)} users but the settings name "
-            f"{settings.num_users} ({', '.join(settings.users.models)})"
+            f"{settings.num_users} ({_names(settings.users.models)})"
         )
-    users = [build_user(settings, k, data) for k, data in enumerate(problem.users)]
+    user_class = access_point_class(settings.strategy.name).user_class
+    conventions = Conventions(settings.conventions.name)
+    prepared: dict[int, PreparedData] = {}
+    users = []
+    for k, data in enumerate(problem.users):
+        if id(data) not in prepared:
+            prepared[id(data)] = user_class.prepare(k, data, conventions)
+        users.append(build_user(settings, k, prepared[id(data)]))
     ap = build_access_point(settings, problem.ap, [u.index for u in users])
     return ap, users
+
+
+def _names(models: tuple[str, ...], shown: int = 8) -> str:
+    """The users' models, the first few of many."""
+    more = f", … ({len(models)} users)" if len(models) > shown else ""
+    return ", ".join(models[:shown]) + more
 
 
 def _deliver(messages: Mapping[int, Message], handle: Callable[[int, Message], object]):

@@ -33,12 +33,14 @@ from common.maths import validation
 from common.maths.conventions import NAMES as CONVENTION_NAMES
 from common.maths.fading import ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
-from common.maths.seeding import check_seed
+from common.maths.seeding import Stream, check_seed, rng
 from common.parties.faults import FAULT_KINDS
 from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS, Registry
 from common.schema import Scope, Section, check, leaves, scope_of, setting
 
 MAX_ROUNDS = 100_000  # ADMM converges in tens of rounds; more is a typo, not an experiment
+MAX_USERS = 1_000_000  # the users' model names alone take 8 bytes each; more is a typo
+ASSIGNMENTS = ("round_robin", "random")  # how users.count users are drawn from the models
 
 
 def _changes_results(scope: Scope) -> bool:
@@ -95,7 +97,7 @@ def _fault(name: str, value: object) -> str:
 
 
 def _optional_count(name: str, value: object) -> int | None:
-    return None if value is None else validation.positive_int(name, value)
+    return None if value is None else validation.positive_int(name, value, MAX_USERS)
 
 
 def _model_names(name: str, value: object) -> tuple[str, ...] | None:
@@ -149,11 +151,13 @@ class DataSettings(Section):
 class UserSettings(Section):
     """``users``: the zoo the users' encoders come from, and which of its models they run.
 
-    ``models`` is resolved when the settings are made: the first ``count`` models of the
-    zoo's ``group`` (all of them when ``count`` is null), or the explicit list; ``count``
-    is then null, so that resolved settings validate to themselves. Names given in a
-    configuration must be the zoo's (:meth:`check_zoo`); settings made in code may name
-    the users of their own source (e.g. synthetic latents).
+    ``models`` is resolved when the settings are made (:meth:`RunSettings.resolve_users`):
+    the models to draw from are the explicit ``models`` list, or else the zoo's ``group``;
+    ``count`` users (null: one per model) are drawn from them by ``assignment``, and
+    ``models`` becomes one name per user and ``count`` null, so that resolved settings
+    validate to themselves. Names given in a configuration must be the zoo's
+    (:meth:`check_zoo`); settings made in code may name the users of their own source
+    (e.g. synthetic latents).
     """
 
     zoo: Annotated[str, check(_known, ZOOS)] = setting(
@@ -163,42 +167,51 @@ class UserSettings(Section):
         "the zoo's group of user models (all, heterogeneous, homogeneous)", scope=Scope.RESULT
     )
     count: Annotated[int | None, check(_optional_count)] = setting(
-        "the first N users of the group (null: all of them)", scope=Scope.RESULT
+        "how many users (null: one per model of the group or the list)", scope=Scope.RESOLVED
+    )
+    assignment: Annotated[str, check(validation.one_of, ASSIGNMENTS)] = setting(
+        "how the count users are drawn from the models: round_robin (user k runs model "
+        "k mod the number of models) or random (seeded)",
+        scope=Scope.RESOLVED,
     )
     models: Annotated[tuple[str, ...] | None, check(_model_names)] = setting(
-        "the users' model names, one per user (null: from group and count)", scope=Scope.RESULT
+        "the models to draw the users from (null: the group's); resolved: one per user",
+        scope=Scope.RESULT,
     )
     head_seed: Annotated[int, check(_seed)] = setting(
         "seed of every user's classifier head training", scope=Scope.ASSETS
     )
 
-    @model_validator(mode="after")
-    def _resolve_models(self) -> UserSettings:
-        zoo = ZOOS.get(self.zoo)
+    def pool(self) -> tuple[str, ...]:
+        """The models the users are drawn from: the explicit list, or the zoo's group."""
         if self.models is not None:
-            models = self.models
-        elif self.group in zoo.groups:
-            models = tuple(zoo.groups[self.group])
-        else:
+            if not self.models:
+                raise validation.InvalidValue(
+                    "users.models", "users.models must name at least one model, got []"
+                )
+            return self.models
+        groups = ZOOS.get(self.zoo).groups
+        if self.group not in groups:
             raise validation.InvalidValue(
                 "users.group",
                 f"users.group must be one of the {self.zoo} zoo's groups "
-                f"{', '.join(sorted(zoo.groups))}, got {self.group!r}",
+                f"{', '.join(sorted(groups))}, got {self.group!r}",
             )
-        if self.count is not None:
-            if self.count > len(models):
-                where = "users.models" if self.models is not None else f"group {self.group!r}"
-                raise validation.InvalidValue(
-                    "users.count",
-                    f"{where} of the {self.zoo} zoo has only {len(models)} users "
-                    f"(allowed: 1..{len(models)}), got {self.count}",
-                )
-            models = models[: self.count]
-        if not models:
-            raise validation.InvalidValue("users.models", "a run needs at least one user model")
-        object.__setattr__(self, "models", models)
-        object.__setattr__(self, "count", None)
-        return self
+        return tuple(groups[self.group])
+
+    def assign(self, seed: int) -> tuple[str, ...]:
+        """Each user's model: ``count`` users drawn from :meth:`pool` by ``assignment``.
+
+        ``round_robin`` gives user ``k`` model ``k mod M`` (the first ``count`` models when
+        ``count ≤ M``, the models in turn beyond); ``random`` draws each user's model
+        uniformly, from the seed's ``ASSIGNMENT`` stream (the same in every process).
+        """
+        pool = self.pool()
+        count = len(pool) if self.count is None else self.count
+        if self.assignment == "random":
+            draw = rng(seed, Stream.ASSIGNMENT).integers(len(pool), size=count)
+            return tuple(pool[int(i)] for i in draw)
+        return tuple(pool[k % len(pool)] for k in range(count))
 
     def check_zoo(self) -> None:
         """Refuse model names the zoo does not have (InvalidValue naming ``users.models``)."""
@@ -408,6 +421,7 @@ class RunSettings(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSettings:
+        self.resolve_users()
         if self.faults.users > self.num_users:
             raise validation.InvalidValue(
                 "faults.users",
@@ -424,6 +438,20 @@ class RunSettings(Section):
                 f"in one round, got {self.consensus.participation}",
             )
         return self
+
+    def resolve_users(self) -> None:
+        """Give every user its model (:meth:`UserSettings.assign`), once: ``users.models``
+        becomes one name per user, ``users.count`` null and ``users.assignment``
+        ``round_robin`` (the names say it all), so that resolved settings validate to
+        themselves and equal users name equal points."""
+        users = self.users
+        if users.count is None and users.models is not None and users.assignment == "round_robin":
+            if not users.models:
+                users.pool()  # refuses the empty list, naming the key
+            return
+        object.__setattr__(users, "models", users.assign(self.seed))
+        object.__setattr__(users, "count", None)
+        object.__setattr__(users, "assignment", "round_robin")
 
     # ---- derived -------------------------------------------------------------------------
     @property

@@ -158,6 +158,9 @@ class ProblemSource(abc.ABC):
     def problem(self) -> AlignmentProblem:
         """Everything at once, for the in-process driver.
 
+        Users whose data the source names alike (:meth:`user_key`: e.g. the users of one
+        model) get the same :class:`UserData` object, loaded once.
+
         Returns
         -------
         AlignmentProblem
@@ -168,8 +171,17 @@ class ProblemSource(abc.ABC):
         ValueError
             No user, or a user's pilot count differs from the AP's.
         """
-        users = tuple(self.user_data(k) for k in range(self.num_users))
-        return AlignmentProblem(self.ap_inputs(), users)
+        loaded: dict[str, UserData] = {}
+        users = []
+        for k in range(self.num_users):
+            key = self.user_key(k)
+            if key is None:
+                users.append(self.user_data(k))
+            else:
+                if key not in loaded:
+                    loaded[key] = self.user_data(k)
+                users.append(loaded[key])
+        return AlignmentProblem(self.ap_inputs(), tuple(users))
 
 
 class NearestCentroid:
