@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_deployment.py [--users 2] [--rounds 4]
 
 Brings up a secure local federation (``launch.federation``: TLS, SuperNode
-authentication, each device's own prepared assets), runs the default config with
+authentication, each device's own built assets), runs the default config with
 ``--users`` users and ``--rounds`` rounds on it and through the Flower simulation, and
 prints each one's seconds per round (from ``history.csv``) and wall time. Flower's
 deployment runtime starts a fresh ClientApp process for every message, so a round
@@ -56,7 +56,8 @@ def main() -> None:
     simulated_wall = time.perf_counter() - started
 
     print(
-        f"federation up (certificates, keys, {args.users} devices prepared, processes): {up:.1f} s"
+        f"federation up (certificates, keys, {args.users} devices with their assets, "
+        f"processes): {up:.1f} s"
     )
     print(f"deployed run: {status}, wall {deployed_wall:.1f} s")
     print(f"{'':24}{'deployed':>10}{'simulated':>11}")

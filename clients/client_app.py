@@ -146,7 +146,7 @@ class UserNode:
 
     def query(self, msg: Message, context: Context) -> Message:
         """Say which user this node runs; when the query names the run, check first that
-        this device can serve it (its index, its model, its prepared assets)."""
+        this device can serve it (its index, its model, its built assets)."""
         try:
             device = Device.from_node_config(context.node_config)
             settings = records.query_settings(msg.content)

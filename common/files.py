@@ -25,8 +25,9 @@ import filelock
 TEMPORARY = ".tmp-"  # how the name of every temporary file or folder begins
 
 
-def locked(path: str | Path, timeout: float = -1) -> filelock.FileLock:
-    """An exclusive lock on the file ``path``, across processes, to hold with ``with``.
+@contextlib.contextmanager
+def locked(path: str | Path, timeout: float = -1) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path``, across processes (``filelock``).
 
     Parameters
     ----------
@@ -35,22 +36,37 @@ def locked(path: str | Path, timeout: float = -1) -> filelock.FileLock:
     timeout
         Seconds to wait for the lock; ``-1`` waits as long as it takes, ``0`` tries once.
 
-    Returns
-    -------
-    filelock.FileLock
-        The lock, not yet acquired. The system releases it if its holder dies.
+    Yields
+    ------
+    None
+        While the lock is held. The system releases it if its holder dies.
 
     Raises
     ------
     FileNotFoundError
-        The folder of ``path`` does not exist (a removed folder is not created again).
+        The folder of ``path`` does not exist, or was removed while waiting: a removed
+        folder is not created again (filelock would make it anew, and what is built under
+        the lock would land in a folder its owner had removed).
     filelock.Timeout
-        On entering the ``with`` block, when another holder kept it ``timeout`` seconds.
+        Another holder kept the lock ``timeout`` seconds.
     """
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise FileNotFoundError(errno.ENOENT, "no folder for the lock file", str(folder))
-    return filelock.FileLock(path, timeout=timeout)
+    path = Path(path)
+    folder = path.parent
+    try:  # the folder itself, held open: once removed, its link count is 0
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no folder for the lock file", str(folder)) from None
+    try:
+        with filelock.FileLock(str(path), timeout=timeout):
+            if os.fstat(handle).st_nlink > 0:
+                yield
+                return
+    finally:
+        os.close(handle)
+    with contextlib.suppress(OSError):  # the folder filelock made again: not ours to keep
+        os.unlink(path)
+        os.rmdir(folder)
+    raise FileNotFoundError(errno.ENOENT, "the lock file's folder was removed", str(folder))
 
 
 def _umask() -> int:

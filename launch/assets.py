@@ -1,4 +1,4 @@
-"""Prepare one party's assets on its own machine, before a deployed run.
+"""Build one party's assets on its own machine, before a deployed run.
 
     python -m launch.assets ap [overrides ...]
     python -m launch.assets user --model resnet10t --cache-dir /data/fedalign [overrides ...]

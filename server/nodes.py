@@ -2,14 +2,15 @@
 
 Node ids are opaque, so the AP asks each node that joins which user it runs
 (its node config's ``partition-id``). The query names the run, so a device
-that cannot serve it (its index, its model, its prepared assets) says why at
+that cannot serve it (its index, its model, its built assets) says why at
 once. At the start the AP waits until every user's node has joined, and a node
 that cannot serve the run stops it, as do two nodes that say the same
 ``partition-id``; later, nodes that join (a SuperNode that came back after a
 failure, under a new node id) are asked too and take their user over at the
 next round, one that cannot serve is left out with a warning, and one whose
 user another online node serves is left out (and asked again each round) until
-that node has gone. One :class:`UserNodes` serves every point of a sweep (the same nodes).
+that node has gone. One :class:`UserNodes` serves every point of a sweep (the same
+nodes).
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ class UserNodes:
         How many users the nodes serve (a simulation of a sweep has as many nodes as its
         largest point has users): a node that says a ``partition-id`` from here on is a
         misconfigured device.
+    settings : str
+        The settings (JSON) every query names: those of the sweep's point with the most
+        users, so that each node checks it can serve its user.
     """
 
-    def __init__(self, group_size: int) -> None:
+    def __init__(self, group_size: int, settings: str) -> None:
         self.group_size = group_size
+        self.settings = settings
         self.user_nodes: dict[int, int] = {}
         self._asked: set[int] = set()
 
@@ -59,13 +64,12 @@ class UserNodes:
         """``node id → user`` for the nodes known now."""
         return {node: user for user, node in self.user_nodes.items()}
 
-    def connect(
-        self, grid: Grid, users: tuple[int, ...], settings: str, wait: float
-    ) -> dict[int, int]:
-        """The nodes of ``users`` (the run's ``settings`` as JSON, named in every query).
+    def connect(self, grid: Grid, users: tuple[int, ...], wait: float) -> dict[int, int]:
+        """The nodes of ``users`` (and of any other user a node says it runs).
 
         At the start, wait up to ``wait`` seconds until every user's node has joined;
-        under way, only ask the nodes that joined since.
+        under way, only ask the nodes that joined since. Every node is asked once, and
+        its user kept for every point of a sweep, whichever users this one has.
 
         Raises
         ------
@@ -76,11 +80,11 @@ class UserNodes:
         """
         wanted = set(users)
         if wanted <= set(self.user_nodes):  # under way: a node that fails now fails alone
-            self._identify(grid, users, settings, QUERY_TIMEOUT_S, strict=False)
+            self._identify(grid, QUERY_TIMEOUT_S, strict=False)
             return self.user_nodes
         deadline = time.monotonic() + wait
         while not wanted <= set(self.user_nodes):
-            if self._identify(grid, users, settings, wait, strict=True):
+            if self._identify(grid, wait, strict=True):
                 continue
             if time.monotonic() > deadline:
                 missing = sorted(wanted - set(self.user_nodes))
@@ -91,9 +95,7 @@ class UserNodes:
             time.sleep(0.1)
         return self.user_nodes
 
-    def _identify(
-        self, grid: Grid, users: tuple[int, ...], settings: str, timeout: float, *, strict: bool
-    ) -> bool:
+    def _identify(self, grid: Grid, timeout: float, *, strict: bool) -> bool:
         """Ask the nodes not asked before which user they run; False if there were none.
 
         ``strict`` (at the start): a node that cannot serve the run stops it. Later the
@@ -104,7 +106,7 @@ class UserNodes:
             return False
         self._asked.update(new)
         queries = [
-            Message(records.query(settings), dst_node_id=n, message_type=MessageType.QUERY)
+            Message(records.query(self.settings), dst_node_id=n, message_type=MessageType.QUERY)
             for n in new
         ]
         replies = grid.send_and_receive(queries, timeout=timeout)
@@ -126,25 +128,24 @@ class UserNodes:
                     raise NodeRefused(problem)
                 logger.warning("%s; it is left out", problem)
                 continue
-            if user in users:
-                previous = self.user_nodes.get(user)
-                if previous is not None and previous != node:
-                    if strict:
-                        raise NodeRefused(
-                            f"nodes {previous} and {node} both have node config "
-                            f"partition-id={user}: start each user's SuperNode once"
-                        )
-                    if previous in online:  # the holder still answers: it keeps its user
-                        logger.warning(
-                            "node %d has partition-id=%d, which node %d serves: it is left "
-                            "out while node %d is online",
-                            node,
-                            user,
-                            previous,
-                            previous,
-                        )
-                        self._asked.discard(node)  # asked again: it takes over once alone
-                        continue
-                    logger.warning("user %d is back on node %d (was node %d)", user, node, previous)
-                self.user_nodes[user] = node
+            previous = self.user_nodes.get(user)
+            if previous is not None and previous != node:
+                if strict:
+                    raise NodeRefused(
+                        f"nodes {previous} and {node} both have node config "
+                        f"partition-id={user}: start each user's SuperNode once"
+                    )
+                if previous in online:  # the holder still answers: it keeps its user
+                    logger.warning(
+                        "node %d has partition-id=%d, which node %d serves: it is left out "
+                        "while node %d is online",
+                        node,
+                        user,
+                        previous,
+                        previous,
+                    )
+                    self._asked.discard(node)  # asked again: it takes over once alone
+                    continue
+                logger.warning("user %d is back on node %d (was node %d)", user, node, previous)
+            self.user_nodes[user] = node
         return True

@@ -44,11 +44,17 @@ def points_in_flight(run_config: dict) -> int:
     """
     key = IN_FLIGHT_KEY
     if run_config.get(OLD_IN_FLIGHT_KEY, 0):
-        warnings.warn(
-            f"the run config key {OLD_IN_FLIGHT_KEY!r} is deprecated: use {IN_FLIGHT_KEY!r}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        if run_config.get(IN_FLIGHT_KEY, POINTS_IN_FLIGHT) not in (
+            POINTS_IN_FLIGHT,
+            run_config[OLD_IN_FLIGHT_KEY],
+        ):
+            raise ValueError(
+                f"run config keys {IN_FLIGHT_KEY!r} and {OLD_IN_FLIGHT_KEY!r} (its deprecated "
+                f"name) disagree: set only {IN_FLIGHT_KEY!r}"
+            )
+        message = f"the run config key {OLD_IN_FLIGHT_KEY!r} is deprecated: use {IN_FLIGHT_KEY!r}"
+        logger.warning("%s", message)
+        warnings.warn(message, FutureWarning, stacklevel=2)
         key = OLD_IN_FLIGHT_KEY
     value = run_config.get(key, POINTS_IN_FLIGHT)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -106,7 +112,7 @@ def make_server_app(
         _fast_polling(grid)
         if points is None:
             run_from_config(grid, context, source)
-        elif len(points) == 1:
+        elif len(points) == 1 and not getattr(sink, "resumes", False):  # a single run
             run_point(grid, points[0], sink or WriteTo("outputs/flwr"), source)
         else:
             run_points(grid, points, sink or WriteTo("outputs/flwr"), source, in_flight=in_flight)

@@ -80,10 +80,10 @@ class AlignmentStrategy(Strategy):
         self.offset = sessions[0].completed
         self.sessions = list(sessions)
         self.node_wait_timeout = node_wait_timeout
-        self.nodes = UserNodes(len(self.users)) if nodes is None else nodes
         self._evaluating = False
         # every entry names its point, so a node serving a sweep rebuilds its user per point
         self._settings = [session.settings.to_json() for session in self.sessions]
+        self.nodes = UserNodes(len(self.users), self._settings[0]) if nodes is None else nodes
         self._live = records.live(point_key(s.settings) for s in self.sessions)
 
     @property
@@ -115,7 +115,7 @@ class AlignmentStrategy(Strategy):
 
     def connect(self, grid: Grid) -> dict[int, int]:
         """Learn which node runs which user (:meth:`UserNodes.connect`)."""
-        return self.nodes.connect(grid, self.users, self._settings[0], self.node_wait_timeout)
+        return self.nodes.connect(grid, self.users, self.node_wait_timeout)
 
     def _messages(
         self, rnd: int, downlinks: Sequence[Mapping[int, protocol.Message]], message_type: str

@@ -47,7 +47,9 @@ class PointsFailed(RuntimeError):
 
 class Sink(Protocol):
     """Where a finished point's outcome goes (returns the folder it was written to), and
-    where its rounds and AP checkpoint go while it runs (``journal``; None: nowhere)."""
+    where its rounds and AP checkpoint go while it runs (``journal``; None: nowhere). A
+    sink whose ``resumes`` is true (a sweep's store) resumes an unfinished point from its
+    journal without being asked."""
 
     def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path: ...
 
@@ -153,10 +155,16 @@ def _journal(sink: Sink, point: RunSettings) -> Path | None:
     return sink.journal(point) if hasattr(sink, "journal") else None
 
 
-def _resumes(point: RunSettings, journal: Path | None, sweep: bool) -> bool:
-    """A single run resumes when asked; a sweep's point whenever its journal holds a
-    checkpoint (a sweep started again goes on by itself)."""
-    return point.experiment.resume or (sweep and Checkpoint.completed(journal) > 0)
+def _resumes(point: RunSettings, journal: Path | None, sink: Sink) -> bool:
+    """A run resumes when asked; a point of a store that resumes by itself (a sweep's
+    store) whenever its journal holds a checkpoint."""
+    by_itself = getattr(sink, "resumes", False)
+    return point.experiment.resume or (by_itself and Checkpoint.completed(journal) > 0)
+
+
+def _rounds(point: RunSettings) -> int:
+    """The rounds the point's method trains (its AP class's ``rounds_for``)."""
+    return access_point_class(point.strategy.name).rounds_for(point.experiment.rounds)
 
 
 def lockstep_batches(
@@ -168,8 +176,7 @@ def lockstep_batches(
     completed = [0] * len(points) if completed is None else completed
     classes: dict[tuple, list[int]] = {}
     for i, point in enumerate(points):
-        rounds = access_point_class(point.strategy.name).rounds_for(point.experiment.rounds)
-        classes.setdefault((point.users.models, rounds, completed[i]), []).append(i)
+        classes.setdefault((point.users.models, _rounds(point), completed[i]), []).append(i)
     batches = []
     for members in classes.values():
         count = -(-len(members) // in_flight)
@@ -177,7 +184,8 @@ def lockstep_batches(
     return batches
 
 
-# Failures of the grid itself: no point can run, so the sweep stops at once.
+# Failures of the nodes themselves (missing, or unable to serve the sweep's largest point):
+# no point can run, so the sweep stops at once.
 GRID_FAILURES = (UsersNotConnected, NodeRefused)
 
 
@@ -197,13 +205,18 @@ def _run(
     """Run the points; the failures of single points, in order (grid failures raise)."""
     if in_flight < 1:
         raise ValueError(f"in_flight must be at least 1, got {in_flight}")
+    if not points:
+        return []
     sweep = len(points) > 1
     journals = [_journal(sink, point) for point in points]
-    resumes = [_resumes(p, j, sweep) for p, j in zip(points, journals, strict=True)]
+    resumes = [_resumes(p, j, sink) for p, j in zip(points, journals, strict=True)]
     completed = [
         Checkpoint.completed(j) if r else 0 for j, r in zip(journals, resumes, strict=True)
     ]
-    nodes = UserNodes(max(point.num_users for point in points))
+    # every node is asked once, naming the point with the most users, which each node's
+    # user belongs to
+    largest = max(points, key=lambda point: point.num_users)
+    nodes = UserNodes(largest.num_users, largest.to_json())
     failed: list[_Failure] = []
     done = 0
 
@@ -222,6 +235,17 @@ def _run(
             except Exception as exc:
                 fail(i + 1, exc)
                 continue
+            expected = (completed[i], _rounds(points[i]))
+            if (session.completed, session.last_round) != expected:  # a method's own count
+                fail(
+                    i + 1,
+                    ValueError(
+                        f"the AP trains {session.last_round} rounds after {session.completed}, "
+                        f"but its class's rounds_for() says {expected[1]} after {expected[0]}: "
+                        "rounds_for must give the number of rounds num_rounds does"
+                    ),
+                )
+                continue
             opened.append((i + 1, session))
         if not opened:
             continue
@@ -239,7 +263,9 @@ def _run(
                 round_timeout=max(e.round_timeout for e in experiment),
                 round_timeout_factor=max(e.round_timeout_factor for e in experiment),
             )
-        except GRID_FAILURES:
+        except GRID_FAILURES as exc:
+            for failure in failed:  # what failed before: named with the reason to stop
+                exc.add_note(f"point {failure.number} had failed: {failure.error}")
             raise
         except Exception as exc:
             for number, _ in opened:

@@ -135,3 +135,17 @@ def test_partial_participation_samples_users_per_round():
     full = run_experiment(PROBLEM, BASE)
     assert not np.allclose(full.precoders["F"], session_rounds.precoders["F"])
     assert session_rounds.results.user.tolist() == [0, 1, 2, 3, 4]  # every user is evaluated
+
+
+class Shrunk(FirstUser):
+    """A rule with a parameter of its own (a consensus setting of the same name)."""
+
+    def __init__(self, trim_fraction: float = 0.0, participation: float = 1.0) -> None:
+        super().__init__(trim_fraction)
+        self.participation = participation
+
+
+def test_a_rule_gets_the_consensus_settings_its_constructor_names():
+    rule = aggregator("tests.test_aggregation:Shrunk", 0.1, participation=0.5, other=3)
+    assert (rule.trim_fraction, rule.participation) == (0.1, 0.5)
+    assert aggregator("mean", 0.2, participation=0.5).trim_fraction == 0.2  # others left out

@@ -31,7 +31,7 @@ from common.run.session import Session
 from common.run.sources import SyntheticSource
 from server.nodes import UsersNotConnected
 from server.strategy import AlignmentStrategy
-from server.sweep import lockstep_batches
+from server.sweep import WriteTo, lockstep_batches
 from tests.synthetic import settings_for
 from transport.records import decode, encode
 
@@ -496,7 +496,27 @@ def test_the_module_level_apps_are_flowers_and_the_old_in_flight_key_still_reads
         "clientapp": "clients.client_app:app",
     }
     assert server_app.points_in_flight(flwr["config"]) == 8
-    with pytest.warns(DeprecationWarning, match="'cells-in-flight' is deprecated"):
+    with pytest.warns(FutureWarning, match="'cells-in-flight' is deprecated"):
         assert server_app.points_in_flight({**flwr["config"], "cells-in-flight": 3}) == 3
+    with pytest.raises(ValueError, match="disagree: set only 'points-in-flight'"):
+        server_app.points_in_flight({"points-in-flight": 4, "cells-in-flight": 3})
     with pytest.raises(ValueError, match="'points-in-flight' must be a whole number >= 1"):
         server_app.points_in_flight({"points-in-flight": 0})
+
+
+def test_nodes_are_found_once_for_every_point_of_a_sweep_whatever_its_users():
+    """A sweep's first batch has 3 users, a later one 8: every node is asked once, and the
+    nodes of users 3..7 are known when the later batch starts."""
+    from server.nodes import UserNodes
+
+    grid = FakeGrid({1000 + k: k for k in range(8)}, lambda m: None)
+    nodes = UserNodes(8, "{}")
+    assert set(nodes.connect(grid, (0, 1, 2), 1.0)) == set(range(8))
+    assert nodes.connect(grid, tuple(range(8)), 1.0) == {k: 1000 + k for k in range(8)}
+    assert len(grid.sent) == 8
+
+
+def test_a_sweep_with_nothing_left_to_run_returns_at_once():
+    from server.sweep import run_points
+
+    assert run_points(FakeGrid({}, lambda m: None), [], WriteTo("never"), SOURCE) is None

@@ -356,3 +356,44 @@ def test_any_number_of_users_is_drawn_from_the_models_reproducibly():
     explicit = settings("users.models=[" + ",".join(group * 3) + "]")
     assert explicit.identity() == many.identity()
     assert RunSettings.from_json(many.to_json()) == many
+
+
+def test_a_checkpoint_without_a_newer_setting_is_not_resumed(tmp_path):
+    """A setting the stored settings lack cannot be compared: resuming is refused, naming it
+    (rather than accepting any value of it)."""
+    import numpy as np
+
+    from common.run.checkpoint import Checkpoint, CheckpointError
+
+    run = settings()
+    older = json.loads(run.to_json())
+    del older["csi"]["ageing"]
+    Checkpoint(1, json.dumps(older), {"F": np.ones((2, 2), complex)}, [], [], [], {}).write(
+        tmp_path
+    )
+    with pytest.raises(CheckpointError, match=r"csi\.ageing \(not in the checkpoint, 1\.0 now\)"):
+        Checkpoint.read(tmp_path).check_settings(run, tmp_path)
+    Checkpoint(1, "{}", {"F": np.ones((2, 2), complex)}, [], [], [], {}).write(tmp_path)
+    with pytest.raises(CheckpointError, match="holds no settings"):
+        Checkpoint.read(tmp_path).check_settings(run, tmp_path)
+
+
+def test_a_store_upgrade_leaves_alone_what_is_not_a_point(tmp_path):
+    from common.run.points import PointStore
+
+    root = tmp_path / "points"
+    for name, text in [
+        ("results", "{}"),
+        ("0123456789abcdef", "not json"),
+        ("fedcba9876543210", '{"note": 1}'),
+    ]:
+        (root / name).mkdir(parents=True)
+        (root / name / "settings.json").write_text(text)
+    store = PointStore(root)
+    assert not store.finished(settings())
+    assert sorted(p.name for p in root.iterdir()) == [
+        "0123456789abcdef",
+        "fedcba9876543210",
+        "results",
+    ]
+    assert not PointStore(tmp_path / "cells" / "points").finished(settings())

@@ -90,6 +90,23 @@ def test_a_lock_excludes_other_processes_and_dies_with_its_holder(tmp_path):
 
 
 def test_a_lock_in_a_missing_folder_is_refused_and_the_folder_not_made(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        locked(tmp_path / "gone" / "x.lock")
+    with pytest.raises(FileNotFoundError), locked(tmp_path / "gone" / "x.lock"):
+        pass
     assert not Path(tmp_path / "gone").exists()
+
+
+def test_a_folder_removed_while_waiting_for_its_lock_is_not_made_again(tmp_path, monkeypatch):
+    """filelock creates a missing folder on acquiring: a folder removed meanwhile (a
+    shelf its owner removed) must stay removed and the waiter be told."""
+    folder = tmp_path / "shelf"
+    folder.mkdir()
+    acquire = filelock.FileLock.acquire
+
+    def removed_meanwhile(self, *args, **kwargs):
+        folder.rmdir()
+        return acquire(self, *args, **kwargs)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", removed_meanwhile)
+    with pytest.raises(FileNotFoundError, match="removed"), locked(folder / "x.lock"):
+        pytest.fail("the lock must not be held in a folder made again")
+    assert not folder.exists()

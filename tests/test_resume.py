@@ -217,3 +217,24 @@ def test_an_interrupted_sweep_resumes_its_unfinished_points_from_their_journals(
         np.testing.assert_array_equal(done.results.accuracy, reference.results.accuracy)
         assert done.history["round"].tolist() == [1, 2, 3, 4, 5]
         assert not store.journal(point).exists()
+
+
+def test_the_last_unfinished_point_of_a_sweep_resumes_from_its_journal_too(tmp_path):
+    """A store resumes its points by itself, however many are left: one point killed in
+    round 4 goes on from round 4 when the sweep runs again."""
+    from common.run.points import PointStore
+
+    problem = SOURCE.problem()
+    point = settings_for(
+        problem, **{"strategy.name": "federated"}, rounds=5, channel_uses=2, seed=5
+    )
+    store = PointStore(tmp_path / "store")
+    with pytest.raises(Killed):
+        run_points(_crashing_grid(make_client_app(None, SOURCE), 4), [point], store, SOURCE)
+    assert Checkpoint.read(store.journal(point)).round == 3
+    grid = _client_grid(make_client_app(None, SOURCE))
+    run_points(grid, [point], store, SOURCE)
+    trained = {
+        int(m.metadata.group_id) for m in grid.sent if m.metadata.message_type == MessageType.TRAIN
+    }
+    assert trained == {4, 5} and store.finished(point)

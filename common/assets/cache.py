@@ -94,7 +94,7 @@ class Cache:
 
     def __init__(self, root: str | Path | None = None, *, missing: str | None = None) -> None:
         """``missing``: when given, a missing entry is an error with this advice instead of
-        being built (a device that must have prepared its assets before a run)."""
+        being built (a device that must have built its assets before a run)."""
         self.root = Path(root) if root is not None else default_cache_dir()
         self.missing = missing
         self.writable = self._check_usable()

@@ -86,7 +86,7 @@ class HeadPredictor:
 @dataclass(frozen=True)
 class AssetSource(ProblemSource):
     """The zoo's assets in ``settings.cache_dir``; ``missing``: refuse to build what the
-    cache lacks, with this advice (a device runs only what it prepared).
+    cache lacks, with this advice (a device runs only what it built).
 
     The product's :class:`~common.run.sources.ProblemSource`: it implements
     ``num_users``, ``ap_inputs``, ``user_data`` and ``user_key`` from the run settings

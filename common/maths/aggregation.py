@@ -12,8 +12,10 @@ complex matrices separately) and a mean weighted by each user's reliability
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -234,7 +236,7 @@ class TrimmedMean(Aggregator):
         return _per_part(stack, rule)
 
 
-def aggregator(name: str, trim_fraction: float) -> Aggregator:
+def aggregator(name: str, trim_fraction: float = 0.0, **options: Any) -> Aggregator:
     """The rule called ``name`` (or ``package.module:Class``).
 
     Parameters
@@ -244,6 +246,9 @@ def aggregator(name: str, trim_fraction: float) -> Aggregator:
         the import path ``package.module:Class`` of an :class:`Aggregator` subclass.
     trim_fraction : float
         Passed to the rule's constructor as ``trim_fraction=``, in ``[0, 0.5)``.
+    **options
+        More settings (the ``consensus`` section's); each one the rule's constructor takes
+        by name is passed to it, the others are left out.
 
     Returns
     -------
@@ -257,4 +262,8 @@ def aggregator(name: str, trim_fraction: float) -> Aggregator:
         subclass (:meth:`common.registry.Registry.get`); or ``trim_fraction`` is out of
         range (:class:`~common.maths.validation.InvalidValue`).
     """
-    return AGGREGATORS.get(name, subclass_of=Aggregator)(trim_fraction=trim_fraction)
+    rule = AGGREGATORS.get(name, subclass_of=Aggregator)
+    parameters = inspect.signature(rule).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    given = {"trim_fraction": trim_fraction, **options}
+    return rule(**{k: v for k, v in given.items() if takes_all or k in parameters})

@@ -255,8 +255,8 @@ class ChannelModel:
     ``correlated`` correlates the scattering at both ends (Kronecker, Sionna);
     ``rician`` adds the line-of-sight mean ``√(K/(K+1)) a_r(θ_r) a_t(θ_t)ᴴ`` and scales
     the scattering by ``√(1/(K+1))`` (docs/ALGORITHM.md, §6 "Channel models and channel
-    knowledge"). A new model adds its branch here (see docs/ARCHITECTURE.md, "Where to
-    add things").
+    knowledge"). A new model adds its branch here (see docs/ARCHITECTURE.md, "Recipes",
+    *Add a channel model*).
 
     Parameters
     ----------

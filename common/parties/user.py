@@ -33,12 +33,34 @@ ASSETS = "assets"  # a user's evaluation metric: its assets' fingerprint, as a n
 
 
 def assets_metric(fingerprint: str) -> dict[str, float]:
-    """A 12-hex-digit fingerprint as a metric (exact in a float: 48 bits); none if empty."""
+    """A user's assets fingerprint as an evaluation metric (Flower's metrics are numbers).
+
+    Parameters
+    ----------
+    fingerprint : str
+        12 hex digits (:attr:`UserData.fingerprint`), or ``''`` when unknown.
+
+    Returns
+    -------
+    dict of str to float
+        ``{ASSETS: the fingerprint as a number}`` (48 bits: exact in a float), or empty.
+    """
     return {ASSETS: float(int(fingerprint, 16))} if fingerprint else {}
 
 
 def assets_fingerprint(metrics: Mapping[str, float]) -> str:
-    """The fingerprint a user reported with its evaluation ('' when none)."""
+    """The fingerprint a user reported with its evaluation (:func:`assets_metric`).
+
+    Parameters
+    ----------
+    metrics : mapping of str to float
+        The user's evaluation metrics.
+
+    Returns
+    -------
+    str
+        12 hex digits, or ``''`` when the user reported none.
+    """
     value = metrics.get(ASSETS)
     return f"{int(value):012x}" if value is not None else ""
 

@@ -42,12 +42,14 @@ def _identity(settings: RunSettings) -> dict[str, Any]:
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted names of the values that differ between two settings dictionaries (a setting
-    the old one lacks is newer than it, and taken at its value now)."""
+    the old one lacks is newer than the checkpoint: it cannot say what the run used)."""
     names = []
-    for key in sorted(old):
+    for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             names += _differences(a, b, f"{prefix}{key}.")
+        elif key not in old:
+            names.append(f"{prefix}{key} (not in the checkpoint, {b!r} now)")
         elif a != b:
             names.append(f"{prefix}{key} ({a!r} in the checkpoint, {b!r} now)")
     return names
@@ -128,7 +130,11 @@ class Checkpoint:
 
     def check_settings(self, settings: RunSettings, folder: str | Path) -> None:
         """Refuse to resume a run configured differently from the one checkpointed."""
-        differ = _differences(stored_identity(self.settings), _identity(settings))
+        try:
+            stored = stored_identity(self.settings)
+        except ValueError as exc:
+            raise CheckpointError(f"the checkpoint in {folder} holds no settings: {exc}") from None
+        differ = _differences(stored, _identity(settings))
         if differ:
             raise CheckpointError(
                 f"the checkpoint in {folder} was made with another config: "

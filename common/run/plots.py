@@ -326,6 +326,9 @@ def markdown_table(results: pd.DataFrame, metric: str, rows: list[str], columns:
         keys = index if isinstance(index, tuple) else (index,)
         entries = [_fmt(k) for k in keys] + [v if isinstance(v, str) else "–" for v in values]
         lines.append("| " + " | ".join(entries) + " |")
+    zoos = sorted({z for z in results.get("zoo", pd.Series(dtype=str)).dropna() if z})
+    if zoos:  # which assets the numbers came from (each run's AP and users)
+        lines.append(f"\nzoo fingerprints of these runs: {', '.join(zoos)}")
     return "\n".join(lines) + "\n"
 
 

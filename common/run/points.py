@@ -48,14 +48,16 @@ def upgrade_store(root: str | Path) -> list[tuple[str, str]]:
     """Bring a store written by an earlier version to today's names; the renames made.
 
     A folder ``points`` that does not exist takes over a ``cells`` folder beside it (the
-    default store's earlier name). A point or journal whose stored settings name another
-    key than its folder is renamed to that key (unless a folder of that key exists); a
-    folder whose settings cannot be read is left as it is. Renames are atomic, so
+    default store's earlier name) when that holds points. A point or journal (a folder
+    named by a key: 16 hex digits) whose stored settings name another key is renamed to
+    that key, unless a folder of that key exists; any other folder, and one whose
+    settings cannot be read as settings, is left as it is. Renames are atomic, so
     processes that open the store at once do no harm; a process looks again only when
     the store's folder has changed since it last looked.
     """
     root = Path(root)
-    if not root.exists() and root.name == NAME and (old := root.with_name(OLD_NAME)).is_dir():
+    old = root.with_name(OLD_NAME)
+    if not root.exists() and root.name == NAME and old.is_dir() and any(_stored(old)):
         with contextlib.suppress(OSError):  # another process took it over meanwhile
             os.rename(old, root)
             logger.warning("the point store %s was called %s before: renamed", root, old.name)
@@ -67,7 +69,10 @@ def upgrade_store(root: str | Path) -> list[tuple[str, str]]:
         return []
     renamed = []
     for folder, settings in _stored(root):
-        key = _key(stored_identity(settings))
+        try:
+            key = _key(stored_identity(settings))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # not settings this version can read: left as it is
         if key != folder.name and not (folder.parent / key).exists():
             with contextlib.suppress(OSError):  # renamed by another process meanwhile
                 os.rename(folder, folder.parent / key)
@@ -87,19 +92,28 @@ def upgrade_store(root: str | Path) -> list[tuple[str, str]]:
 _LOOKED_AT: set[tuple[str, int]] = set()  # stores this process has brought up to date
 
 
+def _is_key(name: str) -> bool:
+    return len(name) == 16 and all(c in "0123456789abcdef" for c in name)
+
+
 def _stored(root: Path):
-    """Every point and journal folder of a store, with the settings (JSON) it was made with."""
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    """Every point and journal folder of a store (named by a key), with the settings (JSON)
+    it was made with."""
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and _is_key(p.name)):
         with contextlib.suppress(OSError):
             yield folder, (folder / SETTINGS_FILE).read_text()
     journals = root / JOURNALS
     for folder in sorted(journals.iterdir()) if journals.is_dir() else ():
-        with contextlib.suppress(CheckpointError):
-            yield folder, Checkpoint.read(folder).settings
+        if _is_key(folder.name):
+            with contextlib.suppress(CheckpointError):
+                yield folder, Checkpoint.read(folder).settings
 
 
 class PointStore:
-    """A folder of finished points, one sub-folder per :func:`point_key`."""
+    """A folder of finished points, one sub-folder per :func:`point_key`; as a sweep's sink,
+    an unfinished point resumes from its journal by itself (:attr:`resumes`)."""
+
+    resumes = True
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

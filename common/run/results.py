@@ -154,12 +154,8 @@ def result_rows(
     effective = info.link.channel_uses + info.side_channel_uses
     m_ap = compressed_dim(info.latent_dim_ap)
     users = {user: assets_fingerprint(evaluation[user]) for user in sorted(evaluation)}
-    # the zoo: the AP's assets and every evaluated user's, in user order
-    zoo = (
-        fingerprint(info.ap_assets, *users.values())
-        if any([info.ap_assets, *users.values()])
-        else ""
-    )
+    # the zoo: the AP's assets and every evaluated user's, in user order ('' if one is unknown)
+    zoo = fingerprint(info.ap_assets, *users.values())
     rows = []
     for user in sorted(evaluation):
         metrics = evaluation[user]

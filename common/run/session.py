@@ -68,7 +68,10 @@ def build_access_point(
         rho=settings.strategy.rho,
         seed=settings.seed,
         conventions=Conventions(settings.conventions.name),
-        aggregator=aggregator(settings.consensus.aggregator, settings.consensus.trim_fraction),
+        aggregator=aggregator(
+            **settings.consensus.model_dump(exclude={"aggregator"}),
+            name=settings.consensus.aggregator,
+        ),
     )
 
 

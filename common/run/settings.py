@@ -524,8 +524,14 @@ class RunSettings(Section):
         """
         data = self.model_dump(by_alias=True)
         for name, value in changes.items():
+            key = _config_key(name)
+            if isinstance(data.get(key), dict) and not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"{key!r} is a section: name one of its settings "
+                    f"({', '.join(k for k in _all_keys() if k.startswith(key + '.'))})"
+                )
             node = data
-            *parents, last = _config_key(name).split(".")
+            *parents, last = key.split(".")
             for part in parents:
                 node = node[part]
             node[last] = value
@@ -547,8 +553,16 @@ def stored_identity(text: str) -> dict:
     """The settings that change the numbers (:meth:`RunSettings.identity`) as a stored JSON
     holds them: written by :meth:`RunSettings.to_json` of this or an earlier version, the
     flat layout before the sections included. A setting newer than the text is left out
-    (its default reproduces what runs did before it existed)."""
+    (a checkpoint without it is refused on resume; a stored point's key lacks it).
+
+    Raises
+    ------
+    ValueError
+        The text is not JSON, or not the settings of a run.
+    """
     raw = json.loads(text)
+    if not isinstance(raw, Mapping) or not ({"link", "communication"} & set(raw)):
+        raise ValueError("not the settings of a run (no link or communication section)")
     if "link" in raw and "communication" not in raw:
         raw = _from_flat(raw)
     out: dict = {}
@@ -632,7 +646,15 @@ def _explain(exc: ValidationError, cfg: Mapping[str, Any]) -> str:
     unknown = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "extra_forbidden"]
     if unknown:
         known = _all_keys()
-        hints = [m for key in unknown for m in difflib.get_close_matches(key, known, n=1)]
+        by_field = {
+            (f"{key.rsplit('.', 1)[0]}." if "." in key else "") + field: key
+            for key, _, field in leaves(RunSettings)
+        }
+        hints = [
+            by_field.get(key) or next(iter(difflib.get_close_matches(key, known, n=1)), None)
+            for key in unknown
+        ]
+        hints = [hint for hint in hints if hint]
         hint = f"; did you mean {', '.join(repr(h) for h in hints)}?" if hints else ""
         return (
             f"config key(s) {', '.join(repr(k) for k in unknown)} are not read by any part of "

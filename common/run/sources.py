@@ -24,8 +24,10 @@ def fingerprint(*parts: str) -> str:
     A run's parties fingerprint their assets with it (:attr:`APInputs.fingerprint`,
     :attr:`~common.parties.user.UserData.fingerprint`), and the results table names the
     whole zoo by the fingerprint of those (``zoo``): two runs on the same zoo, bit for bit,
-    show the same one.
+    show the same one. ``''`` (unknown) when any part is unknown (``''``).
     """
+    if not parts or "" in parts:
+        return ""
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 

@@ -1,0 +1,67 @@
+"""Many users: more users than models, one copy of each model's inputs, a bounded memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from common.assets.source import AssetSource
+from common.run import budget
+from common.run.driver import build_parties, run_experiment
+from conf import settings
+
+
+@pytest.fixture(scope="module")
+def many(cache_dir):
+    """24 users over the embedded zoo's 8 models, and the source of their inputs."""
+    run = settings(
+        f"cache_dir={cache_dir}", "users.count=24", "experiment.rounds=3",
+        "experiment.progress=false",
+    )  # fmt: skip
+    return run, AssetSource(run)
+
+
+def test_users_of_one_model_share_one_copy_of_its_inputs(many):
+    run, source = many
+    problem = source.problem()
+    assert problem.users[0] is problem.users[8] is problem.users[16]
+    assert problem.users[0] is not problem.users[1]
+    _, users = build_parties(problem, run)
+    assert users[0].prepared is users[8].prepared  # identity, not equality
+    assert users[0].prepared.derived["y_bar"] is users[16].prepared.derived["y_bar"]
+    # what a user holds of its own differs: its channel
+    assert not np.array_equal(users[0].h_block, users[8].h_block)
+
+
+def test_a_count_over_the_models_equals_the_explicit_list_of_the_same_users(many):
+    run, source = many
+    listed = run.replace(models=run.users.models)  # the 24 names, written out
+    assert listed.users.models == run.users.models and listed.identity() == run.identity()
+    first = run_experiment(source.problem(), run)
+    second = run_experiment(AssetSource(listed).problem(), listed)
+    assert first.results.user_model.tolist() == list(run.users.models)
+    np.testing.assert_array_equal(first.results.accuracy, second.results.accuracy)
+    np.testing.assert_array_equal(first.precoders["F"], second.precoders["F"])
+
+
+def test_the_memory_of_many_users_is_one_copy_per_model_plus_each_users_own(cache_dir):
+    run = settings(
+        f"cache_dir={cache_dir}", "users.count=64", "experiment.rounds=2",
+        "experiment.progress=false",
+    )  # fmt: skip
+    source = AssetSource(run)
+    problem = source.problem()
+    dims = [user.pilots.shape[1] for user in problem.users]
+    n, n_test, ap_dim = problem.n_pilots, problem.users[0].test.shape[0], problem.ap.pilots.shape[1]
+    shared = budget.estimate(run, n, n_test, ap_dim, dims, models=run.users.models)
+    per_user = budget.estimate(run, n, n_test, ap_dim, dims)  # as if every user had its own
+    tracemalloc.start()
+    try:
+        run_experiment(problem, run)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * shared.total  # within the bound of one copy per model
+    assert peak < per_user.total / 3  # far below one copy per user
