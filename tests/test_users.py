@@ -65,3 +65,35 @@ def test_the_memory_of_many_users_is_one_copy_per_model_plus_each_users_own(cach
         tracemalloc.stop()
     assert peak < 1.5 * shared.total  # within the bound of one copy per model
     assert peak < per_user.total / 3  # far below one copy per user
+
+
+def test_a_user_never_drawn_fits_its_equalizer_on_the_final_pilots_at_test_time():
+    """Partial participation with many users: a user the AP never trained with gets the
+    final precoder's pilots with its test transmission (counted), and is evaluated."""
+    from common.parties.protocol import AlignRefit
+    from common.run.session import Session
+    from common.run.sources import SyntheticSource
+    from tests.synthetic import settings_for
+
+    source = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9, 10, 11, 12, 13))
+    problem = source.problem()
+    run = settings_for(problem, rounds=2, participation=0.3, seed=3)
+    ap, users = build_parties(problem, run)
+    session = Session(ap, run, problem.ap)
+    drawn: dict[int, int] = {}
+    for rnd in (1, 2):
+        downlink = session.train_downlink(rnd, [u.index for u in users])
+        for k in downlink:
+            drawn[k] = drawn.get(k, 0) + 1
+        session.finish_train_round(rnd, {k: users[k].train(m) for k, m in downlink.items()}, {})
+    test = session.test_downlink([u.index for u in users])
+    refit = {k for k, message in test.items() if isinstance(message, AlignRefit)}
+    assert refit == set(range(6)) - set(drawn) and refit  # exactly the users never drawn
+    evaluations = {k: users[k].evaluate(message) for k, message in test.items()}
+    session.finish_evaluation(evaluations, {})
+    outcome = session.outcome()
+    assert len(outcome.results) == 6 and outcome.failures.empty
+    # the pilots they got at test time are counted: as many bytes as a training round's
+    per_user = outcome.results.set_index("user").bytes_down
+    once = next(k for k, count in drawn.items() if count == 1)
+    assert all(per_user[k] == per_user[once] for k in refit)

@@ -44,6 +44,7 @@ class AdmmUser(User):
 
     TRAIN_KIND = protocol.AlignPilots.KIND
     TEST_KIND = protocol.AlignTest.KIND
+    REFIT_KIND = protocol.AlignRefit.KIND
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -121,15 +122,7 @@ class AdmmUser(User):
             Under the paper's conventions, a singular loaded system.
         """
         self._expect(message, self.TRAIN_KIND)
-        self._check_pilot_count(message.signal)
-        received = self.h_block @ message.signal
-        noise_energy = self.n_pilots * self.noise_variance
-        moments = admm.ReceivedMoments.of(self._y_bar, received)
-        if self.conventions.paper:
-            loading = self.conventions.paper_g_loading(self.n_pilots, self.link, received.shape[0])
-            self.g = admm.equalizer_with(moments, loading)
-        else:
-            self.g = admm.equalizer(moments, noise_energy)
+        moments, noise_energy = self._fit(message.signal)
         a_gram, a_y = admm.uplink_statistics(self.g, self.h_known, self._y_bar)
         objective, fit = admm.local_objective(self._y_energy, moments, self.g, noise_energy)
         metrics = {
@@ -138,6 +131,20 @@ class AdmmUser(User):
             **self.pilot_metrics(),
         }
         return TrainReply(protocol.AlignUplink(a_gram=a_gram, a_y=a_y), metrics)
+
+    def _fit(self, signal: np.ndarray) -> tuple[admm.ReceivedMoments, float]:
+        """The G step on the precoded pilots ``signal`` (Nt·u × n): sets :attr:`g`; the
+        received pilots' moments and the noise energy ``nσ²``."""
+        self._check_pilot_count(signal)
+        received = self.h_block @ signal
+        noise_energy = self.n_pilots * self.noise_variance
+        moments = admm.ReceivedMoments.of(self._y_bar, received)
+        if self.conventions.paper:
+            loading = self.conventions.paper_g_loading(self.n_pilots, self.link, received.shape[0])
+            self.g = admm.equalizer_with(moments, loading)
+        else:
+            self.g = admm.equalizer(moments, noise_energy)
+        return moments, noise_energy
 
     def decode(self, message: protocol.Message) -> np.ndarray:
         """``ŷ_k = c⁻¹(L_k G_k r + μ_k)`` of the received test transmission ``r``.
@@ -148,7 +155,9 @@ class AdmmUser(User):
         Parameters
         ----------
         message : Message
-            An :class:`~common.parties.protocol.AlignTest` (Nt·u × n_test).
+            An :class:`~common.parties.protocol.AlignTest` (Nt·u × n_test), or an
+            :class:`~common.parties.protocol.AlignRefit` whose pilots the user first fits
+            its equalizer on (it has not trained in this run).
 
         Returns
         -------
@@ -160,6 +169,8 @@ class AdmmUser(User):
         RuntimeError
             No equalizer yet (the user never trained).
         """
+        if message.KIND == self.REFIT_KIND:
+            self._fit(message.pilots)
         if self.g is None:
             raise RuntimeError(f"user {self.index} has no equalizer yet: train first")
         received = self.receive(message.signal, Stream.EVAL_NOISE)

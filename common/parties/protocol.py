@@ -254,6 +254,26 @@ class AlignTest(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class AlignRefit(Message):
+    """The test transmission for a user that was never sent pilots in this run (never
+    drawn under partial participation): the precoded pilots to fit its equalizer on
+    first, then the signal to decode.
+
+    Attributes
+    ----------
+    pilots : ndarray, shape (Nt·u, n), complex128
+        ``F X̄``, as a training downlink carries it (no uplink follows).
+    signal : ndarray, shape (Nt·u, n_test), complex128
+        The :class:`AlignTest` signal.
+    """
+
+    KIND: ClassVar[str] = "align_refit"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {"pilots": COMPLEX, "signal": COMPLEX}
+    pilots: np.ndarray
+    signal: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
 class FeaturePilots(Message):
     """First-K/Top-K/Eigen-K pilots: selected features, whitened and power-normalised.
 
@@ -326,7 +346,8 @@ class Ack(Message):
 
 
 MESSAGES: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (AlignPilots, AlignUplink, AlignTest, FeaturePilots, FeatureTest, Ack)
+    cls.KIND: cls
+    for cls in (AlignPilots, AlignUplink, AlignTest, AlignRefit, FeaturePilots, FeatureTest, Ack)
 }
 
 

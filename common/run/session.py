@@ -34,7 +34,7 @@ from common.maths.seeding import Stream, rng
 from common.parties.access_point import AccessPoint, access_point_class
 from common.parties.faults import FaultyUser
 from common.parties.ledger import DOWN, UP, Ledger
-from common.parties.protocol import Message
+from common.parties.protocol import AlignRefit, Message
 from common.parties.user import PreparedData, TrainReply, User, UserData
 from common.run.checkpoint import Checkpoint, CheckpointError
 from common.run.reporting import write_tables
@@ -142,6 +142,7 @@ class Session:
         self.evaluation: dict[int, dict[str, float]] = {}
         self.ap_metrics: dict[str, float] = {}
         self._sent: set[int] = set()
+        self._drawn: set[int] = set()  # users sent a training downlink in this run
         self._started = time.perf_counter()
         self._round_started = self._started
         self.completed = 0  # training rounds done (more than 0 after resuming)
@@ -186,6 +187,7 @@ class Session:
         downlink = self.ap.train_messages(self.participants(rnd, users))
         self.ledger.record(TRAIN, rnd, DOWN, downlink)
         self._sent = set(downlink)
+        self._drawn |= self._sent
         return downlink
 
     def finish_train_round(
@@ -302,8 +304,20 @@ class Session:
 
     # ---- evaluation --------------------------------------------------------------------
     def test_downlink(self, users: Sequence[int]) -> dict[int, Message]:
-        """The test transmission for the listed users (after the last round)."""
+        """The test transmission for the listed users (after the last round).
+
+        A user that was never sent a training downlink in this run (never drawn under
+        partial participation, or not since a resume) gets the pilots through the final
+        precoder with it, to fit its equalizer on first, when its method has such a
+        message (``REFIT_KIND``); the pilots' bytes are counted. A user that was sent
+        pilots but failed is evaluated as it is (or fails again).
+        """
         test = self.ap.test_messages(sorted(users))
+        untrained = [k for k in test if k not in self._drawn]
+        if untrained and self.ap.user_class.REFIT_KIND and self.ap.num_rounds > 0:
+            pilots = self.ap.train_messages(untrained)
+            for k in untrained:
+                test[k] = AlignRefit(pilots=pilots[k].signal, signal=test[k].signal)
         self.ledger.record(EVALUATE, 0, DOWN, test)
         self._sent = set(test)
         return test
