@@ -32,7 +32,11 @@ from common.run.study import (
     group_points,
     participation_points,
     snr_points,
+    user_points,
 )
+
+# Studies run only when named (--only): the many-users study runs up to a thousand users.
+BEYOND_DEFAULT = ("users",)
 
 
 def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[RunSettings]]:
@@ -43,6 +47,7 @@ def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[R
         "faults": fault_points(base, grid),
         "participation": participation_points(base, grid),
         "channels": channel_points(base, grid),
+        "users": user_points(base, grid),
     }
 
 
@@ -73,6 +78,26 @@ def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
         written = [plots.figure_participation(results, out / "accuracy_vs_participation.png")]
         tables = [
             ("accuracy vs participation", "accuracy", ["channel_usage"], ["participation"], results)
+        ]
+    elif name == "users":
+        full, many = results[results.participation == 1.0], results[results.method == "federated"]
+        many = many[many.num_users == many.num_users.max()]
+        written = [
+            plots.figure_users(results, out / "accuracy_vs_users.png"),
+            plots.figure_users(results, out / "mse_vs_users.png", metric="mse"),
+            plots.figure_users_participation(many, out / "accuracy_vs_participation_users.png"),
+        ]
+        rows = ["user_group", "method", "channel_usage"]
+        tables = [
+            ("accuracy vs users K", "accuracy", rows, ["num_users"], full),
+            ("MSE vs users K", "mse", rows, ["num_users"], full),
+            (
+                "accuracy vs participation, many users",
+                "accuracy",
+                ["num_users"],
+                ["participation"],
+                many,
+            ),
         ]
     elif name == "channels":
         written = [plots.figure_channels(results, out / "accuracy_vs_channel.png")]
@@ -132,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["compression", "snr", "groups", "faults", "participation", "channels"],
+        choices=["compression", "snr", "groups", "faults", "participation", "channels", "users"],
     )
     parser.add_argument("--in-process", action="store_true", help="skip Flower (same numbers)")
     parser.add_argument("--store", default="outputs/points", help="the point store")
@@ -170,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         else StudyGrid(**({"seeds": tuple(args.seeds)} if args.seeds else {}))
     )
     study = _study(base, grid, models)
-    names = args.only or list(study)
+    names = args.only or [n for n in study if n not in BEYOND_DEFAULT]
     store, out = PointStore(args.store), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -14,6 +14,7 @@ from common.run.study import (
     group_points,
     participation_points,
     snr_points,
+    user_points,
 )
 from conf import settings
 from tests.synthetic import make_problem, settings_for
@@ -46,6 +47,14 @@ def test_the_paper_grids_have_the_papers_sizes():
     }
     participation = participation_points(base, grid)
     assert {c.consensus.participation for c in participation} == {0.25, 0.5, 0.75, 1.0}
+    users = user_points(base, grid)  # 2 groups x 4 methods x 2 u x 5 K, + participation
+    assert len(users) == 2 * 4 * 2 * 5 + 4 - 1
+    assert {c.num_users for c in users} == {8, 32, 128, 512, 1000}
+    partial = [c for c in users if c.consensus.participation < 1]
+    assert {(c.num_users, c.strategy.name, c.users.group) for c in partial} == {
+        (1000, "federated", "heterogeneous")
+    }
+    assert all(len(set(c.users.models)) == 4 for c in users)  # each group's 4 models
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +212,21 @@ def test_figures_in_process_over_two_processes_write_every_file_and_resume(
     with pytest.raises(SystemExit):  # argparse refuses it, naming the option
         figures.main([*argv, "--jobs", "0"])
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_the_users_figure_draws_each_method_against_the_number_of_users():
+    frames = []
+    for dims in ((12, 9), (12, 9, 12, 9)):
+        problem = make_problem(n=200, n_test=80, ap_dim=16, user_dims=dims)
+        for method in ("federated", "first_k"):
+            run = settings_for(problem, rounds=2, **{"strategy.name": method})
+            frames.append(run_experiment(problem, run).results)
+    results = pd.concat(frames, ignore_index=True)
+    assert sorted(results.num_users.unique()) == [2, 4]
+    for metric in ("accuracy", "mse"):
+        ax = plots.draw_users(results, metric).axes[0]
+        lines = _lines(ax)
+        assert set(lines) == {"federated (shared F), u = 4", "First-K, u = 4"}
+        assert lines["First-K, u = 4"] == (2, 4) and ax.get_xscale() == "log"
+    table = plots.markdown_table(results, "accuracy", ["method"], ["num_users"])
+    assert table.splitlines()[0] == "| method | K 2 | K 4 |"

@@ -33,6 +33,7 @@ METHOD_NAMES = {
 KEYS = [
     "method",
     "user_group",
+    "num_users",
     "pilot_fraction",
     "antennas_tx",
     "antennas_rx",
@@ -183,6 +184,7 @@ HEADERS = {
     "channel_usage": "u",
     "pilot_fraction": "pilots",
     "user_group": "users",
+    "num_users": "K",
 }
 
 
@@ -237,6 +239,47 @@ def _lines_figure(results, by, x, label, *, xlabel, title, legend, integer_x=Fal
     ax.grid(alpha=0.3)
     ax.legend(title=legend)
     return fig
+
+
+def figure_users(results: pd.DataFrame, out: str | Path, metric: str = "accuracy") -> Path:
+    """``metric`` vs the number of users (see :func:`draw_users`)."""
+    return _save(draw_users(results, metric), out)
+
+
+def draw_users(results: pd.DataFrame, metric: str = "accuracy"):
+    """``metric`` vs the number of users K (log scale), full participation: a panel per
+    user group, a line per method and channel-use count."""
+    plt = _pyplot()
+    summary = seed_summary(results[results.participation == 1.0], metric)
+    groups = sorted(summary.user_group.unique())
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(5.5 * len(groups), 4), sharey=True, squeeze=False
+    )
+    for ax, group in zip(axes[0], groups, strict=True):
+        part = summary[summary.user_group == group]
+        for (method, uses), line in part.groupby(["method", "channel_usage"]):
+            _line(ax, line, "num_users", f"{METHOD_NAMES.get(method, method)}, u = {uses}")
+        counts = sorted(part.num_users.unique())
+        ax.set(xscale="log", xlabel="users K", ylabel=LABELS[metric], title=f"{group} users")
+        ax.set_xticks(counts, [str(k) for k in counts])
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    return fig
+
+
+def figure_users_participation(results: pd.DataFrame, out: str | Path) -> Path:
+    """Accuracy vs participation with many users (federated)."""
+    k = int(results.num_users.max())
+    fig = _lines_figure(
+        results[results.num_users == k],
+        ["channel_usage", ZETA],
+        "participation",
+        lambda uses, zeta: f"u = {uses} (ζ = {zeta:.1f} %)",
+        xlabel="participation (share of users trained with per round)",
+        title=f"federated, K = {k} users",
+        legend="channel uses",
+    )
+    return _save(fig, out)
 
 
 def figure_channels(results: pd.DataFrame, out: str | Path) -> Path:

@@ -535,8 +535,9 @@ class RunSettings(Section):
             for part in parents:
                 node = node[part]
             node[last] = value
-        if any(_config_key(k) == "users.models" for k in changes):
-            data["users"]["count"] = None
+        named = {_config_key(k) for k in changes}
+        if "users.models" in named and "users.count" not in named:
+            data["users"]["count"] = None  # the list names every user
         return type(self)._validated(data)
 
     def to_json(self) -> str:

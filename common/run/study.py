@@ -30,6 +30,14 @@ CORRELATIONS = (0.0, 0.3, 0.6, 0.9)
 K_FACTORS = (0.0, 1.0, 3.0, 10.0, 30.0)
 CSI_SNR_DB = (-10.0, 0.0, 10.0, 20.0, 30.0)
 AGEING = (0.5, 0.7, 0.9, 0.95, 0.99, 1.0)
+# Many users: K drawn in turn from a group's models; the methods compared as K grows, and
+# partial participation at the largest K. One seed by default: a K = 1,000 point is a
+# thousand users' runs.
+USER_COUNTS = (8, 32, 128, 512, 1000)
+USER_METHODS = ("federated", "multi_link", "first_k", "eigen_k")
+USER_CHANNEL_USES = (1, 4)
+USER_PARTICIPATION = (0.1, 0.25, 0.5, 1.0)
+USER_SEEDS = (42,)
 # The grids' axes by config key, as a Hydra sweep names them (docs/EXPERIMENTS.md).
 STRATEGY, USES = "strategy.name", "communication.channel_usage"
 
@@ -51,6 +59,10 @@ class StudyGrid:
     k_factors: tuple[float, ...] = K_FACTORS
     csi_snr_db: tuple[float, ...] = CSI_SNR_DB
     ageing: tuple[float, ...] = AGEING
+    user_counts: tuple[int, ...] = USER_COUNTS
+    user_channel_uses: tuple[int, ...] = USER_CHANNEL_USES
+    user_participation: tuple[float, ...] = USER_PARTICIPATION
+    user_seeds: tuple[int, ...] = USER_SEEDS
 
     @classmethod
     def quick(cls, seeds: tuple[int, ...] = (42,)) -> StudyGrid:
@@ -68,6 +80,10 @@ class StudyGrid:
             k_factors=(0.0, 10.0),
             csi_snr_db=(0.0, 20.0),
             ageing=(0.7, 1.0),
+            user_counts=(8, 24),
+            user_channel_uses=(4,),
+            user_participation=(0.5, 1.0),
+            user_seeds=seeds[:1],
         )
 
 
@@ -168,3 +184,34 @@ def channel_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
         {"csi.estimation": ("ls", "lmmse"), "csi.snr": grid.csi_snr_db, "seed": grid.seeds},
     )
     return list({c.to_json(): c for c in points}.values())
+
+
+def user_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+    """Many users (4×4, 20 dB): federated, multi-link, First-K and Eigen-K vs the number of
+    users K, drawn in turn from the heterogeneous and the homogeneous group's models, at
+    each of ``user_channel_uses``; and federated vs participation at the largest K (u = 4),
+    for the heterogeneous group."""
+    at = base.replace(antennas_tx=4, antennas_rx=4)
+    points = []
+    for group in GROUPS:
+        points += _product(
+            at.replace(group=group, models=None),
+            {
+                STRATEGY: USER_METHODS,
+                USES: grid.user_channel_uses,
+                "users.count": grid.user_counts,
+                "seed": grid.user_seeds,
+            },
+        )
+    most = at.replace(
+        **{
+            "users.group": "heterogeneous",
+            "users.models": None,
+            "users.count": max(grid.user_counts),
+        }
+    )
+    points += _product(
+        most.replace(**{STRATEGY: "federated", USES: 4}),
+        {"consensus.participation": grid.user_participation, "seed": grid.user_seeds},
+    )
+    return list({p.to_json(): p for p in points}.values())
