@@ -60,24 +60,40 @@ def floor_seconds(run: RunSettings, source: AssetSource, rate: float) -> float:
     return macs * run.experiment.rounds * run.consensus.participation / rate
 
 
+def _in_process(run: RunSettings) -> tuple[float, float, int]:
+    """The run in this (fresh, single-threaded) process: seconds to load its inputs and run
+    it, mean accuracy, users evaluated."""
+    start = time.perf_counter()
+    outcome = run_experiment(AssetSource(run).problem(), run)
+    wall = time.perf_counter() - start
+    return wall, float(outcome.results.accuracy.mean()), len(outcome.results)
+
+
 def one(run: RunSettings, flower: bool) -> dict:
-    """One run in process or through Flower: wall time, memory, accuracy."""
+    """One run in a fresh process (in process: a spawned worker; Flower: its simulation's
+    own): wall time (in process: loading the inputs and running, without the worker's
+    start), peak memory machine-wide, accuracy."""
+    from launch.environment import worker_pool
     from launch.simulation import simulate, warm_assets
 
-    source = AssetSource(run)
     if flower:
         warm_assets([run])  # as run_simulation.py does: the memory check, the cache
     with PeakMemory() as memory:  # both sides load their inputs within what is measured
-        start = time.perf_counter()
-        outcome = simulate(run) if flower else run_experiment(source.problem(), run)
-        wall = time.perf_counter() - start
+        if flower:
+            start = time.perf_counter()
+            outcome = simulate(run)
+            wall = time.perf_counter() - start
+            accuracy, evaluated = float(outcome.results.accuracy.mean()), len(outcome.results)
+        else:
+            with worker_pool(1) as pool:
+                wall, accuracy, evaluated = pool.submit(_in_process, run).result()
     trained = run.num_users * run.consensus.participation * run.experiment.rounds
     return {
         "wall": wall,
         "per_user_round_ms": 1e3 * wall / trained,
         "memory_gib": memory.system / 2**30,
-        "accuracy": float(outcome.results.accuracy.mean()),
-        "evaluated": len(outcome.results),
+        "accuracy": accuracy,
+        "evaluated": evaluated,
     }
 
 
