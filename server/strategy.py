@@ -206,11 +206,11 @@ class AlignmentStrategy(Strategy):
         for index, (session, (good, errors)) in enumerate(
             zip(self.sessions, self._split(replies), strict=True)
         ):
-            answers = {
-                k: TrainReply(records.decode(content, index), records.metrics(content, index))
-                for k, content in good.items()
-            }
-            rows.append(session.finish_train_round(server_round + self.offset, answers, errors))
+            rnd = server_round + self.offset
+            for k in sorted(good):  # decoded one at a time: the AP keeps its reduction
+                reply = TrainReply(records.decode(good[k], index), records.metrics(good[k], index))
+                session.take_train_reply(rnd, k, reply)
+            rows.append(session.finish_train_round(rnd, {}, errors))
             for name, value in session.ap.precoders().items():
                 precoders[f"{index}.{name}"] = Array(value)
         return precoders, self._prefixed(rows)

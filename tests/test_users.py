@@ -97,3 +97,66 @@ def test_a_user_never_drawn_fits_its_equalizer_on_the_final_pilots_at_test_time(
     per_user = outcome.results.set_index("user").bytes_down
     once = next(k for k, count in drawn.items() if count == 1)
     assert all(per_user[k] == per_user[once] for k in refit)
+
+
+def _synthetic_run(users: int, n: int = 2000, **changes):
+    """A problem of ``users`` users over 4 synthetic models (user k has model k mod 4)."""
+    from common.run.sources import AlignmentProblem, SyntheticSource
+    from tests.synthetic import settings_for
+
+    problem = SyntheticSource(n=n, n_test=50, ap_dim=12, user_dims=(14, 9, 10, 11)).problem()
+    many = AlignmentProblem(problem.ap, tuple(problem.users[k % 4] for k in range(users)))
+    return many, settings_for(many, **changes)
+
+
+def test_the_ap_keeps_a_local_step_per_user_not_its_uplink():
+    """A round of K users never holds K uplinks (``Nt·u × n`` each): the AP solves each
+    user's local F step as its reply arrives. The peak grows by far less than an uplink
+    per extra user."""
+    peaks = {}
+    for users in (8, 40):
+        problem, run = _synthetic_run(users, rounds=2)
+        uplink_bytes = run.link.tx_dim * problem.n_pilots * 16
+        tracemalloc.start()
+        try:
+            run_experiment(problem, run)
+            _, peaks[users] = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    per_extra_user = (peaks[40] - peaks[8]) / 32
+    assert per_extra_user < uplink_bytes / 4, (per_extra_user, uplink_bytes)
+
+
+def test_replies_handed_over_as_they_come_equal_replies_handed_over_at_once():
+    """``take_train_reply`` one by one and ``finish_train_round`` with every reply give the
+    same precoders, history and failures, a rejected (non-finite) uplink included."""
+    import dataclasses
+
+    from common.run.session import Session
+
+    outcomes = []
+    for streamed in (False, True):
+        problem, run = _synthetic_run(6, n=300, rounds=3, seed=5)
+        ap, users = build_parties(problem, run)
+        session = Session(ap, run, problem.ap)
+        for rnd in session.rounds:
+            downlink = session.train_downlink(rnd, [u.index for u in users])
+            replies = {k: users[k].train(m) for k, m in downlink.items()}
+            if rnd == 2:  # user 3's uplink is poisoned: rejected, recorded as a failure
+                bad = replies[3].message.a_y.copy()
+                bad[0, 0] = np.nan
+                message = dataclasses.replace(replies[3].message, a_y=bad)
+                replies[3] = dataclasses.replace(replies[3], message=message)
+            if streamed:
+                for k in sorted(replies, reverse=True):  # in any order
+                    session.take_train_reply(rnd, k, replies[k])
+                session.finish_train_round(rnd, {}, {})
+            else:
+                session.finish_train_round(rnd, replies, {})
+        outcomes.append(session)
+    at_once, streamed = outcomes
+    for name, value in at_once.ap.precoders().items():
+        np.testing.assert_array_equal(value, streamed.ap.precoders()[name])
+    assert at_once.failures == streamed.failures and len(at_once.failures) == 1
+    assert "uplink rejected" in at_once.failures[0]["reason"]
+    assert [r["objective"] for r in at_once.history] == [r["objective"] for r in streamed.history]

@@ -181,10 +181,32 @@ class AccessPoint(abc.ABC):
             one message object); bytes are counted per user.
         """
 
+    def absorb(self, user: int, reply: protocol.Message) -> object:
+        """What :meth:`update` keeps of one accepted reply, taken as the reply arrives.
+
+        Overridable; the reply itself by default. A method whose update reduces each
+        uplink on its own (the ADMM APs' local F step) returns the reduction, so a round
+        holds K small reductions instead of K uplinks; it is called after the previous
+        round's update and before this round's.
+
+        Parameters
+        ----------
+        user : int
+            The replying user.
+        reply : Message
+            Its uplink, accepted by :meth:`check_reply`.
+
+        Returns
+        -------
+        object
+            What :meth:`update` receives for this user.
+        """
+        return reply
+
     @abc.abstractmethod
     def update(
         self,
-        replies: Mapping[int, protocol.Message],
+        replies: Mapping[int, object],
         weights: Mapping[int, float] | None = None,
     ) -> dict[str, float]:
         """Absorb the replies of the users that answered; return AP-side round metrics.
@@ -193,9 +215,10 @@ class AccessPoint(abc.ABC):
 
         Parameters
         ----------
-        replies : Mapping of int to Message
-            The accepted uplinks by user (those :meth:`check_reply` let through); may be
-            empty, in which case the state must stay as it is.
+        replies : Mapping of int to object
+            The accepted uplinks by user (those :meth:`check_reply` let through), as
+            :meth:`absorb` kept them; may be empty, in which case the state must stay
+            as it is.
         weights : Mapping of int to float, optional
             Each replying user's reliability (``1 / pilot MSE``, or 1).
 

@@ -8,6 +8,7 @@ consensus, projection and dual updates (see docs/ALGORITHM.md).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -177,6 +178,14 @@ class AdmmUser(User):
         return decompress(self.whitening.dewhiten(self.g @ received), self.dim).T
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalPrecoder:
+    """User k's local precoder ``F_k`` (Nt·u × m, complex128): what the ADMM APs keep
+    of its uplink until the round's update (:meth:`_ConsensusAccessPoint.absorb`)."""
+
+    f: np.ndarray
+
+
 class _ConsensusAccessPoint(AccessPoint):
     """Shared machinery of the ADMM methods: whitened pilots and pilot geometry."""
 
@@ -219,9 +228,34 @@ class _ConsensusAccessPoint(AccessPoint):
                 raise ValueError(f"align_uplink.{name} must have shape {shape}, got {got}")
         super().check_reply(user, reply)
 
-    def _local_f(self, state: admm.ConsensusState, reply: protocol.Message) -> np.ndarray:
-        if reply.KIND != protocol.AlignUplink.KIND:
-            raise TypeError(f"{self.method} AP expects align_uplink replies, got {reply.KIND!r}")
+    def absorb(self, user, reply):
+        """The user's local F step (§3, step 4), solved as its uplink arrives.
+
+        Parameters
+        ----------
+        user : int
+            The replying user.
+        reply : AlignUplink
+            Its accepted uplink (``Nt·u × n`` ``Aᴴ Ȳ``).
+
+        Returns
+        -------
+        LocalPrecoder
+            ``F_k`` (Nt·u × m, complex128), what :meth:`update` needs of the uplink.
+
+        Raises
+        ------
+        TypeError
+            The reply is not an ``align_uplink``.
+        """
+        return LocalPrecoder(self._local_f(self._state(user), reply))
+
+    def _local_f(self, state: admm.ConsensusState, reply: object) -> np.ndarray:
+        if isinstance(reply, LocalPrecoder):
+            return reply.f
+        kind = getattr(reply, "KIND", type(reply).__name__)
+        if kind != protocol.AlignUplink.KIND:
+            raise TypeError(f"{self.method} AP expects align_uplink replies, got {kind!r}")
         return admm.local_f_step(self.geometry, reply.a_gram, reply.a_y, state.z, state.u)
 
     def _per_state(
@@ -318,8 +352,8 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
 
         Parameters
         ----------
-        replies : Mapping of int to AlignUplink
-            The accepted uplinks by user.
+        replies : Mapping of int to AlignUplink or LocalPrecoder
+            The accepted uplinks by user, or their local steps (:meth:`absorb`).
         weights : Mapping of int to float, optional
             Each replying user's reliability, for the aggregator.
 
@@ -421,8 +455,8 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
 
         Parameters
         ----------
-        replies : Mapping of int to AlignUplink
-            The accepted uplinks by user.
+        replies : Mapping of int to AlignUplink or LocalPrecoder
+            The accepted uplinks by user, or their local steps (:meth:`absorb`).
         weights : Mapping of int to float, optional
             Ignored.
 

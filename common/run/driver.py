@@ -9,6 +9,7 @@ a failure of that round, as a failed ClientApp is under Flower.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 
 from tqdm.auto import tqdm
 
@@ -55,14 +56,26 @@ def _names(models: tuple[str, ...], shown: int = 8) -> str:
     return ", ".join(models[:shown]) + more
 
 
-def _deliver(messages: Mapping[int, Message], handle: Callable[[int, Message], object]):
-    """Each user's answer, or the error it raised (as a Flower node would report it)."""
+def _deliver(
+    messages: Mapping[int, Message],
+    handle: Callable[[int, Message], object],
+    take: Callable[[int, object], None] | None = None,
+):
+    """Each user's answer, or the error it raised (as a Flower node would report it).
+
+    With ``take``, each answer is handed to it as it comes instead of being kept (an
+    error ``take`` raises is the AP's, not the user's: it propagates)."""
     answers, errors = {}, {}
     for k, message in messages.items():
         try:
-            answers[k] = handle(k, message)
+            answer = handle(k, message)
         except Exception as exc:  # a failing user must not end the run
             errors[k] = f"{type(exc).__name__}: {exc}"
+            continue
+        if take is None:
+            answers[k] = answer
+        else:
+            take(k, answer)
     return answers, errors
 
 
@@ -79,8 +92,10 @@ def run_parties(
     by_index = {u.index: u for u in users}
     for rnd in tqdm(session.rounds, desc=ap.method, disable=not progress, leave=False):
         downlink = session.train_downlink(rnd, list(by_index))
-        replies, errors = _deliver(downlink, lambda k, m: by_index[k].train(m))
-        session.finish_train_round(rnd, replies, errors)
+        # each reply handed over as it comes: the AP keeps its reduction, not K uplinks
+        take = partial(session.take_train_reply, rnd)
+        _, errors = _deliver(downlink, lambda k, m: by_index[k].train(m), take)
+        session.finish_train_round(rnd, {}, errors)
     test = session.test_downlink(list(by_index))
     evaluations, errors = _deliver(test, lambda k, m: by_index[k].evaluate(m))
     session.finish_evaluation(evaluations, errors)

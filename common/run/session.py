@@ -9,7 +9,8 @@ loop::
 
     for rnd in session.rounds:
         downlink = session.train_downlink(rnd, users)
-        ...deliver, collect replies and errors...
+        ...deliver, collect replies and errors (or hand each reply over as it
+        arrives with session.take_train_reply(rnd, user, reply))...
         session.finish_train_round(rnd, replies, errors)
     test = session.test_downlink(users)
     ...deliver, collect evaluations and errors...
@@ -143,6 +144,9 @@ class Session:
         self.ap_metrics: dict[str, float] = {}
         self._sent: set[int] = set()
         self._drawn: set[int] = set()  # users sent a training downlink in this run
+        # this round's replies as the AP keeps them, with their metrics (None: rejected)
+        self._taken: dict[int, tuple[object, Mapping[str, float]]] = {}
+        self._rejections: list[tuple[int, str]] = []
         self._started = time.perf_counter()
         self._round_started = self._started
         self.completed = 0  # training rounds done (more than 0 after resuming)
@@ -188,21 +192,54 @@ class Session:
         self.ledger.record(TRAIN, rnd, DOWN, downlink)
         self._sent = set(downlink)
         self._drawn |= self._sent
+        self._taken, self._rejections = {}, []
         return downlink
+
+    def take_train_reply(self, rnd: int, user: int, reply: TrainReply) -> None:
+        """Count, check and absorb one user's reply of round ``rnd`` as it arrives.
+
+        The AP keeps only what its update needs of it (:meth:`AccessPoint.absorb`, e.g.
+        the federated AP's ``Nt·u × m`` local precoder instead of the ``Nt·u × n`` uplink),
+        so a round of K users never holds K uplinks. A rejected reply (non-finite or
+        wrongly shaped) is recorded as a failure when the round closes.
+
+        Parameters
+        ----------
+        rnd : int
+            The training round.
+        user : int
+            The replying user.
+        reply : TrainReply
+            Its uplink and metrics.
+        """
+        self.ledger.record(TRAIN, rnd, UP, {user: reply.message})
+        try:
+            self.ap.check_reply(user, reply.message)
+        except ValueError as exc:
+            self._rejections.append((user, f"uplink rejected: {exc}"))
+            self._taken[user] = (None, reply.metrics)
+            return
+        self._taken[user] = (self.ap.absorb(user, reply.message), reply.metrics)
 
     def finish_train_round(
         self, rnd: int, replies: Mapping[int, TrainReply], errors: Mapping[int, str]
     ) -> dict[str, float]:
-        """Absorb the replies, record failures and silent users; returns the history row."""
-        failed = self._record_failures(rnd, TRAIN, replies, errors)
-        uplink = {k: replies[k].message for k in sorted(replies)}
-        self.ledger.record(TRAIN, rnd, UP, uplink)
-        rejected = self._rejected(rnd, uplink)
-        accepted = {k: m for k, m in uplink.items() if k not in rejected}
-        weights = {k: _reliability(replies[k].metrics) for k in accepted}
+        """Absorb the replies (those not taken already with :meth:`take_train_reply`),
+        update the AP, record failures and silent users; returns the history row."""
+        for k in sorted(replies):
+            if k not in self._taken:
+                self.take_train_reply(rnd, k, replies[k])
+        taken, self._taken = self._taken, {}
+        rejections, self._rejections = self._rejections, []
+        failed = self._record_failures(rnd, TRAIN, taken, errors)
+        for user, reason in rejections:
+            self.failures.append({"round": rnd, "stage": TRAIN, "user": user, "reason": reason})
+            logger.warning("round %d: user %d: %s", rnd, user, reason)
+        accepted = {k: kept for k, (kept, _) in sorted(taken.items()) if kept is not None}
+        weights = {k: _reliability(taken[k][1]) for k in accepted}
         self.ap_metrics = self.ap.update(accepted, weights)
-        failed += len(rejected)
-        metrics = {k: replies[k].metrics for k in sorted(replies)}
+        failed += len(rejections)
+        metrics = {k: m for k, (_, m) in sorted(taken.items())}
         row = history_row(
             rnd, self.ap_metrics, metrics, failed, self.ledger, self.ap.whitening_loading
         )
@@ -288,19 +325,6 @@ class Session:
             folder,
         )
         return self.completed
-
-    def _rejected(self, rnd: int, uplink: Mapping[int, Message]) -> set[int]:
-        """Replies the AP refuses (non-finite, wrongly shaped), each recorded as a failure."""
-        rejected = set()
-        for user, message in uplink.items():
-            try:
-                self.ap.check_reply(user, message)
-            except ValueError as exc:
-                rejected.add(user)
-                reason = f"uplink rejected: {exc}"
-                self.failures.append({"round": rnd, "stage": TRAIN, "user": user, "reason": reason})
-                logger.warning("round %d: user %d: %s", rnd, user, reason)
-        return rejected
 
     # ---- evaluation --------------------------------------------------------------------
     def test_downlink(self, users: Sequence[int]) -> dict[int, Message]:
