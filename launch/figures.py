@@ -3,6 +3,7 @@
     python -m launch.figures                      # the paper's grids (six seeds), through Flower
     python -m launch.figures --quick              # a small version of every grid
     python -m launch.figures --seeds 27 42 --in-process --only compression snr
+    python -m launch.figures --in-process --only users --user-counts 8 32 128
 
 Each point is looked up in the point store first (``--store``, default
 ``outputs/points``, shared with ``run_simulation.py -m``); only missing points
@@ -15,6 +16,7 @@ Figures (PNG) and one markdown table per figure go to ``--out``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -167,12 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=None, help="processes for --in-process (default: one per core)"
     )
+    parser.add_argument(
+        "--user-counts",
+        type=int,
+        nargs="+",
+        help="the numbers of users K of the users study (default: 8 32 128 512 1000)",
+    )
     parser.add_argument("--out", default="docs/figures", help="where figures and tables go")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base run")
     args = parser.parse_args(argv)
     for name in ("in_flight", "jobs"):
         if (value := getattr(args, name)) is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.user_counts and (bad := [k for k in args.user_counts if k < 1]):
+        parser.error(f"--user-counts must be at least 1 each, got {bad[0]}")
 
     from common.run.settings import ConfigError
     from conf import settings
@@ -194,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick
         else StudyGrid(**({"seeds": tuple(args.seeds)} if args.seeds else {}))
     )
+    if args.user_counts:
+        grid = dataclasses.replace(grid, user_counts=tuple(sorted(set(args.user_counts))))
     study = _study(base, grid, models)
     names = args.only or [n for n in study if n not in BEYOND_DEFAULT]
     store, out = PointStore(args.store), Path(args.out)

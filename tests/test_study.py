@@ -212,6 +212,9 @@ def test_figures_in_process_over_two_processes_write_every_file_and_resume(
     with pytest.raises(SystemExit):  # argparse refuses it, naming the option
         figures.main([*argv, "--jobs", "0"])
     assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        figures.main([*argv, "--user-counts", "8", "0"])
+    assert "--user-counts must be at least 1 each, got 0" in capsys.readouterr().err
 
 
 def test_the_users_figure_draws_each_method_against_the_number_of_users():

@@ -232,7 +232,7 @@ class Session:
         taken, self._taken = self._taken, {}
         rejections, self._rejections = self._rejections, []
         failed = self._record_failures(rnd, TRAIN, taken, errors)
-        for user, reason in rejections:
+        for user, reason in sorted(rejections):
             self.failures.append({"round": rnd, "stage": TRAIN, "user": user, "reason": reason})
             logger.warning("round %d: user %d: %s", rnd, user, reason)
         accepted = {k: kept for k, (kept, _) in sorted(taken.items()) if kept is not None}
