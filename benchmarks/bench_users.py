@@ -1,7 +1,8 @@
 """Many users: how a run's time and memory grow with the number of users K.
 
     .venv/bin/python benchmarks/bench_users.py [--users 8 32 128 512 1000]
-        [--participation 1.0 0.1] [--rounds 30] [--skip-flower] [--flower-max 1000]
+        [--participation 1.0 0.1] [--rounds 30] [--skip-flower | --skip-in-process]
+        [--flower-max 1000]
 
 Each K runs the federated method over the embedded zoo's 8 models (users drawn in
 turn, n = 3,500 pilots, 4x4 antennas, u = 4, 20 dB), in process and through Flower (one
@@ -103,6 +104,7 @@ def main() -> int:
     parser.add_argument("--participation", type=float, nargs="+", default=[1.0, 0.1])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--skip-flower", action="store_true")
+    parser.add_argument("--skip-in-process", action="store_true")
     parser.add_argument("--flower-max", type=int, default=1000, help="largest K through Flower")
     args = parser.parse_args()
 
@@ -117,7 +119,7 @@ def main() -> int:
                 f"consensus.participation={share}",
                 "experiment.progress=false",
             )
-            sides = ["in process"]
+            sides = [] if args.skip_in_process else ["in process"]
             if not args.skip_flower and k <= args.flower_max:
                 sides.append("Flower")
             for side in sides:

@@ -14,6 +14,7 @@ unfinished point resumes from there.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,18 +126,29 @@ def run_sessions(
     node_wait_timeout: float = 300.0,
     round_timeout: float = 3600.0,
     round_timeout_factor: float = 0.0,
+    messages_in_flight: int | None = 0,
+    cpus_per_user: float = 1.0,
 ) -> list[RunOutcome]:
     """Run every round of ``sessions`` in lockstep over ``grid``; their outcomes, in order.
 
     A round waits at most ``round_timeout`` seconds, and ``round_timeout_factor`` times
     the slowest round so far once one has completed (:class:`~server.pacing.PacedGrid`).
+    On a simulation's in-memory grid, at most ``messages_in_flight`` messages of a round
+    wait in the link state at once (0: all at once; None: four per simulated actor, one
+    actor per ``cpus_per_user`` CPUs of the simulation's Ray); a deployment's grid sends
+    all at once.
     """
     strategy = AlignmentStrategy(sessions, nodes=nodes, node_wait_timeout=node_wait_timeout)
     initial = ArrayRecord(
         {f"{i}.{k}": Array(v) for i, s in enumerate(sessions) for k, v in s.ap.precoders().items()}
     )
     result = strategy.start(
-        grid=PacedGrid(grid, round_timeout, round_timeout_factor),
+        grid=PacedGrid(
+            grid,
+            round_timeout,
+            round_timeout_factor,
+            window=_window(grid, messages_in_flight, cpus_per_user),
+        ),
         initial_arrays=initial,
         num_rounds=strategy.rounds_to_run,
         timeout=round_timeout,
@@ -149,6 +161,33 @@ def run_sessions(
         }
         outcomes.append(session.outcome(precoders=precoders))
     return outcomes
+
+
+MESSAGES_PER_ACTOR = 4  # a simulated round's messages in flight per actor, by default
+
+
+def _window(grid: Grid, messages: int | None, cpus_per_user: float):
+    """The most messages of a round in flight on ``grid`` (None: no bound).
+
+    Only a simulation's in-memory grid (the one grid with a settable ``pull_interval``)
+    is bounded: a deployment's SuperNodes poll every few seconds, so a window would add
+    a poll to every wave. ``messages`` None: :data:`MESSAGES_PER_ACTOR` per simulated
+    actor, counted from the simulation's Ray when the first round is sent (its nodes
+    have answered by then).
+    """
+    if messages == 0 or not hasattr(getattr(grid, "_grid", grid), "pull_interval"):
+        return None
+    if messages is not None:
+        return messages
+
+    def per_actor() -> int:
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else 0
+        actors = int((cpus or os.cpu_count() or 1) / cpus_per_user)
+        return MESSAGES_PER_ACTOR * max(1, actors)
+
+    return per_actor
 
 
 def _journal(sink: Sink, point: RunSettings) -> Path | None:
@@ -262,6 +301,8 @@ def _run(
                 node_wait_timeout=max(s.settings.node_wait for s in sessions),
                 round_timeout=max(e.round_timeout for e in experiment),
                 round_timeout_factor=max(e.round_timeout_factor for e in experiment),
+                messages_in_flight=experiment[0].messages_in_flight,
+                cpus_per_user=experiment[0].cpus_per_user,
             )
         except GRID_FAILURES as exc:
             for failure in failed:  # what failed before: named with the reason to stop

@@ -75,3 +75,58 @@ def test_node_discovery_waits_in_proportion_to_the_users_and_bad_values_are_refu
     for key, value in (("node_timeout_per_user", -1), ("round_timeout_factor", "fast")):
         with pytest.raises(ConfigError, match=f"experiment.{key}"):
             configured(f"experiment.{key}={value}")
+
+
+class _LinkState:
+    """A grid over a link state that answers a pushed message ``pulls`` pulls later (a
+    silent node never); it records the most messages it held at once."""
+
+    def __init__(self, pulls: int = 2, silent: tuple[int, ...] = ()):
+        self.pulls, self.silent = pulls, silent
+        self.held: dict[str, tuple[Message, int]] = {}
+        self.most = 0
+        self.pull_interval = 0.001
+
+    def push_messages(self, messages):
+        ids = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = f"m{m.metadata.dst_node_id}"
+            self.held[m.metadata.message_id] = (m, 0)
+            ids.append(m.metadata.message_id)
+        self.most = max(self.most, len(self.held))
+        return ids
+
+    def pull_messages(self, ids):
+        replies = []
+        for i in ids:
+            m, seen = self.held[i]
+            if seen + 1 >= self.pulls and m.metadata.dst_node_id not in self.silent:
+                replies.append(Message(RecordDict(), reply_to=m))
+                del self.held[i]
+            else:
+                self.held[i] = (m, seen + 1)
+        return replies
+
+    def send_and_receive(self, messages, *, timeout=None):
+        raise AssertionError("a windowed round pushes and pulls itself")
+
+
+def test_a_window_keeps_at_most_that_many_messages_waiting_and_every_user_answers():
+    grid = _LinkState(pulls=3)
+    paced = PacedGrid(grid, cap=30.0, factor=10.0, window=4)
+    replies = paced.send_and_receive(_round(MessageType.TRAIN, nodes=range(1, 21)))
+    assert grid.most == 4  # never more than the window in the link state
+    assert sorted(r.metadata.src_node_id for r in replies) == list(range(1, 21))
+    assert MessageType.TRAIN in paced.slowest  # a complete round sets the pace
+
+
+def test_a_windowed_round_ends_at_its_bound_with_the_silent_users_unanswered():
+    grid = _LinkState(pulls=1, silent=(1, 2))
+    paced = PacedGrid(grid, cap=0.3, factor=10.0, window=2)
+    start = time.monotonic()
+    replies = paced.send_and_receive(_round(MessageType.TRAIN, nodes=range(1, 7)))
+    assert 0.3 <= time.monotonic() - start < 2
+    # nodes 1 and 2 hold the window to the end, as hung users hold a simulation's actors
+    assert replies == [] and paced.slowest == {}
+    with pytest.raises(ValueError, match="window must be at least 1 message, got 0"):
+        PacedGrid(grid, cap=1.0, factor=1.0, window=0)

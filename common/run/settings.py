@@ -110,6 +110,20 @@ def _model_names(name: str, value: object) -> tuple[str, ...] | None:
     return tuple(str(m) for m in value)
 
 
+def _messages_in_flight(name: str, value: object) -> int | None:
+    """None (four per simulated actor) or a whole number (0: all of a round at once)."""
+    if value is None:
+        return None
+    try:
+        return validation.whole_number(name, value)
+    except validation.InvalidValue:
+        raise validation.InvalidValue(
+            name,
+            f"{name} must be a whole number >= 0 (0: all at once) or null (four per "
+            f"simulated actor), got {value!r}",
+        ) from None
+
+
 def _ray_address(name: str, value: object) -> str | None:
     """None (a local Ray), ``auto`` (the cluster this machine belongs to) or ``host:port``."""
     if value is None or value == "auto":
@@ -310,6 +324,11 @@ class ExperimentSettings(Section):
         float, check(validation.in_range, 0, 1e6, "[0, 1e6] (0: always round_timeout)")
     ] = setting(
         "then at most this times the slowest complete round (at least 60 s)",
+        scope=Scope.EXECUTION,
+    )
+    messages_in_flight: Annotated[int | None, check(_messages_in_flight)] = setting(
+        "a simulated round's messages in Flower's link state at once (0: all at once; "
+        "null: four per simulated actor)",
         scope=Scope.EXECUTION,
     )
     allow_partial: Annotated[bool, check(validation.boolean)] = setting(
