@@ -42,7 +42,7 @@ STATE = "user_state."  # + the point's key: what the user learned in that point
 
 UserFactory = Callable[[int, ProblemSource, RunSettings], User]
 
-_USERS: dict[tuple, User] = {}
+_USERS: dict[tuple, dict[int, User]] = {}  # by run (settings, source, factory), by user
 
 
 def default_user(
@@ -87,14 +87,16 @@ def cached_users(
     A process may serve several nodes (users); the users of runs other than
     these are dropped, those of other nodes in these runs are kept.
     """
-    keys = [(settings.to_json(), source, factory, index) for settings, source in runs]
-    current = {key[:3] for key in keys}
-    for key in [k for k in _USERS if k[:3] not in current]:
-        del _USERS[key]
+    keys = [(settings.to_json(), source, factory) for settings, source in runs]
+    for run in [run for run in _USERS if run not in keys]:  # a few runs, not every user
+        del _USERS[run]
+    users = []
     for key, (settings, source) in zip(keys, runs, strict=True):
-        if key not in _USERS:
-            _USERS[key] = factory(index, source, settings)
-    return [_USERS[key] for key in keys]
+        held = _USERS.setdefault(key, {})
+        if index not in held:
+            held[index] = factory(index, source, settings)
+        users.append(held[index])
+    return users
 
 
 @functools.lru_cache(maxsize=64)
