@@ -175,6 +175,11 @@ def test_every_default_lives_in_the_config_files():
         ("experiment.progress=no_thanks", "experiment.progress", "true or false"),
         ("users.head_seed=-1", "users.head_seed", "0..9223372036854775807"),
         ("data.split_seed=1.5", "data.split_seed", "0..9223372036854775807"),
+        (
+            "experiment.messages_in_flight=-4",
+            "experiment.messages_in_flight",
+            "a whole number >= 0 (0: all at once) or null",
+        ),
     ],
 )
 def test_values_of_the_wrong_kind_are_refused(override, key, allowed):

@@ -27,9 +27,12 @@ def _settings(method: str, rounds: int = 4):
     )
 
 
-@pytest.mark.parametrize("method", ["federated", "multi_link", "first_k", "top_k"])
-def test_flower_simulation_matches_the_in_process_driver(method):
-    settings = _settings(method)
+@pytest.mark.parametrize(
+    ("method", "window"),  # messages in flight: four per actor, one at a time, all at once
+    [("federated", None), ("multi_link", 1), ("first_k", 0), ("top_k", None)],
+)
+def test_flower_simulation_matches_the_in_process_driver(method, window):
+    settings = _settings(method).replace(**{"experiment.messages_in_flight": window})
     outcome = simulate(settings, SOURCE)
     reference = run_experiment(SOURCE.problem(), settings)
     expected = reference.precoders
