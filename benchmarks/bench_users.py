@@ -21,6 +21,7 @@ it implies: a user's two ``m_k x n x Nt*u`` complex products per round (``È² Rá´
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -88,7 +89,8 @@ def one(run: RunSettings, flower: bool) -> dict:
         else:
             with worker_pool(1) as pool:
                 wall, accuracy, evaluated = pool.submit(_in_process, run).result()
-    trained = run.num_users * run.consensus.participation * run.experiment.rounds
+    per_round = max(1, math.ceil(run.num_users * run.consensus.participation))  # as Session draws
+    trained = per_round * run.experiment.rounds
     return {
         "wall": wall,
         "per_user_round_ms": 1e3 * wall / trained,
