@@ -82,8 +82,15 @@ def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
             ("accuracy vs participation", "accuracy", ["channel_usage"], ["participation"], results)
         ]
     elif name == "users":
-        full, many = results[results.participation == 1.0], results[results.method == "federated"]
+        full = results[results.participation == 1.0]
+        many = results[results.method == "federated"]
         many = many[many.num_users == many.num_users.max()]
+        # the group and channel uses the participation points were run at (the full
+        # participation point of the other groups and uses is not one of them)
+        partial = many[many.participation < 1]
+        studied = set(zip(partial.user_group, partial.channel_usage, strict=True))
+        keys = zip(many.user_group, many.channel_usage, strict=True)
+        many = many[[key in studied for key in keys]]
         written = [
             plots.figure_users(results, out / "accuracy_vs_users.png"),
             plots.figure_users(results, out / "mse_vs_users.png", metric="mse"),
@@ -96,7 +103,7 @@ def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
             (
                 "accuracy vs participation, many users",
                 "accuracy",
-                ["num_users"],
+                ["num_users", "user_group", "channel_usage"],
                 ["participation"],
                 many,
             ),

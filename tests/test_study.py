@@ -233,3 +233,22 @@ def test_the_users_figure_draws_each_method_against_the_number_of_users():
         assert lines["First-K, u = 4"] == (2, 4) and ax.get_xscale() == "log"
     table = plots.markdown_table(results, "accuracy", ["method"], ["num_users"])
     assert table.splitlines()[0] == "| method | K 2 | K 4 |"
+
+
+def test_the_users_participation_table_holds_only_the_studied_group_and_channel_uses(tmp_path):
+    """At the largest K, the full-participation points of other channel uses are in the
+    users-vs-K figure, not in the participation one."""
+    from launch import figures
+
+    problem = make_problem(n=200, n_test=80, ap_dim=16, user_dims=(12, 9, 12, 9))
+    frames = {}
+    for uses, share in ((4, 0.5), (4, 1.0), (2, 1.0)):
+        run = settings_for(problem, rounds=2, channel_uses=uses, participation=share)
+        frames[uses, share] = run_experiment(problem, run).results
+    results = pd.concat(frames.values(), ignore_index=True)
+    figures._draw("users", results, tmp_path)
+    text = (tmp_path / "users.md").read_text().split("### accuracy vs participation")[1]
+    rows = [line for line in text.splitlines() if line.startswith("| 4 |")]
+    assert len(rows) == 1 and "| 4 | " in rows[0]  # K = 4, one group, u = 4 only
+    full = frames[4, 1.0].accuracy.mean()
+    assert rows[0].rstrip(" |").endswith(f"{full:.3f} ± 0.000")

@@ -263,7 +263,8 @@ def draw_users(results: pd.DataFrame, metric: str = "accuracy"):
         ax.set(xscale="log", xlabel="users K", ylabel=LABELS[metric], title=f"{group} users")
         ax.set_xticks(counts, [str(k) for k in counts])
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # off the lines
+    fig.tight_layout()
     return fig
 
 
