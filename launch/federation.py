@@ -1,6 +1,6 @@
 """A secure Flower federation on this machine: one SuperLink, one SuperNode per user device.
 
-    python -m launch.federation up --users 3          # certificates, keys, processes
+    python -m launch.federation up users.count=3      # certificates, keys, processes
     python -m launch.federation run "experiment.rounds=10" --output outputs/deployed
     python -m launch.federation down                  # stop every process it started
 
