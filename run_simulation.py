@@ -30,6 +30,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from common.run.reporting import failed_users, per_user_table  # noqa: E402
+from common.run.results import NoResults  # noqa: E402
 from common.run.settings import ConfigError  # noqa: E402
 from conf import validated  # noqa: E402
 from launch.sweeps import point_store  # noqa: E402
@@ -64,7 +65,7 @@ def main(cfg: DictConfig) -> float:
             sys.exit(f"error: {exc}")
         try:
             outcome = simulate(settings, out_dir=out_dir)
-        except SimulationFailed as exc:
+        except (SimulationFailed, NoResults) as exc:
             sys.exit(f"error: {exc}")
         except KeyboardInterrupt:
             sys.exit(interrupted(out_dir))

@@ -31,6 +31,10 @@ class InvalidValue(ValueError):
         super().__init__(message)
         self.name = name
 
+    def __reduce__(self):
+        # raised in a worker process and reported in another: rebuilt with both arguments
+        return type(self), (self.name, str(self)), self.__dict__
+
 
 def positive_int(name: str, value: object, maximum: int | None = None) -> int:
     """Return ``value`` as an int, or raise if it is not a whole number in ``1..maximum``.

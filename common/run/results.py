@@ -253,9 +253,19 @@ class RunOutcome:
 
 
 class NoResults(RuntimeError):
-    """Every user failed: the run has no results to keep."""
+    """Every user failed: the run has no results to keep.
 
-    def __init__(self, failures: pd.DataFrame) -> None:
+    Parameters
+    ----------
+    failures : DataFrame or str
+        The run's failures table (the message names each user's last failure, the first
+        five), or the message itself (how a copy in another process is rebuilt).
+    """
+
+    def __init__(self, failures: pd.DataFrame | str) -> None:
+        if isinstance(failures, str):
+            super().__init__(failures)
+            return
         last = failures.drop_duplicates("user", keep="last") if len(failures) else failures
         reasons = "; ".join(
             f"user {r.user} ({r.stage}, round {r.round}): {r.reason}"
