@@ -149,3 +149,38 @@ def test_a_rule_gets_the_consensus_settings_its_constructor_names():
     rule = aggregator("tests.test_aggregation:Shrunk", 0.1, participation=0.5, other=3)
     assert (rule.trim_fraction, rule.participation) == (0.1, 0.5)
     assert aggregator("mean", 0.2, participation=0.5).trim_fraction == 0.2  # others left out
+
+
+def test_weights_near_the_float_maximum_do_not_overflow_the_weighted_mean():
+    local = _stack(np.random.default_rng(3), k=3)
+    for huge in ([1e308, 1e308, 1e308], [1e308, 1e308, 5e307]):
+        combined = aggregator("weighted_mean", 0.2)(local, huge)
+        w = np.array(huge) / max(huge)
+        expected = np.tensordot(w / w.sum(), np.stack(local), axes=1)
+        np.testing.assert_allclose(combined, expected, rtol=1e-12)
+        assert np.isfinite(combined).all() and np.abs(combined).max() > 0.1  # not all zero
+    with pytest.raises(ValueError, match="weights must be finite and > 0"):
+        aggregator("weighted_mean", 0.2)(local, [1.0, np.inf, 1.0])
+
+
+def test_a_user_reporting_a_subnormal_pilot_mse_is_weighed_and_the_run_goes_on():
+    """A reported pilot MSE of 1e-320 (its inverse overflows) gets the largest finite
+    weight: that user dominates the weighted mean, and no round stops."""
+    import dataclasses
+
+    from common.run.driver import build_parties
+    from common.run.session import Session
+    from tests.synthetic import make_problem, settings_for
+
+    problem = make_problem(n=200, n_test=60, ap_dim=12, user_dims=(14, 9, 10))
+    run = settings_for(problem, rounds=3, **{"consensus.aggregator": "weighted_mean"})
+    ap, users = build_parties(problem, run)
+    session = Session(ap, run, problem.ap)
+    for rnd in session.rounds:
+        downlink = session.train_downlink(rnd, [u.index for u in users])
+        replies = {k: users[k].train(m) for k, m in downlink.items()}
+        metrics = {**replies[1].metrics, "pilot_mse": 1e-320}
+        replies[1] = dataclasses.replace(replies[1], metrics=metrics)
+        session.finish_train_round(rnd, replies, {})
+    assert session.failures == [] and len(session.history) == 3
+    assert np.isfinite(ap.state.f).all() and np.linalg.norm(ap.state.z) > 0

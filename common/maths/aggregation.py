@@ -158,7 +158,8 @@ class WeightedMean(Aggregator):
         stack : ndarray, shape (K, m, n), complex128
             The local matrices.
         weights : ndarray, shape (K,), float64
-            One finite, positive weight per local matrix (normalised here).
+            One finite, positive weight per local matrix (normalised here, by the largest
+            first, so that weights near the float64 maximum do not overflow their sum).
 
         Returns
         -------
@@ -172,7 +173,8 @@ class WeightedMean(Aggregator):
         """
         if not np.all(np.isfinite(weights)) or np.any(weights <= 0):
             raise ValueError(f"weights must be finite and > 0, got {weights.tolist()}")
-        return np.tensordot(weights / weights.sum(), stack, axes=1)
+        scaled = weights / weights.max()  # in (0, 1]: the sum is at most K
+        return np.tensordot(scaled / scaled.sum(), stack, axes=1)
 
 
 @AGGREGATORS.register("median")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -96,9 +97,10 @@ def build_user(settings: RunSettings, index: int, data: UserData | PreparedData)
 
 def _reliability(metrics: Mapping[str, float]) -> float:
     """A user's weight for weighing aggregators: the inverse of its pilot MSE (1 when it
-    reports none, or a useless one)."""
+    reports none, or a useless one). An MSE below the smallest normal float64 counts as
+    that (the weight stays finite: at most about 4.5e307)."""
     mse = metrics.get("pilot_mse", math.nan)
-    return 1.0 / mse if math.isfinite(mse) and mse > 0 else 1.0
+    return 1.0 / max(mse, sys.float_info.min) if math.isfinite(mse) and mse > 0 else 1.0
 
 
 class Session:
