@@ -155,3 +155,14 @@ def test_objective_from_moments_equals_the_direct_computation():
     direct_fit = np.linalg.norm(y_bar - g @ r) ** 2
     assert fit == pytest.approx(direct_fit, rel=1e-10)
     assert objective == pytest.approx(direct_fit + 5.0 * np.linalg.norm(g) ** 2, rel=1e-10)
+
+
+def test_the_power_projection_lands_on_the_ball_even_when_the_norm_overflows():
+    from common.maths.admm import project_power
+
+    v = np.full((4, 3), 1e200 + 1e200j)  # finite, but its squared norm overflows
+    z = project_power(v, 2.0)
+    assert np.isfinite(z).all()
+    assert np.linalg.norm(z) == pytest.approx(np.sqrt(2.0), rel=1e-12)
+    u = v / 1e200  # the same direction, at a representable scale
+    np.testing.assert_allclose(z / np.linalg.norm(z), u / np.linalg.norm(u), rtol=1e-12)

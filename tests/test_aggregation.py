@@ -184,3 +184,48 @@ def test_a_user_reporting_a_subnormal_pilot_mse_is_weighed_and_the_run_goes_on()
         session.finish_train_round(rnd, replies, {})
     assert session.failures == [] and len(session.history) == 3
     assert np.isfinite(ap.state.f).all() and np.linalg.norm(ap.state.z) > 0
+
+
+def test_an_uplink_that_overflows_the_update_is_its_users_failure_and_f_stays_finite():
+    """A faulty user scaling its uplink by 1e308 (finite, so it passes the finite check)
+    is rejected for its non-finite local step; the honest users keep training."""
+    from common.run.driver import run_experiment
+    from tests.synthetic import make_problem, settings_for
+
+    problem = make_problem(n=300, n_test=100, ap_dim=16, user_dims=(14, 9, 10))
+    faulty = {"faults.users": 1, "faults.kind": "scaled", "faults.scale": 1e308}
+    honest = run_experiment(problem, settings_for(problem, rounds=4))
+    outcome = run_experiment(problem, settings_for(problem, rounds=4, **faulty))
+    assert set(outcome.failures.user) == {0} and len(outcome.failures) == 4
+    assert "local F step is not finite" in outcome.failures.reason.iloc[0]
+    assert all(np.isfinite(v).all() for v in outcome.precoders.values())
+    good = outcome.results.set_index("user").accuracy
+    assert (good.loc[[1, 2]] >= honest.results.set_index("user").accuracy.loc[[1, 2]] - 0.05).all()
+
+
+def test_rho_beyond_its_range_is_refused_and_a_vanishing_precoder_is_named(caplog):
+    from common.run.driver import run_experiment
+    from common.run.settings import ConfigError
+    from tests.synthetic import make_problem, settings_for
+
+    problem = make_problem(n=200, n_test=60, ap_dim=12, user_dims=(14, 9))
+    for rho in (1e-300, 1e300, 0.0):
+        with pytest.raises(ConfigError, match=r"strategy.rho.*must be in \[1e-12, 1e12\]"):
+            settings_for(problem, rho=rho)
+    with caplog.at_level("WARNING"):
+        run_experiment(problem, settings_for(problem, rounds=2, rho=1e12))
+    assert "strategy.rho=1e+12 holds F near zero" in caplog.text
+
+
+def test_an_ap_whose_update_overflows_stops_naming_its_settings():
+    """Local steps each finite whose mean overflows: the AP does not carry an infinite F
+    into the next round, it stops and says which settings to look at."""
+    from common.parties.consensus import LocalPrecoder
+    from common.run.driver import build_parties
+    from tests.synthetic import make_problem, settings_for
+
+    problem = make_problem(n=200, n_test=60, ap_dim=12, user_dims=(14, 9))
+    ap, _ = build_parties(problem, settings_for(problem, rounds=2))
+    huge = np.full(ap.shape, 1.5e308, dtype=complex)
+    with pytest.raises(FloatingPointError, match=r"F is not finite.*strategy.rho=1,"):
+        ap.update({0: LocalPrecoder(huge), 1: LocalPrecoder(huge)})

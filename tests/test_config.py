@@ -102,7 +102,7 @@ def test_settings_survive_json_and_the_flwr_run_config_path():
         ("data.pilot_fraction=0", "data.pilot_fraction", "(0, 1]"),
         ("data.pilot_fraction=1.5", "data.pilot_fraction", "(0, 1]"),
         ("experiment.rounds=0", "experiment.rounds", ">= 1"),
-        ("strategy.rho=0", "strategy.rho", "> 0"),
+        ("strategy.rho=0", "strategy.rho", "in [1e-12, 1e12]"),
         ("seed=-3", "seed", "0..9223372036854775807"),
         ("seed=18446744073709551616", "seed", "0..9223372036854775807"),
         ("communication.snr=150", "communication.snr", "[-50, 100] dB"),

@@ -400,11 +400,15 @@ def project_power(v: np.ndarray, power: float) -> np.ndarray:
     -------
     ndarray, same shape and dtype as ``v``
         A new array: ``v`` itself (copied) if it is inside the ball, else ``v`` scaled
-        onto its surface.
+        onto its surface (norm ``√P`` for any finite ``v``, even one whose norm overflows).
     """
     norm = float(np.linalg.norm(v))
     if norm <= math.sqrt(power):
         return v.copy()
+    if math.isinf(norm):  # finite entries whose squares overflow: scale first
+        scale = float(np.max(np.abs(v)))
+        if math.isfinite(scale):
+            return (v / scale) * (math.sqrt(power) / float(np.linalg.norm(v / scale)))
     return v * (math.sqrt(power) / norm)
 
 

@@ -200,6 +200,12 @@ class AccessPoint(abc.ABC):
         -------
         object
             What :meth:`update` receives for this user.
+
+        Raises
+        ------
+        ValueError
+            The reply cannot be used (the session records the user's failure, as for
+            :meth:`check_reply`).
         """
         return reply
 

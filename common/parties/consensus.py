@@ -203,6 +203,17 @@ class _ConsensusAccessPoint(AccessPoint):
     def _state(self, user: int) -> admm.ConsensusState:
         raise NotImplementedError
 
+    def _check_state(self, state: admm.ConsensusState) -> None:
+        """Stop the run, naming the settings, if an update left ``F``, ``Z`` or ``U``
+        non-finite (every accepted local step was finite, so the AP's own numbers are)."""
+        for name, value in state.arrays().items():
+            if not np.isfinite(value).all():
+                raise FloatingPointError(
+                    f"the AP's {name} is not finite after its update (strategy.rho="
+                    f"{self.rho:g}, communication.power={self.link.power:g}): the consensus "
+                    "overflowed; use a ρ nearer 1"
+                )
+
     def check_reply(self, user: int, reply: protocol.Message) -> None:
         """Refuse a reply that is not an ``align_uplink`` of the expected shapes.
 
@@ -247,8 +258,15 @@ class _ConsensusAccessPoint(AccessPoint):
         ------
         TypeError
             The reply is not an ``align_uplink``.
+        ValueError
+            The local step is not finite (the session records the user's failure).
         """
-        return LocalPrecoder(self._local_f(self._state(user), reply))
+        f = self._local_f(self._state(user), reply)
+        if not np.isfinite(f).all():
+            raise ValueError(
+                "its local F step is not finite (the uplink's values overflow the update)"
+            )
+        return LocalPrecoder(f)
 
     def _local_f(self, state: admm.ConsensusState, reply: object) -> np.ndarray:
         if isinstance(reply, LocalPrecoder):
@@ -376,6 +394,7 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
             local = [self._local_f(self.state, replies[k]) for k in users]
             w = None if weights is None else [weights[k] for k in users]
             self.state.update(local, self.link.power, self.aggregator, w)
+            self._check_state(self.state)
         return {
             "primal_residual": self.state.primal_residual,
             "power": float(np.linalg.norm(self.state.z) ** 2),
@@ -477,6 +496,7 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
             self.states[k].update(
                 [self._local_f(self.states[k], replies[k])], self.link.power, Mean()
             )
+            self._check_state(self.states[k])
         return {
             "primal_residual": math.sqrt(sum(s.primal_residual**2 for s in self.states.values())),
             "power": float(np.mean([np.linalg.norm(s.z) ** 2 for s in self.states.values()])),

@@ -217,11 +217,12 @@ class Session:
         self.ledger.record(TRAIN, rnd, UP, {user: reply.message})
         try:
             self.ap.check_reply(user, reply.message)
-        except ValueError as exc:
+            kept = self.ap.absorb(user, reply.message)
+        except ValueError as exc:  # the user's failure, not the AP's
             self._rejections.append((user, f"uplink rejected: {exc}"))
             self._taken[user] = (None, reply.metrics)
             return
-        self._taken[user] = (self.ap.absorb(user, reply.message), reply.metrics)
+        self._taken[user] = (kept, reply.metrics)
 
     def finish_train_round(
         self, rnd: int, replies: Mapping[int, TrainReply], errors: Mapping[int, str]
@@ -247,6 +248,15 @@ class Session:
         )
         row["seconds"] = time.perf_counter() - self._round_started
         self.history.append(row)
+        if rnd == self.last_round and row["power"] < 1e-6 * self.settings.link.power:
+            logger.warning(
+                "the precoder's power after the last round is %.3g, against a budget of %g: "
+                "strategy.rho=%g holds F near zero and the users receive almost nothing; "
+                "try a ρ nearer 1",
+                row["power"],
+                self.settings.link.power,
+                self.settings.strategy.rho,
+            )
         self.completed = rnd
         if self.journal is not None:  # what a crash or a full disk later cannot take away
             write_tables(self.journal, self._tables())

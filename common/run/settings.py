@@ -39,6 +39,7 @@ from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS, Registry
 from common.schema import Scope, Section, check, leaves, scope_of, setting
 
 MAX_ROUNDS = 100_000  # ADMM converges in tens of rounds; more is a typo, not an experiment
+RHO_RANGE = (1e-12, 1e12)  # the ADMM penalty ρ: beyond, the F step over- or underflows
 MAX_USERS = 1_000_000  # the users' model names alone take 8 bytes each; more is a typo
 ASSIGNMENTS = ("round_robin", "random")  # how users.count users are drawn from the models
 
@@ -252,8 +253,12 @@ class StrategySettings(Section):
         "package.module:Class",
         scope=Scope.RESULT,
     )
-    rho: Annotated[float, check(validation.positive_float)] = setting(
-        "ADMM penalty ρ (scaled by the pilot count n inside the updates)", scope=Scope.RESULT
+    rho: Annotated[
+        float, check(validation.in_range, RHO_RANGE[0], RHO_RANGE[1], "[1e-12, 1e12]")
+    ] = setting(
+        "ADMM penalty ρ (scaled by the pilot count n inside the updates); beyond the range "
+        "the F step over- or underflows",
+        scope=Scope.RESULT,
     )
 
 
