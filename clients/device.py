@@ -25,7 +25,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.run.settings import RunSettings
+from common.run.settings import RunSettings, listed_models
 from common.run.sources import ProblemSource
 
 PARTITION, MODEL, CACHE, WEIGHTS, DATA_ROOT = (
@@ -152,13 +152,9 @@ class Device:
             )
         expected = settings.users.models[self.index]
         if self.model != expected:
-            models = settings.users.models
-            listed = ", ".join(models[:8]) + (
-                f", … ({len(models)} users)" if len(models) > 8 else ""
-            )
             raise DeviceConfigError(
                 f"node config {MODEL}={self.model!r}, but this run's user {self.index} runs "
-                f"{expected!r} (users.models of the run: {listed})"
+                f"{expected!r} (users.models of the run: {listed_models(settings.users.models)})"
             )
 
     def source(self, settings: RunSettings) -> ProblemSource:

@@ -24,6 +24,12 @@ MIN_ROUND_TIMEOUT_S = 60.0  # the shortest bound the pace may give a round
 ROUND_TYPES = (MessageType.TRAIN, MessageType.EVALUATE)
 
 
+def simulated(grid: Any) -> bool:
+    """Whether ``grid`` is a simulation's in-memory grid: the one grid with a settable
+    ``pull_interval`` (a :class:`PacedGrid` answers for the grid it wraps)."""
+    return hasattr(grid, "pull_interval")
+
+
 class PacedGrid:
     """A grid whose training and evaluation rounds wait at most :attr:`bound` seconds.
 

@@ -22,6 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.run.reporting import show_progress
 from common.run.sources import ProblemSource
+from server.pacing import simulated
 from server.sweep import POINTS_IN_FLIGHT, Sink, WriteTo, run_point, run_points
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def make_server_app(
 
 
 def _fast_polling(grid: Grid) -> None:
-    if hasattr(grid, "pull_interval"):  # the in-memory grid of a simulation
+    if simulated(grid):
         grid.pull_interval = PULL_INTERVAL_S
 
 

@@ -31,7 +31,7 @@ from common.run.session import Session, build_access_point
 from common.run.settings import RunSettings
 from common.run.sources import ProblemSource
 from server.nodes import NodeRefused, UserNodes, UsersNotConnected
-from server.pacing import PacedGrid
+from server.pacing import PacedGrid, simulated
 from server.strategy import AlignmentStrategy
 
 logger = logging.getLogger(__name__)
@@ -169,13 +169,13 @@ MESSAGES_PER_ACTOR = 4  # a simulated round's messages in flight per actor, by d
 def _window(grid: Grid, messages: int | None, cpus_per_user: float):
     """The most messages of a round in flight on ``grid`` (None: no bound).
 
-    Only a simulation's in-memory grid (the one grid with a settable ``pull_interval``)
-    is bounded: a deployment's SuperNodes poll every few seconds, so a window would add
-    a poll to every wave. ``messages`` None: :data:`MESSAGES_PER_ACTOR` per simulated
+    Only a simulation's in-memory grid (:func:`~server.pacing.simulated`) is bounded: a
+    deployment's SuperNodes poll every few seconds, so a window would add a poll to
+    every wave. ``messages`` None: :data:`MESSAGES_PER_ACTOR` per simulated
     actor, counted from the simulation's Ray when the first round is sent (its nodes
     have answered by then).
     """
-    if messages == 0 or not hasattr(getattr(grid, "_grid", grid), "pull_interval"):
+    if messages == 0 or not simulated(grid):
         return None
     if messages is not None:
         return messages

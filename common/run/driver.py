@@ -19,7 +19,7 @@ from common.parties.protocol import Message
 from common.parties.user import PreparedData, User
 from common.run.results import RunOutcome
 from common.run.session import Session, build_access_point, build_user
-from common.run.settings import RunSettings
+from common.run.settings import RunSettings, listed_models
 from common.run.sources import AlignmentProblem
 
 
@@ -36,7 +36,7 @@ def build_parties(
     if len(problem.users) != settings.num_users:
         raise ValueError(
             f"the problem has {len(problem.users)} users but the settings name "
-            f"{settings.num_users} ({_names(settings.users.models)})"
+            f"{settings.num_users} ({listed_models(settings.users.models)})"
         )
     user_class = access_point_class(settings.strategy.name).user_class
     conventions = Conventions(settings.conventions.name)
@@ -48,12 +48,6 @@ def build_parties(
         users.append(build_user(settings, k, prepared[id(data)]))
     ap = build_access_point(settings, problem.ap, [u.index for u in users])
     return ap, users
-
-
-def _names(models: tuple[str, ...], shown: int = 8) -> str:
-    """The users' models, the first few of many."""
-    more = f", … ({len(models)} users)" if len(models) > shown else ""
-    return ", ".join(models[:shown]) + more
 
 
 def _deliver(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import ValidationError, model_validator
@@ -109,6 +109,25 @@ def _model_names(name: str, value: object) -> tuple[str, ...] | None:
             name, "give a list of the zoo's model names, e.g. users.models=[resnet10t,levit_128s]"
         )
     return tuple(str(m) for m in value)
+
+
+def listed_models(models: Sequence[str], shown: int = 8) -> str:
+    """The users' models for a message: the first ``shown``, then how many users in all.
+
+    Parameters
+    ----------
+    models : sequence of str
+        One model name per user (``users.models``).
+    shown : int, optional
+        How many names to write out.
+
+    Returns
+    -------
+    str
+        E.g. ``"vit_small_p16, resnet10t, … (1000 users)"``.
+    """
+    more = f", … ({len(models)} users)" if len(models) > shown else ""
+    return ", ".join(models[:shown]) + more
 
 
 def _messages_in_flight(name: str, value: object) -> int | None:
