@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo
@@ -72,7 +73,35 @@ class Scope(enum.Enum):
         return self in (Scope.ASSETS, Scope.LOCATION)
 
 
-def setting(doc: str, *, scope: Scope, unit: str | None = None, alias: str | None = None) -> Any:
+@dataclass(frozen=True)
+class Applies:
+    """When an option-specific setting has an effect: while the setting at ``key`` passes
+    ``test`` (``"communication.correlation"`` only under ``communication.model=correlated``).
+
+    Attributes
+    ----------
+    key : str
+        The dotted config key of the setting it depends on.
+    test : Callable[[Any], bool]
+        True for the values of ``key`` under which the setting is read.
+    needs : str
+        What to write to give it an effect, in the configuration's words
+        (``"channel=correlated"``).
+    """
+
+    key: str
+    test: Callable[[Any], bool]
+    needs: str
+
+
+def setting(
+    doc: str,
+    *,
+    scope: Scope,
+    unit: str | None = None,
+    alias: str | None = None,
+    applies: Applies | tuple[Applies, ...] = (),
+) -> Any:
     """The declaration of one setting (a pydantic ``Field`` without a default).
 
     Parameters
@@ -85,11 +114,18 @@ def setting(doc: str, *, scope: Scope, unit: str | None = None, alias: str | Non
         The unit of a physical quantity (``"dB"``, ``"s"``, ``"Hz"``).
     alias : str, optional
         The configuration's key when it differs from the field name.
+    applies : Applies or tuple of Applies, optional
+        When an option-specific setting is read (all must hold; default: always). Setting
+        it explicitly where it is not read is refused (:func:`not_in_effect`).
     """
     return Field(
         alias=alias,
         description=doc,
-        json_schema_extra={"scope": scope.value, "unit": unit},
+        json_schema_extra={
+            "scope": scope.value,
+            "unit": unit,
+            "applies": applies if isinstance(applies, tuple) else (applies,),
+        },
     )
 
 
@@ -131,6 +167,12 @@ def scope_of(section: type[BaseModel], name: str) -> Scope | None:
     if isinstance(extra, dict) and "scope" in extra:
         return Scope(extra["scope"])
     return None
+
+
+def applies_of(section: type[BaseModel], name: str) -> tuple[Applies, ...]:
+    """The conditions under which field ``name`` of ``section`` is read (empty: always)."""
+    extra = section.model_fields[name].json_schema_extra
+    return tuple(extra.get("applies", ())) if isinstance(extra, dict) else ()
 
 
 def leaves(

@@ -103,6 +103,16 @@ def test_a_random_user_breaks_the_mean_and_not_the_robust_rules():
     assert median < 1.2 * clean and trimmed < 1.2 * clean
 
 
+def test_the_history_says_how_many_users_the_trimmed_mean_cut_per_end():
+    """β = 0.2 of five users cuts one at each end; when two users' uplinks are rejected, the
+    three left are averaged untrimmed (⌊0.6⌋ = 0), and the history says so, round by round."""
+    trimmed = BASE.replace(aggregator="trimmed_mean")
+    assert run_experiment(PROBLEM, trimmed).history.trimmed_per_end.tolist() == [1] * 8
+    rejected = trimmed.replace(**{"faults.users": 2}, **{"faults.kind": "nan"})
+    assert run_experiment(PROBLEM, rejected).history.trimmed_per_end.tolist() == [0] * 8
+    assert run_experiment(PROBLEM, BASE).history.trimmed_per_end.tolist() == [0] * 8
+
+
 def test_a_scaled_uplink_barely_matters():
     """Scaling both Aᴴ A and Aᴴ Ȳ by c leaves the local F step's solution nearly unchanged
     (only the ρ term is not scaled): a gain error is no attack on this protocol."""

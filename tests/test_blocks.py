@@ -78,6 +78,28 @@ def test_block_fading_changes_the_channel_every_coherence_block():
     assert np.count_nonzero(blk[0:2, 3:]) == 0
 
 
+def test_a_coherence_that_does_not_divide_u_keeps_its_length_and_the_last_block_is_shorter():
+    # communication.coherence_uses=3 with u = 4: uses 0-2 on one channel, use 3 on the next
+    # (it ran as coherence 2 when the block length was re-derived from the block count)
+    blocks = fading.cn((2, 2, 3), np.random.default_rng(6))
+    blk = fading.block_diagonal(blocks, 4, coherence=3)
+    for t in range(3):
+        np.testing.assert_array_equal(blk[2 * t : 2 * t + 2, 3 * t : 3 * t + 3], blocks[0])
+    np.testing.assert_array_equal(blk[6:8, 9:12], blocks[1])
+    with pytest.raises(ValueError, match="do not cover u = 4 uses exactly"):
+        fading.block_diagonal(blocks, 4, coherence=4)
+
+    def train(coherence):
+        config = fading.RAYLEIGH.model_copy(update={"coherence_uses": coherence})
+        rng = np.random.default_rng(7)
+        return fading.draw_link_channels(config, fading.PERFECT_CSI, 2, 3, 4, rng, rng).train
+
+    three, two = train(3), train(2)
+    assert not np.array_equal(three, two)
+    np.testing.assert_array_equal(three[0:2, 0:3], three[4:6, 6:9])  # use 2 still on block 0
+    assert not np.array_equal(three[4:6, 6:9], three[6:8, 9:12])
+
+
 def test_noise_variance_follows_snr_definition():
     assert math.isclose(noise.noise_variance(1.0, 4, 20.0), 1.0 / (4 * 100))
     assert noise.noise_variance(2.0, 1, 0.0) == 2.0

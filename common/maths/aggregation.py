@@ -90,6 +90,22 @@ class Aggregator:
             raise ValueError(f"{len(local)} local matrices but {len(weights)} weights")
         return self.combine(np.stack(local), np.asarray(weights, dtype=float))
 
+    def trimmed(self, count: int) -> int:
+        """How many of ``count`` local matrices the rule cuts at each end (0: none; a
+        trimming rule overrides this, and the run's history reports it per round).
+
+        Parameters
+        ----------
+        count : int
+            The number of local matrices combined.
+
+        Returns
+        -------
+        int
+            Values cut at each end of every coordinate, ``>= 0``.
+        """
+        return 0
+
     def combine(self, stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """The rule itself; every subclass implements it.
 
@@ -211,6 +227,10 @@ class TrimmedMean(Aggregator):
 
     name = "trimmed_mean"
 
+    def trimmed(self, count: int) -> int:
+        """``⌊β K⌋`` of ``K = count`` values cut at each end."""
+        return math.floor(self.trim_fraction * count)
+
     def combine(self, stack, weights):
         """Coordinate-wise mean of what remains after cutting ``⌊β K⌋`` values at each end.
 
@@ -229,7 +249,7 @@ class TrimmedMean(Aggregator):
         ndarray, shape (m, n)
             The trimmed mean, complex128 for a complex stack.
         """
-        cut = math.floor(self.trim_fraction * stack.shape[0])
+        cut = self.trimmed(stack.shape[0])
 
         def rule(part: np.ndarray) -> np.ndarray:
             ordered = np.sort(part, axis=0)

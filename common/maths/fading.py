@@ -36,7 +36,7 @@ from typing import Annotated
 import numpy as np
 
 from common.maths import validation
-from common.schema import Scope, Section, check, setting
+from common.schema import Applies, Scope, Section, check, setting
 
 MODELS = ("rayleigh", "correlated", "rician")
 ESTIMATORS = ("perfect", "ls", "lmmse")
@@ -73,10 +73,17 @@ class ChannelConfig(Section):
         setting(
             "exponential correlation coefficient at both ends, in [0, 1) (correlated)",
             scope=Scope.RESULT,
+            applies=Applies(
+                "communication.model", lambda m: m == "correlated", "channel=correlated"
+            ),
         )
     )
     k_factor: Annotated[float, check(validation.in_range, 0, math.inf, ">= 0 (linear, not dB)")] = (
-        setting("Rician K-factor, linear, >= 0 (rician)", scope=Scope.RESULT)
+        setting(
+            "Rician K-factor, linear, >= 0 (rician)",
+            scope=Scope.RESULT,
+            applies=Applies("communication.model", lambda m: m == "rician", "channel=rician"),
+        )
     )
     coherence_uses: Annotated[int, check(validation.whole_number)] = setting(
         "block fading: a fresh channel every this many channel uses (0: one for all u)",
@@ -115,6 +122,9 @@ class CsiConfig(Section):
         alias="snr",
         unit="dB",
         scope=Scope.RESULT,
+        applies=Applies(
+            "csi.estimation", lambda e: e != "perfect", "csi.estimation=ls or csi.estimation=lmmse"
+        ),
     )
     ageing: Annotated[float, check(validation.in_range, 0, 1, "[0, 1]")] = setting(
         "Gauss–Markov correlation between the training and the test-time channel, in [0, 1] "
@@ -375,25 +385,38 @@ def estimate(
     return out
 
 
-def block_diagonal(blocks: np.ndarray, channel_uses: int) -> np.ndarray:
-    """``𝓗``: block ``⌊t / B⌋`` on channel use ``t`` (``B = ⌈u / blocks⌉`` uses per block).
+def block_diagonal(blocks: np.ndarray, channel_uses: int, coherence: int = 0) -> np.ndarray:
+    """``𝓗``: block ``⌊t / B⌋`` on channel use ``t`` (``B`` uses per fading block).
 
     ``I_u ⊗ H`` for a single block (docs/ALGORITHM.md, §2, *MIMO channel over u uses*); with
-    several, the last block may cover fewer uses (§6, *Block fading*).
+    several, the last block covers the ``u − (b−1)·B`` uses left (§6, *Block fading*).
 
     Parameters
     ----------
     blocks : ndarray, shape (b, Nr, Nt), complex
-        The channel of each fading block (``1 <= b <= u``).
+        The channel of each fading block, ``b = ⌈u / B⌉``.
     channel_uses : int
         The channel uses ``u``.
+    coherence : int, optional
+        ``B``, channel uses per fading block (0, the default: ``⌈u / b⌉``, blocks of equal
+        length where ``b`` divides ``u``).
 
     Returns
     -------
     ndarray, shape (Nr·u, Nt·u), complex128
         Block-diagonal, one ``Nr × Nt`` block per channel use, zeros elsewhere.
+
+    Raises
+    ------
+    ValueError
+        ``b`` is not ``⌈u / B⌉`` (a block would be left unused, or a use without a block).
     """
-    per_block = -(-channel_uses // blocks.shape[0])
+    per_block = coherence or -(-channel_uses // blocks.shape[0])
+    if -(-channel_uses // per_block) != blocks.shape[0]:
+        raise ValueError(
+            f"{blocks.shape[0]} fading blocks of {per_block} channel uses do not cover "
+            f"u = {channel_uses} uses exactly (expected {-(-channel_uses // per_block)} blocks)"
+        )
     n_rx, n_tx = blocks.shape[1:]
     out = np.zeros((n_rx * channel_uses, n_tx * channel_uses), dtype=np.complex128)
     for t in range(channel_uses):
@@ -446,7 +469,7 @@ def draw_link_channels(
     LinkChannels
         The training, known and test channels, ``Nr·u × Nt·u`` complex128 each.
     """
-    coherence = config.coherence_uses or channel_uses
+    coherence = min(config.coherence_uses or channel_uses, channel_uses)
     blocks = -(-channel_uses // coherence)
     model = ChannelModel(config, n_rx, n_tx, rng)
     h = model.mean + model.scattered(blocks, rng)
@@ -460,7 +483,7 @@ def draw_link_channels(
             + math.sqrt(1 - a * a) * model.scattered(blocks, csi_rng)
         )
     return LinkChannels(
-        train=scale * block_diagonal(h, channel_uses),
-        known=scale * block_diagonal(known, channel_uses),
-        test=scale * block_diagonal(test, channel_uses),
+        train=scale * block_diagonal(h, channel_uses, coherence),
+        known=scale * block_diagonal(known, channel_uses, coherence),
+        test=scale * block_diagonal(test, channel_uses, coherence),
     )

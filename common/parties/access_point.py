@@ -102,6 +102,9 @@ class AccessPoint(abc.ABC):
 
     method: ClassVar[str] = ""
     user_class: ClassVar[type[User]]  # the user side of this method
+    # the settings this method reads (one it does not read is refused when set explicitly)
+    uses_rho: ClassVar[bool] = True  # strategy.rho
+    uses_aggregator: ClassVar[bool] = True  # consensus.aggregator, consensus.trim_fraction
     whitening: Whitening | None = None  # the AP's whitening of what it sends, if any
 
     def __init__(

@@ -454,6 +454,7 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
     """
 
     method = "multi_link"
+    uses_aggregator = False  # one precoder per user: nothing to combine
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

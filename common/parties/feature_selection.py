@@ -327,6 +327,8 @@ class _FeatureAccessPoint(AccessPoint):
 
     user_class = FeatureMapUser
     sends_indices = False
+    uses_rho = False
+    uses_aggregator = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -7,6 +7,7 @@ run returns and what its output folder holds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ HISTORY_COLUMNS = (
     "mean_pilot_mse",
     "responded",
     "failures",
+    "trimmed_per_end",
     "messages_down",
     "bytes_down",
     "messages_up",
@@ -199,7 +201,8 @@ def result_rows(
                 "k_factor": info.channel.k_factor,
                 "coherence_uses": info.channel.coherence_uses,
                 "csi": info.csi.estimation,
-                "csi_snr_db": info.csi.csi_snr_db,
+                # in effect only for an estimate; perfect knowledge is an infinite SNR
+                "csi_snr_db": math.inf if info.csi.estimation == "perfect" else info.csi.csi_snr_db,
                 "ageing": info.csi.ageing,
                 "ap_assets": info.ap_assets,
                 "user_assets": users[user],

@@ -246,6 +246,10 @@ class Session:
         row = history_row(
             rnd, self.ap_metrics, metrics, failed, self.ledger, self.ap.whitening_loading
         )
+        # users whose F_k the consensus rule cut at each end (trimmed_mean: ⌊β·accepted⌋)
+        row["trimmed_per_end"] = (
+            self.ap.aggregator.trimmed(len(accepted)) if self.ap.uses_aggregator else 0
+        )
         row["seconds"] = time.perf_counter() - self._round_started
         self.history.append(row)
         if rnd == self.last_round and row["power"] < 1e-6 * self.settings.link.power:

@@ -30,13 +30,14 @@ from typing import Annotated, Any
 from pydantic import ValidationError, model_validator
 
 from common.maths import validation
+from common.maths.aggregation import Aggregator
 from common.maths.conventions import NAMES as CONVENTION_NAMES
 from common.maths.fading import ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
 from common.maths.seeding import Stream, check_seed, rng
 from common.parties.faults import FAULT_KINDS
 from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS, Registry
-from common.schema import Scope, Section, check, leaves, scope_of, setting
+from common.schema import Applies, Scope, Section, applies_of, check, leaves, scope_of, setting
 
 MAX_ROUNDS = 100_000  # ADMM converges in tens of rounds; more is a typo, not an experiment
 RHO_RANGE = (1e-12, 1e12)  # the ADMM penalty ρ: beyond, the F step over- or underflows
@@ -161,6 +162,25 @@ def _ray_address(name: str, value: object) -> str | None:
 # ---- the sections ------------------------------------------------------------------------
 
 
+def _reads(attribute: str) -> Callable[[str], bool]:
+    """Whether method ``name`` reads a setting (its AP class's ``attribute``; a method of
+    one's own reads every setting)."""
+
+    def test(name: str) -> bool:
+        return bool(getattr(METHODS.get(name), attribute, True))
+
+    return test
+
+
+# consensus.aggregator and trim_fraction are read by methods that combine local precoders
+_CONSENSUS = Applies(
+    "strategy.name", _reads("uses_aggregator"), "a consensus method (strategy=federated)"
+)
+UNTRIMMED = ("mean", "weighted_mean", "median")  # the registered rules that trim nothing
+# faults.kind and faults.scale are read only when some user is faulty
+_FAULTY = Applies("faults.users", lambda users: users > 0, "faults.users=1 or more")
+
+
 class DataSettings(Section):
     """``data``: the dataset and the semantic pilots drawn from it."""
 
@@ -278,6 +298,9 @@ class StrategySettings(Section):
         "ADMM penalty ρ (scaled by the pilot count n inside the updates); beyond the range "
         "the F step over- or underflows",
         scope=Scope.RESULT,
+        applies=Applies(
+            "strategy.name", _reads("uses_rho"), "an ADMM method (federated, multi_link)"
+        ),
     )
 
 
@@ -296,10 +319,22 @@ class ConsensusSettings(Section):
     aggregator: Annotated[str, check(_registered, AGGREGATORS)] = setting(
         "consensus rule: mean, weighted_mean, median, trimmed_mean or package.module:Class",
         scope=Scope.RESULT,
+        applies=_CONSENSUS,
     )
     trim_fraction: Annotated[
         float, check(validation.in_range, 0, 0.5, "[0, 0.5)", upper_open=True)
-    ] = setting("share of users cut at each end by trimmed_mean, in [0, 0.5)", scope=Scope.RESULT)
+    ] = setting(
+        "share of users cut at each end by trimmed_mean, in [0, 0.5)",
+        scope=Scope.RESULT,
+        applies=(
+            _CONSENSUS,
+            Applies(
+                "consensus.aggregator",
+                lambda rule: rule not in UNTRIMMED,
+                "consensus.aggregator=trimmed_mean (or a rule of your own)",
+            ),
+        ),
+    )
     participation: Annotated[float, check(validation.fraction)] = setting(
         "share of users the AP trains with in each round, sampled afresh, in (0, 1]",
         scope=Scope.RESULT,
@@ -315,9 +350,15 @@ class FaultSettings(Section):
     kind: Annotated[str, check(_fault)] = setting(
         "how they corrupt it: scaled (x scale), random (noise, scale x the uplink's RMS), nan",
         scope=Scope.RESULT,
+        applies=_FAULTY,
     )
     scale: Annotated[float, check(validation.positive_float)] = setting(
-        "the corruption's factor", scope=Scope.RESULT
+        "the corruption's factor",
+        scope=Scope.RESULT,
+        applies=(
+            _FAULTY,
+            Applies("faults.kind", lambda kind: kind != "nan", "faults.kind=scaled or random"),
+        ),
     )
 
 
@@ -471,6 +512,7 @@ class RunSettings(Section):
                 f"faulty_users must be at most the number of users ({self.num_users}), "
                 f"got {self.faults.users}",
             )
+        self._check_trimming()
         if (
             self.consensus.participation < 1
             and METHODS.get(self.strategy.name).rounds_for(self.experiment.rounds) == 1
@@ -481,6 +523,36 @@ class RunSettings(Section):
                 f"in one round, got {self.consensus.participation}",
             )
         return self
+
+    def _check_trimming(self) -> None:
+        """A trimming rule that would cut no user of a full round is refused (it would be
+        the plain mean, silently)."""
+        c = self.consensus
+        if c.aggregator in UNTRIMMED or not getattr(
+            METHODS.get(self.strategy.name), "uses_aggregator", True
+        ):
+            return
+        rule = AGGREGATORS.get(c.aggregator, subclass_of=Aggregator)
+        if rule.trimmed is Aggregator.trimmed:  # a rule that never trims
+            return
+        count = max(1, math.ceil(c.participation * self.num_users))  # Session.participants
+        if rule(trim_fraction=c.trim_fraction).trimmed(count) > 0:
+            return
+        least = next(
+            (b / 1000 for b in range(1, 500) if rule(trim_fraction=b / 1000).trimmed(count)),
+            None,
+        )
+        allowed = (
+            f"allowed with {count}: [{least}, 0.5)"
+            if least is not None
+            else "trimming needs at least 3 users in a round"
+        )
+        raise validation.InvalidValue(
+            "consensus.trim_fraction",
+            f"{c.aggregator} with trim_fraction {c.trim_fraction} cuts no user of the "
+            f"{count} a round trains with (⌊{c.trim_fraction}·{count}⌋ = 0 at each end): "
+            f"it would be the plain mean; {allowed}",
+        )
 
     def resolve_users(self) -> None:
         """Give every user its model (:meth:`UserSettings.assign`), once: ``users.models``
@@ -624,6 +696,63 @@ def stored_identity(text: str) -> dict:
                 target = target.setdefault(part, {})
             target[last] = _jsonable(value)
     return out
+
+
+def not_in_effect(settings: RunSettings, keys: Sequence[str]) -> dict[str, str]:
+    """Which of ``keys`` the run does not read (an option-specific setting whose option is
+    not selected, :class:`~common.schema.Applies`), each with why.
+
+    Returns
+    -------
+    dict of str to str
+        Config key → ``"with communication.model='rayleigh': it is read only with
+        channel=correlated"``; empty when every key is read.
+    """
+    owners = {key: (owner, name) for key, owner, name in leaves(RunSettings)}
+    out = {}
+    for key in keys:
+        for condition in applies_of(*owners[key]) if key in owners else ():
+            value = settings.get(condition.key)
+            if not condition.test(value):
+                out[key] = f"with {condition.key}={value!r}: it is read only with {condition.needs}"
+                break
+    return out
+
+
+def refuse_unused(points: Sequence[tuple[Sequence[str], RunSettings]]) -> None:
+    """Refuse a setting given explicitly that no point of a run or sweep reads.
+
+    A sweep may cross a method with another's setting (``consensus.aggregator=mean,
+    trimmed_mean consensus.trim_fraction=0.1``): a key is refused only when no point that
+    sets it reads it.
+
+    Parameters
+    ----------
+    points : sequence of (keys, RunSettings)
+        Each point's explicitly set config keys (``conf.override_keys`` of its Hydra
+        overrides) and validated settings.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, its value, the setting that makes it unread and what would make it
+        read (``communication.correlation=0.9 has no effect with
+        communication.model='rayleigh': it is read only with channel=correlated``).
+    """
+    unread: dict[str, tuple[RunSettings, str]] = {}
+    read: set[str] = set()
+    for keys, settings in points:
+        why = not_in_effect(settings, keys)
+        read.update(key for key in keys if key not in why)
+        for key, reason in why.items():
+            unread.setdefault(key, (settings, reason))
+    for key, (settings, reason) in unread.items():
+        if key not in read:
+            where = " in any point of the sweep" if len(points) > 1 else ""
+            raise ConfigError(
+                f"config key {key!r} = {_jsonable(settings.get(key))!r} has no effect{where} "
+                f"{reason}"
+            )
 
 
 def settings_from_config(cfg: Mapping[str, Any]) -> RunSettings:
