@@ -228,6 +228,44 @@ def test_content_is_verified_beyond_the_checksum(cache, caplog, damage, why):
     assert np.all(np.isfinite(arrays["a"])) and arrays["a"].shape == (3, 4)
 
 
+def _reshape_with_its_manifest(entry):
+    """The arrays and the manifest both rewritten (shape, layout and checksum agree): only
+    the shapes the key implies can tell."""
+    from safetensors.numpy import load_file, save_file
+
+    from common.assets.cache import _layout
+
+    arrays = load_file(str(entry / ARRAYS_FILE))
+    arrays["a"] = arrays["a"].reshape(4, 3)
+    save_file(arrays, str(entry / ARRAYS_FILE))
+    manifest = json.loads((entry / MANIFEST_FILE).read_text())
+    manifest["arrays_sha256"] = file_sha256(entry / ARRAYS_FILE)
+    manifest["arrays"] = _layout(arrays)
+    (entry / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def test_an_entry_rewritten_with_its_manifest_is_checked_against_the_shapes_its_key_implies(
+    cache, caplog
+):
+    """Such an entry used to be loaded, and failed a user every round."""
+    from common.assets.cache import check_shapes
+
+    build, expect = Builder(), {"a": (3, "d"), "b": ("n",)}
+    cache.get_or_build("latents", KEY, build, expect)
+    _reshape_with_its_manifest(cache.entry_dir("latents", KEY))
+    assert cache.load("latents", KEY) is not None  # without the expected shapes: taken
+    with caplog.at_level(logging.WARNING, logger="common.assets.cache"):
+        arrays, _, hit = cache.get_or_build("latents", KEY, build, expect)
+    assert not hit and build.calls == 2 and arrays["a"].shape == (3, 4)
+    assert "not the shapes its key implies: 'a' is (4, 3), expected (3, d)" in caplog.text
+    both = {"x": np.zeros((2, 5)), "y": np.zeros((7, 6))}
+    assert check_shapes(both, {"x": (2, "d"), "y": (7, "d")}) == (
+        "'y' is (7, 6), expected (7, d=5)"
+    )
+    assert check_shapes(both, {"z": (1,)}) == "'z' is missing"
+    assert check_shapes(both, {"x": (2, "d"), "y": (7, "e")}) is None
+
+
 def test_non_finite_arrays_are_never_stored(cache):
     with pytest.raises(ValueError, match="refusing to cache latents array 'x'"):
         cache.store("latents", KEY, {"x": np.array([1.0, np.inf])})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,23 @@ def test_huge_or_tiny_latents_are_named_by_their_scale_not_called_zero(scale, ki
         fit_whitening(v)
     with pytest.raises(ValueError, match="all 10 pilots are identical"):
         fit_whitening(np.ones((3, 10)))
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_latents_beyond_float32_are_named_by_their_scale_before_the_cast(scale):
+    """Latents x 1e200 used to report "vary by up to nan", x 1e-200 "all 400 pilots are
+    identical": the float32 cast had made them inf or 0 before the scale check."""
+    from common.maths.conventions import CORRECTED
+    from common.maths.validation import InvalidValue
+    from common.parties.consensus import AdmmUser
+
+    user = PROBLEM.users[0]
+    peak = float(np.max(np.abs(user.pilots))) * scale
+    scaled = dataclasses.replace(user, pilots=user.pilots * scale, test=user.test * scale)
+    with pytest.raises(InvalidValue, match=re.escape(f"pilot latents reach {peak:.3g} in")) as info:
+        AdmmUser.prepare(0, scaled, CORRECTED)
+    assert "rescale the latents" in str(info.value)
+    AdmmUser.prepare(0, dataclasses.replace(user, pilots=user.pilots * 1e30), CORRECTED)
 
 
 def test_users_that_failed_permanently_are_accounted_for():

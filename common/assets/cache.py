@@ -46,6 +46,7 @@ MANIFEST_FILE = "manifest.json"
 
 Arrays = dict[str, np.ndarray]
 Builder = Callable[[], tuple[Arrays, dict]]
+Shapes = dict[str, tuple[int | str, ...]]  # each array's shape; a str names a shared size
 
 
 class CacheError(RuntimeError):
@@ -134,8 +135,13 @@ class Cache:
             raise ValueError(f"kind={kind!r} must be a non-empty alphanumeric name")
         return self.root / kind / key_digest(key)[:20]
 
-    def load(self, kind: str, key: dict) -> tuple[Arrays, dict] | None:
-        """The entry's arrays and meta, or None if absent or damaged (left for a builder)."""
+    def load(
+        self, kind: str, key: dict, expect: Shapes | None = None
+    ) -> tuple[Arrays, dict] | None:
+        """The entry's arrays and meta, or None if absent or damaged (left for a builder).
+
+        ``expect`` gives the shapes the key implies (:func:`check_shapes`): an entry whose
+        arrays and manifest were both rewritten to other shapes is damaged too."""
         entry = self.entry_dir(kind, key)
         try:
             # both files through one handle on the folder: a snapshot of one version even if
@@ -144,7 +150,10 @@ class Cache:
         except FileNotFoundError:
             return None
         try:
-            return self._read(folder, kind, key)
+            arrays, meta = self._read(folder, kind, key)
+            if expect is not None and (wrong := check_shapes(arrays, expect)) is not None:
+                raise _CorruptEntry(f"not the shapes its key implies: {wrong}")
+            return arrays, meta
         except _CorruptEntry as exc:  # left in place: only a builder replaces an entry
             logger.warning("corrupt cache entry %s (%s): it will be rebuilt", entry, exc)
             return None
@@ -212,9 +221,12 @@ class Cache:
             (staging / MANIFEST_FILE).write_bytes((json.dumps(manifest, indent=1) + "\n").encode())
         return entry
 
-    def get_or_build(self, kind: str, key: dict, build: Builder) -> tuple[Arrays, dict, bool]:
-        """Return ``(arrays, meta, hit)``, building and storing the entry on a miss."""
-        found = self.load(kind, key)
+    def get_or_build(
+        self, kind: str, key: dict, build: Builder, expect: Shapes | None = None
+    ) -> tuple[Arrays, dict, bool]:
+        """Return ``(arrays, meta, hit)``, building and storing the entry on a miss (or when
+        the entry's shapes are not those ``expect`` says the key implies)."""
+        found = self.load(kind, key, expect)
         if found is not None:
             logger.debug("cache hit %s/%s", kind, self.entry_dir(kind, key).name)
             return found[0], found[1], True
@@ -230,11 +242,45 @@ class Cache:
                 "the `cache_dir` config key)"
             )
         with self._lock(entry):
-            if entry.exists() and (found := self.load(kind, key)) is not None:
+            if entry.exists() and (found := self.load(kind, key, expect)) is not None:
                 return found[0], found[1], True  # built by another process while we waited
             arrays, meta = build()
             self.store(kind, key, arrays, meta)
         return arrays, meta, False
+
+
+def check_shapes(arrays: Arrays, expect: Shapes) -> str | None:
+    """Why ``arrays`` do not have the shapes ``expect`` gives, or None.
+
+    Parameters
+    ----------
+    arrays : dict of str to ndarray
+        An entry's arrays.
+    expect : dict of str to tuple of (int or str)
+        For each named array, its shape: an int is a size, a str a size that must be the
+        same wherever the same str appears (``{"train": (45000, "d"), "test": (5000, "d")}``).
+
+    Returns
+    -------
+    str or None
+        ``"'test' is (5000, 12), expected (5000, d=384)"``; None when all match.
+    """
+    bound: dict[str, int] = {}
+    for name, shape in expect.items():
+        if name not in arrays:
+            return f"{name!r} is missing"
+        actual = tuple(arrays[name].shape)
+        ok = len(actual) == len(shape)
+        for size, want in zip(actual, shape, strict=False):
+            if isinstance(want, str):
+                ok = ok and bound.setdefault(want, size) == size
+            else:
+                ok = ok and size == want
+        if not ok:
+            sizes = [f"{w}={bound[w]}" if w in bound else str(w) for w in shape]
+            shown = f"({', '.join(sizes)}{',' if len(sizes) == 1 else ''})"
+            return f"{name!r} is {actual}, expected {shown}"
+    return None
 
 
 def _layout(arrays: Arrays) -> dict[str, dict]:

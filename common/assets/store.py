@@ -210,7 +210,9 @@ def encoder_latents(
         return arrays, meta
 
     started = time.perf_counter()
-    arrays, meta, hit = cache.get_or_build("latents", key, build)
+    # the key names the data: one row per image of each split, one width for all splits
+    expect = {split: (len(data.images[split]), "d") for split in SPLITS}
+    arrays, meta, hit = cache.get_or_build("latents", key, build, expect)
     meta = {**meta, "cached": hit, "seconds": time.perf_counter() - started}
     return ModelLatents(
         model=spec.name,
@@ -245,7 +247,15 @@ def head_asset(latents: ModelLatents, data: ImageSplits, seed: int, cache: Cache
         info["build_seconds"] = time.perf_counter() - started
         return encoders.state_arrays(head), info
 
-    state, meta, hit = cache.get_or_build("head", key, build)
+    # the key names the latents (their width) and the head's settings (hidden width)
+    hidden, classes = HEAD_DEFAULTS["hidden"], data.num_classes
+    expect = {
+        "norm_in.weight": (latents.dim,),
+        "fc1.weight": (hidden, latents.dim),
+        "fc2.weight": (classes, hidden),
+        "fc2.bias": (classes,),
+    }
+    state, meta, hit = cache.get_or_build("head", key, build, expect)
     return HeadAsset(
         model=latents.model,
         seed=seed,

@@ -318,6 +318,48 @@ def finite_matrix(name: str, value: np.ndarray, *, ndim: int = 2) -> np.ndarray:
     return arr
 
 
+FLOAT32_SCALE = (1e-30, 1e38)  # latents kept as float32: beyond, they flush to 0 or inf
+
+
+def float32_scale(name: str, value: np.ndarray) -> np.ndarray:
+    """Refuse latents whose scale float32 cannot keep (they are stored as float32): the
+    largest magnitude must lie in :data:`FLOAT32_SCALE` (an all-zero array passes, for
+    the whitening to name).
+
+    Checked before the cast, so that the message names the latents' own scale (after it,
+    1e200 became ``inf`` and 1e-200 became 0: "vary by up to nan", "all pilots are
+    identical").
+
+    Parameters
+    ----------
+    name : str
+        The value's name, used in the message and kept on the error.
+    value : array_like
+        Finite latents (:func:`finite_matrix`), any float dtype.
+
+    Returns
+    -------
+    ndarray
+        ``numpy.asarray(value)``, dtype unchanged.
+
+    Raises
+    ------
+    InvalidValue
+        The largest magnitude is outside ``[1e-30, 1e38]`` and not 0.
+    """
+    arr = np.asarray(value)
+    peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+    low, high = FLOAT32_SCALE
+    if peak != 0.0 and not low <= peak <= high:
+        raise InvalidValue(
+            name,
+            f"{name} reach {peak:.3g} in magnitude, outside what float32 (how latents are "
+            f"kept) holds without flushing to 0 or inf, [{low:g}, {high:g}]: rescale the "
+            "latents",
+        )
+    return arr
+
+
 def distinct_columns(matrix: np.ndarray) -> int:
     """How many different columns (samples) ``matrix`` has.
 

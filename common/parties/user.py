@@ -312,14 +312,19 @@ class User(abc.ABC):
         Raises
         ------
         common.maths.validation.InvalidValue
-            The pilot or test latents are not a non-empty 2-D array of finite values
-            (a ``ValueError``).
+            The pilot or test latents are not a non-empty 2-D array of finite values, or
+            their scale is beyond float32's (a ``ValueError``).
         ValueError
             The pilot and test latents have different feature counts, or the whitening
             cannot be fitted (:func:`~common.maths.whitening.fit_whitening`).
         """
-        pilots = validation.finite_matrix(f"user {index} ({data.name}) pilot latents", data.pilots)
-        test = validation.finite_matrix(f"user {index} ({data.name}) test latents", data.test)
+        pilots, test = (
+            validation.float32_scale(name, validation.finite_matrix(name, latents))
+            for name, latents in (
+                (f"user {index} ({data.name}) pilot latents", data.pilots),
+                (f"user {index} ({data.name}) test latents", data.test),
+            )
+        )
         if pilots.shape[1] != test.shape[1]:
             raise ValueError(
                 f"user {index} ({data.name}): pilot latents have {pilots.shape[1]} features "
