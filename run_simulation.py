@@ -16,8 +16,10 @@ again redoes only what did not finish (``hydra_plugins/fedalign_sweep_launcher``
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from launch.environment import quiet
@@ -30,45 +32,49 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from common.run.reporting import failed_users, per_user_table  # noqa: E402
-from common.run.results import NoResults  # noqa: E402
-from common.run.settings import ConfigError  # noqa: E402
-from conf import validated  # noqa: E402
+from common.run.settings import ConfigError, refuse_unused  # noqa: E402
+from conf import override_keys, validated  # noqa: E402
+from launch.errors import (  # noqa: E402
+    FULL_ERROR,
+    Refused,
+    Untouched,
+    check_output_folder,
+    one_line,
+    reportable,
+    reported,
+)
 from launch.sweeps import point_store  # noqa: E402
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    with refusing(None if sweep else out_dir):  # nothing computed yet: a refusal changes nothing
         settings = validated(OmegaConf.to_container(cfg, resolve=True))
-        from launch.simulation import check_resources
+        if not sweep:  # a sweep's launcher checked every point
+            refuse_unused([(override_keys(HydraConfig.get().overrides.task), settings)])
+        from launch.simulation import check_cluster, check_resources
 
         check_resources(settings.experiment.cpus_per_user, settings.experiment.ray_address)
+        check_cluster(settings.experiment.ray_address)
         if settings.experiment.resume:  # refused now, not after Ray has started
-            check_resumable(settings, out_dir, HydraConfig.get().mode == RunMode.MULTIRUN)
-    except ConfigError as exc:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            remove_run_folder(out_dir)
-        sys.exit(f"error: {exc}")
-    store = point_store(settings) if HydraConfig.get().mode == RunMode.MULTIRUN else None
+            check_resumable(settings, out_dir, sweep)
+    store = point_store(settings) if sweep else None
     if store is not None and store.finished(settings):  # run by the sweep launcher, or earlier
         outcome = store.load(settings)
         outcome.save(out_dir)
         print(f"point {store.path(settings).name}: {' '.join(HydraConfig.get().overrides.task)}")
     else:
-        from launch.simulation import SimulationFailed, simulate, warm_assets
+        from launch.simulation import simulate, warm_assets
 
-        try:
+        with refusing(None if sweep else out_dir):
             warm_assets([settings])
-        except MemoryError as exc:
-            remove_run_folder(out_dir)
-            sys.exit(f"error: {exc}")
-        try:
-            outcome = simulate(settings, out_dir=out_dir)
-        except (SimulationFailed, NoResults) as exc:
-            sys.exit(f"error: {exc}")
-        except KeyboardInterrupt:
-            sys.exit(interrupted(out_dir))
+        with reported():
+            try:
+                outcome = simulate(settings, out_dir=out_dir)
+            except KeyboardInterrupt:
+                sys.exit(interrupted(out_dir))
         if store is not None:
             store.save(settings, outcome)
     print(per_user_table(outcome.results))
@@ -128,20 +134,28 @@ def check_resumable(settings, out_dir: Path, sweep: bool) -> None:
         ) from None
 
 
-def remove_run_folder(out_dir: Path) -> None:
-    """Remove what Hydra created for a run refused at validation (its config and log only),
-    and the date folders above it when they are left empty."""
-    if not out_dir.is_dir() or any(
-        p.name not in (".hydra", "run_simulation.log") for p in out_dir.iterdir()
-    ):
-        return
-    shutil.rmtree(out_dir, ignore_errors=True)
-    for parent in list(out_dir.parents)[:2]:  # outputs/<date>, outputs
-        try:
-            parent.rmdir()  # only if empty
-        except OSError:
-            break
+@contextlib.contextmanager
+def refusing(out_dir: Path | None) -> Iterator[None]:
+    """Turn a failure the user can act on, before any work, into :class:`Refused` (which
+    puts the output folder back as it was; ``out_dir`` None: a sweep's point, whose
+    folder is the sweep's, only says why)."""
+    try:
+        yield
+    except Exception as exc:
+        memory = isinstance(exc, MemoryError)  # the memory estimate's refusal
+        if not (memory or reportable(exc)) or os.environ.get(FULL_ERROR) == "1":
+            raise
+        message = f"error: {exc}" if memory else one_line(exc)
+        if out_dir is None:
+            sys.exit(message)
+        raise Refused(message, out_dir) from None
 
 
 if __name__ == "__main__":
-    main()
+    untouched = Untouched.take(sys.argv[1:], f"{Path(__file__).stem}.log")
+    try:
+        check_output_folder(sys.argv[1:])
+        main()
+    except Refused as refused:
+        untouched.restore(refused.folder)
+        sys.exit(refused.code)

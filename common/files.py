@@ -205,3 +205,37 @@ def atomic_folder(
     finally:
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def check_writable(path: str | Path) -> None:
+    """Check that a folder can be made at ``path`` (or exists) and written in, leaving
+    nothing behind: the missing folders are created, a file is written in the deepest, and
+    all of it is removed again.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder a run will write to.
+
+    Raises
+    ------
+    OSError
+        ``path`` (or a folder above it) cannot be created, is a file, or cannot be written
+        in; the message names the path and the reason (``[Errno 2] No such file or
+        directory: '/proc/x'``).
+    """
+    path = Path(path).expanduser().absolute()
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path))
+        with tempfile.TemporaryFile(dir=path, prefix=TEMPORARY):
+            pass
+    finally:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()

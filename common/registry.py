@@ -16,13 +16,24 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Entries by name, filled by ``providers`` (module names) on first use."""
+    """Entries by name, filled by ``providers`` (module names) on first use.
+
+    ``base`` (``"package.module:Class"``, imported on first use) is the class an entry
+    named by import path must subclass: :meth:`get` refuses anything else, so a
+    configuration naming ``os:system`` is refused when it is validated, not when a
+    party first builds it.
+    """
 
     def __init__(
-        self, kind: str, providers: tuple[str, ...], aliases: dict[str, str] | None = None
+        self,
+        kind: str,
+        providers: tuple[str, ...],
+        aliases: dict[str, str] | None = None,
+        base: str | None = None,
     ) -> None:
         self.kind = kind
         self._providers = providers
+        self._base = base
         self._aliases = dict(aliases or {})
         self._entries: dict[str, T] = {}
         self._loaded = False
@@ -65,6 +76,9 @@ class Registry(Generic[T]):
         key = self.canonical(str(name))
         if key in self._entries:
             return self._entries[key]
+        if subclass_of is None and self._base is not None:
+            module_name, _, attr = self._base.partition(":")
+            subclass_of = getattr(importlib.import_module(module_name), attr)
         if ":" in key:
             module_name, _, attr = key.partition(":")
             try:
@@ -88,6 +102,7 @@ class Registry(Generic[T]):
 METHODS: Registry[type] = Registry(
     "strategy",
     providers=("common.parties.consensus", "common.parties.feature_selection"),
+    base="common.parties.access_point:AccessPoint",
     # the paper code's names (base_station.status / base_station.strategy)
     aliases={
         "shared": "federated",
@@ -98,4 +113,8 @@ METHODS: Registry[type] = Registry(
 )
 DATASETS: Registry[Callable] = Registry("dataset", providers=("common.assets.data",))
 ZOOS: Registry[object] = Registry("zoo", providers=("common.assets.zoo",))
-AGGREGATORS: Registry[type] = Registry("aggregator", providers=("common.maths.aggregation",))
+AGGREGATORS: Registry[type] = Registry(
+    "aggregator",
+    providers=("common.maths.aggregation",),
+    base="common.maths.aggregation:Aggregator",
+)

@@ -10,14 +10,38 @@ deployed run builds the same :class:`~common.run.settings.RunSettings`.
 from __future__ import annotations
 
 import functools
-import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.run.settings import RunSettings
+from common.run.settings import ConfigError, RunSettings, refuse_unused
 
 CONF_DIR = Path(__file__).resolve().parent
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The setting keys that Hydra overrides set (``communication.snr=5`` → its key; a
+    group choice such as ``channel=rician`` sets no single setting and is left out).
+
+    Parameters
+    ----------
+    overrides : sequence of str
+        Hydra overrides as written on a command line (one per item, Hydra's grammar).
+
+    Raises
+    ------
+    ConfigError
+        An override Hydra's grammar cannot parse.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except OverrideParseException as exc:
+        raise ConfigError(f"overrides {' '.join(overrides)!r} do not parse: {exc}") from None
+    known = set(RunSettings.keys())
+    return [o.key_or_group for o in parsed if o.key_or_group in known]
 
 
 def validated(cfg: Mapping[str, Any]) -> RunSettings:
@@ -37,15 +61,67 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
-@functools.lru_cache(maxsize=8)
+def split_overrides(text: str) -> list[str]:
+    """A string of Hydra overrides as the command line would pass them, one item each:
+    split at white space outside quotes, the quotes kept for Hydra's grammar to read
+    (``"simulation='my label' seed=1,2"`` → ``["simulation='my label'", "seed=1,2"]``).
+
+    Every entry point that takes overrides as one string (``flwr run``'s run config, the
+    scripts, tests) splits it here, so a quoted value stays whole, as on Hydra's command
+    line (``simulation='compr,snr'`` is one value, not a sweep).
+
+    Raises
+    ------
+    ConfigError
+        A quote is not closed.
+    """
+    out: list[str] = []
+    token: list[str] = []
+    quote: str | None = None
+    escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif quote is not None:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch.isspace():
+            if token:
+                out.append("".join(token))
+                token = []
+            continue
+        token.append(ch)
+    if quote is not None:
+        raise ConfigError(f"overrides {text!r}: a {quote} quote is not closed")
+    if token:
+        out.append("".join(token))
+    return out
+
+
 def settings_from_overrides(overrides: str = "") -> RunSettings:
-    """Validated settings from a Hydra override string (the defaults when empty)."""
-    return validated(compose(shlex.split(overrides)))
+    """Validated settings from a Hydra override string (the defaults when empty); a
+    setting given that the run does not read is refused (:func:`refuse_unused`)."""
+    return _checked(tuple(split_overrides(overrides)))
 
 
 def settings(*overrides: str) -> RunSettings:
     """Validated settings from Hydra overrides, e.g. ``settings("strategy=top_k")``."""
-    return settings_from_overrides(shlex.join(overrides))
+    return _checked(tuple(overrides))
+
+
+@functools.lru_cache(maxsize=8)
+def _checked(overrides: tuple[str, ...]) -> RunSettings:
+    settings = _composed(overrides)
+    refuse_unused([(override_keys(overrides), settings)])
+    return settings
+
+
+@functools.lru_cache(maxsize=8)
+def _composed(overrides: tuple[str, ...]) -> RunSettings:
+    return validated(compose(overrides))
 
 
 def settings_from_run_config(run_config: Mapping[str, Any]) -> RunSettings:
@@ -57,17 +133,25 @@ def sweep_points(overrides: str) -> list[tuple[str, RunSettings]]:
     """Every point of a sweep in Hydra's syntax (``"seed=1,2 strategy=federated,top_k"``).
 
     Returns each point's own override string and validated settings, in Hydra's
-    order; a string without sweeps gives one point. A bad value names its point.
+    order, each distinct point once; a string without sweeps gives one point. A bad
+    value names its point.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(shlex.split(overrides))
-    points = []
+    tokens = split_overrides(overrides)
+    override_keys(tokens)  # refuses what Hydra's grammar cannot parse, naming it
+    parsed = OverridesParser.create().parse_overrides(tokens)
+    points: list[tuple[str, RunSettings]] = []
+    seen: set[str] = set()
     for number, point in enumerate(BasicSweeper.split_arguments(parsed, None)[0]):
-        text = shlex.join(point)
+        text = " ".join(point)
         try:
-            points.append((text, settings_from_overrides(text)))
+            settings = _composed(tuple(point))
         except ValueError as exc:
             raise type(exc)(f"sweep point #{number} ({text}): {exc}") from None
+        if settings.to_json() not in seen:  # identical points (seed=11,11) run once
+            seen.add(settings.to_json())
+            points.append((text, settings))
+    refuse_unused([(override_keys(split_overrides(t)), settings) for t, settings in points])
     return points

@@ -47,6 +47,24 @@ class FederationError(RuntimeError):
 
 
 # ---- certificates and keys -------------------------------------------------------------------
+def write_run_config(path: Path, values: dict[str, str]) -> Path:
+    """A ``flwr run --run-config <file>.toml`` file holding ``values`` as TOML strings.
+
+    Flower's inline syntax (``--run-config "overrides='...'"``) cannot carry a quote
+    inside a value (``simulation='my label'`` arrives emptied, ``simulation='a b'`` as
+    "invalid format"); a TOML file carries any string. Each value is written as a basic
+    string (JSON's escapes are TOML's).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
+    return path
+
+
 def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -401,9 +419,14 @@ class Federation:
         """Start a run of this project; its run id."""
         if not (self.flwr_home / "config.toml").is_file() or "superlink" not in self.running():
             raise FederationError(f"no federation is up in {self.folder}: run `up` first")
-        run_config = f"overrides='{overrides}' output-dir='{Path(output_dir).resolve()}'"
+        output_dir = Path(output_dir).resolve()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        run_config = write_run_config(
+            output_dir / "run_config.toml",
+            {"overrides": overrides, "output-dir": str(output_dir)},
+        )
         done = self.flwr(
-            "run", str(REPO), CONNECTION, "--run-config", run_config, "--format", "json"
+            "run", str(REPO), CONNECTION, "--run-config", str(run_config), "--format", "json"
         )
         try:
             return int(json.loads(done.stdout)["run-id"])

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -54,6 +55,55 @@ def check_resources(cpus_per_user: float, ray_address: str | None = None) -> Non
             f"machine has {cpus} CPU(s), so Ray could not schedule the users "
             f"(allowed: {MIN_CPUS_PER_USER}..{cpus})"
         )
+
+
+CLUSTER_TIMEOUT_S = 5.0  # how long a Ray head has to accept a connection
+
+
+def check_cluster(address: str | None, timeout: float = CLUSTER_TIMEOUT_S) -> None:
+    """Refuse an ``experiment.ray_address`` no Ray cluster answers at, before Ray is asked
+    (Ray retries an unreachable head without end, and reports ``auto`` without a cluster
+    in a 150-line traceback).
+
+    Parameters
+    ----------
+    address : str or None
+        ``host:port`` of a Ray head, ``auto`` (the cluster this machine belongs to), or
+        None (a local Ray, always there).
+    timeout : float
+        Seconds the head has to accept a TCP connection.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the address and what to do.
+    """
+    if address is None:
+        return
+    advice = (
+        "start the cluster's head with `ray start --head` and give the address it prints, "
+        "or experiment.ray_address=null for a Ray of this run's own"
+    )
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            address = canonicalize_bootstrap_address_or_die("auto")
+        except ImportError:  # Ray moved it: leave the check to ray.init
+            return
+        except ConnectionError:
+            raise ConfigError(
+                "config key 'experiment.ray_address' = 'auto' names no Ray cluster: none "
+                f"runs on this machine; {advice}"
+            ) from None
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"config key 'experiment.ray_address' = {address!r}: no Ray cluster answers "
+            f"there within {timeout:g} s ({exc.strerror or exc}); {advice}"
+        ) from None
 
 
 def _resources(settings: RunSettings) -> tuple[float, str | None]:

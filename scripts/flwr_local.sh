@@ -54,9 +54,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# a TOML file carries any override string (Flower's inline syntax cannot carry a quote)
+RUN_CONFIG="$OUT/run_config.toml"
+$PY -c 'import sys; from pathlib import Path; from launch.federation import write_run_config
+write_run_config(Path(sys.argv[1]), {"overrides": sys.argv[2], "output-dir": sys.argv[3]})' \
+  "$RUN_CONFIG" "$OVERRIDES" "$OUT"
 flwr run . local --stream \
   --federation-config "num-supernodes=$USERS client-resources-num-cpus=1 client-resources-num-gpus=0" \
-  --run-config "overrides='$OVERRIDES' output-dir='$OUT'" 2>&1 | tee "$LOG"
+  --run-config "$RUN_CONFIG" 2>&1 | tee "$LOG"
 
 RUN_ID=$(grep -oP "Successfully started run \K[0-9]+" "$LOG" || true)
 [ -n "$RUN_ID" ] || { echo "error: the run did not start (see $LOG)"; exit 1; }

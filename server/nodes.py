@@ -29,6 +29,13 @@ logger = logging.getLogger(__name__)
 QUERY_TIMEOUT_S = 30.0
 
 
+def _listed(users: list[int], shown: int = 10) -> str:
+    """``[0, 1, 2]``, or the first ``shown`` and how many in all."""
+    if len(users) <= shown:
+        return str(users)
+    return f"{str(users[:shown])[:-1]}, … ({len(users)} in all)]"
+
+
 class UsersNotConnected(RuntimeError):
     """Fewer users than configured joined the federation in time."""
 
@@ -89,8 +96,10 @@ class UserNodes:
             if time.monotonic() > deadline:
                 missing = sorted(wanted - set(self.user_nodes))
                 raise UsersNotConnected(
-                    f"users {missing} did not connect within {wait:.0f} s; start one "
-                    f"SuperNode per user with node config partition-id=0..{len(wanted) - 1}"
+                    f"users {_listed(missing)} did not connect within {wait:.3g} s "
+                    "(experiment.node_timeout + experiment.node_timeout_per_user per user): "
+                    "in a simulation, give them longer; in a deployment, start one SuperNode "
+                    f"per user with node config partition-id=0..{len(wanted) - 1}"
                 )
             time.sleep(0.1)
         return self.user_nodes

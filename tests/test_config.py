@@ -156,6 +156,99 @@ def test_cli_rejects_bad_config_before_starting_ray(tmp_path):
     assert not (tmp_path / "results.parquet").exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "key", "needs"),
+    [
+        (["communication.correlation=0.9"], "communication.correlation", "channel=correlated"),
+        (
+            ["channel=rician", "communication.correlation=0.9"],
+            "communication.correlation",
+            "channel=correlated",
+        ),
+        (["communication.k_factor=3"], "communication.k_factor", "channel=rician"),
+        (["csi.snr=5"], "csi.snr", "csi.estimation=ls or csi.estimation=lmmse"),
+        (
+            ["consensus.trim_fraction=0.1"],
+            "consensus.trim_fraction",
+            "consensus.aggregator=trimmed_mean",
+        ),
+        (
+            ["strategy=multi_link", "consensus.aggregator=median"],
+            "consensus.aggregator",
+            "a consensus method (strategy=federated)",
+        ),
+        (["strategy=first_k", "strategy.rho=2"], "strategy.rho", "an ADMM method"),
+        (["faults.kind=random"], "faults.kind", "faults.users=1 or more"),
+        (["faults.scale=3"], "faults.scale", "faults.users=1 or more"),
+        (
+            ["faults.users=1", "faults.kind=nan", "faults.scale=3"],
+            "faults.scale",
+            "faults.kind=scaled or random",
+        ),
+    ],
+)
+def test_a_setting_given_where_the_run_does_not_read_it_is_refused(overrides, key, needs):
+    """communication.correlation=0.9 without channel=correlated gave the i.i.d. result while
+    results.csv said 0.9: an option-specific key given without its option is refused."""
+    with pytest.raises(ConfigError) as info:
+        settings_from_overrides(" ".join(overrides))
+    message = str(info.value)
+    assert f"config key '{key}'" in message and "has no effect" in message
+    assert f"read only with {needs}" in message
+    assert settings(*overrides) is not None  # the values themselves are valid
+
+
+def test_with_its_option_a_setting_is_read_and_a_sweep_may_cross_options():
+    from conf import sweep_points
+
+    s = settings_from_overrides("channel=correlated communication.correlation=0.9")
+    assert s.communication.correlation == 0.9
+    s = settings_from_overrides("csi.estimation=ls csi.snr=5 faults.users=1 faults.scale=3")
+    assert (s.csi.csi_snr_db, s.faults.scale) == (5.0, 3.0)
+    crossing = "users.count=5 consensus.aggregator=mean,trimmed_mean consensus.trim_fraction=0.4"
+    assert [p.consensus.aggregator for _, p in sweep_points(crossing)] == ["mean", "trimmed_mean"]
+    with pytest.raises(ConfigError, match="has no effect in any point of the sweep"):
+        sweep_points("consensus.aggregator=mean,median consensus.trim_fraction=0.4")
+
+
+def test_a_trimming_rule_that_would_cut_nobody_is_refused():
+    """Three users at β = 0.2 trimmed ⌊0.6⌋ = 0: exactly the plain mean, with no word."""
+    with pytest.raises(ConfigError) as info:
+        settings("users.count=3", "consensus.aggregator=trimmed_mean")
+    assert "'consensus.trim_fraction' = 0.2" in str(info.value)
+    assert "cuts no user of the 3" in str(info.value) and "allowed with 3: [0.334, 0.5)" in str(
+        info.value
+    )
+    with pytest.raises(ConfigError, match="trimming needs at least 3 users in a round"):
+        settings(
+            "users.count=8", "consensus.aggregator=trimmed_mean", "consensus.participation=0.2"
+        )
+    assert settings(
+        "users.count=3", "consensus.aggregator=trimmed_mean", "consensus.trim_fraction=0.34"
+    )
+
+
+def test_the_cli_refuses_an_unread_setting_before_ray_in_a_run_and_in_a_sweep(tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": "ray://127.0.0.1:1"}  # any Ray start would fail loudly
+    for args in (
+        ["communication.k_factor=3", f"hydra.run.dir={tmp_path / 'run'}"],
+        ["communication.k_factor=3", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", "-m"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "run_simulation.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert "error: config key 'communication.k_factor' = 3.0 has no effect" in proc.stderr
+        assert "read only with channel=rician" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("results.parquet"))
+
+
 def test_every_default_lives_in_the_config_files():
     """Settings hold no defaults of their own: a key missing from the config is an error."""
     cfg = compose([])

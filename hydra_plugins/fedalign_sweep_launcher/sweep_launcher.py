@@ -25,9 +25,11 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from common.run.settings import ConfigError, RunSettings
-from conf import validated
-from launch.simulation import SimulationFailed
+from common.files import check_writable
+from common.run.settings import ConfigError, RunSettings, refuse_unused
+from conf import override_keys, validated
+from launch.errors import Refused, one_line, reportable
+from launch.simulation import SimulationFailed, check_cluster
 from launch.sweeps import interrupted, point_store, run_unfinished
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,33 @@ class SweepLauncher(Launcher):
             try:
                 settings = validated(task_config(cfg))
             except ConfigError as exc:
-                sys.exit(f"error: sweep point #{idx} ({' '.join(overrides)}): {exc}")
+                raise Refused(
+                    f"error: sweep point #{idx} ({' '.join(overrides)}): {exc}", self._folder()
+                ) from None
             jobs.append((cfg, settings))
+        try:
+            refuse_unused(
+                [(override_keys(o), s) for o, (_, s) in zip(job_overrides, jobs, strict=True)]
+            )
+            stores = {s.sweep_store for _, s in jobs if s.sweep_store is not None}
+            for store in sorted(stores):  # before any point is computed
+                try:
+                    check_writable(store)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"config key 'sweep_store' = {store!r} cannot be written: "
+                        f"{exc.strerror or exc} ({exc.filename or store}); give a folder "
+                        "you can write, or sweep_store=null to keep no points"
+                    ) from None
+            for _, s in jobs[:1]:
+                check_cluster(s.experiment.ray_address)
+        except ConfigError as exc:
+            raise Refused(f"error: {exc}", self._folder()) from None
         return jobs
+
+    def _folder(self) -> Path:
+        assert self.config is not None
+        return Path(str(self.config.hydra.sweep.dir))
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -94,6 +120,10 @@ class SweepLauncher(Launcher):
                 print(f"error: {exc}", file=sys.stderr, flush=True)
             except KeyboardInterrupt:
                 sys.exit(interrupted(store, [settings for _, settings in jobs]))
+            except Exception as exc:  # data, cache, memory: before the jobs write anything
+                if not (isinstance(exc, MemoryError) or reportable(exc)):
+                    raise
+                raise Refused(one_line(exc), self._folder()) from None
         runs = []
         for cfg, _ in jobs:
             runs.append(

@@ -1,0 +1,206 @@
+"""One line for a failure the user can act on; the traceback only when asked for.
+
+A refused setting, a missing dataset, an unreachable cluster or a full disk is the
+user's to fix: the command line programs print ``error: <what and what to do>`` and
+exit 1. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch) shows the whole traceback instead.
+Anything else is a bug, and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+# the failures a user can act on, by class (matched along the exception's class hierarchy,
+# so that reporting one imports none of the modules that raise them)
+REPORTED = frozenset(
+    {
+        "common.run.settings.ConfigError",
+        "common.maths.validation.InvalidValue",
+        "common.assets.cache.CacheError",
+        "common.assets.data.DatasetNotFoundError",
+        "common.assets.encoders.WeightsNotFoundError",
+        "common.assets.encoders.UnknownModelError",
+        "common.run.checkpoint.CheckpointError",
+        "common.run.results.NoResults",
+        "server.nodes.UsersNotConnected",
+        "server.nodes.NodeRefused",
+        "launch.simulation.SimulationFailed",
+        "clients.device.DeviceConfigError",
+    }
+)
+# operating-system failures that are the machine's state, not a bug: a full disk, a quota,
+# a read-only or forbidden place
+REPORTED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+FULL_ERROR = "HYDRA_FULL_ERROR"
+
+
+def reportable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure the user can act on (:data:`REPORTED`, or an
+    :class:`OSError` of :data:`REPORTED_ERRNOS`)."""
+    if isinstance(exc, OSError) and exc.errno in REPORTED_ERRNOS:
+        return True
+    return any(f"{c.__module__}.{c.__qualname__}" in REPORTED for c in type(exc).__mro__)
+
+
+def one_line(exc: BaseException) -> str:
+    """``error: <message>`` (an operating-system failure: what failed, and on which path)."""
+    if isinstance(exc, OSError) and exc.errno in REPORTED_ERRNOS and exc.filename:
+        return f"error: cannot write {exc.filename}: {exc.strerror}"
+    return f"error: {exc}"
+
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """Turn a failure the user can act on into one ``error:`` line and exit status 1.
+
+    Raises
+    ------
+    SystemExit
+        Status 1 with :func:`one_line` of the failure (unless ``HYDRA_FULL_ERROR=1``, which
+        lets the exception through with its traceback).
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not reportable(exc) or os.environ.get(FULL_ERROR) == "1":
+            raise
+        print(one_line(exc), file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+class Refused(SystemExit):
+    """A run or sweep refused before any work: exit status 1 with ``error: <message>``;
+    the entry point then puts the output folder back as it was (:class:`Untouched`).
+
+    Parameters
+    ----------
+    message : str
+        The one line to print, ``error: ...``.
+    folder : Path, optional
+        The output folder Hydra made for the run (or the sweep's folder).
+    """
+
+    def __init__(self, message: str, folder: Path | None = None) -> None:
+        super().__init__(message)
+        self.folder = folder
+
+    def __reduce__(self):  # crosses processes whole (SystemExit's would drop the folder)
+        return (type(self), (self.code, self.folder))
+
+
+# what Hydra writes in a run's folder before the task runs, and in a sweep's folder
+HYDRA_FILES = (
+    ".hydra/config.yaml",
+    ".hydra/hydra.yaml",
+    ".hydra/overrides.yaml",
+    "multirun.yaml",
+)
+# Hydra's output folders in conf/config.yaml: a static part, then two time-stamped levels
+DEFAULT_DIRS = {"run": "outputs/%Y-%m-%d/%H-%M-%S", "sweep": "multirun/%Y-%m-%d/%H-%M-%S"}
+
+
+@dataclass
+class Untouched:
+    """What a run's output folders held before Hydra wrote in them, to put back when the
+    run is refused: a refused run changes nothing that existed before it (its config
+    record, its log, an empty folder and the folders above it).
+
+    Attributes
+    ----------
+    existed : set of Path
+        The folders (the output folder and the two above it) that existed.
+    files : dict of str to bytes or None
+        The files Hydra writes in the output folder (relative names) and their contents
+        before (None: absent).
+    folder : Path
+        The output folder the command line names (or the default, at this second).
+    """
+
+    existed: set[Path]
+    files: dict[str, bytes | None]
+    folder: Path
+
+    @classmethod
+    def take(cls, args: Sequence[str], log_name: str, now: datetime | None = None) -> Untouched:
+        """The state of the folder a command line's run (or sweep, ``-m``) will write to.
+
+        Parameters
+        ----------
+        args : sequence of str
+            The command line's arguments (Hydra overrides and flags).
+        log_name : str
+            The run's log file name (``<script>.log``), which Hydra appends to.
+        now : datetime, optional
+            The time that names the default folder (default: now).
+        """
+        kind = "sweep" if {"-m", "--multirun"} & set(args) else "run"
+        given = literal_value(args, f"hydra.{kind}.dir")
+        stamp = (now or datetime.now()).strftime(DEFAULT_DIRS[kind])
+        folder = Path(given or stamp).absolute()
+        chain = [folder, folder.parent, folder.parent.parent]
+        return cls(
+            existed={p for p in chain if p.is_dir()},
+            files={
+                n: (folder / n).read_bytes() if (folder / n).is_file() else None
+                for n in (*HYDRA_FILES, log_name)
+            },
+            folder=folder,
+        )
+
+    def restore(self, folder: Path | None = None) -> None:
+        """Put back Hydra's files in ``folder`` (default: :attr:`folder`) as they were, and
+        remove the folders the run created, if they are empty."""
+        folder = Path(folder or self.folder).absolute()
+        for name, content in self.files.items():
+            path, before = folder / name, content if folder == self.folder else None
+            with contextlib.suppress(OSError):
+                if before is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    path.write_bytes(before)
+        for empty in (folder / ".hydra", folder, folder.parent, folder.parent.parent):
+            if empty not in self.existed and empty != Path.cwd():
+                with contextlib.suppress(OSError):
+                    empty.rmdir()  # only if empty
+
+
+def literal_value(args: Sequence[str], key: str) -> str | None:
+    """The value a command line gives ``key`` (``key=value``), if it is a plain path (no
+    ``${...}`` interpolation, no sweep)."""
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if sep and name.lstrip("+") == key:
+            value = value.strip("'\"")
+            return None if "${" in value or not value else value
+    return None
+
+
+def check_output_folder(args: Sequence[str]) -> None:
+    """Refuse a ``hydra.run.dir`` / ``hydra.sweep.dir`` that cannot be written, before Hydra
+    tries (its own failure is a traceback).
+
+    Raises
+    ------
+    Refused
+        Naming the key, the folder and the reason.
+    """
+    from common.files import check_writable
+
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        value = literal_value(args, key)
+        if value is None:
+            continue
+        try:
+            check_writable(value)
+        except OSError as exc:
+            raise Refused(
+                f"error: config key {key!r} = {value!r} cannot be used: {exc.strerror or exc} "
+                f"({exc.filename or value}); give a folder you can write"
+            ) from None
