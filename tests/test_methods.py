@@ -242,3 +242,20 @@ def test_results_name_the_zoo_by_the_fingerprint_of_every_partys_assets():
     assert first.zoo.tolist() == again.zoo.tolist() and first.zoo.iloc[0] != other.zoo.iloc[0]
     assert first.user_assets.nunique() == 2 and first.ap_assets.nunique() == 1
     assert first.user_assets.tolist() == [data.fingerprint for data in source.problem().users]
+
+
+def test_the_feature_map_solves_only_for_the_features_that_were_sent():
+    """First-K and Eigen-K zero-fill k of d features: leaving the all-zero ones out of the
+    solve gives the full ridge solution (their weights are exactly 0), in a k×k system."""
+    from common.parties.feature_selection import apply_affine, least_squares_map, zero_fill
+
+    rng = np.random.default_rng(5)
+    x = zero_fill(rng.standard_normal((6, 300)), None, 40)  # 6 of 40 features sent
+    y = rng.standard_normal((9, 300))
+    w = least_squares_map(x, y, ridge=1e-3)
+    phi = np.vstack([x, np.ones((1, 300))])
+    gram = phi @ phi.T
+    full = np.linalg.solve(gram + 1e-3 * np.trace(gram) / 41 * np.eye(41), phi @ y.T).T
+    np.testing.assert_allclose(w, full, rtol=1e-12, atol=1e-14)
+    assert w.shape == (9, 41) and not np.any(w[:, 6:40])
+    np.testing.assert_allclose(apply_affine(w, x), full[:, :-1] @ x + full[:, -1:], rtol=1e-12)

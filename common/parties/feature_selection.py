@@ -77,11 +77,18 @@ def least_squares_map(inputs: np.ndarray, targets: np.ndarray, ridge: float = 1e
     numpy.linalg.LinAlgError
         The loaded Gram matrix is singular (only possible with ``ridge = 0``).
     """
-    ones = np.ones((1, inputs.shape[1]))
-    phi = np.vstack([inputs, ones])
+    # Features that are zero in every sample (zero-filled: First-K and Eigen-K send k of d)
+    # are left out of the solve: their block of the loaded Gram matrix is load·I and their
+    # right-hand side is 0, so their weights are exactly 0; the ridge is the full [x; 1]'s
+    # (they add nothing to the trace). A d×d solve becomes k×k (d = 192, k = 8..32 here).
+    active = np.flatnonzero(np.any(inputs != 0, axis=1))
+    phi = np.vstack([inputs[active], np.ones((1, inputs.shape[1]))])
     gram = phi @ phi.T
-    load = ridge * float(np.trace(gram)) / gram.shape[0]
-    return np.linalg.solve(gram + load * np.eye(gram.shape[0]), phi @ targets.T).T
+    load = ridge * float(np.trace(gram)) / (inputs.shape[0] + 1)
+    solved = np.linalg.solve(gram + load * np.eye(gram.shape[0]), phi @ targets.T).T
+    w = np.zeros((targets.shape[0], inputs.shape[0] + 1))
+    w[:, active], w[:, -1] = solved[:, :-1], solved[:, -1]
+    return w
 
 
 def apply_affine(w: np.ndarray, inputs: np.ndarray) -> np.ndarray:
@@ -99,7 +106,8 @@ def apply_affine(w: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     ndarray, shape (d_k, N), float64
         The mapped columns.
     """
-    return w[:, :-1] @ inputs + w[:, -1:]
+    active = np.flatnonzero(np.any(w[:, :-1] != 0, axis=0))  # the features the map reads
+    return w[:, active] @ inputs[active] + w[:, -1:]
 
 
 def zero_fill(values: np.ndarray, indices: np.ndarray | None, dim: int) -> np.ndarray:
