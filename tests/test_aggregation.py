@@ -173,6 +173,18 @@ def test_weights_near_the_float_maximum_do_not_overflow_the_weighted_mean():
         aggregator("weighted_mean", 0.2)(local, [1.0, np.inf, 1.0])
 
 
+@pytest.mark.parametrize("rule", ["mean", "weighted_mean", "trimmed_mean", "median"])
+def test_finite_local_precoders_near_the_float_maximum_give_a_finite_consensus(rule):
+    """numpy's mean sums first: two finite F_k of 1e308 made F = inf, and the run stopped."""
+    local = [np.full((2, 3), 1e308 + 1e308j), np.full((2, 3), 9e307 - 1e308j)] * 3
+    combined = aggregator(rule, 0.2)(local, [1.0] * 6)
+    assert np.isfinite(combined).all()
+    np.testing.assert_allclose(combined, np.full((2, 3), 9.5e307 + 0j), rtol=1e-12, atol=1e295)
+    ordinary = _stack(np.random.default_rng(4), k=6)  # no overflow: numpy's mean, bit for bit
+    if rule == "mean":
+        assert np.array_equal(aggregator(rule)(ordinary, [1.0] * 6), np.mean(ordinary, axis=0))
+
+
 def test_a_user_reporting_a_subnormal_pilot_mse_is_weighed_and_the_run_goes_on():
     """A reported pilot MSE of 1e-320 (its inverse overflows) gets the largest finite
     weight: that user dominates the weighted mean, and no round stops."""
@@ -227,15 +239,24 @@ def test_rho_beyond_its_range_is_refused_and_a_vanishing_precoder_is_named(caplo
     assert "strategy.rho=1e+12 holds F near zero" in caplog.text
 
 
+class Overflowing(Aggregator):
+    """A rule of one's own whose consensus overflows."""
+
+    def combine(self, stack, weights):
+        return np.full(stack.shape[1:], np.inf, dtype=stack.dtype)
+
+
 def test_an_ap_whose_update_overflows_stops_naming_its_settings():
-    """Local steps each finite whose mean overflows: the AP does not carry an infinite F
-    into the next round, it stops and says which settings to look at."""
+    """An update that is not finite (here a rule of one's own that overflows; the built-in
+    rules stay finite for finite steps): the AP does not carry an infinite F into the
+    next round, it stops and says which settings to look at."""
     from common.parties.consensus import LocalPrecoder
     from common.run.driver import build_parties
     from tests.synthetic import make_problem, settings_for
 
     problem = make_problem(n=200, n_test=60, ap_dim=12, user_dims=(14, 9))
     ap, _ = build_parties(problem, settings_for(problem, rounds=2))
+    ap.aggregator = Overflowing()
     huge = np.full(ap.shape, 1.5e308, dtype=complex)
     with pytest.raises(FloatingPointError, match=r"F is not finite.*strategy.rho=1,"):
         ap.update({0: LocalPrecoder(huge), 1: LocalPrecoder(huge)})

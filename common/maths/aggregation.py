@@ -129,6 +129,40 @@ class Aggregator:
         raise NotImplementedError
 
 
+def mean_of(stack: np.ndarray) -> np.ndarray:
+    """The mean over the first axis, finite for any finite stack.
+
+    ``numpy.mean`` sums first: two values near the float64 maximum overflow to ``inf``.
+    Then the shares ``F_k / K`` are summed instead (each at most the largest value / K).
+
+    Parameters
+    ----------
+    stack : ndarray, shape (K, ...), float or complex
+        The values, stacked along the first axis.
+
+    Returns
+    -------
+    ndarray, shape stack.shape[1:]
+        Their mean.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled below
+        out = np.mean(stack, axis=0)
+    if np.all(np.isfinite(out)) or not np.all(np.isfinite(stack)):
+        return out
+    return np.tensordot(np.full(stack.shape[0], 1.0 / stack.shape[0]), stack, axes=1)
+
+
+def _median_of(part: np.ndarray) -> np.ndarray:
+    """The median over the first axis of a real stack, finite for any finite stack (an
+    even count averages the two middle values, which may overflow: then it is taken of
+    the halves, exactly, and doubled)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.median(part, axis=0)
+    if np.all(np.isfinite(out)) or not np.all(np.isfinite(part)):
+        return out
+    return np.median(part / 2.0, axis=0) * 2.0
+
+
 def _per_part(stack: np.ndarray, rule) -> np.ndarray:
     """Apply a real coordinate-wise rule to the real and imaginary parts separately."""
     if np.iscomplexobj(stack):
@@ -155,9 +189,9 @@ class Mean(Aggregator):
         Returns
         -------
         ndarray, shape (m, n), complex128
-            The mean.
+            The mean (finite for any finite stack: :func:`mean_of`).
         """
-        return np.mean(stack, axis=0)
+        return mean_of(stack)
 
 
 @AGGREGATORS.register("weighted_mean")
@@ -218,7 +252,7 @@ class Median(Aggregator):
         ndarray, shape (m, n)
             The median, complex128 for a complex stack.
         """
-        return _per_part(stack, lambda part: np.median(part, axis=0))
+        return _per_part(stack, _median_of)
 
 
 @AGGREGATORS.register("trimmed_mean")
@@ -253,7 +287,7 @@ class TrimmedMean(Aggregator):
 
         def rule(part: np.ndarray) -> np.ndarray:
             ordered = np.sort(part, axis=0)
-            return np.mean(ordered[cut : part.shape[0] - cut], axis=0)
+            return mean_of(ordered[cut : part.shape[0] - cut])
 
         return _per_part(stack, rule)
 
