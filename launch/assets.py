@@ -1,7 +1,11 @@
 """Build one party's assets on its own machine, before a deployed run.
 
+    python -m launch.assets plan users.count=3        # which model each partition-id runs
     python -m launch.assets ap [overrides ...]
     python -m launch.assets user --model resnet10t --cache-dir /data/fedalign [overrides ...]
+
+``plan`` prints, for a run's overrides, the model each user (each device's
+``partition-id``) must run: a device's node config names both.
 
 ``ap`` builds (or verifies) the AP's encoder latents and nothing of any user,
 in the cache the config names (``cache_dir=...`` or ``$FEDALIGN_CACHE``).
@@ -28,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parties = parser.add_subparsers(dest="party", required=True)
+    plan = parties.add_parser("plan", help="the model of each user (partition-id) of a run")
+    plan.add_argument("overrides", nargs="*", help="the run's Hydra overrides (users.count=...)")
     ap = parties.add_parser("ap", help="the AP's encoder latents only")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides (data=..., cache_dir=...)")
     user = parties.add_parser("user", help="one user device's latents and head")
@@ -48,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run = settings(*args.overrides)
+        if args.party == "plan":
+            for index, model in enumerate(run.users.models):
+                print(f"partition-id={index} model={model}")
+            return 0
         if args.party == "ap":
             source = AssetSource(run)
             parties = source.parties()[:1]

@@ -123,6 +123,8 @@ def test_settings_survive_json_and_the_flwr_run_config_path():
         ("csi.estimation=oracle", "csi.estimation", "perfect, ls, lmmse"),
         ("csi.snr=nan", "csi.snr", "number in dB"),
         ("csi.ageing=-0.1", "csi.ageing", "[0, 1]"),
+        ("sweep_in_flight=0", "sweep_in_flight", ">= 1"),
+        ("sweep_in_flight=-3", "sweep_in_flight", ">= 1"),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(override, key, allowed):

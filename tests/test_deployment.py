@@ -14,11 +14,14 @@ import pandas as pd
 import pytest
 
 from common.run.results import RunOutcome
+from conf import split_overrides
 from launch.federation import Federation, make_node_key
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = "users.count=2 experiment.rounds=3 experiment.progress=false"
+# a quoted label with a space and a comma: one value through flwr run's run config, not a
+# sweep (Flower's inline syntax emptied it; a plain split made it two points)
+OVERRIDES = "users.count=2 experiment.rounds=3 experiment.progress=false simulation='r 1,a'"
 
 
 def _free_port() -> int:
@@ -43,7 +46,7 @@ def federation(tmp_path_factory, cache_dir):
 
     fed = Federation(tmp_path_factory.mktemp("federation"), _free_port())
     try:
-        fed.up(settings(*OVERRIDES.split()).users.models, ap_cache=str(cache_dir))
+        fed.up(settings(*split_overrides(OVERRIDES)).users.models, ap_cache=str(cache_dir))
         yield fed
     finally:
         fed.down()
@@ -56,6 +59,7 @@ def first_run(federation, tmp_path_factory):
     out = tmp_path_factory.mktemp("deployed")
     run_id = federation.submit(OVERRIDES, out)
     assert federation.wait(run_id, timeout=900) == "finished:completed"
+    assert not (out / "points.csv").exists()  # one point
     return out
 
 
@@ -67,7 +71,7 @@ def test_a_secure_deployment_equals_the_simulation(first_run, cache_dir):
     from conf import settings
 
     deployed = RunOutcome.load(first_run)
-    run = settings(*OVERRIDES.split(), f"cache_dir={cache_dir}")
+    run = settings(*split_overrides(OVERRIDES), f"cache_dir={cache_dir}")
     alone = run_experiment(AssetSource(run).problem(), run)
     for name, value in alone.precoders.items():
         np.testing.assert_allclose(

@@ -225,3 +225,26 @@ def test_a_run_config_file_carries_any_override_string_through_flowers_parser(tm
     values = {"overrides": "simulation='my label' seed=1,2 x=\"q\" ü\\n", "output-dir": "/a b"}
     path = write_run_config(tmp_path / "run.toml", values)
     assert parse_config_args([str(path)]) == values
+
+
+@pytest.mark.slow
+def test_users_that_do_not_connect_in_time_are_one_line_naming_the_keys(tmp_path):
+    """experiment.node_timeout=1e-9 printed 79 lines of traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "run_simulation.py", "experiment=quick", "users.count=2"]
+        + ["experiment.node_timeout=1e-9", "experiment.node_timeout_per_user=0"]
+        + [f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: users [0, 1] did not connect within 1e-09 s (experiment.node_timeout + "
+        "experiment.node_timeout_per_user per user): in a simulation, give them longer; in a "
+        "deployment, start one SuperNode per user with node config partition-id=0..1"
+    ]
