@@ -1,6 +1,11 @@
 """A deployed run on loopback against the same run simulated: where a deployment's time goes.
 
     .venv/bin/python benchmarks/bench_deployment.py [--users 2] [--rounds 4]
+    .venv/bin/python benchmarks/bench_deployment.py --rounds 16 --kill-after 3
+
+With ``--kill-after R``, user 1's SuperNode is killed with SIGKILL once round R has
+ended (a crash: no goodbye), then started again in a restart loop (every 2 s); it
+prints when the SuperLink accepted it again and which rounds the user lost.
 
 Brings up a secure local federation (``launch.federation``: TLS, SuperNode
 authentication, each device's own built assets), runs the default config with
@@ -27,11 +32,35 @@ from launch.federation import Federation  # noqa: E402
 from launch.simulation import simulate  # noqa: E402
 
 
+def crash(federation: Federation, out: Path, after: int, model: str) -> None:
+    """Kill user 1's SuperNode once round ``after`` has ended; restart it in a loop."""
+    import pandas as pd
+
+    history = out / "history.csv"
+    while not history.exists() or len(pd.read_csv(history)) < after:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the next round is under way
+    federation.kill_supernode(1)
+    killed = time.perf_counter()
+    starts = federation.restart_supernode(1, model)
+    back = time.perf_counter() - killed - 10.0  # its last start stayed up 10 s
+    print(f"user 1's SuperNode killed (SIGKILL) during round {after + 1}; the restart loop's")
+    print(f"start {starts} was accepted, {back:.0f} s after the kill")
+
+
+def report_crash(deployed: RunOutcome) -> None:
+    failed = deployed.failures[deployed.failures.user == 1]
+    print(f"rounds user 1 lost: {sorted(set(failed['round']))} ({', '.join(failed.reason)})")
+    print(f"round seconds: {' '.join(f'{v:.0f}' for v in deployed.history.seconds)}")
+    print(f"users answering per round: {deployed.history.responded.tolist()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--port", type=int, default=18600)
+    parser.add_argument("--kill-after", type=int, help="kill user 1's SuperNode after this round")
     args = parser.parse_args()
     overrides = (
         f"users.count={args.users} experiment.rounds={args.rounds} experiment.progress=false"
@@ -46,11 +75,15 @@ def main() -> None:
             up = time.perf_counter() - started
             started = time.perf_counter()
             run_id = federation.submit(overrides, Path(tmp) / "deployed")
+            if args.kill_after:
+                crash(federation, Path(tmp) / "deployed", args.kill_after, run.users.models[1])
             status = federation.wait(run_id, timeout=3600)
             deployed_wall = time.perf_counter() - started
         finally:
             federation.down()
-        deployed = RunOutcome.load(Path(tmp) / "deployed")
+            deployed = RunOutcome.load(Path(tmp) / "deployed")
+    if args.kill_after:
+        report_crash(deployed)
     started = time.perf_counter()
     simulated = simulate(run)
     simulated_wall = time.perf_counter() - started

@@ -377,6 +377,41 @@ class Federation:
             command += ["--root-certificates", str(certificates)]
         return self._start(f"supernode-{user}", command, self.env(FLWR_LOG_LEVEL="INFO"))
 
+    def kill_supernode(self, user: int) -> None:
+        """User ``user``'s SuperNode and the ClientApps below it killed with SIGKILL, as a
+        crash or a power cut would: no goodbye reaches the SuperLink."""
+        pid = self._pids().get(f"supernode-{user}")
+        if pid is None:
+            raise FederationError(f"no SuperNode of user {user} was started here")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        self._remember(f"supernode-{user}", None)
+
+    def restart_supernode(
+        self, user: int, model: str, *, every: float = 2.0, settled: float = 10.0
+    ) -> int:
+        """Start user ``user``'s SuperNode again as a restart loop would (``until
+        flower-supernode ...; do sleep 2; done``): the SuperLink refuses it while the
+        node it replaces is still online; returns how many starts it took.
+
+        Parameters
+        ----------
+        every : float
+            Seconds between a refused start and the next.
+        settled : float
+            Seconds a start must stay up to count as accepted.
+        """
+        starts = 0
+        while True:
+            starts += 1
+            proc = self.start_supernode(user, model)
+            deadline = time.monotonic() + settled
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if proc.poll() is None:
+                return starts
+            time.sleep(every)
+
     def build_device_assets(self, user: int, model: str, overrides: Sequence[str] = ()) -> None:
         """Build user ``user``'s assets into its device folder (``launch.assets user``)."""
         done = subprocess.run(
