@@ -50,10 +50,12 @@ def reportable(exc: BaseException) -> bool:
 
 
 def one_line(exc: BaseException) -> str:
-    """``error: <message>`` (an operating-system failure: what failed, and on which path)."""
+    """``error: <message>`` (an operating-system failure: what failed, and on which path),
+    with the notes added to the exception (what a failed run kept, and where)."""
+    notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
     if isinstance(exc, OSError) and exc.errno in REPORTED_ERRNOS and exc.filename:
-        return f"error: cannot write {exc.filename}: {exc.strerror}"
-    return f"error: {exc}"
+        return f"error: cannot write {exc.filename}: {exc.strerror}{notes}"
+    return f"error: {exc}{notes}"
 
 
 @contextlib.contextmanager

@@ -309,6 +309,11 @@ def _run(
                 exc.add_note(f"point {failure.number} had failed: {failure.error}")
             raise
         except Exception as exc:
+            kept = [s.journal for _, s in opened if s.journal is not None and s.completed]
+            if len(opened) == 1 and kept:  # a single run: its journal, written every round
+                exc.add_note(
+                    f"the history and failures of the finished rounds are kept in {kept[0]}"
+                )
             for number, _ in opened:
                 fail(number, exc)
             continue

@@ -248,3 +248,15 @@ def test_users_that_do_not_connect_in_time_are_one_line_naming_the_keys(tmp_path
         "experiment.node_timeout_per_user per user): in a simulation, give them longer; in a "
         "deployment, start one SuperNode per user with node config partition-id=0..1"
     ]
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path):
+    """A full disk raises from write() with no file name: the error names the file."""
+    from common.files import atomic_file
+
+    target = tmp_path / "checkpoint.npz"
+    with pytest.raises(OSError) as info, atomic_file(target):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert one_line(info.value) == f"error: cannot write {target}: No space left on device"
+    assert list(tmp_path.iterdir()) == []  # the temporary is gone, nothing half-written
