@@ -161,7 +161,7 @@ def main() -> int:
                 f"peak memory, K={last} / K={first}", b["memory_gib"] / a["memory_gib"], 2.0, "x"
             )
         )
-    if ("Flower", 1.0, last) in table:
+    if ("Flower", 1.0, last) in table and ("in process", 1.0, last) in table:
         ratio = table[("Flower", 1.0, last)]["wall"] / table[("in process", 1.0, last)]["wall"]
         print(verdict(f"Flower / in process at K={last}", ratio, 1.3, "x"))
     if ("Flower", 0.1, last) in table:
