@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.run.results import RunOutcome  # noqa: E402
-from conf import settings  # noqa: E402
+from conf import settings, split_overrides  # noqa: E402
 from launch.federation import Federation  # noqa: E402
 from launch.simulation import simulate  # noqa: E402
 
@@ -65,7 +65,7 @@ def main() -> None:
     overrides = (
         f"users.count={args.users} experiment.rounds={args.rounds} experiment.progress=false"
     )
-    run = settings(*overrides.split())
+    run = settings(*split_overrides(overrides))
 
     with tempfile.TemporaryDirectory(prefix="fedalign-bench-") as tmp:
         federation = Federation(Path(tmp) / "federation", args.port)

@@ -137,7 +137,7 @@ def atomic_file(path: str | Path, mode: str = "wb", *, fsync: bool = False) -> I
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.filename is not None:
+        if exc.filename is not None or exc.errno is None:
             raise
         # a failed write (a full disk) names no file: name the one being written
         raise type(exc)(exc.errno, exc.strerror, str(path)) from exc

@@ -53,11 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     from conf import settings
 
     try:
-        run = settings(*args.overrides)
-        if args.party == "plan":
-            for index, model in enumerate(run.users.models):
-                print(f"partition-id={index} model={model}")
+        if args.party == "plan":  # a sweep's points may differ in their users
+            from conf import sweep_points
+
+            plans = {s.users.models for _, s in sweep_points(" ".join(args.overrides))}
+            for number, models in enumerate(sorted(plans, key=len)):
+                if len(plans) > 1:
+                    print(f"# users of the sweep's points ({number + 1} of {len(plans)})")
+                for index, model in enumerate(models):
+                    print(f"partition-id={index} model={model}")
             return 0
+        run = settings(*args.overrides)
         if args.party == "ap":
             source = AssetSource(run)
             parties = source.parties()[:1]

@@ -54,7 +54,8 @@ def one_line(exc: BaseException) -> str:
     with the notes added to the exception (what a failed run kept, and where)."""
     notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
     if isinstance(exc, OSError) and exc.errno in REPORTED_ERRNOS and exc.filename:
-        return f"error: cannot write {exc.filename}: {exc.strerror}{notes}"
+        verb = "access" if exc.errno in (errno.EACCES, errno.EPERM) else "write"
+        return f"error: cannot {verb} {exc.filename}: {exc.strerror}{notes}"
     return f"error: {exc}{notes}"
 
 
@@ -121,13 +122,17 @@ class Untouched:
     files : dict of str to bytes or None
         The files Hydra writes in the output folder (relative names) and their contents
         before (None: absent).
-    folder : Path
-        The output folder the command line names (or the default, at this second).
+    folder : Path or None
+        The output folder the command line names (or the default, at this second); None
+        when it names one through an interpolation (``${...}``): then nothing is touched.
+    default : bool
+        The folder is Hydra's default, named by the time (a guess to the second).
     """
 
     existed: set[Path]
     files: dict[str, bytes | None]
-    folder: Path
+    folder: Path | None
+    default: bool = False
 
     @classmethod
     def take(cls, args: Sequence[str], log_name: str, now: datetime | None = None) -> Untouched:
@@ -143,9 +148,13 @@ class Untouched:
             The time that names the default folder (default: now).
         """
         kind = "sweep" if {"-m", "--multirun"} & set(args) else "run"
-        given = literal_value(args, f"hydra.{kind}.dir")
+        key = f"hydra.{kind}.dir"
+        given = literal_value(args, key)
+        last = next((a for a in reversed(args) if a.lstrip("+").startswith(f"{key}=")), None)
+        if given is None and last is not None:
+            return cls(existed=set(), files={}, folder=None)  # ${...}: not known here
         stamp = (now or datetime.now()).strftime(DEFAULT_DIRS[kind])
-        folder = Path(given or stamp).absolute()
+        folder = _absolute(given or stamp)
         chain = [folder, folder.parent, folder.parent.parent]
         return cls(
             existed={p for p in chain if p.is_dir()},
@@ -154,12 +163,23 @@ class Untouched:
                 for n in (*HYDRA_FILES, log_name)
             },
             folder=folder,
+            default=given is None,
         )
 
     def restore(self, folder: Path | None = None) -> None:
         """Put back Hydra's files in ``folder`` (default: :attr:`folder`) as they were, and
-        remove the folders the run created, if they are empty."""
-        folder = Path(folder or self.folder).absolute()
+        remove the folders the run created, if they are empty.
+
+        ``folder`` is the one Hydra made. If it is not the one taken, nothing is touched,
+        unless both are Hydra's default, named by the time: the second may have ticked,
+        and a folder named by a later second is this run's own."""
+        if self.folder is None:
+            return
+        folder = _absolute(folder or self.folder)
+        if folder != self.folder and not (
+            self.default and folder.parent.parent == self.folder.parent.parent
+        ):
+            return
         for name, content in self.files.items():
             path, before = folder / name, content if folder == self.folder else None
             with contextlib.suppress(OSError):
@@ -173,10 +193,15 @@ class Untouched:
                     empty.rmdir()  # only if empty
 
 
+def _absolute(path: str | Path) -> Path:
+    """An absolute path as Hydra makes one (``os.path.abspath``: ``..`` resolved)."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def literal_value(args: Sequence[str], key: str) -> str | None:
-    """The value a command line gives ``key`` (``key=value``), if it is a plain path (no
-    ``${...}`` interpolation, no sweep)."""
-    for arg in args:
+    """The value a command line gives ``key`` (``key=value``; the last one, as in Hydra), if
+    it is a plain path (no ``${...}`` interpolation, no sweep)."""
+    for arg in reversed(args):
         name, sep, value = arg.partition("=")
         if sep and name.lstrip("+") == key:
             value = value.strip("'\"")
@@ -195,7 +220,8 @@ def check_output_folder(args: Sequence[str]) -> None:
     """
     from common.files import check_writable
 
-    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+    sweep = bool({"-m", "--multirun"} & set(args))
+    for key in ("hydra.sweep.dir",) if sweep else ("hydra.run.dir",):
         value = literal_value(args, key)
         if value is None:
             continue

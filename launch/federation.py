@@ -61,7 +61,10 @@ def write_run_config(path: Path, values: dict[str, str]) -> Path:
         ``path``.
     """
     path = Path(path)
-    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
+    text = "".join(
+        f"{key} = {json.dumps(value, ensure_ascii=False)}\n" for key, value in values.items()
+    )
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -388,7 +391,13 @@ class Federation:
         self._remember(f"supernode-{user}", None)
 
     def restart_supernode(
-        self, user: int, model: str, *, every: float = 2.0, settled: float = 10.0
+        self,
+        user: int,
+        model: str,
+        *,
+        every: float = 2.0,
+        settled: float = 10.0,
+        timeout: float = 300.0,
     ) -> int:
         """Start user ``user``'s SuperNode again as a restart loop would (``until
         flower-supernode ...; do sleep 2; done``): the SuperLink refuses it while the
@@ -400,9 +409,16 @@ class Federation:
             Seconds between a refused start and the next.
         settled : float
             Seconds a start must stay up to count as accepted.
+        timeout : float
+            Seconds after which to give up (:class:`FederationError`).
         """
-        starts = 0
+        starts, deadline = 0, time.monotonic() + timeout
         while True:
+            if time.monotonic() > deadline:
+                raise FederationError(
+                    f"user {user}'s SuperNode was refused for {timeout:.0f} s (see "
+                    f"{self.log(f'supernode-{user}')})"
+                )
             starts += 1
             proc = self.start_supernode(user, model)
             deadline = time.monotonic() + settled

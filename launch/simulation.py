@@ -96,9 +96,9 @@ def check_cluster(address: str | None, timeout: float = CLUSTER_TIMEOUT_S) -> No
                 "config key 'experiment.ray_address' = 'auto' names no Ray cluster: none "
                 f"runs on this machine; {advice}"
             ) from None
-    host, _, port = address.rpartition(":")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
         raise ConfigError(
             f"config key 'experiment.ray_address' = {address!r}: no Ray cluster answers "

@@ -180,6 +180,9 @@ def test_finite_local_precoders_near_the_float_maximum_give_a_finite_consensus(r
     combined = aggregator(rule, 0.2)(local, [1.0] * 6)
     assert np.isfinite(combined).all()
     np.testing.assert_allclose(combined, np.full((2, 3), 9.5e307 + 0j), rtol=1e-12, atol=1e295)
+    for k in (2, 11, 37, 300):  # the mean of k maxima is the maximum, finite
+        at_max = np.full((k, 1, 2), np.finfo(float).max) * np.array([1, -1j])
+        assert np.isfinite(aggregator(rule, 0.2)(list(at_max), [1.0] * k)).all()
     ordinary = _stack(np.random.default_rng(4), k=6)  # no overflow: numpy's mean, bit for bit
     if rule == "mean":
         assert np.array_equal(aggregator(rule)(ordinary, [1.0] * 6), np.mean(ordinary, axis=0))

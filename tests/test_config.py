@@ -230,6 +230,23 @@ def test_a_trimming_rule_that_would_cut_nobody_is_refused():
     )
 
 
+def test_a_trimming_rule_of_ones_own_is_built_as_the_run_builds_it():
+    """Its constructor may take any consensus setting (aggregator() passes them by name);
+    the check of how many it cuts built it with trim_fraction alone (a TypeError)."""
+    s = settings(
+        "users.count=20",
+        "consensus.aggregator=tests.rules:TakesParticipation",
+        "consensus.trim_fraction=0.1",
+    )
+    assert s.consensus.aggregator == "tests.rules:TakesParticipation"
+    with pytest.raises(ConfigError, match="cuts no user of the 5"):
+        settings(
+            "users.count=5",
+            "consensus.aggregator=tests.rules:TakesParticipation",
+            "consensus.trim_fraction=0.1",
+        )
+
+
 def test_the_cli_refuses_an_unread_setting_before_ray_in_a_run_and_in_a_sweep(tmp_path):
     env = {**os.environ, "RAY_ADDRESS": "ray://127.0.0.1:1"}  # any Ray start would fail loudly
     for args in (

@@ -13,6 +13,7 @@ nothing is trained twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -73,14 +74,26 @@ def test_the_guide_marks_its_steps():
     assert [b.file for b in blocks if b.file] == ["~/.flwr/config.toml"]
 
 
-def _free_port() -> int:
+def _listening(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the SuperLink's, or the devices')."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + count < 65000 and not any(_listening(first + k) for k in range(count)):
+            return first
+    raise RuntimeError("no free ports")
 
 
 def test_the_deployment_guide_runs_as_written_to_a_finished_secure_run(tmp_path, cache_dir):
-    port, node_port = _free_port(), _free_port()
+    port = _free_ports(1)
+    node_port = _free_ports(USERS)
+    assert node_port != port
     homes = {name: tmp_path / name for name in ("ap", "operator")}
     homes.update({f"device{k}": tmp_path / f"device{k}" for k in range(USERS)})
     for home in homes.values():
@@ -158,7 +171,7 @@ def test_the_deployment_guide_runs_as_written_to_a_finished_secure_run(tmp_path,
                         shutil.copy(home / "certs" / "ca.crt", other)
             if block.background:  # the SuperLink: wait until it listens
                 deadline = time.monotonic() + 60
-                while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+                while not _listening(port):
                     assert time.monotonic() < deadline, "the SuperLink did not start"
                     assert background[-1].poll() is None, "the SuperLink exited"
                     time.sleep(0.3)
@@ -174,7 +187,9 @@ def test_the_deployment_guide_runs_as_written_to_a_finished_secure_run(tmp_path,
                 env=operator,
                 capture_output=True,
                 text=True,
+                timeout=60,
             )
+            assert all(p.poll() is None for p in background), "a SuperLink or SuperNode exited"
             status = re.search(r'"status": "([^"]+)"', listed.stdout)
             if status and status[1].startswith("finished"):
                 break
@@ -185,8 +200,10 @@ def test_the_deployment_guide_runs_as_written_to_a_finished_secure_run(tmp_path,
         assert (out / "results.parquet").exists() and (out / "precoders.npz").exists()
     finally:
         for proc in reversed(background):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+            try:
                 proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)

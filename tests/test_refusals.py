@@ -179,6 +179,25 @@ def test_a_full_disk_is_one_line_naming_the_file_and_a_bug_keeps_its_traceback(c
     assert one_line(ConfigError("x")) == "error: x"
 
 
+def test_untouched_finds_a_folder_named_with_dots_and_leaves_an_unknown_one_alone(
+    tmp_path, monkeypatch
+):
+    """hydra.run.dir=../runs/r1 is Hydra's <abspath>; ${...} is not known before Hydra."""
+    run = tmp_path / "runs" / "r1"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("the run's own")
+    (run / "run_simulation.log").write_text("its log")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    for args in (["hydra.run.dir=../runs/r1"], ["hydra.run.dir=${oc.env:RUN}"]):
+        untouched = Untouched.take(args, "run_simulation.log")
+        (run / ".hydra" / "config.yaml").write_text("rewritten by Hydra")
+        untouched.restore(run)
+        assert (run / "run_simulation.log").read_text() == "its log"
+        (run / ".hydra" / "config.yaml").write_text("the run's own")
+    assert Untouched.take(["hydra.run.dir=${oc.env:RUN}"], "x.log").folder is None
+
+
 def test_untouched_restores_what_hydra_wrote(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -222,7 +241,7 @@ def test_a_run_config_file_carries_any_override_string_through_flowers_parser(tm
 
     from launch.federation import write_run_config
 
-    values = {"overrides": "simulation='my label' seed=1,2 x=\"q\" ü\\n", "output-dir": "/a b"}
+    values = {"overrides": "simulation='my label 🚀' seed=1,2 x=\"q\" ü\\n", "output-dir": "/a b"}
     path = write_run_config(tmp_path / "run.toml", values)
     assert parse_config_args([str(path)]) == values
 

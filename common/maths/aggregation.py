@@ -133,7 +133,8 @@ def mean_of(stack: np.ndarray) -> np.ndarray:
     """The mean over the first axis, finite for any finite stack.
 
     ``numpy.mean`` sums first: two values near the float64 maximum overflow to ``inf``.
-    Then the shares ``F_k / K`` are summed instead (each at most the largest value / K).
+    Then the mean is taken of the values divided by the largest real or imaginary part
+    (all within ±1, so their mean too) and scaled back.
 
     Parameters
     ----------
@@ -149,7 +150,15 @@ def mean_of(stack: np.ndarray) -> np.ndarray:
         out = np.mean(stack, axis=0)
     if np.all(np.isfinite(out)) or not np.all(np.isfinite(stack)):
         return out
-    return np.tensordot(np.full(stack.shape[0], 1.0 / stack.shape[0]), stack, axes=1)
+    scale = _largest_part(stack)  # every part within ±1 below
+    return np.mean(stack / scale, axis=0) * scale
+
+
+def _largest_part(stack: np.ndarray) -> float:
+    """The largest magnitude of a real or imaginary part (dividing by it brings every part
+    within ±1, so that any average of them is finite)."""
+    parts = (stack.real, stack.imag) if np.iscomplexobj(stack) else (stack,)
+    return max(float(np.max(np.abs(part))) for part in parts)
 
 
 def _median_of(part: np.ndarray) -> np.ndarray:
@@ -224,7 +233,13 @@ class WeightedMean(Aggregator):
         if not np.all(np.isfinite(weights)) or np.any(weights <= 0):
             raise ValueError(f"weights must be finite and > 0, got {weights.tolist()}")
         scaled = weights / weights.max()  # in (0, 1]: the sum is at most K
-        return np.tensordot(scaled / scaled.sum(), stack, axes=1)
+        shares = scaled / scaled.sum()
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled below
+            out = np.tensordot(shares, stack, axes=1)
+        if np.all(np.isfinite(out)) or not np.all(np.isfinite(stack)):
+            return out
+        scale = _largest_part(stack)  # values near the float64 maximum: average within ±1
+        return np.tensordot(shares, stack / scale, axes=1) * scale
 
 
 @AGGREGATORS.register("median")

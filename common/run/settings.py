@@ -30,7 +30,7 @@ from typing import Annotated, Any
 from pydantic import ValidationError, model_validator
 
 from common.maths import validation
-from common.maths.aggregation import Aggregator
+from common.maths.aggregation import Aggregator, aggregator
 from common.maths.conventions import NAMES as CONVENTION_NAMES
 from common.maths.fading import ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
@@ -536,12 +536,21 @@ class RunSettings(Section):
         if rule.trimmed is Aggregator.trimmed:  # a rule that never trims
             return
         count = max(1, math.ceil(c.participation * self.num_users))  # Session.participants
-        if rule(trim_fraction=c.trim_fraction).trimmed(count) > 0:
+
+        def cut(beta: float) -> int:  # built as the run builds it (Session's aggregator())
+            options = {**c.model_dump(exclude={"aggregator"}), "trim_fraction": beta}
+            try:
+                return aggregator(c.aggregator, **options).trimmed(count)
+            except TypeError as exc:
+                raise validation.InvalidValue(
+                    "consensus.aggregator",
+                    f"consensus.aggregator {c.aggregator!r} cannot be built from the "
+                    f"consensus settings: {exc}",
+                ) from None
+
+        if cut(c.trim_fraction) > 0:
             return
-        least = next(
-            (b / 1000 for b in range(1, 500) if rule(trim_fraction=b / 1000).trimmed(count)),
-            None,
-        )
+        least = next((b / 1000 for b in range(1, 500) if cut(b / 1000)), None)
         allowed = (
             f"allowed with {count}: [{least}, 0.5)"
             if least is not None
