@@ -133,7 +133,9 @@ def test_a_supernode_killed_with_sigkill_comes_back_through_a_restart_loop(feder
     device is refused while its old node counts as online; a restart loop gets it in
     after about 40 s (the SuperLink's heartbeat timeout), and the user is back for the
     rest of the run. Measured (benchmarks/bench_deployment.py --kill-after 3): only the
-    round in flight is lost; the race with the next round's start may cost one more."""
+    round in flight is lost; the race with the next round's start may cost one more, and
+    a message the dead node had not fetched yet waits for the restarted node (it comes
+    back under the same node id: its key names it) and nothing is lost."""
     out = tmp_path / "run"
     run_id = federation.submit("users.count=2 experiment.rounds=8 experiment.progress=false", out)
     deadline = time.monotonic() + 600
@@ -150,7 +152,7 @@ def test_a_supernode_killed_with_sigkill_comes_back_through_a_restart_loop(feder
 
     outcome = RunOutcome.load(out)
     lost = sorted(set(outcome.failures[outcome.failures.user == 1]["round"]))
-    assert lost and lost[0] == 3 and len(lost) <= 2 and set(outcome.failures.user) == {1}
+    assert len(lost) <= 2 and all(r >= 3 for r in lost) and set(outcome.failures.user) <= {1}
     assert outcome.history.responded.tolist()[-1] == 2  # back before the last round
     assert outcome.results.user.tolist() == [0, 1]
 
