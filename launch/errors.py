@@ -95,7 +95,7 @@ class Refused(SystemExit):
         self.folder = folder
 
     def __reduce__(self):  # crosses processes whole (SystemExit's would drop the folder)
-        return (type(self), (self.code, self.folder))
+        return (type(self), (self.code, self.folder), self.__dict__)
 
 
 # what Hydra writes in a run's folder before the task runs, and in a sweep's folder

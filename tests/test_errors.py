@@ -23,6 +23,7 @@ from common.maths.validation import InvalidValue
 from common.run.checkpoint import CheckpointError
 from common.run.results import NoResults
 from common.run.settings import ConfigError
+from launch.errors import Refused
 from launch.federation import FederationError
 from launch.simulation import SimulationFailed
 from server.nodes import NodeRefused, UsersNotConnected
@@ -56,6 +57,7 @@ EXAMPLES = [
     PointsFailed("2 of 5 points failed"),
     DeviceConfigError("node config lacks partition-id"),
     SimulationFailed("the Flower simulation ended without results"),
+    Refused("error: config key 'seed' = -1 is invalid", Path("/data/runs/r1")),
     FederationError("the SuperLink did not start"),
 ]
 
@@ -71,7 +73,7 @@ def _defined_exception_classes() -> set[str]:
                 if not isinstance(node, ast.ClassDef):
                     continue
                 bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
-                if bases & (names | {"RuntimeError", "FileNotFoundError", "OSError"}):
+                if bases & (names | {"RuntimeError", "FileNotFoundError", "OSError", "SystemExit"}):
                     found.add(f"{path.relative_to(ROOT).with_suffix('')}.{node.name}")
     return {name.replace("/", ".") for name in found}
 

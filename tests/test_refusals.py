@@ -209,7 +209,7 @@ def test_untouched_restores_what_hydra_wrote(tmp_path):
     untouched.restore()
     assert [p.name for p in run.rglob("*") if p.is_file()] == ["config.yaml"]
     assert (run / ".hydra" / "config.yaml").read_text() == "before"
-    assert Refused("error: x", run).__reduce__()[1] == ("error: x", run)
+    assert Refused("error: x", run).__reduce__()[1] == ("error: x", run)  # and tests/test_errors
 
 
 def test_one_splitter_keeps_quoted_values_whole_for_every_entry_point():
