@@ -16,10 +16,7 @@ again redoes only what did not finish (``hydra_plugins/fedalign_sweep_launcher``
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from launch.environment import quiet
@@ -35,12 +32,10 @@ from common.run.reporting import failed_users, per_user_table  # noqa: E402
 from common.run.settings import ConfigError, refuse_unused  # noqa: E402
 from conf import override_keys, validated  # noqa: E402
 from launch.errors import (  # noqa: E402
-    FULL_ERROR,
     Refused,
     Untouched,
     check_output_folder,
-    one_line,
-    reportable,
+    refusing,
     reported,
 )
 from launch.sweeps import point_store  # noqa: E402
@@ -132,23 +127,6 @@ def check_resumable(settings, out_dir: Path, sweep: bool) -> None:
             f"config key 'experiment.resume' = true: {exc} (give the interrupted "
             "run's folder as hydra.run.dir=<folder>)"
         ) from None
-
-
-@contextlib.contextmanager
-def refusing(out_dir: Path | None) -> Iterator[None]:
-    """Turn a failure the user can act on, before any work, into :class:`Refused` (which
-    puts the output folder back as it was; ``out_dir`` None: a sweep's point, whose
-    folder is the sweep's, only says why)."""
-    try:
-        yield
-    except Exception as exc:
-        memory = isinstance(exc, MemoryError)  # the memory estimate's refusal
-        if not (memory or reportable(exc)) or os.environ.get(FULL_ERROR) == "1":
-            raise
-        message = f"error: {exc}" if memory else one_line(exc)
-        if out_dir is None:
-            sys.exit(message)
-        raise Refused(message, out_dir) from None
 
 
 if __name__ == "__main__":

@@ -142,16 +142,12 @@ def sweep_points(overrides: str) -> list[tuple[str, RunSettings]]:
     tokens = split_overrides(overrides)
     override_keys(tokens)  # refuses what Hydra's grammar cannot parse, naming it
     parsed = OverridesParser.create().parse_overrides(tokens)
-    points: list[tuple[str, RunSettings]] = []
-    seen: set[str] = set()
+    points: dict[str, tuple[list[str], RunSettings]] = {}  # by settings: each point once
     for number, point in enumerate(BasicSweeper.split_arguments(parsed, None)[0]):
-        text = " ".join(point)
         try:
             settings = _composed(tuple(point))
         except ValueError as exc:
-            raise type(exc)(f"sweep point #{number} ({text}): {exc}") from None
-        if settings.to_json() not in seen:  # identical points (seed=11,11) run once
-            seen.add(settings.to_json())
-            points.append((text, settings))
-    refuse_unused([(override_keys(split_overrides(t)), settings) for t, settings in points])
-    return points
+            raise type(exc)(f"sweep point #{number} ({' '.join(point)}): {exc}") from None
+        points.setdefault(settings.to_json(), (point, settings))  # seed=11,11 runs once
+    refuse_unused([(override_keys(point), settings) for point, settings in points.values()])
+    return [(" ".join(point), settings) for point, settings in points.values()]

@@ -78,6 +78,50 @@ def reported() -> Iterator[None]:
         sys.exit(1)
 
 
+@contextlib.contextmanager
+def refusing(folder: Path | None) -> Iterator[None]:
+    """Turn a failure the user can act on (or the memory estimate's refusal), before any
+    work, into :class:`Refused`, which puts ``folder`` back as it was; ``folder`` None (a
+    sweep's point, whose folder is the sweep's): only one ``error:`` line and exit 1.
+
+    Raises
+    ------
+    Refused, SystemExit
+        With :func:`one_line` of the failure (unless ``HYDRA_FULL_ERROR=1``).
+    """
+    try:
+        yield
+    except Exception as exc:
+        memory = isinstance(exc, MemoryError)
+        if not (memory or reportable(exc)) or os.environ.get(FULL_ERROR) == "1":
+            raise
+        if folder is None:
+            sys.exit(one_line(exc))
+        raise Refused(one_line(exc), folder) from None
+
+
+def check_folder(key: str, value: str, advice: str = "give a folder you can write") -> None:
+    """Refuse a folder setting that cannot be written (:func:`common.files.check_writable`,
+    which leaves nothing behind), before any work.
+
+    Raises
+    ------
+    common.run.settings.ConfigError
+        ``config key 'sweep_store' = '/proc/x' cannot be written: <reason> (<path>);
+        <advice>``.
+    """
+    from common.files import check_writable
+    from common.run.settings import ConfigError
+
+    try:
+        check_writable(value)
+    except OSError as exc:
+        raise ConfigError(
+            f"config key {key!r} = {value!r} cannot be written: {exc.strerror or exc} "
+            f"({exc.filename or value}); {advice}"
+        ) from None
+
+
 class Refused(SystemExit):
     """A run or sweep refused before any work: exit status 1 with ``error: <message>``;
     the entry point then puts the output folder back as it was (:class:`Untouched`).
@@ -218,17 +262,12 @@ def check_output_folder(args: Sequence[str]) -> None:
     Refused
         Naming the key, the folder and the reason.
     """
-    from common.files import check_writable
-
     sweep = bool({"-m", "--multirun"} & set(args))
     for key in ("hydra.sweep.dir",) if sweep else ("hydra.run.dir",):
         value = literal_value(args, key)
         if value is None:
             continue
         try:
-            check_writable(value)
-        except OSError as exc:
-            raise Refused(
-                f"error: config key {key!r} = {value!r} cannot be used: {exc.strerror or exc} "
-                f"({exc.filename or value}); give a folder you can write"
-            ) from None
+            check_folder(key, value)
+        except ValueError as exc:  # the ConfigError
+            raise Refused(f"error: {exc}") from None

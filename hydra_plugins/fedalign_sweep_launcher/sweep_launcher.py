@@ -25,10 +25,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from common.files import check_writable
 from common.run.settings import ConfigError, RunSettings, refuse_unused
 from conf import override_keys, validated
-from launch.errors import Refused, one_line, reportable
+from launch.errors import Refused, check_folder, refusing
 from launch.simulation import SimulationFailed, check_cluster
 from launch.sweeps import interrupted, point_store, run_unfinished
 
@@ -83,14 +82,11 @@ class SweepLauncher(Launcher):
             )
             stores = {s.sweep_store for _, s in jobs if s.sweep_store is not None}
             for store in sorted(stores):  # before any point is computed
-                try:
-                    check_writable(store)
-                except OSError as exc:
-                    raise ConfigError(
-                        f"config key 'sweep_store' = {store!r} cannot be written: "
-                        f"{exc.strerror or exc} ({exc.filename or store}); give a folder "
-                        "you can write, or sweep_store=null to keep no points"
-                    ) from None
+                check_folder(
+                    "sweep_store",
+                    store,
+                    "give a folder you can write, or sweep_store=null to keep no points",
+                )
             for _, s in jobs[:1]:
                 check_cluster(s.experiment.ray_address)
         except ConfigError as exc:
@@ -112,18 +108,17 @@ class SweepLauncher(Launcher):
         jobs = self._job_configs(job_overrides, initial_job_idx)
         store = point_store(jobs[0][1]) if jobs else None
         if store is not None:
-            try:
-                run_unfinished(
-                    store, [settings for _, settings in jobs], in_flight=jobs[0][1].sweep_in_flight
-                )
-            except SimulationFailed as exc:  # the jobs of the missing points report it too
-                print(f"error: {exc}", file=sys.stderr, flush=True)
-            except KeyboardInterrupt:
-                sys.exit(interrupted(store, [settings for _, settings in jobs]))
-            except Exception as exc:  # data, cache, memory: before the jobs write anything
-                if not (isinstance(exc, MemoryError) or reportable(exc)):
-                    raise
-                raise Refused(one_line(exc), self._folder()) from None
+            with refusing(self._folder()):  # data, cache, memory: before the jobs write
+                try:
+                    run_unfinished(
+                        store,
+                        [settings for _, settings in jobs],
+                        in_flight=jobs[0][1].sweep_in_flight,
+                    )
+                except SimulationFailed as exc:  # the jobs of the missing points report it too
+                    print(f"error: {exc}", file=sys.stderr, flush=True)
+                except KeyboardInterrupt:
+                    sys.exit(interrupted(store, [settings for _, settings in jobs]))
         runs = []
         for cfg, _ in jobs:
             runs.append(
