@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from common.run.reporting import failed_users, per_user_table  # noqa: E402
 from common.run.settings import ConfigError, refuse_unused  # noqa: E402
+from common.run.trackers import check_tracker, name_runs  # noqa: E402
 from conf import override_keys, validated  # noqa: E402
 from launch.errors import (  # noqa: E402
     Refused,
@@ -47,8 +48,11 @@ def main(cfg: DictConfig) -> float:
     sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     with refusing(None if sweep else out_dir):  # nothing computed yet: a refusal changes nothing
         settings = validated(OmegaConf.to_container(cfg, resolve=True))
-        if not sweep:  # a sweep's launcher checked every point
-            refuse_unused([(override_keys(HydraConfig.get().overrides.task), settings)])
+        if not sweep:  # a sweep's launcher checked every point, and named its tracked runs
+            overrides = HydraConfig.get().overrides.task
+            refuse_unused([(override_keys(overrides), settings)])
+            settings = name_runs([(overrides, settings)], "")[0][0]
+        check_tracker(settings)
         from launch.simulation import check_cluster, check_resources
 
         check_resources(settings.experiment.cpus_per_user, settings.experiment.ray_address)

@@ -94,7 +94,7 @@ def _run_points_in_process(store: PointStore, points: Sequence[RunSettings]) -> 
 
     problem = AssetSource(points[0]).problem()
     for point in points:
-        store.save(point, run_experiment(problem, point))
+        store.save(point, run_experiment(problem, point, folder=store.outputs(point)))
     return len(points)
 
 

@@ -71,30 +71,44 @@ def run_from_config(grid: Grid, context: Context, source: ProblemSource | None) 
     again) and lists the points in ``output-dir/points.csv``.
     """
     from common.run.points import PointStore
-    from conf import sweep_points
+    from common.run.trackers import check_tracker, close_sweep, name_runs, run_label
+    from conf import split_overrides, sweep_points
 
     run_config = dict(context.run_config)
     folder = Path(
         str(run_config.get("output-dir") or "") or Path("outputs/flwr") / str(context.run_id)
     )
-    points = sweep_points(str(run_config.get("overrides", "")))
+    overrides = str(run_config.get("overrides", ""))
+    points = sweep_points(overrides)
     show_progress(any(settings.experiment.progress for _, settings in points))
+    check_tracker(points[0][1])
     if len(points) == 1:
-        run_point(grid, points[0][1], WriteTo(folder), source)
+        named, _ = name_runs([(split_overrides(overrides), points[0][1])], "")
+        run_point(grid, named[0], WriteTo(folder), source)
         return
     in_flight = points_in_flight(run_config)
     store = PointStore(folder / "points")
     index = pd.DataFrame([{"point": store.path(s).name, "overrides": text} for text, s in points])
     folder.mkdir(parents=True, exist_ok=True)
     index.to_csv(folder / "points.csv", index=False)
-    todo = [s for _, s in points if not store.finished(s)]
+    todo = [(text, s) for text, s in points if not store.finished(s)]
     logger.info(
         "sweep: %d points, %d already finished in %s",
         len(points),
         len(points) - len(todo),
         store.root,
     )
-    run_points(grid, todo, store, source, in_flight=in_flight)
+    named, parent = name_runs(
+        [(split_overrides(text), s) for text, s in todo],
+        f"sweep: {run_label(split_overrides(overrides))}",
+        sweep=[s for _, s in points],
+    )
+    try:
+        run_points(grid, named, store, source, in_flight=in_flight)
+    except BaseException:
+        close_sweep(points[0][1], parent, failed=True)
+        raise
+    close_sweep(points[0][1], parent, failed=False)
 
 
 def make_server_app(

@@ -50,7 +50,8 @@ class Sink(Protocol):
     """Where a finished point's outcome goes (returns the folder it was written to), and
     where its rounds and AP checkpoint go while it runs (``journal``; None: nowhere). A
     sink whose ``resumes`` is true (a sweep's store) resumes an unfinished point from its
-    journal without being asked."""
+    journal without being asked; one with an ``outputs(settings)`` folder (a sweep's store)
+    has the point's experiment tracker write its files there rather than in the journal."""
 
     def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path: ...
 
@@ -194,6 +195,12 @@ def _journal(sink: Sink, point: RunSettings) -> Path | None:
     return sink.journal(point) if hasattr(sink, "journal") else None
 
 
+def _outputs(sink: Sink, point: RunSettings) -> Path | None:
+    """Where the point's tracker writes its files: the sink's ``outputs`` folder (a
+    sweep's store), else its journal (a single run's output folder)."""
+    return sink.outputs(point) if hasattr(sink, "outputs") else _journal(sink, point)
+
+
 def _resumes(point: RunSettings, journal: Path | None, sink: Sink) -> bool:
     """A run resumes when asked; a point of a store that resumes by itself (a sweep's
     store) whenever its journal holds a checkpoint."""
@@ -285,6 +292,7 @@ def _run(
                     ),
                 )
                 continue
+            session.track(_outputs(sink, points[i]))  # after resuming: a resumed run goes on
             opened.append((i + 1, session))
         if not opened:
             continue
@@ -304,11 +312,15 @@ def _run(
                 messages_in_flight=experiment[0].messages_in_flight,
                 cpus_per_user=experiment[0].cpus_per_user,
             )
-        except GRID_FAILURES as exc:
-            for failure in failed:  # what failed before: named with the reason to stop
-                exc.add_note(f"point {failure.number} had failed: {failure.error}")
-            raise
-        except Exception as exc:
+        except BaseException as exc:  # the tracked runs end as failed (or killed), then on
+            for _, session in opened:
+                session.tracker.fail(
+                    f"{type(exc).__name__}: {exc}", interrupted=not isinstance(exc, Exception)
+                )
+            if not isinstance(exc, Exception) or isinstance(exc, GRID_FAILURES):
+                for failure in failed:  # what failed before: named with the reason to stop
+                    exc.add_note(f"point {failure.number} had failed: {failure.error}")
+                raise
             kept = [s.journal for _, s in opened if s.journal is not None and s.completed]
             if len(opened) == 1 and kept:  # a single run: its journal, written every round
                 exc.add_note(
@@ -323,6 +335,7 @@ def _run(
             try:
                 folder = sink(session.settings, outcome)
             except Exception as exc:
+                session.tracker.fail(f"{type(exc).__name__}: {exc}")
                 if session.journal is not None:
                     exc.add_note(
                         f"the history and failures of every round are kept in "
@@ -332,6 +345,7 @@ def _run(
                 continue
             done += 1
             logger.info("wrote the tables and precoders.npz to %s", folder)
+            session.tracker.finish(outcome, session.last_round)
     return failed
 
 

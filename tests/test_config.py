@@ -394,7 +394,8 @@ def test_replace_takes_config_keys_or_unique_field_names_and_refuses_ambiguous_o
     assert s.replace(channel_usage=2).link.channel_uses == 2
     with pytest.raises(
         ConfigError,
-        match="'name' is ambiguous: name one of conventions.name, data.name, strategy.name",
+        match="'name' is ambiguous: name one of conventions.name, data.name, logger.name, "
+        "strategy.name",
     ):
         s.replace(name="x")
     with pytest.raises(ConfigError, match="'nope' is not a setting"):

@@ -66,6 +66,8 @@ class Checkpoint:
     failures: list[dict[str, object]]
     ledger: list[tuple[str, int, int, str, int]]
     ap_metrics: dict[str, float]
+    # the experiment tracker's run (Tracker.ref: "<backend>:<run id>"), continued on resume
+    tracker: str = ""
 
     def write(self, folder: str | Path) -> Path:
         """Replace the checkpoint in ``folder`` atomically; returns its path."""
@@ -78,6 +80,7 @@ class Checkpoint:
             "failures": self.failures,
             "ledger": self.ledger,
             "ap_metrics": self.ap_metrics,
+            "tracker": self.tracker,
         }
         arrays = {_STATE + name: value for name, value in self.ap_state.items()}
         arrays[_RECORD] = np.array(json.dumps(record))
@@ -111,6 +114,7 @@ class Checkpoint:
                 failures=list(record["failures"]),
                 ledger=[tuple(row) for row in record["ledger"]],
                 ap_metrics=dict(record["ap_metrics"]),
+                tracker=str(record.get("tracker", "")),  # "" in checkpoints before trackers
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -80,25 +81,44 @@ def run_parties(
     problem: AlignmentProblem,
     *,
     progress: bool = False,
+    folder: str | Path | None = None,
 ) -> RunOutcome:
-    """Train for the method's rounds, then evaluate every user; the AP and users are kept."""
+    """Train for the method's rounds, then evaluate every user; the AP and users are kept.
+
+    The run is also logged to the experiment tracker ``logger.*`` names
+    (:mod:`common.run.trackers`); ``folder`` is where its outputs go (TensorBoard's and
+    W&B's files; None: ``outputs/<tracker>/<time>``)."""
     session = Session(ap, settings, problem.ap)
-    by_index = {u.index: u for u in users}
-    for rnd in tqdm(session.rounds, desc=ap.method, disable=not progress, leave=False):
-        downlink = session.train_downlink(rnd, list(by_index))
-        # each reply handed over as it comes: the AP keeps its reduction, not K uplinks
-        take = partial(session.take_train_reply, rnd)
-        _, errors = _deliver(downlink, lambda k, m: by_index[k].train(m), take)
-        session.finish_train_round(rnd, {}, errors)
-    test = session.test_downlink(list(by_index))
-    evaluations, errors = _deliver(test, lambda k, m: by_index[k].evaluate(m))
-    session.finish_evaluation(evaluations, errors)
-    return session.outcome()
+    session.track(folder)
+    try:
+        by_index = {u.index: u for u in users}
+        for rnd in tqdm(session.rounds, desc=ap.method, disable=not progress, leave=False):
+            downlink = session.train_downlink(rnd, list(by_index))
+            # each reply handed over as it comes: the AP keeps its reduction, not K uplinks
+            take = partial(session.take_train_reply, rnd)
+            _, errors = _deliver(downlink, lambda k, m: by_index[k].train(m), take)
+            session.finish_train_round(rnd, {}, errors)
+        test = session.test_downlink(list(by_index))
+        evaluations, errors = _deliver(test, lambda k, m: by_index[k].evaluate(m))
+        session.finish_evaluation(evaluations, errors)
+        outcome = session.outcome()
+    except BaseException as exc:
+        session.tracker.fail(
+            f"{type(exc).__name__}: {exc}", interrupted=not isinstance(exc, Exception)
+        )
+        raise
+    session.tracker.finish(outcome, session.last_round)
+    return outcome
 
 
 def run_experiment(
-    problem: AlignmentProblem, settings: RunSettings, *, progress: bool = False
+    problem: AlignmentProblem,
+    settings: RunSettings,
+    *,
+    progress: bool = False,
+    folder: str | Path | None = None,
 ) -> RunOutcome:
-    """One whole run in this process."""
+    """One whole run in this process (logged to ``logger.*``'s tracker, see
+    :func:`run_parties`)."""
     ap, users = build_parties(problem, settings)
-    return run_parties(ap, users, settings, problem, progress=progress)
+    return run_parties(ap, users, settings, problem, progress=progress, folder=folder)

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
 JOURNALS = ".journal"  # unfinished points' rounds, under the store's root (never a point)
+TRACKED = "tracked"  # the points' TensorBoard and W&B files (logger=...), under the root
 OLD_NAME, NAME = "cells", "points"  # the default store folder's earlier and present names
 
 
@@ -133,6 +134,12 @@ class PointStore:
         """Where an unfinished point's rounds and AP checkpoint are written as they finish
         (removed once the point is saved); a sweep started again resumes the point there."""
         return self._open() / JOURNALS / point_key(settings)
+
+    def outputs(self, settings: RunSettings) -> Path:
+        """Where a point's experiment tracker writes its files (TensorBoard's events, W&B's
+        run folder): ``<root>/tracked/<key>``, kept when the point is saved, so that
+        ``tensorboard --logdir <root>/tracked`` shows every point."""
+        return self._open() / TRACKED / point_key(settings)
 
     def __call__(self, settings: RunSettings, outcome: RunOutcome) -> Path:
         """A finished point's outcome into the store (the store as a ServerApp sink)."""

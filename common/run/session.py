@@ -50,6 +50,7 @@ from common.run.results import (
 )
 from common.run.settings import RunSettings
 from common.run.sources import APInputs
+from common.run.trackers import Tracker, open_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class Session:
         self._started = time.perf_counter()
         self._round_started = self._started
         self.completed = 0  # training rounds done (more than 0 after resuming)
+        self.tracker: Tracker = Tracker()  # logger=none until track()
+        self._tracked = ""  # the tracked run a checkpoint names (Tracker.ref)
         # a method that cannot restore its state (no restore()) is not checkpointed
         self._checkpoints = journal is not None and (
             type(access_point).restore is not AccessPoint.restore
@@ -162,6 +165,15 @@ class Session:
                 "it starts again from round 1",
                 type(access_point).__name__,
             )
+
+    def track(self, folder: str | Path | None) -> Tracker:
+        """Start the experiment tracker ``logger.*`` names (after :meth:`resume`: the
+        tracked run the checkpoint names goes on); ``folder`` is the run's output folder.
+        A tracker's failures warn once and never stop the run (:mod:`common.run.trackers`)."""
+        self.tracker = open_tracker(
+            self.settings, folder, resumed=self._tracked, completed=self.completed
+        )
+        return self.tracker
 
     @property
     def rounds(self) -> range:
@@ -252,6 +264,7 @@ class Session:
         )
         row["seconds"] = time.perf_counter() - self._round_started
         self.history.append(row)
+        self.tracker.log_round(rnd, row)
         if rnd == self.last_round and row["power"] < 1e-6 * self.settings.link.power:
             logger.warning(
                 "the precoder's power after the last round is %.3g, against a budget of %g: "
@@ -313,6 +326,7 @@ class Session:
             failures=self.failures,
             ledger=self.ledger.rows(),
             ap_metrics=self.ap_metrics,
+            tracker=self.tracker.ref,
         ).write(self.journal)
 
     def resume(self, folder: str | Path) -> int:
@@ -333,6 +347,7 @@ class Session:
         self.failures = [dict(row) for row in checkpoint.failures]
         self.ledger = Ledger.from_rows(checkpoint.ledger)
         self.ap_metrics = dict(checkpoint.ap_metrics)
+        self._tracked = checkpoint.tracker
         logger.info(
             "[%s] resuming after round %d of %d from %s",
             self.info.method,

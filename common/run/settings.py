@@ -43,6 +43,11 @@ MAX_ROUNDS = 100_000  # ADMM converges in tens of rounds; more is a typo, not an
 RHO_RANGE = (1e-12, 1e12)  # the ADMM penalty ρ: beyond, the F step over- or underflows
 MAX_USERS = 1_000_000  # the users' model names alone take 8 bytes each; more is a typo
 ASSIGNMENTS = ("round_robin", "random")  # how users.count users are drawn from the models
+TRACKERS = ("none", "mlflow", "tensorboard", "wandb")  # logger.name: where a run is also logged
+# MLflow tracking URI schemes (its stores: SQL databases, a tracking server, a folder)
+TRACKING_SCHEMES = (
+    "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file"
+)  # fmt: skip
 
 
 def _changes_results(scope: Scope) -> bool:
@@ -157,6 +162,28 @@ def _ray_address(name: str, value: object) -> str | None:
             f"it), auto, or null, got {value!r}",
         )
     return str(value)
+
+
+def _tracking_uri(name: str, value: object) -> str:
+    """An MLflow tracking URI with a scheme MLflow serves; a relative ``sqlite:///`` or
+    ``file:`` path is made absolute (a simulation's AP runs in another process)."""
+    import os
+    from urllib.parse import urlsplit
+
+    text = str(value) if isinstance(value, str) else ""
+    scheme = urlsplit(text).scheme.split("+")[0]  # postgresql+psycopg2://...
+    if scheme not in TRACKING_SCHEMES:
+        raise validation.InvalidValue(
+            name,
+            f"{name} must be an MLflow tracking URI with one of the schemes "
+            f"{', '.join(TRACKING_SCHEMES)} (sqlite:///outputs/mlflow.db, "
+            f"http://host:5000), got {value!r}",
+        )
+    for prefix in ("sqlite:///", "file:"):  # sqlite:///relative.db, file:relative/folder
+        path = text[len(prefix) :]
+        if text.startswith(prefix) and path and not path.startswith("/") and path != ":memory:":
+            return prefix + os.path.abspath(path)
+    return text
 
 
 # ---- the sections ------------------------------------------------------------------------
@@ -413,6 +440,45 @@ class ExperimentSettings(Section):
     )
 
 
+_TRACKED = Applies("logger.name", lambda name: name != "none", "logger=mlflow|tensorboard|wandb")
+_MLFLOW = Applies("logger.name", lambda name: name == "mlflow", "logger=mlflow")
+_MLFLOW_OR_WANDB = Applies(
+    "logger.name", lambda name: name in ("mlflow", "wandb"), "logger=mlflow or logger=wandb"
+)
+
+
+class LoggerSettings(Section):
+    """``logger``: the experiment tracker the AP also logs each run to (the run's own
+    tables are written either way)."""
+
+    name: Annotated[str, check(validation.one_of, TRACKERS)] = setting(
+        "none, mlflow, tensorboard or wandb", scope=Scope.EXECUTION
+    )
+    uri: Annotated[str, check(_tracking_uri)] = setting(
+        "MLflow tracking URI: a SQL store (sqlite:///outputs/mlflow.db) or a tracking server",
+        scope=Scope.EXECUTION,
+        applies=_MLFLOW,
+    )
+    experiment: Annotated[str, check(_text)] = setting(
+        "the MLflow experiment, or the W&B project, the runs go to",
+        scope=Scope.EXECUTION,
+        applies=_MLFLOW_OR_WANDB,
+    )
+    mode: Annotated[str, check(validation.one_of, ("offline", "online"))] = setting(
+        "W&B: offline (under the run folder; wandb sync later) or online",
+        scope=Scope.EXECUTION,
+        applies=Applies("logger.name", lambda name: name == "wandb", "logger=wandb"),
+    )
+    run_name: Annotated[str | None, check(_optional_text)] = setting(
+        "the tracked run's name (null: its overrides)", scope=Scope.EXECUTION, applies=_TRACKED
+    )
+    parent: Annotated[str | None, check(_optional_text)] = setting(
+        "the MLflow parent run id or W&B group the run belongs to (a sweep sets it)",
+        scope=Scope.EXECUTION,
+        applies=_MLFLOW_OR_WANDB,
+    )
+
+
 class PaperKeys(Section):
     """``base_station``: the paper code's names for the method; when set they decide
     ``strategy.name`` (``strategy`` wins over ``status``) and are then cleared."""
@@ -453,6 +519,7 @@ class RunSettings(Section):
     consensus: ConsensusSettings
     faults: FaultSettings
     experiment: ExperimentSettings
+    logger: LoggerSettings
     seed: Annotated[int, check(_seed)] = setting(
         "seed of every random draw (pilots, channels, initial F, sampling)", scope=Scope.PILOTS
     )

@@ -20,12 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from common.run.points import PointStore
 from common.run.settings import ConfigError, RunSettings, refuse_unused
+from common.run.trackers import check_tracker, close_sweep, name_runs, run_label
 from conf import override_keys, validated
 from launch.errors import Refused, check_folder, refusing
 from launch.simulation import SimulationFailed, check_cluster
@@ -89,6 +91,7 @@ class SweepLauncher(Launcher):
                 )
             for _, s in jobs[:1]:
                 check_cluster(s.experiment.ray_address)
+                check_tracker(s)
         except ConfigError as exc:
             raise Refused(f"error: {exc}", self._folder()) from None
         return jobs
@@ -107,6 +110,8 @@ class SweepLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = self._job_configs(job_overrides, initial_job_idx)
         store = point_store(jobs[0][1]) if jobs else None
+        jobs, parent = self._tracked(jobs, job_overrides, store)
+        failed = False
         if store is not None:
             with refusing(self._folder()):  # data, cache, memory: before the jobs write
                 try:
@@ -116,9 +121,14 @@ class SweepLauncher(Launcher):
                         in_flight=jobs[0][1].sweep_in_flight,
                     )
                 except SimulationFailed as exc:  # the jobs of the missing points report it too
+                    failed = True
                     print(f"error: {exc}", file=sys.stderr, flush=True)
                 except KeyboardInterrupt:
+                    close_sweep(jobs[0][1], parent, failed=True)
                     sys.exit(interrupted(store, [settings for _, settings in jobs]))
+                except BaseException:
+                    close_sweep(jobs[0][1], parent, failed=True)
+                    raise
         runs = []
         for cfg, _ in jobs:
             runs.append(
@@ -131,4 +141,32 @@ class SweepLauncher(Launcher):
                 )
             )
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if jobs:
+            failed = failed or any(run.status != JobStatus.COMPLETED for run in runs)
+            close_sweep(jobs[0][1], parent, failed=failed)
         return runs
+
+    def _tracked(
+        self,
+        jobs: list[tuple[DictConfig, RunSettings]],
+        job_overrides: Sequence[Sequence[str]],
+        store: PointStore | None,
+    ) -> tuple[list[tuple[DictConfig, RunSettings]], str | None]:
+        """Each point's tracked run named by its overrides, under the sweep's parent run
+        (MLflow) or group (W&B) when some point is still to compute; the jobs' configs say
+        the same (a job without a store runs from its config)."""
+        assert self.config is not None
+        if not jobs or jobs[0][1].logger.name == "none":
+            return jobs, None
+        todo = [s for _, s in jobs if store is None or not store.finished(s)]
+        title = "sweep: " + run_label(self.config.hydra.overrides.task)
+        named, parent = name_runs(
+            [(o, s) for o, (_, s) in zip(job_overrides, jobs, strict=True)],
+            title,
+            sweep=[s for _, s in jobs] if todo else (),
+        )
+        for (cfg, _), settings in zip(jobs, named, strict=True):
+            with open_dict(cfg):
+                cfg.logger.run_name = settings.logger.run_name
+                cfg.logger.parent = settings.logger.parent
+        return [(cfg, s) for (cfg, _), s in zip(jobs, named, strict=True)], parent
