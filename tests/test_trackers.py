@@ -19,7 +19,7 @@ from common.run.checkpoint import Checkpoint
 from common.run.driver import run_experiment
 from common.run.points import PointStore
 from common.run.results import RunOutcome
-from common.run.settings import ConfigError
+from common.run.settings import ConfigError, refuse_unused
 from common.run.trackers import (
     MAX_PARAM_LENGTH,
     check_tracker,
@@ -172,6 +172,8 @@ def test_a_sweeps_tensorboard_files_outlive_its_points_journals(tmp_path):
 
 def test_wandb_offline_writes_its_run_folder_under_the_runs_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):  # nothing in ~
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
     problem = SOURCE.problem()
     run = settings_for(problem, rounds=2, channel_uses=2, **{"logger.name": "wandb"})
     from common.run.session import Session
@@ -233,6 +235,10 @@ def test_bad_logger_settings_are_refused_naming_the_key():
         settings("logger=mlflow", "logger.uri=ftp://host/x")
     with pytest.raises(ConfigError, match=r"'logger.mode' = 'sometimes'"):
         settings("logger=wandb", "logger.mode=sometimes")
+    with pytest.raises(
+        ConfigError, match=r"'logger.uri' .*no effect with logger.name='none'.*logger=mlflow"
+    ):
+        refuse_unused([(["logger.uri"], settings("logger.uri=sqlite:///x.db"))])
     relative = settings("logger=mlflow", "logger.uri=sqlite:///runs/m.db").logger.uri
     assert relative == f"sqlite:///{os.path.abspath('runs/m.db')}"  # the AP may run elsewhere
 
