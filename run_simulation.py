@@ -53,9 +53,16 @@ def main(cfg: DictConfig) -> float:
             refuse_unused([(override_keys(overrides), settings)])
             settings = name_runs([(overrides, settings)], "")[0][0]
         check_tracker(settings)
+        from common.assets.devices import check_device
+
+        check_device(settings.device, settings.latents.precision)
         from launch.simulation import check_cluster, check_resources
 
-        check_resources(settings.experiment.cpus_per_user, settings.experiment.ray_address)
+        check_resources(
+            settings.experiment.cpus_per_user,
+            settings.experiment.ray_address,
+            settings.experiment.gpus_per_user,
+        )
         check_cluster(settings.experiment.ray_address)
         if settings.experiment.resume:  # refused now, not after Ray has started
             check_resumable(settings, out_dir, sweep)

@@ -101,6 +101,7 @@ def setting(
     unit: str | None = None,
     alias: str | None = None,
     applies: Applies | tuple[Applies, ...] = (),
+    neutral: Any = None,
 ) -> Any:
     """The declaration of one setting (a pydantic ``Field`` without a default).
 
@@ -117,6 +118,11 @@ def setting(
     applies : Applies or tuple of Applies, optional
         When an option-specific setting is read (all must hold; default: always). Setting
         it explicitly where it is not read is refused (:func:`not_in_effect`).
+    neutral : optional
+        For a setting added after points and checkpoints were stored: the value that does
+        what the program did before it existed. At that value it is left out of a run's
+        identity, so what was stored before still names the same numbers (None: always
+        in it).
     """
     return Field(
         alias=alias,
@@ -125,6 +131,7 @@ def setting(
             "scope": scope.value,
             "unit": unit,
             "applies": applies if isinstance(applies, tuple) else (applies,),
+            "neutral": neutral,
         },
     )
 
@@ -167,6 +174,12 @@ def scope_of(section: type[BaseModel], name: str) -> Scope | None:
     if isinstance(extra, dict) and "scope" in extra:
         return Scope(extra["scope"])
     return None
+
+
+def neutral_of(section: type[BaseModel], name: str) -> Any:
+    """The value at which field ``name`` is left out of identities (None: never)."""
+    extra = section.model_fields[name].json_schema_extra
+    return extra.get("neutral") if isinstance(extra, dict) else None
 
 
 def applies_of(section: type[BaseModel], name: str) -> tuple[Applies, ...]:

@@ -24,6 +24,7 @@ REPORTED = frozenset(
         "common.run.settings.ConfigError",
         "common.maths.validation.InvalidValue",
         "common.assets.cache.CacheError",
+        "common.assets.devices.DeviceError",
         "common.assets.data.DatasetNotFoundError",
         "common.assets.encoders.WeightsNotFoundError",
         "common.assets.encoders.UnknownModelError",

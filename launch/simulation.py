@@ -44,10 +44,22 @@ MIN_CPUS_PER_USER = 0.1  # at most ten users' actors per core
 ACTOR_RESTARTS = 10  # times Ray re-creates each simulated user's actor that died
 
 
-def check_resources(cpus_per_user: float, ray_address: str | None = None) -> None:
-    """Refuse a CPU share per user that Ray cannot schedule on this machine, before Ray starts
-    (Flower would otherwise wait minutes for an empty actor pool). On an existing cluster
-    (``ray_address``) the machines' cores are not known here: only the lower bound holds."""
+def check_resources(
+    cpus_per_user: float, ray_address: str | None = None, gpus_per_user: float = 0.0
+) -> None:
+    """Refuse a CPU or GPU share per user that Ray cannot schedule on this machine, before
+    Ray starts (Flower would otherwise wait for an actor that never comes). On an existing
+    cluster (``ray_address``) its machines are not known here: only the lower bounds hold."""
+    if gpus_per_user > 0 and ray_address is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus_per_user > max(gpus, 0) or not gpus:
+            raise ConfigError(
+                f"config key 'experiment.gpus_per_user' = {gpus_per_user!r} is invalid: this "
+                f"machine has {gpus} CUDA GPU(s), so Ray could not schedule the users "
+                f"(allowed: 0{f'..{gpus}' if gpus else ''})"
+            )
     cpus = (os.cpu_count() or 1) if ray_address is None else math.inf
     if not MIN_CPUS_PER_USER <= cpus_per_user <= cpus:
         raise ConfigError(
@@ -106,9 +118,11 @@ def check_cluster(address: str | None, timeout: float = CLUSTER_TIMEOUT_S) -> No
         ) from None
 
 
-def _resources(settings: RunSettings) -> tuple[float, str | None]:
-    """What a simulation of ``settings`` runs on: CPUs per user, and the Ray cluster."""
-    return settings.experiment.cpus_per_user, settings.experiment.ray_address
+def _resources(settings: RunSettings) -> tuple[float, str | None, float]:
+    """What a simulation of ``settings`` runs on: CPUs per user, the Ray cluster, GPUs per
+    user."""
+    e = settings.experiment
+    return e.cpus_per_user, e.ray_address, e.gpus_per_user
 
 
 SHELF_PREFIX = "fedalign-shelf-"  # + the owner's pid + "-" + random: a shelf's folder
@@ -352,7 +366,7 @@ def _run_simulation(
                 # users fail the message it was serving and are rebuilt for the next one
                 "client_resources": {
                     "num_cpus": points[0].experiment.cpus_per_user,
-                    "num_gpus": 0.0,
+                    "num_gpus": points[0].experiment.gpus_per_user,
                     "max_restarts": ACTOR_RESTARTS,
                 },
                 "init_args": {

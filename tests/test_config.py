@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from common.run.points import point_key
 from common.run.settings import ConfigError, RunSettings, settings_from_config
 from conf import compose, settings_from_overrides
 
@@ -374,7 +375,18 @@ def test_scopes_decide_what_names_a_sweep_point_and_a_users_data():
         "users.head_seed",
         "cache_dir",
         "weights_dir",
+        "latents.precision",
     }
+
+
+def test_a_setting_at_its_neutral_value_leaves_stored_point_names_as_they_were():
+    base = settings()
+    assert "latents" not in base.identity()  # fp32: what every run did before the setting
+    assert "device" not in base.identity()  # where it runs changes no number
+    bf16 = settings("latents.precision=bf16")
+    assert bf16.identity()["latents"] == {"precision": "bf16"}
+    assert point_key(bf16) != point_key(base)
+    assert point_key(settings("device=cpu")) == point_key(base)
 
 
 def test_unknown_keys_are_refused_by_the_schema_naming_the_nearest_setting():

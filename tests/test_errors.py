@@ -18,6 +18,7 @@ import pytest
 from clients.device import DeviceConfigError
 from common.assets.cache import CacheError, _CorruptEntry
 from common.assets.data import DatasetNotFoundError
+from common.assets.devices import DeviceError
 from common.assets.encoders import UnknownModelError, WeightsNotFoundError
 from common.maths.validation import InvalidValue
 from common.run.checkpoint import CheckpointError
@@ -48,6 +49,7 @@ EXAMPLES = [
     WeightsNotFoundError("no weights for vit_small_p16 in /data/weights"),
     DatasetNotFoundError("cifar10 is not in /data"),
     CacheError("the cache folder /proc/x cannot be written"),
+    DeviceError("config key 'device' = 'cuda': this machine has only the CPU"),
     _CorruptEntry("checksum mismatch"),
     ConfigError("config key 'users.count' = 0 is invalid"),
     NoResults(FAILURES),

@@ -118,14 +118,29 @@ class AssetSource(ProblemSource):
         s = self.settings
         return _dataset(s.data.name, s.data.root, s.data.split_seed, s.data.download)
 
+    def _device(self) -> str:
+        """``device`` resolved on this machine (:class:`~common.assets.devices.DeviceError`
+        if it lacks it, or cannot compute in ``latents.precision``)."""
+        from common.assets.devices import check_device
+
+        return str(check_device(self.settings.device, self.settings.latents.precision))
+
     def _latents(self, spec, progress: bool = False) -> ModelLatents:
         s = self.settings
         return encoder_latents(
-            spec, self._data(), self._cache(), progress=progress, weights_dir=s.weights_dir
+            spec,
+            self._data(),
+            self._cache(),
+            progress=progress,
+            weights_dir=s.weights_dir,
+            device=self._device(),
+            precision=s.latents.precision,
+            batch_size=s.latents.batch_size,
         )
 
     def _head(self, latents: ModelLatents) -> HeadAsset:
-        return head_asset(latents, self._data(), self.settings.users.head_seed, self._cache())
+        s = self.settings
+        return head_asset(latents, self._data(), s.users.head_seed, self._cache(), self._device())
 
     def test_size(self) -> int:
         """Samples of the test split.

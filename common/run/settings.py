@@ -37,12 +37,23 @@ from common.maths.link import LinkConfig
 from common.maths.seeding import Stream, check_seed, rng
 from common.parties.faults import FAULT_KINDS
 from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS, Registry
-from common.schema import Applies, Scope, Section, applies_of, check, leaves, scope_of, setting
+from common.schema import (
+    Applies,
+    Scope,
+    Section,
+    applies_of,
+    check,
+    leaves,
+    neutral_of,
+    scope_of,
+    setting,
+)
 
 MAX_ROUNDS = 100_000  # ADMM converges in tens of rounds; more is a typo, not an experiment
 RHO_RANGE = (1e-12, 1e12)  # the ADMM penalty ρ: beyond, the F step over- or underflows
 MAX_USERS = 1_000_000  # the users' model names alone take 8 bytes each; more is a typo
 ASSIGNMENTS = ("round_robin", "random")  # how users.count users are drawn from the models
+PRECISIONS = ("fp32", "bf16", "fp16")  # latents.precision: the extraction's autocast dtype
 TRACKERS = ("none", "mlflow", "tensorboard", "wandb")  # logger.name: where a run is also logged
 # MLflow tracking URI schemes (its stores: SQL databases, a tracking server, a folder)
 TRACKING_SCHEMES = (
@@ -162,6 +173,22 @@ def _ray_address(name: str, value: object) -> str | None:
             f"it), auto, or null, got {value!r}",
         )
     return str(value)
+
+
+def _device(name: str, value: object) -> str:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (whether this machine has it is
+    checked where the work runs: :func:`common.assets.devices.resolve_device`)."""
+    text = value if isinstance(value, str) else ""
+    kind, _, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda", "mps") or (kind == "cuda" and index.isdigit()):
+        return text
+    raise validation.InvalidValue(
+        name, f"{name} must be auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps, got {value!r}"
+    )
+
+
+def _batch_size(name: str, value: object) -> int | None:
+    return None if value is None else validation.positive_int(name, value, 1 << 20)
 
 
 def _tracking_uri(name: str, value: object) -> str:
@@ -398,6 +425,10 @@ class ExperimentSettings(Section):
     cpus_per_user: Annotated[float, check(validation.positive_float)] = setting(
         "Ray CPUs per simulated user", scope=Scope.EXECUTION
     )
+    gpus_per_user: Annotated[float, check(validation.in_range, 0, 64, "[0, 64]")] = setting(
+        "Ray GPUs per simulated user (a fraction shares one GPU; 0: none)",
+        scope=Scope.EXECUTION,
+    )
     progress: Annotated[bool, check(validation.boolean)] = setting(
         "print a line per round", scope=Scope.EXECUTION
     )
@@ -436,6 +467,21 @@ class ExperimentSettings(Section):
     )
     ray_address: Annotated[str | None, check(_ray_address)] = setting(
         "an existing Ray cluster to simulate on (host:port or auto; null: a local Ray)",
+        scope=Scope.EXECUTION,
+    )
+
+
+class LatentSettings(Section):
+    """``latents``: how encoders turn images into latents (on ``device``)."""
+
+    precision: Annotated[str, check(validation.one_of, PRECISIONS)] = setting(
+        "the extraction's arithmetic: fp32, or bf16/fp16 under autocast (faster on a GPU; "
+        "latents differ in the third digit, so they are cached apart)",
+        scope=Scope.ASSETS,
+        neutral="fp32",
+    )
+    batch_size: Annotated[int | None, check(_batch_size)] = setting(
+        "images per forward pass (null: 256 on a CPU, from the free memory on a GPU)",
         scope=Scope.EXECUTION,
     )
 
@@ -520,6 +566,12 @@ class RunSettings(Section):
     faults: FaultSettings
     experiment: ExperimentSettings
     logger: LoggerSettings
+    latents: LatentSettings
+    device: Annotated[str, check(_device)] = setting(
+        "where encoders are trained, latents extracted and heads trained: auto (CUDA, else "
+        "MPS, else the CPU), cpu, cuda, cuda:N or mps",
+        scope=Scope.EXECUTION,
+    )
     seed: Annotated[int, check(_seed)] = setting(
         "seed of every random draw (pilots, channels, initial F, sampling)", scope=Scope.PILOTS
     )
@@ -669,7 +721,10 @@ class RunSettings(Section):
         """The settings whose scope passes ``include``, as a nested dict by config key
         (default: every setting that changes the numbers, a sweep point's identity)."""
         out: dict = {}
+        neutral = _neutral_values()
         for key in self.keys(include):
+            if neutral[key] is not None and self.get(key) == neutral[key]:
+                continue  # as before the setting existed: stored points keep their names
             node = out
             *parents, last = key.split(".")
             for part in parents:
@@ -741,6 +796,11 @@ class RunSettings(Section):
         return cls._validated(json.loads(text))
 
 
+def _neutral_values() -> dict[str, Any]:
+    """Each setting's value at which it is left out of identities (None: never)."""
+    return {key: neutral_of(owner, name) for key, owner, name in leaves(RunSettings)}
+
+
 def stored_identity(text: str) -> dict:
     """The settings that change the numbers (:meth:`RunSettings.identity`) as a stored JSON
     holds them: written by :meth:`RunSettings.to_json` of this or an earlier version, the
@@ -758,6 +818,7 @@ def stored_identity(text: str) -> dict:
     if "link" in raw and "communication" not in raw:
         raw = _from_flat(raw)
     out: dict = {}
+    neutral = _neutral_values()
     for key in RunSettings.keys(_changes_results):
         node, value = raw, None
         for part in key.split("."):
@@ -766,6 +827,8 @@ def stored_identity(text: str) -> dict:
             node = node[part]
         else:
             value = node
+            if neutral[key] is not None and value == neutral[key]:
+                continue  # left out of identities at this value (RunSettings.identity)
             target = out
             *parents, last = key.split(".")
             for part in parents:

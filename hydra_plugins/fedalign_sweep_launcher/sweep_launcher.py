@@ -25,6 +25,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from common.assets.devices import DeviceError, check_device
 from common.run.points import PointStore
 from common.run.settings import ConfigError, RunSettings, refuse_unused
 from common.run.trackers import check_tracker, close_sweep, name_runs, run_label
@@ -92,7 +93,8 @@ class SweepLauncher(Launcher):
             for _, s in jobs[:1]:
                 check_cluster(s.experiment.ray_address)
                 check_tracker(s)
-        except ConfigError as exc:
+                check_device(s.device, s.latents.precision)
+        except (ConfigError, DeviceError) as exc:
             raise Refused(f"error: {exc}", self._folder()) from None
         return jobs
 
