@@ -112,7 +112,8 @@ def check_precision(device: torch.device, precision: str) -> None:
 def label(device: torch.device) -> str:
     """``"cuda:0 (NVIDIA H200)"``, ``"cpu"``: what the cache's manifest records."""
     if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return str(device)
 
 

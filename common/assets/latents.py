@@ -178,19 +178,37 @@ def extract_latents(
         return batch.pin_memory() if pinned else batch
 
     out: np.ndarray | None = None
+    pending: list[tuple[int, torch.Tensor, torch.cuda.Event | None]] = []
+
+    def collect(start: int, z: torch.Tensor, done: torch.cuda.Event | None) -> None:
+        nonlocal out
+        if done is not None:
+            done.synchronize()  # this batch's copy; later batches keep the GPU busy
+        if out is None:
+            out = np.empty((len(images), z.shape[1]), dtype=np.float32)
+        out[start : start + len(z)] = z.numpy()
+
     try:
         with torch.inference_mode(), exact(device, precision):
             starts = range(0, len(images), batch_size)
             waiting = host(0)
             for start in tqdm(starts, desc=label, disable=progress is False, leave=False):
                 x = waiting.to(device, non_blocking=True)
-                z = pooled_features(model, preprocess(x))  # queued: a GPU computes on
+                z = pooled_features(model, preprocess(x)).float()  # queued on a GPU
+                if pinned:  # copied back without blocking; collected one batch later
+                    back = torch.empty(z.shape, dtype=torch.float32, pin_memory=True)
+                    back.copy_(z, non_blocking=True)
+                    done = torch.cuda.Event()
+                    done.record()
+                    pending.append((start, back, done))
+                else:
+                    pending.append((start, z, None))
                 if start + batch_size < len(images):
-                    waiting = host(start + batch_size)  # ... while this is prepared
-                z = z.float().cpu().numpy()
-                if out is None:
-                    out = np.empty((len(images), z.shape[1]), dtype=np.float32)
-                out[start : start + len(z)] = z
+                    waiting = host(start + batch_size)  # prepared while the GPU computes
+                while len(pending) > (1 if pinned else 0):
+                    collect(*pending.pop(0))
+            while pending:
+                collect(*pending.pop(0))
     finally:
         model.train(was_training)
     return out
