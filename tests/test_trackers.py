@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from clients.client_app import make_client_app
+from common.run import trackers
 from common.run.checkpoint import Checkpoint
 from common.run.driver import run_experiment
 from common.run.points import PointStore
@@ -24,8 +25,10 @@ from common.run.trackers import (
     MAX_PARAM_LENGTH,
     check_tracker,
     close_sweep,
+    final_metrics,
     flat_settings,
     name_runs,
+    open_tracker,
     run_label,
 )
 from conf import settings
@@ -35,6 +38,13 @@ from tests.test_apps import SOURCE, _client_grid
 from tests.test_resume import Killed, _crashing_grid
 
 pytestmark = pytest.mark.usefixtures("task_identity")  # Flower messages need a run identity
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_memory(monkeypatch):
+    """Each test starts as a new process would: no tracking URI known to be unreachable."""
+    monkeypatch.setattr(trackers, "_UNREACHABLE", set())
+
 
 REPO = Path(__file__).resolve().parents[1]
 ROUNDS = 4
@@ -200,6 +210,43 @@ def test_an_unreachable_tracker_warns_once_and_the_tables_are_written(tmp_path, 
     assert "logger=mlflow: could not open the run at http://127.0.0.1:9" in warned[0]
     assert not [r for r in caplog.records if r.name.startswith("urllib3")]
     assert len(RunOutcome.load(tmp_path / "out").results) == 3
+
+
+def test_an_unreachable_store_warns_once_for_a_whole_sweep(tmp_path, caplog):
+    base, _ = _mlflow(tmp_path, **{"logger.uri": "http://127.0.0.1:9"})
+    points = [base.replace(seed=seed, rounds=2) for seed in (1, 2, 3)]
+    store = PointStore(tmp_path / "points")
+    with caplog.at_level(logging.WARNING):
+        named, parent = name_runs([([f"seed={p.seed}"], p) for p in points], "sweep", sweep=points)
+        run_points(_client_grid(make_client_app(None, SOURCE)), named, store, SOURCE, in_flight=3)
+    assert parent is None
+    warned = [r.getMessage() for r in caplog.records if r.name == "common.run.trackers"]
+    assert len(warned) == 1 and "sweep's parent run" in warned[0]
+    assert all(store.finished(point) for point in points)
+
+
+def test_a_resumed_run_whose_tracked_run_is_gone_starts_a_new_one(tmp_path):
+    run, client = _mlflow(tmp_path)
+    tracker = open_tracker(run, tmp_path, resumed="mlflow:0123456789abcdef", completed=2)
+    assert tracker.active and tracker.ref.startswith("mlflow:")
+    assert tracker.ref != "mlflow:0123456789abcdef"
+    [created] = _runs(client)
+    assert created.info.run_id == tracker.ref.partition(":")[2]
+
+
+def test_final_byte_counts_are_the_users_traffic_summed(tmp_path):
+    problem = SOURCE.problem()
+    outcome = run_experiment(problem, settings_for(problem, rounds=2, channel_uses=2))
+    final = final_metrics(outcome)
+    assert final["total_bytes_down"] == outcome.results.bytes_down.sum() > 0
+    assert final["total_bytes_up"] == outcome.results.bytes_up.sum() > 0
+    assert "bytes_up" not in final  # the per-round series keeps its own name
+
+
+def test_a_password_in_the_tracking_uri_is_masked_in_what_is_logged():
+    run = settings("logger=mlflow", "logger.uri=https://ann:s3cret@mlflow.example.org:8443")
+    assert flat_settings(run)["logger.uri"] == "https://ann:***@mlflow.example.org:8443"
+    assert settings("logger=mlflow", "logger.uri=databricks").logger.uri == "databricks"
 
 
 def test_a_tracker_failing_mid_run_stops_being_called_and_the_run_goes_on(tmp_path, caplog):

@@ -264,7 +264,6 @@ class Session:
         )
         row["seconds"] = time.perf_counter() - self._round_started
         self.history.append(row)
-        self.tracker.log_round(rnd, row)
         if rnd == self.last_round and row["power"] < 1e-6 * self.settings.link.power:
             logger.warning(
                 "the precoder's power after the last round is %.3g, against a budget of %g: "
@@ -278,6 +277,7 @@ class Session:
         if self.journal is not None:  # what a crash or a full disk later cannot take away
             write_tables(self.journal, self._tables())
             self._checkpoint(rnd)
+        self.tracker.log_round(rnd, row)  # after the checkpoint: a resumed run logs it once
         for k in sorted(metrics) if rnd == 1 else ():
             distinct = metrics[k].get("distinct_pilots", math.inf)
             if distinct <= metrics[k].get("whitened_dim", 0):

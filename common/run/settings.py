@@ -198,7 +198,7 @@ def _tracking_uri(name: str, value: object) -> str:
     from urllib.parse import urlsplit
 
     text = str(value) if isinstance(value, str) else ""
-    scheme = urlsplit(text).scheme.split("+")[0]  # postgresql+psycopg2://...
+    scheme = "databricks" if text == "databricks" else urlsplit(text).scheme.split("+")[0]
     if scheme not in TRACKING_SCHEMES:
         raise validation.InvalidValue(
             name,

@@ -24,6 +24,7 @@ library's own API (``mlflow.MlflowClient``, ``torch.utils.tensorboard.SummaryWri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -32,9 +33,11 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from common.run.results import RunOutcome
 from common.run.settings import ConfigError, RunSettings
@@ -74,9 +77,26 @@ def check_tracker(settings: RunSettings) -> None:
         )
 
 
+def redact(uri: str) -> str:
+    """A URI without the password its user part may hold (``https://user:***@host``)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _public(settings: RunSettings) -> dict[str, Any]:
+    """The settings as JSON, ``logger.uri`` without its password (what trackers keep)."""
+    data = json.loads(settings.to_json())
+    data["logger"]["uri"] = redact(data["logger"]["uri"])
+    return data
+
+
 def flat_settings(settings: RunSettings) -> dict[str, str]:
     """The settings as dotted config keys and their values as text (the tracked
-    parameters); a value longer than :data:`MAX_PARAM_LENGTH` is cut, with ``…``."""
+    parameters; a password in ``logger.uri`` is masked); a value longer than
+    :data:`MAX_PARAM_LENGTH` is cut, with ``…``."""
     flat: dict[str, str] = {}
 
     def walk(node: Mapping[str, Any], prefix: str) -> None:
@@ -89,7 +109,7 @@ def flat_settings(settings: RunSettings) -> dict[str, str]:
                 text = text[: MAX_PARAM_LENGTH - 1] + "…"
             flat[prefix + key] = text
 
-    walk(json.loads(settings.to_json()), "")
+    walk(_public(settings), "")
     return flat
 
 
@@ -100,9 +120,9 @@ def round_metrics(row: Mapping[str, Any]) -> dict[str, float]:
 
 def final_metrics(outcome: RunOutcome) -> dict[str, float]:
     """What a finished run reports to a tracker: the mean ``accuracy``, ``clean_accuracy``
-    and ``mse`` over the evaluated users, ``users_evaluated``, the total ``bytes_down`` and
-    ``bytes_up`` (every user's row holds the run's totals), ``wall_time_s``, and
-    ``user_<k>/accuracy`` for each user ``k``."""
+    and ``mse`` over the evaluated users, ``users_evaluated``, ``total_bytes_down`` and
+    ``total_bytes_up`` (the users' traffic summed over the run, in bytes), ``wall_time_s``,
+    and ``user_<k>/accuracy`` for each user ``k``."""
     results = outcome.results
     metrics: dict[str, float] = {"users_evaluated": float(len(results))}
     for column in ("accuracy", "clean_accuracy", "mse"):
@@ -110,7 +130,7 @@ def final_metrics(outcome: RunOutcome) -> dict[str, float]:
             metrics[column] = float(results[column].mean())
     for column in ("bytes_down", "bytes_up"):
         if column in results and len(results):
-            metrics[column] = float(results[column].iloc[0])
+            metrics[f"total_{column}"] = float(results[column].sum())
     metrics["wall_time_s"] = float(outcome.wall_time_s)
     for user, accuracy in zip(results.get("user", []), results.get("accuracy", []), strict=True):
         metrics[f"user_{int(user)}/accuracy"] = float(accuracy)
@@ -201,7 +221,7 @@ def _artifacts(outcome: RunOutcome, settings: RunSettings, folder: Path) -> list
     """The run's tables and precoders, and its settings as JSON, written to ``folder``."""
     written = outcome.save(folder) if len(outcome.results) else []
     path = folder / "settings.json"
-    path.write_text(json.dumps(json.loads(settings.to_json()), indent=1) + "\n")
+    path.write_text(json.dumps(_public(settings), indent=1) + "\n")
     return [*written, path]
 
 
@@ -214,19 +234,25 @@ class MlflowTracker(Tracker):
     def __init__(self, settings: RunSettings, resumed: str = "") -> None:
         super().__init__()
         self.settings = settings
-        self._guarded(f"open the run at {settings.logger.uri}", lambda: self._open(resumed))
+        if settings.logger.uri in _UNREACHABLE:  # warned once already in this process
+            self._off = True
+            return
+        self._guarded(f"open the run at {redact(settings.logger.uri)}", lambda: self._open(resumed))
+        if self._off:
+            _UNREACHABLE.add(settings.logger.uri)
 
     def _open(self, resumed: str) -> None:
-        for key, value in MLFLOW_HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        from mlflow import MlflowClient
         from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
 
-        self.client = MlflowClient(tracking_uri=self.settings.logger.uri)
+        self.client = _mlflow_client(self.settings.logger.uri)
         experiment = experiment_id(self.client, self.settings)
         if resumed:
-            run = self.client.get_run(resumed)
-            if run.info.lifecycle_stage == "active":
+            try:
+                run = self.client.get_run(resumed)
+            except MlflowException:  # not in this store (deleted, or another logger.uri)
+                run = None
+            if run is not None and run.info.lifecycle_stage == "active":
                 self.run_id = resumed
                 self.client.update_run(resumed, status="RUNNING")
                 self.ref = f"{self.backend}:{resumed}"
@@ -238,8 +264,13 @@ class MlflowTracker(Tracker):
         ).info.run_id
         self.ref = f"{self.backend}:{self.run_id}"
         params = [Param(k, v) for k, v in flat_settings(self.settings).items()]
-        for start in range(0, len(params), 100):  # MLflow takes 100 parameters per batch
-            self.client.log_batch(self.run_id, params=params[start : start + 100])
+        try:
+            for start in range(0, len(params), 100):  # MLflow takes 100 parameters a batch
+                self.client.log_batch(self.run_id, params=params[start : start + 100])
+        except Exception:
+            with contextlib.suppress(Exception):  # not left RUNNING
+                self.client.set_terminated(self.run_id, "FAILED")
+            raise
 
     def _metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -262,6 +293,22 @@ class MlflowTracker(Tracker):
     def _fail(self, reason: str, interrupted: bool) -> None:
         self.client.set_tag(self.run_id, "fedalign.failure", reason[:5000])
         self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FAILED")
+
+
+# Tracking URIs at which no run could be opened in this process (unreachable, refused): the
+# points of a sweep after the first warn no more and wait no more (each would wait for
+# MLflow's retries again).
+_UNREACHABLE: set[str] = set()
+
+
+def _mlflow_client(uri: str) -> Any:
+    """An ``MlflowClient`` for ``uri``, with :data:`MLFLOW_HTTP_DEFAULTS` where the
+    environment sets none (MLflow reads them from the environment: set once, process-wide)."""
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
 
 
 def experiment_id(client: Any, settings: RunSettings) -> str:
@@ -412,7 +459,8 @@ def open_tracker(
     backend, _, run_id = resumed.partition(":")
     run_id = run_id if backend == name else ""
     if folder is None:
-        folder = Path("outputs") / name / time.strftime("%Y-%m-%d_%H-%M-%S")
+        stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}-{uuid.uuid4().hex[:6]}"  # never shared
+        folder = Path("outputs") / name / stamp
     folder = Path(folder)
     if name == "mlflow":
         return MlflowTracker(settings, run_id)
@@ -445,12 +493,11 @@ def open_sweep(points: Sequence[RunSettings], title: str) -> str | None:
     tracker = Tracker()
     tracker.backend = name
 
-    def find_or_create() -> str:
-        for key, value in MLFLOW_HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        from mlflow import MlflowClient
+    if settings.logger.uri in _UNREACHABLE:
+        return None
 
-        client = MlflowClient(tracking_uri=settings.logger.uri)
+    def find_or_create() -> str:
+        client = _mlflow_client(settings.logger.uri)
         experiment = experiment_id(client, settings)
         found = client.search_runs(
             [experiment], filter_string=f"tags.`{SWEEP_TAG}` = '{identity}'", max_results=1
@@ -461,21 +508,27 @@ def open_sweep(points: Sequence[RunSettings], title: str) -> str | None:
         run = client.create_run(experiment, run_name=title, tags={SWEEP_TAG: identity})
         return run.info.run_id
 
-    return tracker._guarded(f"open the sweep's parent run at {settings.logger.uri}", find_or_create)
+    parent = tracker._guarded(
+        f"open the sweep's parent run at {redact(settings.logger.uri)}", find_or_create
+    )
+    if parent is None:
+        _UNREACHABLE.add(settings.logger.uri)
+    return parent
 
 
-def close_sweep(settings: RunSettings, parent: str | None, failed: bool) -> None:
-    """End an MLflow sweep's parent run (finished, or failed when some point failed)."""
+def close_sweep(
+    settings: RunSettings, parent: str | None, failed: bool, *, interrupted: bool = False
+) -> None:
+    """End an MLflow sweep's parent run: finished, failed when some point failed, or
+    killed when the sweep was interrupted (started again, it goes on under the same)."""
     if settings.logger.name != "mlflow" or not parent:
         return
     tracker = Tracker()
     tracker.backend = "mlflow"
+    status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
 
     def close() -> None:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=settings.logger.uri)
-        client.set_terminated(parent, "FAILED" if failed else "FINISHED")
+        _mlflow_client(settings.logger.uri).set_terminated(parent, status)
 
     tracker._guarded("end the sweep's parent run", close)
 

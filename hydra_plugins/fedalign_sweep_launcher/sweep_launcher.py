@@ -126,23 +126,30 @@ class SweepLauncher(Launcher):
                     failed = True
                     print(f"error: {exc}", file=sys.stderr, flush=True)
                 except KeyboardInterrupt:
-                    close_sweep(jobs[0][1], parent, failed=True)
+                    close_sweep(jobs[0][1], parent, failed=True, interrupted=True)
                     sys.exit(interrupted(store, [settings for _, settings in jobs]))
                 except BaseException:
                     close_sweep(jobs[0][1], parent, failed=True)
                     raise
         runs = []
-        for cfg, _ in jobs:
-            runs.append(
-                run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=self.task_function,
-                    config=cfg,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
+        try:
+            for cfg, _ in jobs:
+                runs.append(
+                    run_job(
+                        hydra_context=self.hydra_context,
+                        task_function=self.task_function,
+                        config=cfg,
+                        job_dir_key="hydra.sweep.dir",
+                        job_subdir_key="hydra.sweep.subdir",
+                    )
                 )
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        except BaseException as exc:  # Ctrl-C, or a job's exit: the parent run is not left open
+            stopped = isinstance(exc, KeyboardInterrupt) or (
+                isinstance(exc, SystemExit) and exc.code == 130
             )
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            close_sweep(jobs[0][1], parent, failed=True, interrupted=stopped)
+            raise
         if jobs:
             failed = failed or any(run.status != JobStatus.COMPLETED for run in runs)
             close_sweep(jobs[0][1], parent, failed=failed)
