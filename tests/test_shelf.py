@@ -211,6 +211,7 @@ def test_an_asset_users_key_names_its_data_and_nothing_else():
         base.replace(split_seed=7),
         base.replace(cache_dir="/elsewhere"),
         base.replace(weights_dir="/weights"),
+        base.replace(**{"latents.precision": "bf16"}),
     ]
     for settings in differ:
         assert AssetSource(settings).user_key(1) != key
@@ -226,4 +227,5 @@ def test_an_asset_users_key_names_its_data_and_nothing_else():
         "seed",
         "cache_dir",
         "weights_dir",
+        "latents.precision",
     }
