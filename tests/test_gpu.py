@@ -16,44 +16,19 @@ from common.assets.data import ImageSplits
 from common.assets.heads import accuracy, train_head
 from common.assets.latents import extract_latents
 from common.assets.store import encoder_latents, head_asset, load_encoder
-from common.assets.zoo import EncoderSpec
+from tests.tiny import TINY_SPEC, tiny_splits
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
 ]
 
-SPEC = EncoderSpec(
-    "tiny_resnet_gpu",
-    "resnet10t",
-    seed=5,
-    epochs=1,
-    lr=3e-3,
-    batch_size=32,
-    mean=(0.1,),
-    std=(0.3,),
-)
+SPEC = TINY_SPEC
 
 
 @pytest.fixture(scope="module")
 def data() -> ImageSplits:
-    """Random 'digits' whose class sets a bright row (as tests/test_zoo.py's)."""
-    rng = np.random.default_rng(0)
-
-    def split(n: int):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 1, 32, 32), dtype=np.uint8)
-        images[np.arange(n), 0, 3 + 2 * labels, :] = 255
-        return images, labels.astype(np.int64)
-
-    parts = {"train": split(320), "val": split(60), "test": split(60)}
-    return ImageSplits(
-        name="tiny",
-        images={k: v[0] for k, v in parts.items()},
-        labels={k: v[1] for k, v in parts.items()},
-        num_classes=10,
-        fingerprint="tiny-gpu-test",
-    )
+    return tiny_splits("tiny-gpu-test")
 
 
 def test_fp32_latents_on_cuda_match_the_cpu_to_float32_rounding(data, tmp_path):

@@ -27,6 +27,7 @@ from common.assets.source import AssetSource
 from common.assets.store import encoder_latents, head_asset, load_encoder
 from common.assets.zoo import EMBEDDED, PAPER, EncoderSpec, get_zoo
 from common.registry import ZOOS
+from tests.tiny import TINY_SPEC, tiny_splits
 
 PAPER_HETEROGENEOUS = [
     "vit_small_patch16_224",
@@ -172,34 +173,7 @@ def test_random_shift_moves_content_and_fills_zeros():
 @pytest.fixture(scope="module")
 def tiny_data() -> ImageSplits:
     """A small, fast stand-in for a dataset (random 'digits' whose class sets a bright row)."""
-    rng = np.random.default_rng(0)
-
-    def split(n: int):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 1, 32, 32), dtype=np.uint8)
-        images[np.arange(n), 0, 3 + 2 * labels, :] = 255
-        return images, labels.astype(np.int64)
-
-    parts = {"train": split(320), "val": split(60), "test": split(60)}
-    return ImageSplits(
-        name="tiny",
-        images={k: v[0] for k, v in parts.items()},
-        labels={k: v[1] for k, v in parts.items()},
-        num_classes=10,
-        fingerprint="tiny-0",
-    )
-
-
-TINY_SPEC = EncoderSpec(
-    "tiny_resnet",
-    "resnet10t",
-    seed=5,
-    epochs=1,
-    lr=3e-3,
-    batch_size=32,
-    mean=(0.1,),
-    std=(0.3,),
-)
+    return tiny_splits()
 
 
 def test_extract_latents_matches_a_plain_forward(tiny_data):
