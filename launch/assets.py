@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from clients.device import Device, DeviceConfigError
     from common.assets.cache import Cache, CacheError
+    from common.assets.devices import DeviceError
     from common.assets.source import AssetSource
     from common.assets.zoo import get_zoo
     from common.run.settings import ConfigError
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         table = source.warm(
             progress=run.experiment.progress, parties=parties, heads=args.party == "user"
         )
-    except (ConfigError, DeviceConfigError, CacheError) as exc:
+    except (ConfigError, DeviceConfigError, CacheError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -118,7 +118,7 @@ def check_cluster(address: str | None, timeout: float = CLUSTER_TIMEOUT_S) -> No
         ) from None
 
 
-def _resources(settings: RunSettings) -> tuple[float, str | None, float]:
+def resources_of(settings: RunSettings) -> tuple[float, str | None, float]:
     """What a simulation of ``settings`` runs on: CPUs per user, the Ray cluster, GPUs per
     user."""
     e = settings.experiment
@@ -267,7 +267,7 @@ def simulate_sweep(
             todo.setdefault(point_key(point), point)
     by_cpus: dict[tuple, list[RunSettings]] = {}
     for point in todo.values():
-        by_cpus.setdefault(_resources(point), []).append(point)
+        by_cpus.setdefault(resources_of(point), []).append(point)
     errors = []
     for group in by_cpus.values():
         try:
@@ -317,12 +317,12 @@ def simulate_points(
     """
     if not points:
         return
-    if len({_resources(point) for point in points}) > 1:
+    if len({resources_of(point) for point in points}) > 1:
         raise ValueError(
-            "the points of one simulation must share experiment.cpus_per_user "
-            "and experiment.ray_address"
+            "the points of one simulation must share experiment.cpus_per_user, "
+            "experiment.ray_address and experiment.gpus_per_user"
         )
-    check_resources(*_resources(points[0]))
+    check_resources(*resources_of(points[0]))
     with contextlib.ExitStack() as stack:
         if shelf is None and points[0].experiment.ray_address is None:
             shelf = stack.enter_context(user_shelf())

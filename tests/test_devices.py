@@ -13,6 +13,7 @@ from common.assets.cache import Cache
 from common.assets.devices import DeviceError, check_device, resolve_device
 from common.assets.latents import extract_latents
 from common.assets.store import encoder_latents, load_encoder
+from common.run.points import point_key
 from common.run.settings import ConfigError
 from conf import settings
 from launch.simulation import check_resources
@@ -124,9 +125,60 @@ def test_reduced_precision_latents_are_cached_apart_and_close_to_fp32(tiny_data,
     assert 0 < difference < 0.05 * scale  # bfloat16 keeps about three significant digits
 
 
-def test_the_default_key_is_the_one_caches_had_before_devices_were_a_setting(tiny_data):  # noqa: F811
+def test_the_device_is_resolved_only_when_latents_must_be_built(
+    tiny_data,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    cache = Cache(tmp_path)
+    built = encoder_latents(TINY_SPEC, tiny_data, cache, progress=False, device="cpu")
+    _no_gpu(monkeypatch)  # a Ray actor, say, which sees no GPU
+    cached = encoder_latents(TINY_SPEC, tiny_data, cache, progress=False, device="cuda")
+    assert cached.meta["cached"] and cached.cache_key == built.cache_key  # one asset
+    with pytest.raises(DeviceError, match=r"'device' = 'cuda': this machine has only the CPU"):
+        encoder_latents(TINY_SPEC, tiny_data, Cache(tmp_path / "new"), device="cuda")
+
+
+def test_the_default_preprocessing_is_f_interpolate_bit_for_bit_and_the_matrix_one_close():
+    import torch.nn.functional as F
+
+    from common.assets.latents import make_preprocess
+
+    images = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (6, 3, 32, 40), dtype=np.uint8)
+    )
+    for mode in ("bicubic", "bilinear", "nearest"):
+        config = {"input_size": (3, 64, 48), "mean": (0.4, 0.5, 0.6), "std": (0.2, 0.25, 0.3)}
+        config["interpolation"] = mode
+        mean = torch.tensor(config["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(config["std"]).view(1, -1, 1, 1)
+        x = torch.addcmul(-mean / std, images.float(), 1.0 / (255.0 * std))
+        x = x.contiguous(memory_format=torch.channels_last)
+        align = None if mode == "nearest" else False
+        before = F.interpolate(x, size=(64, 48), mode=mode, align_corners=align)
+        default = make_preprocess(config)(images)
+        assert torch.equal(default, before)  # what every cached latent was made with
+        fast = make_preprocess(config, matrix_resize=True)(images)
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+        assert float((fast - before).abs().max()) < 1e-4 * float(before.abs().max())
+
+
+def test_extraction_returns_every_batch_in_order_whatever_the_batch_count(tiny_data, tmp_path):  # noqa: F811
+    model, preprocess, _ = load_encoder(TINY_SPEC, tiny_data, Cache(tmp_path), progress=False)
+    images = tiny_data.images["test"]
+    whole = extract_latents(model, images, preprocess, batch_size=len(images), progress=False)
+    for batch in (1, 7, len(images) - 1):
+        np.testing.assert_allclose(
+            extract_latents(model, images, preprocess, batch_size=batch, progress=False),
+            whole,
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_device_and_fp32_stay_out_of_every_key(tiny_data):  # noqa: F811
     from common.assets.store import encoder_key
 
-    cpu = encoder_key(TINY_SPEC, tiny_data, None, "cpu")
-    assert "device" not in cpu and "precision" not in cpu
-    assert encoder_key(TINY_SPEC, tiny_data, None, "cuda:0")["device"] == "cuda"
+    key = encoder_key(TINY_SPEC, tiny_data)
+    assert "device" not in key and "precision" not in key
+    assert point_key(settings("device=cpu")) == point_key(settings("device=auto"))

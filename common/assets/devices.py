@@ -9,13 +9,15 @@ work. ``latents.precision`` is the extraction's autocast dtype (``fp32``: none).
 What moves between devices, and what does not (the cache's rule):
 
 - fp32 latents are a function of the encoder's weights; on a GPU they are computed
-  without TF32 (:func:`exact`), so they match the CPU's to float32 rounding (about
-  1e-6 relative) and the cache treats them as the same asset;
-- bf16/fp16 latents differ in the third significant digit: their cache key names the
-  precision;
-- anything trained (an embedded encoder, a head) follows a different trajectory on
-  another kind of device: its cache key names the device kind when it is not the CPU
-  (:func:`kind_key`).
+  without TF32 (:func:`exact`), so they match the CPU's to float32 rounding (checked to
+  1e-4 relative, about 1e-6 seen) and the cache treats them as the same asset: a cache
+  built on one machine serves another, and ``device`` changes no run's identity;
+- bf16/fp16 latents differ in the third significant digit: their cache key, and a run's
+  identity, name the precision;
+- what is trained (an embedded encoder, a head) is trained on the CPU whatever
+  ``device`` says: a head is a 10-unit MLP that a GPU does not speed up, the embedded zoo
+  trains in about two minutes on two cores, and a GPU's training (cuDNN's kernels are not
+  deterministic) would make an asset that no key could name across machines.
 """
 
 from __future__ import annotations
@@ -115,12 +117,6 @@ def label(device: torch.device) -> str:
         index = torch.cuda.current_device() if device.index is None else device.index
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return str(device)
-
-
-def kind_key(device: torch.device) -> dict[str, str]:
-    """What a trained asset's cache key adds for ``device``: nothing on the CPU (so caches
-    made before devices were a setting stay valid), ``{"device": "cuda"}`` elsewhere."""
-    return {} if device.type == "cpu" else {"device": device.type}
 
 
 def batch_size(device: torch.device, given: int | None) -> int:

@@ -163,11 +163,8 @@ def train_encoder(
     *,
     num_classes: int,
     progress: bool = True,
-    device: torch.device | str = "cpu",
 ) -> tuple[nn.Module, dict]:
-    """Train an embedded encoder from scratch with its own classifier, on ``device`` (the
-    model is returned on the CPU; a GPU trains another encoder than the CPU, so the cache
-    keys encoders by the kind of device, :func:`common.assets.devices.kind_key`).
+    """Train an embedded encoder from scratch with its own classifier.
 
     ``spec.optimizer`` (no decay on norms and biases) under a one-cycle schedule, random
     shifts as the only augmentation; the incomplete last batch of an epoch is
@@ -179,11 +176,10 @@ def train_encoder(
     if len(images) < spec.batch_size:
         raise ValueError(f"need at least batch_size={spec.batch_size} images, got {len(images)}")
     started = time.perf_counter()
-    device = torch.device(device)
-    model = create_encoder(spec, in_chans=images.shape[1], num_classes=num_classes).to(device)
+    model = create_encoder(spec, in_chans=images.shape[1], num_classes=num_classes)
     preprocess = make_preprocess(data_config(spec, model, images.shape[1:]))
     inputs = torch.from_numpy(np.array(images))
-    targets = torch.from_numpy(np.asarray(labels, dtype=np.int64).copy()).to(device)
+    targets = torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())
     steps_per_epoch = len(inputs) // spec.batch_size
     optimizer = timm.optim.create_optimizer_v2(
         model, spec.optimizer, lr=spec.lr, weight_decay=spec.weight_decay
@@ -209,9 +205,8 @@ def train_encoder(
             order = torch.randperm(len(inputs), generator=generator)
             for step in range(steps_per_epoch):
                 batch = order[step * spec.batch_size : (step + 1) * spec.batch_size]
-                shifted = random_shift(inputs[batch], spec.max_shift, generator)  # on the CPU
-                x = preprocess(shifted.to(device, non_blocking=True))
-                loss = F.cross_entropy(model(x), targets[batch.to(device)])
+                x = preprocess(random_shift(inputs[batch], spec.max_shift, generator))
+                loss = F.cross_entropy(model(x), targets[batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -219,7 +214,7 @@ def train_encoder(
                 bar.update()
             loss_value = float(loss.detach())
             bar.set_postfix(loss=f"{loss_value:.3f}")
-    model.eval().cpu()
+    model.eval()
     info = {
         "train_seconds": time.perf_counter() - started,
         "final_loss": loss_value,

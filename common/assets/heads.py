@@ -75,14 +75,12 @@ def train_head(
     lr: float = HEAD_DEFAULTS["lr"],
     batch_size: int = HEAD_DEFAULTS["batch_size"],
     hidden: int = HEAD_DEFAULTS["hidden"],
-    device: torch.device | str = "cpu",
 ) -> tuple[ClassifierHead, dict]:
     """Train on clean training latents, stop early on validation accuracy.
 
-    Returns the head with its best-validation weights restored (on the CPU) and an info
-    dict (``epochs``, ``best_epoch``, ``val_accuracy``). Seeded: the same inputs, seed and
-    kind of ``device`` give the same head (the batch order is drawn on the CPU; a GPU's
-    arithmetic differs from the CPU's, so its heads are cached apart).
+    Returns the head with its best-validation weights restored and an info
+    dict (``epochs``, ``best_epoch``, ``val_accuracy``). Seeded: the same
+    inputs and seed give the same head.
     """
     train_z, val_z = np.asarray(train_z, np.float32), np.asarray(val_z, np.float32)
     train_y, val_y = np.asarray(train_y, np.int64), np.asarray(val_y, np.int64)
@@ -101,17 +99,15 @@ def train_head(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = ClassifierHead(train_z.shape[1], num_classes, hidden)
-    device = torch.device(device)
-    head.to(device)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    inputs, targets = torch.tensor(train_z, device=device), torch.tensor(train_y, device=device)
+    inputs, targets = torch.tensor(train_z), torch.tensor(train_y)
 
     best = (-1.0, 0, copy.deepcopy(head.state_dict()))
     epoch = 0
     for epoch in range(1, max_epochs + 1):
         head.train()
-        order = torch.randperm(len(inputs), generator=generator).to(device)
+        order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             loss = F.cross_entropy(head(inputs[batch]), targets[batch])
@@ -124,7 +120,7 @@ def train_head(
         elif epoch - best[1] >= patience:
             break
     head.load_state_dict(best[2])
-    head.eval().cpu()
+    head.eval()
     info = {"epochs": epoch, "best_epoch": best[1], "val_accuracy": best[0]}
     logger.debug("head trained: %s", info)
     return head, info
@@ -144,10 +140,8 @@ def head_from_state(state: dict[str, np.ndarray]) -> ClassifierHead:
 
 
 def predict(head: nn.Module, z: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
-    """Class predictions (int64) for latents ``N x d``, batched, in inference mode, on the
-    head's own device."""
+    """Class predictions (int64) for latents ``N x d``, batched, in inference mode."""
     z = np.asarray(z, dtype=np.float32)
-    device = next(head.parameters()).device
     if z.ndim != 2:
         raise ValueError(f"z must be N x d, got shape {z.shape}")
     was_training = head.training
@@ -155,8 +149,8 @@ def predict(head: nn.Module, z: np.ndarray, *, batch_size: int = 4096) -> np.nda
     out = []
     with torch.inference_mode():
         for start in range(0, len(z), batch_size):
-            logits = head(torch.tensor(z[start : start + batch_size], device=device))
-            out.append(logits.argmax(dim=1).cpu().numpy())
+            logits = head(torch.tensor(z[start : start + batch_size]))
+            out.append(logits.argmax(dim=1).numpy())
     head.train(was_training)
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 

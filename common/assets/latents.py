@@ -8,6 +8,7 @@ uint8 images are ever held in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -43,7 +44,7 @@ def resize_matrix(size_in: int, size_out: int, mode: str) -> torch.Tensor:
     return columns[:, 0, :, 0].T.contiguous()
 
 
-def make_preprocess(config: Mapping[str, Any]) -> Preprocess:
+def make_preprocess(config: Mapping[str, Any], *, matrix_resize: bool = False) -> Preprocess:
     """Build the uint8 -> model input transform from a timm-style data config.
 
     ``config`` holds ``input_size`` (C, H, W), ``mean`` and ``std`` (one value
@@ -51,6 +52,13 @@ def make_preprocess(config: Mapping[str, Any]) -> Preprocess:
     ``resolve_data_config`` output qualifies). Grayscale images are repeated to
     three channels when the model wants three, colour images are averaged when
     it wants one, and images are resized only if their size differs.
+
+    ``matrix_resize`` resizes by two matrix products (:func:`resize_matrix`), the same
+    linear map as ``F.interpolate`` up to float32 rounding (about 2e-5 absolute at 224 px)
+    and several times faster on a CPU (0.93 -> 0.19 ms per CIFAR image to 224 px here).
+    It is for models that are not trained here (the pretrained zoo): an encoder trained
+    through it would not be the one its cache key names, so training and the embedded zoo
+    keep ``F.interpolate``, bit for bit as before.
     """
     try:
         channels, height, width = (int(v) for v in config["input_size"])
@@ -69,6 +77,7 @@ def make_preprocess(config: Mapping[str, Any]) -> Preprocess:
     # resizing as two matrix products (per input size and device): several times faster than
     # F.interpolate's bicubic kernel on a CPU, where it cost a small model a third of its time
     resizers: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    align = None if mode == "nearest" else False
 
     def resize(x: torch.Tensor) -> torch.Tensor:
         """N x C x h x w -> N x C x H x W in channels-last memory (no copy to convert)."""
@@ -97,10 +106,14 @@ def make_preprocess(config: Mapping[str, Any]) -> Preprocess:
             else:
                 raise ValueError(f"cannot map {x.shape[1]} image channels to {channels}")
         # Normalising commutes with (bilinear/bicubic/nearest) resizing, so it is done
-        # first, on the smaller image.
+        # first, on the smaller image; channels-last survives either resize.
         x = torch.addcmul(offset_, x, gain_)
         if x.shape[-2:] != (height, width):
-            x = resize(x)
+            if matrix_resize:
+                x = resize(x)
+            else:
+                x = x.contiguous(memory_format=torch.channels_last)
+                x = F.interpolate(x, size=(height, width), mode=mode, align_corners=align)
         return x.contiguous(memory_format=torch.channels_last)
 
     return preprocess
@@ -188,21 +201,24 @@ def extract_latents(
             out = np.empty((len(images), z.shape[1]), dtype=np.float32)
         out[start : start + len(z)] = z.numpy()
 
+    # the GPU's own streams and events (cuda:N need not be the current device)
+    on_gpu = torch.cuda.device(device) if pinned else contextlib.nullcontext()
     try:
-        with torch.inference_mode(), exact(device, precision):
+        with on_gpu, torch.inference_mode(), exact(device, precision):
             starts = range(0, len(images), batch_size)
             waiting = host(0)
             for start in tqdm(starts, desc=label, disable=progress is False, leave=False):
-                x = waiting.to(device, non_blocking=True)
-                z = pooled_features(model, preprocess(x)).float()  # queued on a GPU
+                with torch.autocast(device.type, enabled=False):  # resizing stays fp32
+                    x = preprocess(waiting.to(device, non_blocking=True))
+                z = pooled_features(model, x).float()  # queued on a GPU
                 if pinned:  # copied back without blocking; collected one batch later
                     back = torch.empty(z.shape, dtype=torch.float32, pin_memory=True)
                     back.copy_(z, non_blocking=True)
                     done = torch.cuda.Event()
-                    done.record()
+                    done.record(torch.cuda.current_stream(device))
                     pending.append((start, back, done))
                 else:
-                    pending.append((start, z, None))
+                    pending.append((start, z.cpu(), None))
                 if start + batch_size < len(images):
                     waiting = host(start + batch_size)  # prepared while the GPU computes
                 while len(pending) > (1 if pinned else 0):

@@ -118,13 +118,6 @@ class AssetSource(ProblemSource):
         s = self.settings
         return _dataset(s.data.name, s.data.root, s.data.split_seed, s.data.download)
 
-    def _device(self) -> str:
-        """``device`` resolved on this machine (:class:`~common.assets.devices.DeviceError`
-        if it lacks it, or cannot compute in ``latents.precision``)."""
-        from common.assets.devices import check_device
-
-        return str(check_device(self.settings.device, self.settings.latents.precision))
-
     def _latents(self, spec, progress: bool = False) -> ModelLatents:
         s = self.settings
         return encoder_latents(
@@ -133,14 +126,13 @@ class AssetSource(ProblemSource):
             self._cache(),
             progress=progress,
             weights_dir=s.weights_dir,
-            device=self._device(),
+            device=s.device,  # resolved only if the latents must be built
             precision=s.latents.precision,
             batch_size=s.latents.batch_size,
         )
 
     def _head(self, latents: ModelLatents) -> HeadAsset:
-        s = self.settings
-        return head_asset(latents, self._data(), s.users.head_seed, self._cache(), self._device())
+        return head_asset(latents, self._data(), self.settings.users.head_seed, self._cache())
 
     def test_size(self) -> int:
         """Samples of the test split.

@@ -25,7 +25,6 @@ import torch
 from common.assets import devices
 from common.assets.cache import Cache, file_sha256, key_digest
 from common.assets.data import SPLITS, ImageSplits
-from common.assets.devices import kind_key
 from common.assets.heads import HEAD_DEFAULTS, ClassifierHead, accuracy, head_from_state, train_head
 from common.assets.latents import Preprocess, extract_latents, make_preprocess
 from common.assets.zoo import EncoderSpec
@@ -114,11 +113,8 @@ def _weights_source(spec: EncoderSpec, weights_dir: str | Path | None) -> tuple[
     }
 
 
-def encoder_key(
-    spec: EncoderSpec, data: ImageSplits, weights: Any = None, device: str = "cpu"
-) -> dict:
-    """Everything that determines an encoder's weights (a trained one's: also the kind of
-    ``device`` it was trained on, when not the CPU)."""
+def encoder_key(spec: EncoderSpec, data: ImageSplits, weights: Any = None) -> dict:
+    """Everything that determines an encoder's weights."""
     key: dict[str, Any] = {
         "spec": spec.key(),
         "timm": _timm_version(),  # model definitions may change between releases
@@ -129,7 +125,6 @@ def encoder_key(
         key["weights"] = weights
     else:
         key["train_data"] = data.split_fingerprint("train")
-        key.update(kind_key(torch.device(device)))
     return key
 
 
@@ -139,10 +134,9 @@ def _encoder(
     cache: Cache,
     weights_file: Path | None,
     progress: bool,
-    device: str = "cpu",
 ) -> tuple[torch.nn.Module, dict]:
-    """A ready encoder (on the CPU): trained on ``device`` (embedded, weights cached) or
-    pretrained (loaded)."""
+    """A ready encoder (on the CPU): trained (embedded, weights cached; always on the CPU,
+    see :mod:`common.assets.devices`) or pretrained (loaded)."""
     if spec.pretrained:
         started = time.perf_counter()
         model = encoders.create_encoder(
@@ -158,14 +152,13 @@ def _encoder(
             data.labels["train"],
             num_classes=data.num_classes,
             progress=progress,
-            device=device,
         )
         return encoders.state_arrays(model), {
             "params": info["params"],
             "encoder_seconds": info["train_seconds"],
         }
 
-    state, meta, hit = cache.get_or_build("encoder", encoder_key(spec, data, None, device), build)
+    state, meta, hit = cache.get_or_build("encoder", encoder_key(spec, data), build)
     model = encoders.create_encoder(spec, in_chans=data.channels, num_classes=data.num_classes)
     model.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
     model.eval()
@@ -179,16 +172,17 @@ def load_encoder(
     *,
     progress: bool = True,
     weights_dir: str | Path | None = None,
-    device: str = "cpu",
 ) -> tuple[torch.nn.Module, Preprocess, dict]:
     """A ready encoder (on the CPU) with its uint8 -> input transform (to encode new images).
 
-    Embedded encoders come from the cache (trained on ``device`` on a miss); pretrained
-    ones are loaded from the hub or ``weights_dir``.
+    Embedded encoders come from the cache (trained on the CPU on a miss); pretrained ones
+    are loaded from the hub or ``weights_dir``, and resize by matrix products
+    (:func:`~common.assets.latents.make_preprocess`; nothing here trains through it).
     """
     weights_file, _ = _weights_source(spec, weights_dir)
-    model, meta = _encoder(spec, data, cache, weights_file, progress, device)
-    preprocess = make_preprocess(encoders.data_config(spec, model, data.images["train"].shape[1:]))
+    model, meta = _encoder(spec, data, cache, weights_file, progress)
+    config = encoders.data_config(spec, model, data.images["train"].shape[1:])
+    preprocess = make_preprocess(config, matrix_resize=spec.pretrained)
     return model, preprocess, meta
 
 
@@ -210,8 +204,12 @@ def encoder_latents(
     spec, data, cache, progress, weights_dir
         The encoder, its images, the cache, a progress bar, local pretrained weights.
     device : str
-        Where an embedded encoder is trained and the latents are extracted (a resolved
-        ``torch.device`` name, :func:`common.assets.devices.resolve_device`).
+        Where the latents are extracted: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``,
+        resolved on this machine only when they must be built
+        (:func:`common.assets.devices.check_device`, which raises
+        :class:`~common.assets.devices.DeviceError` for a device the machine lacks). fp32
+        latents of any device are one asset (the key does not name it). An embedded encoder
+        is trained on the CPU.
     precision : str
         ``fp32``, ``bf16`` or ``fp16`` (:data:`common.assets.devices.DTYPES`); the cache
         key names it unless fp32 (fp32 latents of any device are the same asset).
@@ -221,31 +219,33 @@ def encoder_latents(
     The manifest records the device, precision and library versions they were made with.
     """
     weights_file, weights = _weights_source(spec, weights_dir)
-    key = {"encoder": encoder_key(spec, data, weights, device), "data": data.fingerprint}
+    key = {"encoder": encoder_key(spec, data, weights), "data": data.fingerprint}
     if precision != "fp32":
         key["precision"] = precision
 
     def build() -> tuple[dict[str, np.ndarray], dict]:
         started = time.perf_counter()
-        where = torch.device(device)
+        where = devices.check_device(device, precision)
         with _all_cores():
             model, preprocess, meta = load_encoder(
-                spec, data, cache, progress=progress, weights_dir=weights_dir, device=device
+                spec, data, cache, progress=progress, weights_dir=weights_dir
             )
             batch = devices.batch_size(where, batch_size)
-            arrays = {
-                split: extract_latents(
-                    model,
-                    data.images[split],
-                    preprocess,
-                    batch_size=batch,
-                    progress=spec.name if progress else False,
-                    device=where,
-                    precision=precision,
-                )
-                for split in SPLITS
-            }
-            model.cpu()
+            try:
+                arrays = {
+                    split: extract_latents(
+                        model,
+                        data.images[split],
+                        preprocess,
+                        batch_size=batch,
+                        progress=spec.name if progress else False,
+                        device=where,
+                        precision=precision,
+                    )
+                    for split in SPLITS
+                }
+            finally:
+                model.cpu()  # no GPU memory held after the build, whatever happened
         meta["build_seconds"] = time.perf_counter() - started
         meta.update(
             device=devices.label(where),
@@ -272,15 +272,12 @@ def encoder_latents(
     )
 
 
-def head_asset(
-    latents: ModelLatents, data: ImageSplits, seed: int, cache: Cache, device: str = "cpu"
-) -> HeadAsset:
-    """The classifier head of one model, trained on its clean latents (on ``device``; the
-    key names its kind when not the CPU), or cached."""
+def head_asset(latents: ModelLatents, data: ImageSplits, seed: int, cache: Cache) -> HeadAsset:
+    """The classifier head of one model, trained on its clean latents (on the CPU), or
+    cached."""
     if not latents.cache_key:
         raise ValueError(f"latents of {latents.model!r} carry no cache_key: use encoder_latents")
     key = {"latents": latents.cache_key, "seed": seed, "settings": HEAD_DEFAULTS}
-    key.update(kind_key(torch.device(device)))
 
     def build() -> tuple[dict[str, np.ndarray], dict]:
         started = time.perf_counter()
@@ -293,7 +290,6 @@ def head_asset(
             num_classes=data.num_classes,
             seed=seed,
             **HEAD_DEFAULTS,
-            device=device,
         )
         info["clean_test_accuracy"] = accuracy(head, z["test"], y["test"])
         info["build_seconds"] = time.perf_counter() - started

@@ -568,8 +568,8 @@ class RunSettings(Section):
     logger: LoggerSettings
     latents: LatentSettings
     device: Annotated[str, check(_device)] = setting(
-        "where encoders are trained, latents extracted and heads trained: auto (CUDA, else "
-        "MPS, else the CPU), cpu, cuda, cuda:N or mps",
+        "where latents are extracted: auto (CUDA, else MPS, else the CPU), cpu, cuda, cuda:N "
+        "or mps (training stays on the CPU)",
         scope=Scope.EXECUTION,
     )
     seed: Annotated[int, check(_seed)] = setting(

@@ -31,7 +31,7 @@ from common.run.settings import ConfigError, RunSettings, refuse_unused
 from common.run.trackers import check_tracker, close_sweep, name_runs, run_label
 from conf import override_keys, validated
 from launch.errors import Refused, check_folder, refusing
-from launch.simulation import SimulationFailed, check_cluster
+from launch.simulation import SimulationFailed, check_cluster, check_resources, resources_of
 from launch.sweeps import interrupted, point_store, run_unfinished
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,9 @@ class SweepLauncher(Launcher):
             for _, s in jobs[:1]:
                 check_cluster(s.experiment.ray_address)
                 check_tracker(s)
-                check_device(s.device, s.latents.precision)
+                check_resources(*resources_of(s))
+            for device, precision in sorted({(s.device, s.latents.precision) for _, s in jobs}):
+                check_device(device, precision)
         except (ConfigError, DeviceError) as exc:
             raise Refused(f"error: {exc}", self._folder()) from None
         return jobs
