@@ -127,7 +127,7 @@ def paper_throughput(
     for spec in [PAPER.ap, *PAPER.users.values()]:
         model = timm.create_model(spec.timm_name, pretrained=False, num_classes=10)
         model = model.to(memory_format=torch.channels_last).eval().to(device)
-        preprocess = make_preprocess(timm.data.resolve_data_config(model=model))
+        preprocess = make_preprocess(timm.data.resolve_data_config(model=model), matrix_resize=True)
         with torch.inference_mode():
             resident = [
                 preprocess(torch.from_numpy(pixels[i : i + batch]).to(device))
@@ -194,7 +194,7 @@ def paper_full(device: torch.device, precision: str, batch: int) -> tuple[float,
         begun = time.perf_counter()
         model = timm.create_model(spec.timm_name, pretrained=False, num_classes=10)
         model = model.to(memory_format=torch.channels_last)
-        preprocess = make_preprocess(timm.data.resolve_data_config(model=model))
+        preprocess = make_preprocess(timm.data.resolve_data_config(model=model), matrix_resize=True)
         latents = extract_latents(
             model, pixels, preprocess, batch_size=batch, progress=False, device=device,
             precision=precision,
