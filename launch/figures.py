@@ -191,11 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.user_counts and (bad := [k for k in args.user_counts if k < 1]):
         parser.error(f"--user-counts must be at least 1 each, got {bad[0]}")
 
+    from common.assets.devices import DeviceError, check_device
     from common.run.settings import ConfigError
+    from common.run.trackers import check_tracker
     from conf import settings
 
     try:
         base = settings("experiment.progress=false", *args.overrides)
+        check_tracker(base)  # before any point is computed
+        check_device(base.device, base.latents.precision)
         # the overrides' zoo (users=paper10, users.zoo=paper), each study group of it
         models = {
             g: settings(
@@ -203,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             ).users.models
             for g in ("heterogeneous", "homogeneous")
         }
-    except ConfigError as exc:
+    except (ConfigError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     grid = (
