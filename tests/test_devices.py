@@ -61,6 +61,9 @@ def test_a_device_the_machine_lacks_is_refused_naming_the_key_and_what_it_has(mo
     ):
         resolve_device("cuda:7")
     assert resolve_device("cuda") == torch.device("cuda", 0)
+    for name in ("bogus", "cuda:x", "meta"):  # what torch cannot parse, or computes nothing on
+        with pytest.raises(DeviceError, match=rf"'device' = '{name}': not a device; use auto"):
+            resolve_device(name)
 
 
 def test_a_precision_the_device_cannot_compute_in_is_refused(monkeypatch):

@@ -30,6 +30,7 @@ from common.run.trackers import (
     name_runs,
     open_tracker,
     run_label,
+    scrub,
 )
 from conf import settings
 from server.sweep import WriteTo, run_point, run_points
@@ -200,15 +201,18 @@ def test_wandb_offline_writes_its_run_folder_under_the_runs_folder(tmp_path, mon
 
 
 def test_an_unreachable_tracker_warns_once_and_the_tables_are_written(tmp_path, caplog):
-    run, _ = _mlflow(tmp_path, **{"logger.uri": "http://127.0.0.1:9"})  # nothing listens
-    with caplog.at_level(logging.WARNING):
+    # nothing listens; MLflow's own error quotes the URI, password included
+    run, _ = _mlflow(tmp_path, **{"logger.uri": "http://ann:s3cret@127.0.0.1:9"})
+    with caplog.at_level(logging.DEBUG):
         run_point(
             _client_grid(make_client_app(None, SOURCE)), run, WriteTo(tmp_path / "out"), SOURCE
         )
     warned = [r.getMessage() for r in caplog.records if r.name == "common.run.trackers"]
     assert len(warned) == 1
-    assert "logger=mlflow: could not open the run at http://127.0.0.1:9" in warned[0]
-    assert not [r for r in caplog.records if r.name.startswith("urllib3")]
+    assert "logger=mlflow: could not open the run at http://ann:***@127.0.0.1:9" in warned[0]
+    assert "127.0.0.1" in warned[0].split("(", 1)[1]  # the library's cause is kept...
+    assert not [r for r in caplog.records if "s3cret" in r.getMessage()]  # ...masked
+    assert not [r for r in caplog.records if r.name.startswith("urllib3") and r.levelno >= 30]
     assert len(RunOutcome.load(tmp_path / "out").results) == 3
 
 
@@ -247,6 +251,10 @@ def test_a_password_in_the_tracking_uri_is_masked_in_what_is_logged():
     run = settings("logger=mlflow", "logger.uri=https://ann:s3cret@mlflow.example.org:8443")
     assert flat_settings(run)["logger.uri"] == "https://ann:***@mlflow.example.org:8443"
     assert settings("logger=mlflow", "logger.uri=databricks").logger.uri == "databricks"
+    said = "HTTPConnectionPool: url http://ann:p@ss:w0rd@h:1/api and file:///x, https://bob@h"
+    assert (
+        scrub(said) == "HTTPConnectionPool: url http://ann:***@h:1/api and file:///x, https://bob@h"
+    )
 
 
 def test_a_tracker_failing_mid_run_stops_being_called_and_the_run_goes_on(tmp_path, caplog):

@@ -61,7 +61,7 @@ def resolve_device(name: str) -> torch.device:
     Raises
     ------
     DeviceError
-        CUDA or MPS asked for where torch sees none, or ``cuda:N`` beyond the GPUs
+        A name that is none of these, CUDA or MPS asked for where torch sees none, or ``cuda:N`` beyond the GPUs
         present (the message names ``device``, the value and what the machine has).
     """
     if name == "auto":
@@ -70,7 +70,14 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(
+            f"config key 'device' = {name!r}: not a device; use auto, cpu, cuda, cuda:N or mps"
+        )
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = 0 if device.index is None else device.index

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -84,6 +85,15 @@ def redact(uri: str) -> str:
         return uri
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^/\s]*@", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every URI's password masked (``scheme://user:***@``): what a tracker's
+    own error messages become before they are logged, since they often quote the URI."""
+    return _USERINFO.sub(r"\g<scheme>:***@", text)
 
 
 def _public(settings: RunSettings) -> dict[str, Any]:
@@ -186,7 +196,7 @@ class Tracker:
                 self.backend,
                 what,
                 type(exc).__name__,
-                str(exc).splitlines()[0][:300] if str(exc) else "",
+                scrub(str(exc).splitlines()[0])[:1000] if str(exc) else "",
             )
             return None
         finally:
