@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/bench_users.py [--users 8 32 128 512 1000]
         [--participation 1.0 0.1] [--rounds 30] [--skip-flower | --skip-in-process]
-        [--flower-max 1000]
+        [--flower-max 1000] [--supernodes N ...]
 
 Each K runs the federated method over the embedded zoo's 8 models (users drawn in
-turn, n = 3,500 pilots, 4x4 antennas, u = 4, 20 dB), in process and through Flower (one
-simulated SuperNode per user, 1 CPU each), at each participation. Printed per run: wall
+turn, n = 3,500 pilots, 4x4 antennas, u = 4, 20 dB), in process and through Flower (the
+simulated SuperNodes of ``experiment.supernodes``: one per user up to 64, then 64 serving
+the users in turn; ``--supernodes`` names others, 0 one per user; 1 CPU each), at each
+participation. Printed per run: wall
 time, time per user-round (wall time over the users trained per round times the
 rounds), peak memory machine-wide, mean accuracy; then the growth per doubling of K.
 
@@ -108,6 +110,14 @@ def main() -> int:
     parser.add_argument("--skip-flower", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
     parser.add_argument("--flower-max", type=int, default=1000, help="largest K through Flower")
+    parser.add_argument(
+        "--supernodes",
+        type=int,
+        nargs="+",
+        default=[-1],
+        help="Flower: simulated SuperNodes (-1: the default, experiment.supernodes=null; "
+        "0: one per user); several values: one Flower run each",
+    )
     args = parser.parse_args()
 
     rate = complex_gemm_rate()
@@ -121,11 +131,14 @@ def main() -> int:
                 f"consensus.participation={share}",
                 "experiment.progress=false",
             )
-            sides = [] if args.skip_in_process else ["in process"]
+            sides = [] if args.skip_in_process else [("in process", run)]
             if not args.skip_flower and k <= args.flower_max:
-                sides.append("Flower")
-            for side in sides:
-                row = one(run, side == "Flower")
+                for nodes in args.supernodes:
+                    side = "Flower" if len(args.supernodes) == 1 else f"Flower/{nodes}"
+                    chosen = None if nodes < 0 else (nodes or k)
+                    sides.append((side, run.replace(**{"experiment.supernodes": chosen})))
+            for side, point in sides:
+                row = one(point, side != "in process")
                 table[(side, share, k)] = row
                 extra = ""
                 if side == "in process" and share == 1.0:

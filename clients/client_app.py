@@ -1,4 +1,6 @@
-"""The ClientApp: each SuperNode runs one user, chosen by its ``partition-id``.
+"""The ClientApp: each SuperNode runs one user, chosen by its ``partition-id`` (a simulated
+SuperNode may serve several, :meth:`clients.device.Device.users`; each entry of a message
+names its user).
 
 The same app serves simulation (Ray assigns partition ids) and deployment (a
 SuperNode started with ``--node-config 'partition-id=K model=... cache-dir=...'``,
@@ -80,18 +82,18 @@ class SharedUsers:
 
 
 def cached_users(
-    index: int, runs: list[tuple[RunSettings, ProblemSource]], factory: UserFactory
+    wanted: list[tuple[int, RunSettings, ProblemSource]], factory: UserFactory
 ) -> list[User]:
-    """This process's copies of user ``index`` for these runs.
+    """This process's copies of the users ``wanted`` (user index, and the run it is in).
 
-    A process may serve several nodes (users); the users of runs other than
-    these are dropped, those of other nodes in these runs are kept.
+    A process may serve several nodes, each one or more users; the users of runs
+    other than these are dropped, those of other nodes in these runs are kept.
     """
-    keys = [(settings.to_json(), source, factory) for settings, source in runs]
+    keys = [(settings.to_json(), source, factory) for _, settings, source in wanted]
     for run in [run for run in _USERS if run not in keys]:  # a few runs, not every user
         del _USERS[run]
     users = []
-    for key, (settings, source) in zip(keys, runs, strict=True):
+    for key, (index, settings, source) in zip(keys, wanted, strict=True):
         held = _USERS.setdefault(key, {})
         if index not in held:
             held[index] = factory(index, source, settings)
@@ -104,9 +106,14 @@ def _settings_from_json(text: str) -> RunSettings:
     return RunSettings.from_json(text)
 
 
-def state_key(settings: RunSettings) -> str:
-    """Where a node keeps what its user learned in the point of ``settings``."""
-    return STATE + point_key(settings)
+def state_key(settings: RunSettings, user: int) -> str:
+    """Where a node keeps what ``user`` learned in the point of ``settings``."""
+    return f"{STATE}{point_key(settings)}.{user}"
+
+
+def _point_of(key: str) -> str:
+    """The point key of a :func:`state_key`."""
+    return key[len(STATE) :].rsplit(".", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -147,18 +154,20 @@ class UserNode:
         return settings, self.source if self.source is not None else device.source(settings)
 
     def query(self, msg: Message, context: Context) -> Message:
-        """Say which user this node runs; when the query names the run, check first that
+        """Say which users this node serves; when the query names the run, check first that
         this device can serve it (its index, its model, its built assets)."""
         try:
             device = Device.from_node_config(context.node_config)
             settings = records.query_settings(msg.content)
+            users = [device.index]
             if settings is not None:
-                _, own = self.resolve({"settings": settings}, context, device)
+                run, own = self.resolve({"settings": settings}, context, device)
                 if device.model is not None:  # a deployed device: are its assets there?
                     own.user_data(device.index)
+                users = device.users(run.num_users)
         except Exception as exc:
             return Message(records.refusal(f"{type(exc).__name__}: {exc}"), reply_to=msg)
-        return Message(records.identity(device.index), reply_to=msg)
+        return Message(records.identity(users), reply_to=msg)
 
     def train(self, msg: Message, context: Context) -> Message:
         """Every entry's training step: the uplink of :meth:`AlignmentClient.fit`."""
@@ -173,11 +182,24 @@ class UserNode:
         requests = [records.config(msg.content, i) for i in indices]
         device = Device.from_node_config(context.node_config)
         runs = [self.resolve(config, context, device) for config in requests]
-        users = cached_users(device.index, runs, self.factory())
+        # the entry's user (a simulated node may serve several); its partition-id otherwise
+        wanted = [int(config.get("user", device.index)) for config in requests]
+        for k, (settings, _) in zip(wanted, runs, strict=True):
+            if not device.serves(k, settings.num_users):
+                raise ValueError(
+                    f"a message for user {k}, which this node does not serve (node config "
+                    f"{dict(context.node_config)})"
+                )
+        users = cached_users(
+            [(k, settings, source) for k, (settings, source) in zip(wanted, runs, strict=True)],
+            self.factory(),
+        )
         _forget_finished(context, msg.content, [settings for settings, _ in runs])
         reply = RecordDict()
-        for i, config, (settings, _), user in zip(indices, requests, runs, users, strict=True):
-            key = state_key(settings)
+        for i, config, (settings, _), k, user in zip(
+            indices, requests, runs, wanted, users, strict=True
+        ):
+            key = state_key(settings, k)
             user.import_state(records.state_arrays(context.state.get(key)))
             client = AlignmentClient(user)
             try:
@@ -202,9 +224,8 @@ class UserNode:
 def _forget_finished(context: Context, content: RecordDict, runs: list[RunSettings]) -> None:
     """Drop what the user learned in points that are over (or were abandoned): those
     neither in this message nor named in flight by it."""
-    keep = {STATE + key for key in records.live_points(content)}
-    keep |= {state_key(settings) for settings in runs}
-    for key in [k for k in context.state if k.startswith(STATE) and k not in keep]:
+    keep = set(records.live_points(content)) | {point_key(settings) for settings in runs}
+    for key in [k for k in context.state if k.startswith(STATE) and _point_of(k) not in keep]:
         del context.state[key]
 
 

@@ -15,8 +15,11 @@ split seed, the pilot fraction and the seed, plus the zoo and head seed that
 name its built assets.
 
 A simulated node has only ``partition-id`` and Flower's ``num-partitions``: it
-reads the run's shared cache, as every party of a simulation does. A node with
-neither a model nor ``num-partitions`` is refused.
+reads the run's shared cache, as every party of a simulation does, and serves
+every user ``k`` with ``k mod num-partitions == partition-id`` (one user when a
+simulation has a SuperNode per user; several when it has fewer SuperNodes than
+users, ``experiment.supernodes``). A node with neither a model nor
+``num-partitions`` is refused.
 """
 
 from __future__ import annotations
@@ -80,6 +83,23 @@ class Device:
     cache_dir: str | None = None
     weights_dir: str | None = None
     data_root: str | None = None
+    partitions: int | None = None  # a simulated node's num-partitions (None: deployed)
+
+    def users(self, num_users: int) -> list[int]:
+        """The users this node serves in a run of ``num_users``: a deployed device its
+        ``partition-id``; a simulated node every ``k`` with ``k mod num-partitions ==
+        partition-id`` (so the users of a smaller point of a sweep are a subset)."""
+        if self.partitions is None:
+            return [self.index] if self.index < num_users else []
+        return list(range(self.index, num_users, self.partitions))
+
+    def serves(self, user: int, num_users: int) -> bool:
+        """Whether ``user`` of a run of ``num_users`` is one of :meth:`users`."""
+        if not 0 <= user < num_users:
+            return False
+        if self.partitions is None:
+            return user == self.index
+        return user % self.partitions == self.index
 
     @classmethod
     def from_node_config(cls, config: Mapping[str, object]) -> Device:
@@ -95,14 +115,23 @@ class Device:
                 f"node config {PARTITION}={index!r} must be the user's index, a whole number "
                 f"from 0 (start the SuperNode with --node-config '{PARTITION}=K ...')"
             )
+        partitions = config.get("num-partitions")
+        if partitions is not None and (
+            isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1
+        ):
+            raise DeviceConfigError(
+                f"node config num-partitions={partitions!r} must be a whole number from 1 "
+                "(Flower sets it in a simulation: the number of SuperNodes)"
+            )
         device = cls(
             index,
             _text(config, MODEL),
             _text(config, CACHE),
             _text(config, WEIGHTS),
             _text(config, DATA_ROOT),
+            None if _text(config, MODEL) is not None else partitions,
         )
-        if device.model is None and "num-partitions" not in config:
+        if device.model is None and partitions is None:
             raise DeviceConfigError(
                 f"node config has no {MODEL}: a deployed device names the model it runs and "
                 f'its asset folder (--node-config \'{PARTITION}={index} {MODEL}="..." '

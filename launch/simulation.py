@@ -29,7 +29,7 @@ from common.files import locked
 from common.run.points import PointStore, point_key
 from common.run.reporting import show_progress
 from common.run.results import PRECODERS_FILE, RunOutcome
-from common.run.settings import ConfigError, RunSettings
+from common.run.settings import SUPERNODES, ConfigError, RunSettings
 from common.run.sources import ProblemSource
 from launch.environment import quiet, worker_pool
 from server.server_app import make_server_app
@@ -225,7 +225,8 @@ def simulate(
     user_factory: UserFactory = default_user,
     isolated: bool = True,
 ) -> RunOutcome:
-    """One run: one user per simulated SuperNode, ``settings.cpus_per_user`` CPUs each.
+    """One run over :func:`supernodes` simulated SuperNodes, ``settings.cpus_per_user`` CPUs
+    per actor.
 
     The outcome is written to ``out_dir`` (a temporary folder when not given)
     and returned as read back from there.
@@ -256,8 +257,8 @@ def simulate_sweep(
 ) -> list[RunOutcome]:
     """Every point of a sweep that ``store`` lacks, in as few simulations as possible.
 
-    Points that share ``cpus_per_user`` run in one simulation, over as many
-    SuperNodes as the largest point has users, up to ``in_flight`` of them in
+    Points that share ``cpus_per_user`` run in one simulation, over :func:`supernodes`
+    SuperNodes, up to ``in_flight`` of them in
     lockstep; each finished point is saved in ``store`` at once. Points already
     there are not run again. Returns every point's outcome, in order.
     """
@@ -342,6 +343,14 @@ def simulate_points(
             _run_simulation(points, sink, source, user_factory, in_flight, shelf)
 
 
+def supernodes(points: Sequence[RunSettings]) -> int:
+    """How many SuperNodes simulate ``points``: each point's ``experiment.supernodes``
+    (null: :data:`~common.run.settings.SUPERNODES`) capped at its users, the most of
+    them. Node ``p`` then serves the users ``k`` with ``k mod nodes == p``
+    (:meth:`clients.device.Device.users`)."""
+    return max(min(point.num_users, point.experiment.supernodes or SUPERNODES) for point in points)
+
+
 def _run_simulation(
     points: Sequence[RunSettings],
     sink: Sink,
@@ -360,7 +369,7 @@ def _run_simulation(
         run_simulation(
             server_app=make_server_app(list(points), sink, source, in_flight=in_flight),
             client_app=make_client_app(points[0], source, user_factory, shelf),
-            num_supernodes=max(point.num_users for point in points),
+            num_supernodes=supernodes(points),
             backend_config={
                 # Ray re-creates an actor whose process died (killed, out of memory): its
                 # users fail the message it was serving and are rebuilt for the next one

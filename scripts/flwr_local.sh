@@ -25,7 +25,7 @@ default = "local"
 address = ":local:"
 TOML
 
-USERS=$($PY - "$OVERRIDES" <<'PYEOF'
+NODES=$($PY - "$OVERRIDES" <<'PYEOF'
 import contextlib
 import sys
 from common.run.settings import ConfigError
@@ -35,9 +35,10 @@ try:
     points = [settings for _, settings in sweep_points(sys.argv[1])]
 except ConfigError as exc:
     sys.exit(f"error: {exc}")
-with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the user count
+with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the SuperNode count
     warm_sweep_assets(points)
-print(max(c.num_users for c in points))
+from launch.simulation import supernodes
+print(supernodes(points))  # experiment.supernodes: node p serves users p, p + nodes, ...
 PYEOF
 )
 OUT="$PWD/outputs/flwr/$(date +%Y-%m-%d_%H-%M-%S)"
@@ -60,7 +61,7 @@ $PY -c 'import sys; from pathlib import Path; from launch.federation import writ
 write_run_config(Path(sys.argv[1]), {"overrides": sys.argv[2], "output-dir": sys.argv[3]})' \
   "$RUN_CONFIG" "$OVERRIDES" "$OUT"
 flwr run . local --stream \
-  --federation-config "num-supernodes=$USERS client-resources-num-cpus=1 client-resources-num-gpus=0" \
+  --federation-config "num-supernodes=$NODES client-resources-num-cpus=1 client-resources-num-gpus=0" \
   --run-config "$RUN_CONFIG" 2>&1 | tee "$LOG"
 
 RUN_ID=$(grep -oP "Successfully started run \K[0-9]+" "$LOG" || true)

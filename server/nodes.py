@@ -45,7 +45,8 @@ class NodeRefused(RuntimeError):
 
 
 class UserNodes:
-    """The node of every user (``user → node id``), learned by asking each new node once.
+    """The node of every user (``user → node id``), learned by asking each new node once
+    (a simulated node may serve several users).
 
     Parameters
     ----------
@@ -66,10 +67,6 @@ class UserNodes:
 
     def node(self, user: int) -> int:
         return self.user_nodes[user]
-
-    def user_of(self) -> dict[int, int]:
-        """``node id → user`` for the nodes known now."""
-        return {node: user for user, node in self.user_nodes.items()}
 
     def connect(self, grid: Grid, users: tuple[int, ...], wait: float) -> dict[int, int]:
         """The nodes of ``users`` (and of any other user a node says it runs).
@@ -123,38 +120,44 @@ class UserNodes:
             self._asked -= set(new) - {reply.metadata.src_node_id for reply in replies}
         for reply in replies:
             node = reply.metadata.src_node_id
-            user, reason = records.read_identity(reply)
+            users, reason = records.read_identity(reply)
             problem = None
+            outside = [k for k in users or [] if not 0 <= k < self.group_size]
             if reason is not None:
                 problem = f"node {node} cannot serve this run: {reason}"
-            elif user >= self.group_size:
+            elif outside or not users:
                 problem = (
-                    f"node {node} has node config partition-id={user}, outside this run's "
-                    f"users 0..{self.group_size - 1}"
+                    f"node {node} has node config partition-id={(outside or [-1])[0]}, outside "
+                    f"this run's users 0..{self.group_size - 1}"
                 )
             if problem is not None:
                 if strict:
                     raise NodeRefused(problem)
                 logger.warning("%s; it is left out", problem)
                 continue
-            previous = self.user_nodes.get(user)
-            if previous is not None and previous != node:
-                if strict:
-                    raise NodeRefused(
-                        f"nodes {previous} and {node} both have node config "
-                        f"partition-id={user}: start each user's SuperNode once"
-                    )
-                if previous in online:  # the holder still answers: it keeps its user
-                    logger.warning(
-                        "node %d has partition-id=%d, which node %d serves: it is left out "
-                        "while node %d is online",
-                        node,
-                        user,
-                        previous,
-                        previous,
-                    )
-                    self._asked.discard(node)  # asked again: it takes over once alone
-                    continue
-                logger.warning("user %d is back on node %d (was node %d)", user, node, previous)
-            self.user_nodes[user] = node
+            for user in users:
+                self._claim(node, user, online, strict=strict)
         return True
+
+    def _claim(self, node: int, user: int, online: list[int], *, strict: bool) -> None:
+        """``node`` says it serves ``user``: it does, unless another online node does."""
+        previous = self.user_nodes.get(user)
+        if previous is not None and previous != node:
+            if strict:
+                raise NodeRefused(
+                    f"nodes {previous} and {node} both have node config "
+                    f"partition-id={user}: start each user's SuperNode once"
+                )
+            if previous in online:  # the holder still answers: it keeps its user
+                logger.warning(
+                    "node %d has partition-id=%d, which node %d serves: it is left out "
+                    "while node %d is online",
+                    node,
+                    user,
+                    previous,
+                    previous,
+                )
+                self._asked.discard(node)  # asked again: it takes over once alone
+                return
+            logger.warning("user %d is back on node %d (was node %d)", user, node, previous)
+        self.user_nodes[user] = node

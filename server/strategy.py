@@ -7,9 +7,10 @@ or do not answer are recorded by the session and left out of that round's
 update; the run goes on with the others.
 
 Several sessions (points of a sweep with the same users and number of rounds)
-can run in lockstep: each round, every node gets one message that carries one
-entry per point (records ``arrays.<i>``, ``config.<i>``, and ``metrics.<i>`` in
-the reply). Flower's fixed cost per round (message dispatch, polling, the
+can run in lockstep, and a simulated node may serve several users: each round,
+every node gets one message that carries one entry per (user, point) (records
+``arrays.<i>``, ``config.<i>``, and ``metrics.<i>`` in the reply; ``i = point``
+for a node serving one user). Flower's fixed cost per round (message dispatch, polling, the
 context's trip to the worker) is then paid once for all of them.
 """
 
@@ -85,6 +86,8 @@ class AlignmentStrategy(Strategy):
         self._settings = [session.settings.to_json() for session in self.sessions]
         self.nodes = UserNodes(len(self.users), self._settings[0]) if nodes is None else nodes
         self._live = records.live(point_key(s.settings) for s in self.sessions)
+        # node → {(user, point): entry} of the round's messages
+        self._sent: dict[int, dict[tuple[int, int], int]] = {}
 
     @property
     def users(self) -> tuple[int, ...]:
@@ -120,61 +123,71 @@ class AlignmentStrategy(Strategy):
     def _messages(
         self, rnd: int, downlinks: Sequence[Mapping[int, protocol.Message]], message_type: str
     ) -> list[Message]:
-        """One message per user, with an entry for each point that has something for it.
-        A downlink sent to several users (the federated AP's) is encoded once."""
-        messages = []
+        """One message per node, with an entry for each of its users and each point that has
+        something for that user (entry ``slot · points + point``, the user's slot its place
+        among the node's users: a node serving one user gets entries ``0..points-1``).
+        A downlink sent to several users (the federated AP's)
+        is encoded once."""
+        points = len(self.sessions)
+        contents: dict[int, RecordDict] = {}
+        self._sent = {}
         encoded: dict[int, ArrayRecord] = {}
         for user in sorted({k for downlink in downlinks for k in downlink}):
-            content = RecordDict({protocol.LIVE: self._live})
+            node = self.nodes.node(user)
+            content = contents.setdefault(node, RecordDict({protocol.LIVE: self._live}))
+            sent = self._sent.setdefault(node, {})
+            slot = len({k for k, _ in sent})
             for index, downlink in enumerate(downlinks):
                 if user in downlink:
                     message = downlink[user]
                     if id(message) not in encoded:
                         encoded[id(message)] = ArrayRecord(numpy_ndarrays=message.to_list())
+                    entry = slot * points + index
                     records.encode(
                         message,
-                        index,
+                        entry,
                         content,
                         arrays=encoded[id(message)],
                         round=rnd,
                         settings=self._settings[index],
+                        user=user,
                     )
-            messages.append(
-                Message(
-                    content,
-                    dst_node_id=self.nodes.node(user),
-                    message_type=message_type,
-                    group_id=str(rnd),
-                )
-            )
-        return messages
+                    sent[(user, index)] = entry
+        return [
+            Message(content, dst_node_id=node, message_type=message_type, group_id=str(rnd))
+            for node, content in contents.items()
+        ]
 
     def _split(
         self, replies: Iterable[Message]
-    ) -> list[tuple[dict[int, RecordDict], dict[int, str]]]:
-        """Per point: the replying users' contents, and the reasons of those that failed.
+    ) -> list[tuple[dict[int, tuple[RecordDict, int]], dict[int, str]]]:
+        """Per point: the replying users' contents and entries, and the reasons of those
+        that failed.
 
-        A whole reply that is an error (the ClientApp raised, the node was lost)
-        fails the user in every point; an entry with an ``error`` fails it in that
-        point only; a missing entry leaves the user silent in that point.
+        A whole reply that is an error (the ClientApp raised, the node was lost) fails
+        every user it was sent for, in the points it was sent for; an entry with an
+        ``error`` fails its user in its point only; a missing entry leaves the user silent
+        in that point.
         """
-        node_users = self.nodes.user_of()
-        split: list[tuple[dict[int, RecordDict], dict[int, str]]] = [
+        split: list[tuple[dict[int, tuple[RecordDict, int]], dict[int, str]]] = [
             ({}, {}) for _ in self.sessions
         ]
         for reply in replies:
-            user = node_users.get(reply.metadata.src_node_id)
-            if user is None:
+            sent = self._sent.get(reply.metadata.src_node_id, {})
+            if reply.has_error():
+                reason = records.error_reason(reply)
+                for user, index in sent:
+                    split[index][1][user] = reason
                 continue
-            for index, (good, errors) in enumerate(split):
-                if reply.has_error():
-                    errors[user] = records.error_reason(reply)
-                elif not records.has_entry(reply.content, index):
+            said = set(records.entries(reply.content))
+            for (user, index), entry in sent.items():
+                if entry not in said:
                     continue
-                elif (reason := records.error(reply.content, index)) is not None:
+                good, errors = split[index]
+                if (reason := records.error(reply.content, entry)) is not None:
                     errors[user] = reason
                 else:
-                    good[user] = reply.content
+                    good[user] = (reply.content, entry)
         return split
 
     def _prefixed(self, values: Sequence[Mapping[str, float]]) -> MetricRecord:
@@ -208,7 +221,8 @@ class AlignmentStrategy(Strategy):
         ):
             rnd = server_round + self.offset
             for k in sorted(good):  # decoded one at a time: the AP keeps its reduction
-                reply = TrainReply(records.decode(good[k], index), records.metrics(good[k], index))
+                content, entry = good[k]
+                reply = TrainReply(records.decode(content, entry), records.metrics(content, entry))
                 session.take_train_reply(rnd, k, reply)
             rows.append(session.finish_train_round(rnd, {}, errors))
             for name, value in session.ap.precoders().items():
@@ -233,9 +247,7 @@ class AlignmentStrategy(Strategy):
         if not self._evaluating:
             return None
         summaries = []
-        for index, (session, (good, errors)) in enumerate(
-            zip(self.sessions, self._split(replies), strict=True)
-        ):
-            evaluations = {k: records.metrics(content, index) for k, content in good.items()}
+        for session, (good, errors) in zip(self.sessions, self._split(replies), strict=True):
+            evaluations = {k: records.metrics(*reply) for k, reply in good.items()}
             summaries.append(session.finish_evaluation(evaluations, errors))
         return self._prefixed(summaries)

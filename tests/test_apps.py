@@ -212,14 +212,14 @@ def test_client_app_trains_keeps_its_state_and_evaluates():
     assert reply.content["metrics.0"]["objective"] == pytest.approx(expected.metrics["objective"])
     # Flower's num-examples: the pilots a user trained on, the test samples it evaluated
     assert reply.content["metrics.0"]["num-examples"] == problem.n_pilots == 200
-    saved = context.state[state_key(run)]
+    saved = context.state[state_key(run, 1)]
     np.testing.assert_allclose(saved["g"].numpy(), ref_users[1].g, rtol=1e-12)
 
     test = ref_ap.test_messages([1])[1]
     result = app(_to_client(encode(test, round=1), MessageType.EVALUATE, 2001), context)
     assert result.content["metrics.0"]["accuracy"] == ref_users[1].evaluate(test)["accuracy"]
     assert result.content["metrics.0"]["num-examples"] == 80
-    assert state_key(run) not in context.state  # the point is over: its state is dropped
+    assert state_key(run, 1) not in context.state  # the point is over: its state is dropped
 
 
 def test_client_app_answers_a_message_of_the_wrong_kind_with_an_error():
@@ -254,7 +254,7 @@ def test_client_app_follows_the_point_each_entry_names():
         np.testing.assert_allclose(
             decode(reply.content).a_y, users[0].train(pilots).message.a_y, rtol=1e-12
         )
-        assert [k for k in context.state if k.startswith("user_state.")] == [state_key(run)]
+        assert [k for k in context.state if k.startswith("user_state.")] == [state_key(run, 0)]
     # a test transmission of the first point finds no equalizer learned in that point any more
     ap, _ = build_parties(problem, first)
     test = encode(ap.test_messages([0])[0], round=1, settings=first.to_json())
@@ -333,6 +333,73 @@ def test_points_in_lockstep_equal_each_point_run_alone():
         np.testing.assert_allclose(outcome.results.accuracy, alone.results.accuracy, rtol=0)
         assert outcome.history.messages_down.tolist() == alone.history.messages_down.tolist()
         assert outcome.failures.empty
+
+
+class AppGrid(FakeGrid):
+    """A grid of simulated nodes (``partition-id`` p of ``len(nodes)``) that run ``app``
+    for every message, its node queries too."""
+
+    def __init__(self, app, nodes: dict[int, int]):
+        contexts = {
+            node: Context(
+                run_id=7,
+                node_id=node,
+                node_config={"partition-id": p, "num-partitions": len(nodes)},
+                state=RecordDict(),
+                run_config={},
+            )
+            for node, p in nodes.items()
+        }
+
+        def answer(message: Message) -> Message:
+            node = message.metadata.dst_node_id
+            kind = message.metadata.message_type
+            return app(_to_client(message.content, kind, node), contexts[node])
+
+        super().__init__(nodes, answer)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout=None) -> list[Message]:
+        messages = list(messages)
+        self.sent += messages
+        return [self.answer(message) for message in messages]
+
+
+def test_a_node_serving_several_users_gets_one_message_a_round_and_the_same_numbers():
+    """Two simulated SuperNodes serve three users (node 0: users 0 and 2) in two points
+    run in lockstep: one message per node and round, and each point's in-process numbers
+    (partial participation: ``tests/test_flower.py``)."""
+    problem = SOURCE.problem()
+    base = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
+    points = [base, base.replace(seed=8, aggregator="median")]
+    sessions = _sessions(points)
+    strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
+    grid = AppGrid(make_client_app(None, SOURCE), {1001: 0, 1002: 1})
+    _drive(strategy, grid)
+
+    assert strategy.user_nodes == {0: 1001, 1: 1002, 2: 1001}
+    train = [m for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]
+    assert len(train) == 3 * 2  # one message per node and round
+    first = next(m for m in train if m.metadata.dst_node_id == 1001)
+    assert protocol.entry_indices(first.content) == [0, 1, 2, 3]  # 2 users x 2 points
+    assert [decode(first.content, i).KIND for i in range(4)] == ["align_pilots"] * 4
+    for point, session in zip(points, sessions, strict=True):
+        alone = run_experiment(problem, point)
+        outcome = session.outcome()
+        np.testing.assert_allclose(session.ap.precoders()["F"], alone.precoders["F"], rtol=1e-10)
+        np.testing.assert_allclose(outcome.results.accuracy, alone.results.accuracy, rtol=0)
+        assert outcome.history.responded.tolist() == alone.history.responded.tolist()
+        assert outcome.failures.empty
+
+
+def test_a_simulated_node_refuses_an_entry_for_a_user_it_does_not_serve():
+    problem = SOURCE.problem()
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=1, seed=5)
+    ap, _ = build_parties(problem, run)
+    app = make_client_app(None, SOURCE)
+    grid = AppGrid(app, {1001: 0, 1002: 1})
+    content = encode(ap.train_messages([1])[1], round=1, settings=run.to_json(), user=1)
+    with pytest.raises(ValueError, match="a message for user 1, which this node does not serve"):
+        grid.answer(_to_client(content, MessageType.TRAIN, 1001))
 
 
 def test_a_failing_entry_fails_its_point_only():

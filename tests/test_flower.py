@@ -85,3 +85,35 @@ def test_a_failing_user_is_recorded_the_same_way_in_process():
     assert outcome.failures.reason.str.contains("lost its radio").all()
     np.testing.assert_allclose(outcome.precoders["F"], flower.precoders["F"], rtol=1e-9)
     assert outcome.results.accuracy.tolist() == flower.results.accuracy.tolist()
+
+
+MANY = SyntheticSource(n=300, n_test=100, ap_dim=16, user_dims=(18, 11, 14, 12, 17, 13, 15))
+
+
+def test_fewer_supernodes_than_users_give_the_same_numbers_and_failures():
+    """Three SuperNodes serve seven users (node p: users p, p + 3, ...), with partial
+    participation and a failing user sharing its node with others: the same numbers and
+    failure rows as in process, and one message per node per round."""
+    models = tuple(MANY.user_data(k).name for k in range(MANY.num_users))
+    run = settings().replace(
+        models=models,
+        rounds=4,
+        channel_uses=2,
+        seed=5,
+        progress=False,
+        **{"consensus.participation": 0.6, "experiment.supernodes": 3},
+    )
+    from common.run.driver import build_parties, run_parties
+
+    problem = MANY.problem()
+    ap, users = build_parties(problem, run)
+    users[1] = faulty_second_user(1, MANY, run)
+    reference = run_parties(ap, users, run, problem)
+    outcome = simulate(run, MANY, user_factory=faulty_second_user)
+    np.testing.assert_allclose(outcome.precoders["F"], reference.precoders["F"], rtol=1e-9)
+    assert outcome.results.accuracy.tolist() == reference.results.accuracy.tolist()
+    assert outcome.history.responded.tolist() == reference.history.responded.tolist()
+    assert outcome.failures.user.tolist() == reference.failures.user.tolist()
+    assert len(outcome.failures) > 0 and outcome.failures.user.eq(1).all()
+    for column in ("bytes_down", "bytes_up", "messages", "rounds"):
+        assert outcome.results[column].tolist() == reference.results[column].tolist(), column

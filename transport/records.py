@@ -175,9 +175,16 @@ def query_settings(content: RecordDict) -> str | None:
     return None if config is None or "settings" not in config else str(config["settings"])
 
 
-def identity(index: int) -> RecordDict:
-    """A node's answer to a query: the user it runs (its ``partition-id``)."""
-    return RecordDict({protocol.METRICS: MetricRecord({PARTITION_ID: int(index)})})
+USERS = "users"  # in a node's identity: every user it serves
+
+
+def identity(users: Iterable[int]) -> RecordDict:
+    """A node's answer to a query: the users it serves (a deployed device one, its
+    ``partition-id``; a simulated node one or more)."""
+    users = [int(k) for k in users]
+    return RecordDict(
+        {protocol.METRICS: MetricRecord({PARTITION_ID: users[0] if users else -1, USERS: users})}
+    )
 
 
 def refusal(reason: str) -> RecordDict:
@@ -185,14 +192,18 @@ def refusal(reason: str) -> RecordDict:
     return RecordDict({protocol.CONFIG: ConfigRecord({"error": reason})})
 
 
-def read_identity(reply: Message) -> tuple[int | None, str | None]:
-    """The user a node runs, or why it cannot serve the run (one of the two is None)."""
+def read_identity(reply: Message) -> tuple[list[int] | None, str | None]:
+    """The users a node serves, or why it cannot serve the run (one of the two is None).
+    A node of an earlier version names one user, its ``partition-id``."""
     if reply.has_error():
         return None, error_reason(reply)
     refused = reply.content.get(protocol.CONFIG)
     if refused is not None and "error" in refused:
         return None, str(refused["error"])
-    return int(reply.content[protocol.METRICS][PARTITION_ID]), None
+    said = reply.content[protocol.METRICS]
+    if USERS in said:
+        return [int(k) for k in said[USERS]], None
+    return [int(said[PARTITION_ID])], None
 
 
 def error_reason(reply: Message) -> str:

@@ -61,7 +61,8 @@ def resolve_device(name: str) -> torch.device:
     Raises
     ------
     DeviceError
-        A name that is none of these, CUDA or MPS asked for where torch sees none, or ``cuda:N`` beyond the GPUs
+        A name that is none of these, CUDA or MPS asked for where torch sees none, or
+        ``cuda:N`` beyond the GPUs
         present (the message names ``device``, the value and what the machine has).
     """
     if name == "auto":

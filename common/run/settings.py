@@ -147,6 +147,23 @@ def listed_models(models: Sequence[str], shown: int = 8) -> str:
     return ", ".join(models[:shown]) + more
 
 
+SUPERNODES = 64  # experiment.supernodes=null: at most this many simulated SuperNodes
+
+
+def _supernodes(name: str, value: object) -> int | None:
+    """None (one per user up to :data:`SUPERNODES`) or a whole number >= 1."""
+    if value is None:
+        return None
+    try:
+        return validation.positive_int(name, value, 1 << 20)
+    except validation.InvalidValue:
+        raise validation.InvalidValue(
+            name,
+            f"{name} must be a whole number from 1 or null (one SuperNode per user up to "
+            f"{SUPERNODES}), got {value!r}",
+        ) from None
+
+
 def _messages_in_flight(name: str, value: object) -> int | None:
     """None (four per simulated actor) or a whole number (0: all of a round at once)."""
     if value is None:
@@ -447,6 +464,11 @@ class ExperimentSettings(Section):
         float, check(validation.in_range, 0, 1e6, "[0, 1e6] (0: always round_timeout)")
     ] = setting(
         "then at most this times the slowest complete round (at least 60 s)",
+        scope=Scope.EXECUTION,
+    )
+    supernodes: Annotated[int | None, check(_supernodes)] = setting(
+        "simulated SuperNodes (null: one per user up to 64, then 64; each serves the users "
+        "k with k mod supernodes = its partition-id)",
         scope=Scope.EXECUTION,
     )
     messages_in_flight: Annotated[int | None, check(_messages_in_flight)] = setting(
