@@ -184,21 +184,23 @@ class UserNode:
         runs = [self.resolve(config, context, device) for config in requests]
         # the entry's user (a simulated node may serve several); its partition-id otherwise
         wanted = [int(config.get("user", device.index)) for config in requests]
-        for k, (settings, _) in zip(wanted, runs, strict=True):
-            if not device.serves(k, settings.num_users):
-                raise ValueError(
-                    f"a message for user {k}, which this node does not serve (node config "
-                    f"{dict(context.node_config)})"
-                )
-        users = cached_users(
-            [(k, settings, source) for k, (settings, source) in zip(wanted, runs, strict=True)],
-            self.factory(),
-        )
         _forget_finished(context, msg.content, [settings for settings, _ in runs])
         reply = RecordDict()
-        for i, config, (settings, _), k, user in zip(
-            indices, requests, runs, wanted, users, strict=True
-        ):
+        served = []
+        for i, config, (settings, source), k in zip(indices, requests, runs, wanted, strict=True):
+            if device.serves(k, settings.num_users):
+                served.append((i, config, settings, k, source))
+            else:  # that entry fails alone
+                records.add_error(
+                    reply,
+                    i,
+                    f"ValueError: a message for user {k}, which this node does not serve "
+                    f"(node config {dict(context.node_config)})",
+                )
+        users = cached_users(
+            [(k, settings, source) for _, _, settings, k, source in served], self.factory()
+        )
+        for (i, config, settings, k, _), user in zip(served, users, strict=True):
             key = state_key(settings, k)
             user.import_state(records.state_arrays(context.state.get(key)))
             client = AlignmentClient(user)

@@ -162,9 +162,12 @@ class Device:
         )
 
     def check(self, settings: RunSettings) -> None:
-        """Refuse a run this device cannot serve: its index outside the run's users, or a
-        model other than the one the run expects of this user."""
-        if self.index >= settings.num_users:
+        """Refuse a run this device cannot serve: its index outside the run's users (a
+        simulated node beyond them but within its ``num-partitions`` serves no user, as
+        when a federation has more SuperNodes than a run has users), or a model other than
+        the one the run expects of this user."""
+        spare = self.partitions is not None and self.index < self.partitions
+        if self.index >= settings.num_users and not spare:
             raise DeviceConfigError(
                 f"node config {PARTITION}={self.index} is outside this run's users "
                 f"0..{settings.num_users - 1}"

@@ -344,11 +344,22 @@ def simulate_points(
 
 
 def supernodes(points: Sequence[RunSettings]) -> int:
-    """How many SuperNodes simulate ``points``: each point's ``experiment.supernodes``
-    (null: :data:`~common.run.settings.SUPERNODES`) capped at its users, the most of
-    them. Node ``p`` then serves the users ``k`` with ``k mod nodes == p``
-    (:meth:`clients.device.Device.users`)."""
-    return max(min(point.num_users, point.experiment.supernodes or SUPERNODES) for point in points)
+    """How many SuperNodes simulate ``points``: the most that any point asks for, each
+    capped at its users. ``experiment.supernodes`` null asks for one per user up to
+    :data:`~common.run.settings.SUPERNODES` or the local Ray's actors (CPUs over
+    ``cpus_per_user``), whichever is more; on a Ray cluster, whose size is known only
+    once Ray has started, one per user. Node ``p`` then serves the users ``k`` with
+    ``k mod nodes == p`` (:meth:`clients.device.Device.users`)."""
+
+    def asked(point: RunSettings) -> int:
+        if point.experiment.supernodes is not None:
+            return point.experiment.supernodes
+        if point.experiment.ray_address is not None:
+            return point.num_users
+        actors = int((os.cpu_count() or 1) / point.experiment.cpus_per_user)
+        return max(SUPERNODES, actors)
+
+    return max(min(point.num_users, asked(point)) for point in points)
 
 
 def _run_simulation(

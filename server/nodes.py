@@ -51,9 +51,8 @@ class UserNodes:
     Parameters
     ----------
     group_size : int
-        How many users the nodes serve (a simulation of a sweep has as many nodes as its
-        largest point has users): a node that says a ``partition-id`` from here on is a
-        misconfigured device.
+        How many users the nodes serve (a sweep's: its largest point's): a node that says
+        it serves a user from here on is a misconfigured device.
     settings : str
         The settings (JSON) every query names: those of the sweep's point with the most
         users, so that each node checks it can serve its user.
@@ -125,11 +124,14 @@ class UserNodes:
             outside = [k for k in users or [] if not 0 <= k < self.group_size]
             if reason is not None:
                 problem = f"node {node} cannot serve this run: {reason}"
-            elif outside or not users:
+            elif outside:
                 problem = (
-                    f"node {node} has node config partition-id={(outside or [-1])[0]}, outside "
-                    f"this run's users 0..{self.group_size - 1}"
+                    f"node {node} has node config partition-id={outside[0]}, outside this "
+                    f"run's users 0..{self.group_size - 1}"
                 )
+            elif not users:  # a simulated SuperNode beyond the run's users: nothing to do
+                logger.debug("node %d serves none of this run's users", node)
+                continue
             if problem is not None:
                 if strict:
                     raise NodeRefused(problem)

@@ -107,6 +107,11 @@ class AlignmentStrategy(Strategy):
         """Flower rounds this strategy drives (fewer than ``last_round`` after a resume)."""
         return self.last_round - self.offset
 
+    def _reachable(self) -> list[int]:
+        """This batch's users whose node is known (the nodes of a sweep may serve more
+        users: those of its largest point)."""
+        return sorted(set(self.user_nodes) & set(self.users))
+
     def summary(self) -> None:
         logger.info(
             "AlignmentStrategy: %d point(s) (%s), users=%d, rounds=%d",
@@ -207,7 +212,7 @@ class AlignmentStrategy(Strategy):
     ) -> Iterable[Message]:
         self.connect(grid)
         rnd = server_round + self.offset
-        users = sorted(self.user_nodes)
+        users = self._reachable()
         downlinks = [session.train_downlink(rnd, users) for session in self.sessions]
         return self._messages(rnd, downlinks, MessageType.TRAIN)
 
@@ -237,7 +242,7 @@ class AlignmentStrategy(Strategy):
         self._evaluating = rnd >= self.last_round
         if not self._evaluating:
             return []
-        users = sorted(self.user_nodes)
+        users = self._reachable()
         tests = [session.test_downlink(users) for session in self.sessions]
         return self._messages(rnd, tests, MessageType.EVALUATE)
 

@@ -33,6 +33,7 @@ from server.nodes import UsersNotConnected
 from server.strategy import AlignmentStrategy
 from server.sweep import WriteTo, lockstep_batches
 from tests.synthetic import settings_for
+from transport import records
 from transport.records import decode, encode
 
 SOURCE = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9, 10))
@@ -391,6 +392,49 @@ def test_a_node_serving_several_users_gets_one_message_a_round_and_the_same_numb
         assert outcome.failures.empty
 
 
+def test_a_smaller_point_of_a_sweep_uses_only_its_own_users_of_shared_nodes():
+    """The nodes of a sweep are found with its largest point (3 users on 2 nodes: node 0
+    serves users 0 and 2); a 2-user point over the same nodes sends nothing for user 2
+    and gets its in-process numbers, with no failure."""
+    from server.nodes import UserNodes
+
+    problem = SOURCE.problem()
+    small = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9))  # users 0, 1
+    big = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, channel_uses=2, seed=5)
+    point = settings_for(small.problem(), **{"strategy.name": "federated"}, rounds=2, seed=5)
+    grid = AppGrid(make_client_app(None, SOURCE), {1001: 0, 1002: 1})
+    nodes = UserNodes(3, big.to_json())
+    session = Session(build_parties(small.problem(), point)[0], point, small.ap_inputs())
+    strategy = AlignmentStrategy([session], nodes=nodes, node_wait_timeout=1.0)
+    nodes.connect(grid, (0, 1, 2), 1.0)
+    _drive(strategy, grid)
+
+    alone = run_experiment(small.problem(), point)
+    outcome = session.outcome()
+    assert outcome.failures.empty and outcome.history.responded.tolist() == [2, 2]
+    np.testing.assert_allclose(session.ap.precoders()["F"], alone.precoders["F"], rtol=1e-10)
+    assert outcome.results.accuracy.tolist() == alone.results.accuracy.tolist()
+    for message in grid.sent:
+        if message.metadata.message_type != MessageType.QUERY:
+            users = {
+                records.config(message.content, i)["user"] for i in records.entries(message.content)
+            }
+            assert users <= {0, 1}
+
+
+def test_a_simulated_node_beyond_the_runs_users_serves_none_and_is_left_alone():
+    """A federation with more SuperNodes than users (4 nodes, 3 users): the spare node
+    says it serves nobody, the run goes on without it."""
+    problem = SOURCE.problem()
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=2, seed=5)
+    grid = AppGrid(make_client_app(None, SOURCE), {1001: 0, 1002: 1, 1003: 2, 1004: 3})
+    strategy = AlignmentStrategy(_sessions([run]), node_wait_timeout=1.0)
+    assert strategy.connect(grid) == {0: 1001, 1: 1002, 2: 1003}
+    _drive(strategy, grid)
+    assert strategy.sessions[0].outcome().history.responded.tolist() == [3, 3]
+    assert 1004 not in {m.metadata.dst_node_id for m in grid.sent[4:]}  # after the queries
+
+
 def test_a_simulated_node_refuses_an_entry_for_a_user_it_does_not_serve():
     problem = SOURCE.problem()
     run = settings_for(problem, **{"strategy.name": "federated"}, rounds=1, seed=5)
@@ -398,8 +442,8 @@ def test_a_simulated_node_refuses_an_entry_for_a_user_it_does_not_serve():
     app = make_client_app(None, SOURCE)
     grid = AppGrid(app, {1001: 0, 1002: 1})
     content = encode(ap.train_messages([1])[1], round=1, settings=run.to_json(), user=1)
-    with pytest.raises(ValueError, match="a message for user 1, which this node does not serve"):
-        grid.answer(_to_client(content, MessageType.TRAIN, 1001))
+    reply = grid.answer(_to_client(content, MessageType.TRAIN, 1001))
+    assert "a message for user 1, which this node does not serve" in records.error(reply.content, 0)
 
 
 def test_a_failing_entry_fails_its_point_only():

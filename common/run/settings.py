@@ -467,8 +467,9 @@ class ExperimentSettings(Section):
         scope=Scope.EXECUTION,
     )
     supernodes: Annotated[int | None, check(_supernodes)] = setting(
-        "simulated SuperNodes (null: one per user up to 64, then 64; each serves the users "
-        "k with k mod supernodes = its partition-id)",
+        "simulated SuperNodes (null: one per user up to 64 or the local Ray's actors, "
+        "whichever is more; on a Ray cluster one per user); node p serves the users k "
+        "with k mod supernodes = p",
         scope=Scope.EXECUTION,
     )
     messages_in_flight: Annotated[int | None, check(_messages_in_flight)] = setting(
