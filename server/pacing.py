@@ -52,6 +52,9 @@ class PacedGrid:
     window : int, callable or None, optional
         The most messages of a round in the link state at once (None: all); a callable
         returning it is asked once, when the first round that needs it is sent.
+    on_replies : callable, optional
+        Called with each wave of replies as a windowed round pulls them (the strategy
+        takes their uplinks at once, :meth:`AlignmentStrategy.take_replies`).
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class PacedGrid:
         factor: float,
         floor: float = MIN_ROUND_TIMEOUT_S,
         window: int | Callable[[], int] | None = None,
+        on_replies: Callable[[list[Message]], None] | None = None,
     ):
         self._grid = grid
+        self.on_replies = on_replies
         self.cap, self.factor, self.floor = cap, factor, min(floor, cap)
         # seconds of the slowest complete round so far, per kind of round (training and
         # evaluation are different work: the first of each waits the configured cap)
@@ -140,6 +145,8 @@ class PacedGrid:
             if free > 0:
                 outstanding |= set(self._grid.push_messages([waiting.pop() for _ in range(free)]))
             got = list(self._grid.pull_messages(outstanding)) if outstanding else []
+            if got and self.on_replies is not None:
+                self.on_replies(got)
             replies += got
             outstanding -= {m.metadata.reply_to_message_id for m in got}
             if (not outstanding and not waiting) or time.monotonic() >= end:

@@ -88,6 +88,8 @@ class AlignmentStrategy(Strategy):
         self._live = records.live(point_key(s.settings) for s in self.sessions)
         # node → {(user, point): entry} of the round's messages
         self._sent: dict[int, dict[tuple[int, int], int]] = {}
+        self._round = 0  # the training round whose replies are being taken
+        self._taken: set[tuple[int, int]] = set()  # its (user, point) replies taken already
 
     @property
     def users(self) -> tuple[int, ...]:
@@ -207,11 +209,36 @@ class AlignmentStrategy(Strategy):
         )
 
     # ---- training --------------------------------------------------------------------------
+    def take_replies(self, replies: Iterable[Message]) -> None:
+        """Take training replies as they arrive (a :class:`~server.pacing.PacedGrid` that
+        pulls them in waves calls this): each user's uplink is absorbed by its point's
+        AP at once (:meth:`Session.take_train_reply`; the AP keeps ``F_k``, not the
+        ``Nt·u × n`` uplink) and its arrays are dropped from the reply, so a round never
+        holds K uplinks. The AP's update sums in user order whatever the arrival order,
+        so the numbers are those of taking the replies at the end of the round."""
+        for reply in replies:
+            if reply.metadata.message_type != MessageType.TRAIN or reply.has_error():
+                continue
+            said = set(records.entries(reply.content))
+            for (user, index), entry in self._sent.get(reply.metadata.src_node_id, {}).items():
+                if entry not in said or records.error(reply.content, entry) is not None:
+                    continue
+                if (user, index) in self._taken:
+                    continue
+                self._take(index, user, reply.content, entry)
+                del reply.content[protocol.entry(protocol.ARRAYS, entry)]
+
+    def _take(self, index: int, user: int, content: RecordDict, entry: int) -> None:
+        reply = TrainReply(records.decode(content, entry), records.metrics(content, entry))
+        self.sessions[index].take_train_reply(self._round, user, reply)
+        self._taken.add((user, index))
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.connect(grid)
         rnd = server_round + self.offset
+        self._round, self._taken = rnd, set()
         users = self._reachable()
         downlinks = [session.train_downlink(rnd, users) for session in self.sessions]
         return self._messages(rnd, downlinks, MessageType.TRAIN)
@@ -226,9 +253,8 @@ class AlignmentStrategy(Strategy):
         ):
             rnd = server_round + self.offset
             for k in sorted(good):  # decoded one at a time: the AP keeps its reduction
-                content, entry = good[k]
-                reply = TrainReply(records.decode(content, entry), records.metrics(content, entry))
-                session.take_train_reply(rnd, k, reply)
+                if (k, index) not in self._taken:  # not taken as it arrived
+                    self._take(index, k, *good[k])
             rows.append(session.finish_train_round(rnd, {}, errors))
             for name, value in session.ap.precoders().items():
                 precoders[f"{index}.{name}"] = Array(value)

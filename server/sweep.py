@@ -149,6 +149,7 @@ def run_sessions(
             round_timeout,
             round_timeout_factor,
             window=_window(grid, messages_in_flight, cpus_per_user),
+            on_replies=strategy.take_replies,
         ),
         initial_arrays=initial,
         num_rounds=strategy.rounds_to_run,

@@ -392,6 +392,32 @@ def test_a_node_serving_several_users_gets_one_message_a_round_and_the_same_numb
         assert outcome.failures.empty
 
 
+def test_replies_taken_as_they_arrive_in_any_order_give_the_same_numbers():
+    """A windowed round hands the strategy its replies wave by wave: each uplink is
+    absorbed at once and its arrays dropped from the reply; in reverse order, the numbers
+    are bit for bit those of taking them all at the end."""
+    problem = SOURCE.problem()
+    run = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
+    runs = {}
+    for streamed in (False, True):
+        sessions = _sessions([run])
+        strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
+        grid = AppGrid(make_client_app(None, SOURCE), {1001: 0, 1002: 1})
+        for rnd in range(1, run.experiment.rounds + 1):
+            messages = strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid)
+            replies = grid.send_and_receive(messages)
+            if streamed:
+                for reply in reversed(replies):
+                    strategy.take_replies([reply])
+                assert not [k for r in replies for k in r.content if k.startswith("arrays")]
+            strategy.aggregate_train(rnd, replies)
+        runs[streamed] = sessions[0]
+    np.testing.assert_array_equal(runs[True].ap.precoders()["F"], runs[False].ap.precoders()["F"])
+    assert runs[True].history[-1] == runs[False].history[-1] | {
+        "seconds": runs[True].history[-1]["seconds"]
+    }
+
+
 def test_a_smaller_point_of_a_sweep_uses_only_its_own_users_of_shared_nodes():
     """The nodes of a sweep are found with its largest point (3 users on 2 nodes: node 0
     serves users 0 and 2); a 2-user point over the same nodes sends nothing for user 2
