@@ -6,9 +6,10 @@
 # run: its points go to <output>/points/<key>/, listed in <output>/points.csv.
 #
 # Validates the config and warms the zoo cache first (so users do not train encoders inside
-# Ray), starts the run with one SuperNode per user and 1 CPU each, follows its log, reads the
-# run's real final status (`flwr run --stream` exits 0 even when a run fails), writes the
-# tables under outputs/flwr/<timestamp>/ and stops the SuperLink it started.
+# Ray), starts the run with experiment.supernodes SuperNodes (one per user up to 64) and 1 CPU
+# each, follows its log, reads the run's real final status (`flwr run --stream` exits 0 even
+# when a run fails), writes the tables under outputs/flwr/<timestamp>/ and stops the SuperLink
+# it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OVERRIDES="${1:-}"
