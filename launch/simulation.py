@@ -375,12 +375,19 @@ def _run_simulation(
     from flwr.simulation import run_simulation
 
     show_progress(any(point.experiment.progress for point in points))
+    nodes, users = supernodes(points), max(point.num_users for point in points)
+    if nodes < users:
+        print(
+            f"simulating {users} users on {nodes} SuperNodes (experiment.supernodes): "
+            f"SuperNode p serves users p, p + {nodes}, ...",
+            flush=True,
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(
             server_app=make_server_app(list(points), sink, source, in_flight=in_flight),
             client_app=make_client_app(points[0], source, user_factory, shelf),
-            num_supernodes=supernodes(points),
+            num_supernodes=nodes,
             backend_config={
                 # Ray re-creates an actor whose process died (killed, out of memory): its
                 # users fail the message it was serving and are rebuilt for the next one

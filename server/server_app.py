@@ -146,6 +146,11 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """The run (or sweep) the run config names."""
+    """The run (or sweep) the run config names, with one BLAS thread, as the AP of
+    ``run_simulation.py`` computes (:func:`launch.environment.single_threaded`): the same
+    sums in the same order, so the same numbers to the last bit."""
+    from threadpoolctl import threadpool_limits
+
     _fast_polling(grid)
-    run_from_config(grid, context, None)
+    with threadpool_limits(1):
+        run_from_config(grid, context, None)

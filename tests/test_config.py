@@ -293,8 +293,9 @@ def test_every_default_lives_in_the_config_files():
             "experiment.messages_in_flight",
             "a whole number >= 0 (0: all at once) or null",
         ),
-        ("experiment.supernodes=0", "experiment.supernodes", "a whole number from 1 or null"),
-        ("experiment.supernodes=2.5", "experiment.supernodes", "a whole number from 1 or null"),
+        ("experiment.supernodes=0", "experiment.supernodes", "from 1 to 1,048,576 or null"),
+        ("experiment.supernodes=2.5", "experiment.supernodes", "from 1 to 1,048,576 or null"),
+        ("experiment.supernodes=2000000", "experiment.supernodes", "from 1 to 1,048,576"),
     ],
 )
 def test_values_of_the_wrong_kind_are_refused(override, key, allowed):

@@ -148,19 +148,21 @@ def listed_models(models: Sequence[str], shown: int = 8) -> str:
 
 
 SUPERNODES = 64  # experiment.supernodes=null: at most this many simulated SuperNodes
+MAX_SUPERNODES = 1 << 20
 
 
 def _supernodes(name: str, value: object) -> int | None:
-    """None (one per user up to :data:`SUPERNODES`) or a whole number >= 1."""
+    """None (see :func:`launch.simulation.supernodes`) or a whole number in 1..2**20."""
     if value is None:
         return None
     try:
-        return validation.positive_int(name, value, 1 << 20)
+        return validation.positive_int(name, value, MAX_SUPERNODES)
     except validation.InvalidValue:
         raise validation.InvalidValue(
             name,
-            f"{name} must be a whole number from 1 or null (one SuperNode per user up to "
-            f"{SUPERNODES}), got {value!r}",
+            f"{name} must be a whole number from 1 to {MAX_SUPERNODES:,} or null (one "
+            f"SuperNode per user up to {SUPERNODES} or the local Ray's actors, whichever is "
+            f"more; one per user on a Ray cluster), got {value!r}",
         ) from None
 
 
