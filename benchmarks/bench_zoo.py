@@ -228,10 +228,7 @@ def paper(args) -> int:
         for precision in precisions:
             check_device(args.device, precision)
     except DeviceError as exc:
-        print(
-            f"error: {exc}",
-            file=sys.stderr,
-        )
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     gpu = device.type != "cpu"
     images = args.images or (2048 if gpu else 8)

@@ -194,7 +194,7 @@ def warm_assets(points: Sequence[RunSettings]) -> None:
         source = AssetSource(settings)
         # a local Ray's actors share one copy of each user (user_shelf); on a cluster
         # every actor may end up holding every user
-        workers = max(1, int((os.cpu_count() or 1) / settings.experiment.cpus_per_user))
+        workers = local_actors(settings)
         copies = 1 if settings.experiment.ray_address is None else min(workers, settings.num_users)
         needed = budget.estimate(
             settings,
@@ -258,9 +258,9 @@ def simulate_sweep(
     """Every point of a sweep that ``store`` lacks, in as few simulations as possible.
 
     Points that share ``cpus_per_user`` run in one simulation, over :func:`supernodes`
-    SuperNodes, up to ``in_flight`` of them in
-    lockstep; each finished point is saved in ``store`` at once. Points already
-    there are not run again. Returns every point's outcome, in order.
+    SuperNodes, up to ``in_flight`` of them in lockstep; each finished point is saved in
+    ``store`` at once. Points already there are not run again. Returns every point's
+    outcome, in order.
     """
     todo: dict[str, RunSettings] = {}
     for point in points:
@@ -343,6 +343,12 @@ def simulate_points(
             _run_simulation(points, sink, source, user_factory, in_flight, shelf)
 
 
+def local_actors(settings: RunSettings) -> int:
+    """How many simulated users' Ray actors this machine runs at once (at least one):
+    its CPUs over ``experiment.cpus_per_user``."""
+    return max(1, int((os.cpu_count() or 1) / settings.experiment.cpus_per_user))
+
+
 def supernodes(points: Sequence[RunSettings]) -> int:
     """How many SuperNodes simulate ``points``: the most that any point asks for, each
     capped at its users. ``experiment.supernodes`` null asks for one per user up to
@@ -356,8 +362,7 @@ def supernodes(points: Sequence[RunSettings]) -> int:
             return point.experiment.supernodes
         if point.experiment.ray_address is not None:
             return point.num_users
-        actors = int((os.cpu_count() or 1) / point.experiment.cpus_per_user)
-        return max(SUPERNODES, actors)
+        return max(SUPERNODES, local_actors(point))
 
     return max(min(point.num_users, asked(point)) for point in points)
 

@@ -10,8 +10,8 @@ Several sessions (points of a sweep with the same users and number of rounds)
 can run in lockstep, and a simulated node may serve several users: each round,
 every node gets one message that carries one entry per (user, point) (records
 ``arrays.<i>``, ``config.<i>``, and ``metrics.<i>`` in the reply; ``i = point``
-for a node serving one user). Flower's fixed cost per round (message dispatch, polling, the
-context's trip to the worker) is then paid once for all of them.
+for a node serving one user). Flower's fixed cost per message (dispatch,
+polling, the context's trip to the worker) is then paid once for all of them.
 """
 
 from __future__ import annotations
@@ -132,18 +132,18 @@ class AlignmentStrategy(Strategy):
     ) -> list[Message]:
         """One message per node, with an entry for each of its users and each point that has
         something for that user (entry ``slot · points + point``, the user's slot its place
-        among the node's users: a node serving one user gets entries ``0..points-1``).
-        A downlink sent to several users (the federated AP's)
-        is encoded once."""
+        among the node's users: a node serving one user gets entries ``0..points-1``). A
+        downlink sent to several users (the federated AP's) is encoded once."""
         points = len(self.sessions)
         contents: dict[int, RecordDict] = {}
+        placed: dict[int, int] = {}  # node → users placed in its message so far
         self._sent = {}
         encoded: dict[int, ArrayRecord] = {}
         for user in sorted({k for downlink in downlinks for k in downlink}):
             node = self.nodes.node(user)
             content = contents.setdefault(node, RecordDict({protocol.LIVE: self._live}))
             sent = self._sent.setdefault(node, {})
-            slot = len({k for k, _ in sent})
+            slot = placed[node] = placed.get(node, -1) + 1
             for index, downlink in enumerate(downlinks):
                 if user in downlink:
                     message = downlink[user]
@@ -215,18 +215,14 @@ class AlignmentStrategy(Strategy):
         AP at once (:meth:`Session.take_train_reply`; the AP keeps ``F_k``, not the
         ``Nt·u × n`` uplink) and its arrays are dropped from the reply, so a round never
         holds K uplinks. The AP's update sums in user order whatever the arrival order,
-        so the numbers are those of taking the replies at the end of the round."""
-        for reply in replies:
-            if reply.metadata.message_type != MessageType.TRAIN or reply.has_error():
-                continue
-            said = set(records.entries(reply.content))
-            for (user, index), entry in self._sent.get(reply.metadata.src_node_id, {}).items():
-                if entry not in said or records.error(reply.content, entry) is not None:
-                    continue
-                if (user, index) in self._taken:
-                    continue
-                self._take(index, user, reply.content, entry)
-                del reply.content[protocol.entry(protocol.ARRAYS, entry)]
+        so the numbers are those of taking the replies at the end of the round; failures
+        are recorded there (:meth:`aggregate_train`)."""
+        training = [r for r in replies if r.metadata.message_type == MessageType.TRAIN]
+        for index, (good, _) in enumerate(self._split(training)):
+            for user, (content, entry) in good.items():
+                if (user, index) not in self._taken:
+                    self._take(index, user, content, entry)
+                    del content[protocol.entry(protocol.ARRAYS, entry)]
 
     def _take(self, index: int, user: int, content: RecordDict, entry: int) -> None:
         reply = TrainReply(records.decode(content, entry), records.metrics(content, entry))
