@@ -73,6 +73,17 @@ class Scope(enum.Enum):
         return self in (Scope.ASSETS, Scope.LOCATION)
 
 
+class _Never:
+    """The type of :data:`NEVER`."""
+
+    def __repr__(self) -> str:
+        return "NEVER"
+
+
+NEVER: Any = _Never()
+"""A setting's ``neutral`` when it has none: it is always in a run's identity."""
+
+
 @dataclass(frozen=True)
 class Applies:
     """When an option-specific setting has an effect: while the setting at ``key`` passes
@@ -101,7 +112,7 @@ def setting(
     unit: str | None = None,
     alias: str | None = None,
     applies: Applies | tuple[Applies, ...] = (),
-    neutral: Any = None,
+    neutral: Any = NEVER,
 ) -> Any:
     """The declaration of one setting (a pydantic ``Field`` without a default).
 
@@ -121,8 +132,8 @@ def setting(
     neutral : optional
         For a setting added after points and checkpoints were stored: the value that does
         what the program did before it existed. At that value it is left out of a run's
-        identity, so what was stored before still names the same numbers (None: always
-        in it).
+        identity, so what was stored before still names the same numbers (default
+        :data:`NEVER`: always in it; ``None`` is a value like any other).
     """
     return Field(
         alias=alias,
@@ -177,9 +188,9 @@ def scope_of(section: type[BaseModel], name: str) -> Scope | None:
 
 
 def neutral_of(section: type[BaseModel], name: str) -> Any:
-    """The value at which field ``name`` is left out of identities (None: never)."""
+    """The value at which field ``name`` is left out of identities (:data:`NEVER`: none)."""
     extra = section.model_fields[name].json_schema_extra
-    return extra.get("neutral") if isinstance(extra, dict) else None
+    return extra.get("neutral", NEVER) if isinstance(extra, dict) else NEVER
 
 
 def applies_of(section: type[BaseModel], name: str) -> tuple[Applies, ...]:

@@ -29,10 +29,14 @@ def _settings(method: str, rounds: int = 4):
 
 @pytest.mark.parametrize(
     ("method", "window"),  # messages in flight: four per actor, one at a time, all at once
-    [("federated", None), ("multi_link", 1), ("first_k", 0), ("top_k", None)],
+    [("federated", None), ("multi_link", 1), ("first_k", 0), ("top_k", None), ("clustered", 1)],
 )
 def test_flower_simulation_matches_the_in_process_driver(method, window):
     settings = _settings(method).replace(**{"experiment.messages_in_flight": window})
+    if method == "clustered":  # k-means after round 1, again after round 3
+        settings = settings.replace(
+            **{"strategy.grouping": "kmeans", "strategy.clusters": 2, "strategy.regroup_every": 2}
+        )
     outcome = simulate(settings, SOURCE)
     reference = run_experiment(SOURCE.problem(), settings)
     expected = reference.precoders
@@ -43,7 +47,8 @@ def test_flower_simulation_matches_the_in_process_driver(method, window):
     got, want = outcome.results, reference.results
     assert got.accuracy.tolist() == want.accuracy.tolist()
     np.testing.assert_allclose(got.mse, want.mse, rtol=1e-9)
-    for column in ("bytes_down", "bytes_up", "messages", "rounds", "n_pilots"):
+    columns = ("bytes_down", "bytes_up", "messages", "rounds", "n_pilots", "group")
+    for column in (*columns, "stream_bytes_down", "channel_uses_down"):
         assert got[column].tolist() == want[column].tolist(), column
     assert len(outcome.history) == reference.history.shape[0]
     assert (outcome.history.failures == 0).all()

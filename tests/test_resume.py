@@ -37,11 +37,21 @@ def _crashing_grid(app, at_round: int):
     return grid
 
 
-@pytest.mark.parametrize("method", ["federated", "multi_link"])
-def test_a_killed_run_resumes_after_its_last_completed_round(tmp_path, method):
+KMEANS = {"strategy.grouping": "kmeans", "strategy.clusters": 2, "strategy.regroup_every": 2}
+
+
+@pytest.mark.parametrize(
+    ("method", "options"), [("federated", {}), ("multi_link", {}), ("clustered", KMEANS)]
+)
+def test_a_killed_run_resumes_after_its_last_completed_round(tmp_path, method, options):
     problem = SOURCE.problem()
     run = settings_for(
-        problem, **{"strategy.name": method}, rounds=5, channel_uses=2, seed=5, participation=0.7
+        problem,
+        **{"strategy.name": method, **options},
+        rounds=5,
+        channel_uses=2,
+        seed=5,
+        participation=0.7,
     )
     run_point(_client_grid(make_client_app(None, SOURCE)), run, WriteTo(tmp_path / "whole"), SOURCE)
     whole = RunOutcome.load(tmp_path / "whole")

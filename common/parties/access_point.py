@@ -21,6 +21,7 @@ from common.maths.conventions import CORRECTED, Conventions
 from common.maths.link import LinkConfig
 from common.maths.whitening import Whitening
 from common.parties import protocol
+from common.parties.grouping import Grouping
 from common.parties.user import User
 from common.registry import METHODS
 
@@ -65,6 +66,9 @@ class AccessPoint(abc.ABC):
         The reading of the algorithm (default: corrected).
     aggregator : Aggregator, optional
         The consensus rule (default: :class:`~common.maths.aggregation.Mean`).
+    grouping : Grouping, optional
+        How users are grouped (``strategy.clusters``, ``grouping``, ``groups``,
+        ``regroup_every``; read by the clustered AP only).
 
     Attributes
     ----------
@@ -88,6 +92,8 @@ class AccessPoint(abc.ABC):
         As given.
     aggregator : Aggregator
         The consensus rule.
+    grouping : Grouping
+        As given (default: by model).
     dim : int
         The AP's latent size ``d``.
 
@@ -119,6 +125,7 @@ class AccessPoint(abc.ABC):
         seed: int,
         conventions: Conventions = CORRECTED,
         aggregator: Aggregator | None = None,
+        grouping: Grouping | None = None,
     ):
         pilots = validation.finite_matrix("AP pilot latents", pilots)
         test = validation.finite_matrix("AP test latents", test)
@@ -135,6 +142,7 @@ class AccessPoint(abc.ABC):
         self.seed = seed
         self.conventions = conventions
         self.aggregator = Mean() if aggregator is None else aggregator
+        self.grouping = Grouping() if grouping is None else grouping
         self.dim = pilots.shape[1]
         self._pilots = pilots.T.astype(np.float64)  # (d, n)
         self._test = test.T.astype(np.float64)
@@ -324,6 +332,19 @@ class AccessPoint(abc.ABC):
                     f"state {name} has shape {tuple(state[name].shape)}, "
                     f"this AP's is {tuple(shape)}"
                 )
+
+    def groups(self) -> dict[int, int]:
+        """Each user's group: the users that receive one downlink stream.
+
+        Overridable; every user in group 0 by default (one broadcast stream, as the
+        federated AP and the feature-selection baselines send).
+
+        Returns
+        -------
+        dict of int to int
+            User → group label, for every user of :attr:`users`.
+        """
+        return {k: 0 for k in self.users}
 
     def side_channel_uses(self) -> int:
         """Channel uses that side information costs on top of the values' ``u``.

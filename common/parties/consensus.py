@@ -19,7 +19,7 @@ from common.maths.aggregation import Mean
 from common.maths.compression import compress, decompress
 from common.maths.seeding import Stream, rng
 from common.maths.whitening import Whitening, fit_whitening
-from common.parties import protocol
+from common.parties import grouping, protocol
 from common.parties.access_point import AccessPoint
 from common.parties.user import TrainReply, User
 from common.registry import METHODS
@@ -469,6 +469,16 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
     def _state(self, user):
         return self.states[user]
 
+    def groups(self):
+        """Each user's own group (its own stream).
+
+        Returns
+        -------
+        dict of int to int
+            User k → k.
+        """
+        return {k: k for k in self.users}
+
     def update(self, replies, weights=None):
         """Each replying user's local F step becomes its precoder's F; projection and dual
         step per user (no aggregation; ``weights`` and the aggregator are not used).
@@ -530,3 +540,183 @@ class MultiLinkAccessPoint(_ConsensusAccessPoint):
         self._expect_state(state)
         for k in self.states:
             self.states[k] = admm.ConsensusState.from_arrays(state, f"_{k}")
+
+
+@METHODS.register("clustered")
+class ClusteredAccessPoint(_ConsensusAccessPoint):
+    """One precoder per group of users, each agreed on by consensus among its members.
+
+    Between the federated AP (one group) and the multi-link AP (one user per group):
+    ``C`` federated ADMM problems run side by side in the same rounds and messages, and
+    the AP sends ``C`` downlink streams (docs/ALGORITHM.md, §5 "Clustered alignment").
+    The groups come from ``strategy.grouping`` (:mod:`common.parties.grouping`): by
+    encoder, given, or k-means on the users' local precoders after round 1 (until then,
+    every user is in group 0), re-clustered every ``strategy.regroup_every`` rounds. A
+    user that changes group takes its new group's ``F, Z, U`` from the next round on.
+
+    Group ``c``'s ``F`` starts from ``Stream.AP_INIT`` index ``c + 1`` (multi-link's draw
+    for user ``c``), or index 0 (the federated draw) when there is one group, under the
+    paper's conventions, or under k-means grouping (whose round 1 is a federated round).
+    So one group gives the federated AP's numbers, and ``given`` labels ``0..K-1`` the
+    multi-link AP's.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Those of :class:`~common.parties.access_point.AccessPoint`; ``grouping`` says how
+        users are grouped.
+
+    Attributes
+    ----------
+    states : dict of int to ConsensusState
+        ``F_c, Z_c, U_c`` (Nt·u × m, complex128) by group ``0..C-1``.
+    labels : dict of int to int
+        Each user's group.
+    clustered_after : int
+        The round after which k-means last grouped the users (0: not yet).
+    geometry, x_bar, shape
+        As :class:`FederatedAccessPoint`.
+
+    Raises
+    ------
+    ValueError
+        As :class:`FederatedAccessPoint`, or the grouping cannot group these users.
+    """
+
+    method = "clustered"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labels = self.grouping.initial(self.users)
+        count = self.grouping.count(self.users)
+        if self.grouping.rule != "kmeans":
+            count = max(count, max(self.labels.values()) + 1)
+        self.clusters = count
+        one_draw = count == 1 or self.conventions.shared_initial_f or self.grouping.rule == "kmeans"
+        first = admm.ConsensusState.initial(self.shape, rng(self.seed, Stream.AP_INIT))
+        self.states = {}
+        for c in range(count):
+            if one_draw:  # groups that have had no members start as copies of group 0
+                self.states[c] = first if c == 0 else _copy(first)
+            else:
+                self.states[c] = admm.ConsensusState.initial(
+                    self.shape, rng(self.seed, Stream.AP_INIT, c + 1)
+                )
+        self.clustered_after = 0
+        self._round = 0  # updates made (the round just finished)
+
+    def _state(self, user):
+        return self.states[self.labels[user]]
+
+    def groups(self):
+        """Each user's group.
+
+        Returns
+        -------
+        dict of int to int
+            User → group label ``0..C-1``.
+        """
+        return dict(self.labels)
+
+    def update(self, replies, weights=None):
+        """Per group: its members' local F steps, consensus, projection and dual step
+        (§3, steps 4–7); then, when due, k-means regroups the users that replied.
+
+        Parameters
+        ----------
+        replies : Mapping of int to AlignUplink or LocalPrecoder
+            The accepted uplinks by user, or their local steps (:meth:`absorb`).
+        weights : Mapping of int to float, optional
+            Each replying user's reliability, for the aggregator (within its group).
+
+        Returns
+        -------
+        dict of str to float
+            ``primal_residual`` ``√(Σ_c ‖F_c − Z_c‖²)`` and ``power``, the mean of
+            ``‖Z_c‖²`` (linear), both over the groups with members.
+
+        Raises
+        ------
+        TypeError
+            A reply is not an ``align_uplink``.
+        KeyError
+            A reply comes from a user this AP does not serve, or ``weights`` lacks one.
+        ValueError
+            The aggregator refuses the weights.
+        """
+        self._round += 1
+        local = {k: self._local_f(self._state(k), replies[k]) for k in sorted(replies)}
+        members: dict[int, list[int]] = {}
+        for k in local:
+            members.setdefault(self.labels[k], []).append(k)
+        for c, users in sorted(members.items()):
+            w = None if weights is None else [weights[k] for k in users]
+            self.states[c].update([local[k] for k in users], self.link.power, self.aggregator, w)
+            self._check_state(self.states[c])
+        if local and self.grouping.due(self._round, self.clustered_after):
+            self._regroup(local)
+        active = sorted(set(self.labels.values()))
+        return {
+            "primal_residual": math.sqrt(sum(self.states[c].primal_residual ** 2 for c in active)),
+            "power": float(np.mean([np.linalg.norm(self.states[c].z) ** 2 for c in active])),
+        }
+
+    def _regroup(self, local: dict[int, np.ndarray]) -> None:
+        """k-means on this round's local precoders; a group that had no members takes a
+        copy of the state of the group most of its new members come from."""
+        labels = grouping.cluster(local, self.clusters, self.seed, self.labels)
+        if labels is None:  # fewer distinct precoders than groups: wait for a fuller round
+            return
+        before = set(self.labels.values())
+        for c in sorted(set(labels.values()) - before):
+            came_from = [self.labels[k] for k, g in labels.items() if g == c]
+            source = min(set(came_from), key=lambda g: (-came_from.count(g), g))
+            self.states[c] = _copy(self.states[source])
+        self.labels = labels
+        self.clustered_after = self._round
+
+    def precoders(self):
+        """Every group's state, the users' groups and the clustering's schedule.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``F_c``, ``Z_c``, ``U_c`` for each group c (e.g. ``F_0``), each (Nt·u, m)
+            complex128; ``groups``, shape (K,), int64, each user's group in user order;
+            ``clustered_after`` and ``round`` (0-d int64): the round of the last
+            k-means grouping (0: none) and the rounds done.
+        """
+        out = {n: v for c, s in self.states.items() for n, v in s.arrays(f"_{c}").items()}
+        out["groups"] = np.array([self.labels[k] for k in self.users], dtype=np.int64)
+        out["clustered_after"] = np.array(self.clustered_after, dtype=np.int64)
+        out["round"] = np.array(self._round, dtype=np.int64)
+        return out
+
+    def restore(self, state):
+        """Take back every group's ``F_c``, ``Z_c``, ``U_c``, the users' groups and the
+        clustering's schedule from a checkpoint (copied).
+
+        Parameters
+        ----------
+        state : Mapping of str to ndarray
+            What :meth:`precoders` returned.
+
+        Raises
+        ------
+        ValueError
+            ``state`` does not hold exactly this AP's arrays and shapes, or a group label
+            outside ``0..C-1``.
+        """
+        self._expect_state(state)
+        labels = [int(g) for g in np.asarray(state["groups"])]
+        if any(not 0 <= g < self.clusters for g in labels):
+            raise ValueError(f"the checkpoint's groups are not all in 0..{self.clusters - 1}")
+        for c in self.states:
+            self.states[c] = admm.ConsensusState.from_arrays(state, f"_{c}")
+        self.labels = dict(zip(self.users, labels, strict=True))
+        self.clustered_after = int(state["clustered_after"])
+        self._round = int(state["round"])
+
+
+def _copy(state: admm.ConsensusState) -> admm.ConsensusState:
+    return admm.ConsensusState(state.f.copy(), state.z.copy(), state.u.copy())

@@ -1,4 +1,5 @@
-"""Communication overhead: messages and payload bytes per direction, round and user."""
+"""Communication overhead: messages and payload bytes per direction, round and user, and
+the downlink streams that carry them."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ DOWN, UP = "down", "up"
 class Ledger:
     """Counts every message that crosses the air, as sent, in either runtime.
 
-    One record per message and user: ``(phase, round, user, direction, bytes)``, the
-    bytes being :attr:`~common.parties.protocol.Message.nbytes` (a message sent to
-    several users is counted once per user).
+    One record per message and user: ``(phase, round, user, direction, bytes, stream)``,
+    the bytes being :attr:`~common.parties.protocol.Message.nbytes` (a message sent to
+    several users is counted once per user). On the downlink, one message object sent to
+    several users in one batch is one *stream* (the federated AP's one broadcast, the
+    clustered AP's one per group): ``stream`` numbers the batch's distinct messages, and
+    the stream totals count each once. An uplink is its user's own (``stream`` -1).
     """
 
     def __init__(self) -> None:
-        self._rows: list[tuple[str, int, int, str, int]] = []
+        self._rows: list[tuple[str, int, int, str, int, int]] = []
 
     def record(self, phase: str, rnd: int, direction: str, messages: Mapping[int, Message]) -> None:
         """Count one batch of messages.
@@ -33,17 +37,21 @@ class Ledger:
         direction : str
             :data:`DOWN` or :data:`UP`.
         messages : Mapping of int to Message
-            Each user's message, by user index.
+            Each user's message, by user index (on the downlink, users given the same
+            message object share one stream).
         """
+        streams: dict[int, int] = {}
         for user, message in messages.items():
-            self._rows.append((phase, rnd, int(user), direction, message.nbytes))
+            stream = streams.setdefault(id(message), len(streams)) if direction == DOWN else -1
+            self._rows.append((phase, rnd, int(user), direction, message.nbytes, stream))
 
-    def rows(self) -> list[tuple[str, int, int, str, int]]:
-        """Every record as ``(phase, round, user, direction, bytes)`` (for checkpoints).
+    def rows(self) -> list[tuple[str, int, int, str, int, int]]:
+        """Every record as ``(phase, round, user, direction, bytes, stream)`` (for
+        checkpoints).
 
         Returns
         -------
-        list of tuple of (str, int, int, str, int)
+        list of tuple of (str, int, int, str, int, int)
             A copy of the records, in recording order.
         """
         return list(self._rows)
@@ -54,9 +62,10 @@ class Ledger:
 
         Parameters
         ----------
-        rows : iterable of 5-sequences
-            ``(phase, round, user, direction, bytes)``, converted to
-            ``(str, int, int, str, int)``.
+        rows : iterable of 6-sequences
+            ``(phase, round, user, direction, bytes, stream)``, converted to
+            ``(str, int, int, str, int, int)``; a 5-sequence (written before streams were
+            counted) is its user's own stream.
 
         Returns
         -------
@@ -65,12 +74,20 @@ class Ledger:
         Raises
         ------
         ValueError
-            A row does not have five entries, or a number is a string that is not one.
+            A row does not have five or six entries, or a number is a string that is not
+            one.
         TypeError
             A number is of a type ``int()`` refuses (e.g. ``None``).
         """
         ledger = cls()
-        ledger._rows = [(str(p), int(r), int(k), str(d), int(b)) for p, r, k, d, b in rows]
+        for row in rows:
+            if len(row) not in (5, 6):
+                raise ValueError(f"a ledger row has 6 entries, got {len(row)}: {row!r}")
+            p, r, k, d, b, *stream = row
+            own = -1 if str(d) == UP else -2 - int(k)  # before streams: one per user
+            ledger._rows.append(
+                (str(p), int(r), int(k), str(d), int(b), int(stream[0]) if stream else own)
+            )
         return ledger
 
     def round_totals(self, phase: str, rnd: int) -> dict[str, int]:
@@ -86,7 +103,8 @@ class Ledger:
         Returns
         -------
         dict of str to int
-            ``messages_down``, ``bytes_down``, ``messages_up``, ``bytes_up`` (bytes).
+            ``messages_down``, ``bytes_down``, ``messages_up``, ``bytes_up`` (bytes, per
+            user), ``streams_down`` and ``stream_bytes_down`` (each downlink stream once).
 
         Raises
         ------
@@ -94,11 +112,34 @@ class Ledger:
             A matching record's direction is neither :data:`DOWN` nor :data:`UP`.
         """
         out = {"messages_down": 0, "bytes_down": 0, "messages_up": 0, "bytes_up": 0}
-        for ph, r, _, direction, nbytes in self._rows:
+        streams: dict[int, int] = {}
+        for ph, r, _, direction, nbytes, stream in self._rows:
             if ph == phase and r == rnd:
                 out[f"messages_{direction}"] += 1
                 out[f"bytes_{direction}"] += nbytes
+                if direction == DOWN:
+                    streams[stream] = nbytes
+        out["streams_down"] = len(streams)
+        out["stream_bytes_down"] = sum(streams.values())
         return out
+
+    def stream_totals(self) -> dict[str, int]:
+        """The downlink's streams over the whole run, each counted once per round.
+
+        Returns
+        -------
+        dict of str to int
+            ``streams_down`` (the train rounds' streams, summed over rounds) and
+            ``stream_bytes_down`` (bytes of every phase's streams).
+        """
+        seen: dict[tuple[str, int, int], int] = {}
+        for phase, rnd, _, direction, nbytes, stream in self._rows:
+            if direction == DOWN:
+                seen[(phase, rnd, stream)] = nbytes
+        return {
+            "streams_down": sum(1 for phase, _, _ in seen if phase == "train"),
+            "stream_bytes_down": sum(seen.values()),
+        }
 
     def user_totals(self) -> dict[int, dict[str, int]]:
         """Per user, over the whole run: bytes down, bytes up, messages both ways.
@@ -112,7 +153,7 @@ class Ledger:
         out: dict[int, dict[str, int]] = defaultdict(
             lambda: {"bytes_down": 0, "bytes_up": 0, "messages": 0}
         )
-        for _, _, user, direction, nbytes in self._rows:
+        for _, _, user, direction, nbytes, _ in self._rows:
             out[user][f"bytes_{direction}"] += nbytes
             out[user]["messages"] += 1
         return dict(out)

@@ -64,7 +64,7 @@ class Checkpoint:
     ap_state: dict[str, np.ndarray]
     history: list[dict[str, float]]
     failures: list[dict[str, object]]
-    ledger: list[tuple[str, int, int, str, int]]
+    ledger: list[tuple[str, int, int, str, int, int]]
     ap_metrics: dict[str, float]
     # the experiment tracker's run (Tracker.ref: "<backend>:<run id>"), continued on resume
     tracker: str = ""

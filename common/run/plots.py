@@ -29,6 +29,7 @@ METHOD_NAMES = {
     "first_k": "First-K",
     "top_k": "Top-K",
     "eigen_k": "Eigen-K",
+    "clustered": "clustered",
 }
 KEYS = [
     "method",
@@ -348,6 +349,107 @@ def draw_channels(results: pd.DataFrame):
     for row in axes:
         row[0].set_ylabel(LABELS["accuracy"])
     return fig
+
+
+def cluster_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (K, method, grouping, C): accuracy mean and std over seeds (of each
+    run's mean over users), and the run's downlink on air (``stream_bytes_down``, MB) and
+    training channel uses (``channel_uses_down``)."""
+    results = results.assign(grouping=results.get("grouping", "").fillna(""))
+    keys = ["user_group", "num_users", "method", "grouping", "groups"]
+    per_run = results.groupby([*keys, "seed"], as_index=False).agg(
+        accuracy=("accuracy", "mean"),
+        mb_down=("stream_bytes_down", "first"),
+        uses_down=("channel_uses_down", "first"),
+    )
+    per_run["mb_down"] = per_run["mb_down"] / 1e6
+    summary = per_run.groupby(keys, as_index=False).agg(
+        mean=("accuracy", "mean"),
+        std=("accuracy", "std"),
+        seeds=("seed", "count"),
+        mb_down=("mb_down", "mean"),
+        uses_down=("uses_down", "mean"),
+    )
+    return summary.fillna({"std": 0.0}).sort_values(keys, ignore_index=True)
+
+
+def _cluster_label(method: str, grouping: str) -> str:
+    if method == "clustered":
+        return "clustered, by model" if grouping == "model" else "clustered, k-means"
+    return METHOD_NAMES.get(method, method)
+
+
+def figure_clusters(results: pd.DataFrame, out: str | Path) -> Path:
+    """Accuracy and downlink bytes vs the number of groups C (see :func:`draw_clusters`)."""
+    return _save(draw_clusters(results), out)
+
+
+def draw_clusters(results: pd.DataFrame):
+    """Two panels against the number of groups C (log scale): accuracy, and the downlink
+    bytes on air (each stream once). Per user group and K, one line from federated
+    (C = 1) through k-means to multi-link (C = K); grouping by model is a star."""
+    plt = _pyplot()
+    summary = cluster_summary(results)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    styles = dict(zip(sorted(summary.user_group.unique()), ("-", "--", ":", "-."), strict=False))
+    for (group, k), part in summary.groupby(["user_group", "num_users"]):
+        spectrum = part[(part.method != "clustered") | (part.grouping == "kmeans")]
+        spectrum = spectrum.sort_values("groups")
+        for ax, y in zip(axes, ("mean", "mb_down"), strict=True):
+            line = ax.plot(
+                spectrum.groups,
+                spectrum[y],
+                marker="o",
+                markersize=4,
+                linestyle=styles[group],
+                label=f"{group}, K = {k}",
+            )
+            if y == "mean":
+                ax.fill_between(
+                    spectrum.groups,
+                    spectrum["mean"] - spectrum["std"],
+                    spectrum["mean"] + spectrum["std"],
+                    color=line[0].get_color(),
+                    alpha=0.15,
+                )
+            model = part[(part.method == "clustered") & (part.grouping == "model")]
+            ax.plot(
+                model.groups, model[y], marker="*", markersize=12, linestyle="none",
+                color=line[0].get_color(), label=f"{group}, K = {k}, grouped by model",
+            )  # fmt: skip
+    counts = sorted(summary.groups.unique())
+    for ax, ylabel in zip(
+        axes,
+        (LABELS["accuracy"], "downlink on air, all rounds (MB, each stream once)"),
+        strict=True,
+    ):
+        ax.set(xscale="log", xlabel="groups C (1: federated; K: multi-link)", ylabel=ylabel)
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("accuracy vs groups (k-means on the users' local F)")
+    axes[1].set_title("downlink cost vs groups")
+    fig.tight_layout()
+    return fig
+
+
+def cluster_table(summary: pd.DataFrame) -> str:
+    """The markdown table of :func:`cluster_summary`."""
+    lines = [
+        "### accuracy and downlink cost vs groups C\n",
+        f"mean ± std over seeds ({int(summary.seeds.max())} seed(s))\n",
+        "| users | K | method | groups C | accuracy | downlink on air (MB) | "
+        "training channel uses |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in summary.itertuples():
+        lines.append(
+            f"| {row.user_group} | {row.num_users} | {_cluster_label(row.method, row.grouping)} "
+            f"| {row.groups} | {row.mean:.3f} ± {row.std:.3f} | {row.mb_down:.1f} "
+            f"| {int(row.uses_down):,} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(results: pd.DataFrame, metric: str, rows: list[str], columns: list[str]) -> str:

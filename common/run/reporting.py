@@ -29,11 +29,22 @@ def write_tables(out_dir: str | Path, tables: Mapping[str, pd.DataFrame]) -> lis
 
 
 def per_user_table(results: pd.DataFrame) -> str:
-    """Accuracy, clean accuracy and MSE per user, and their means; then the zoo's
-    fingerprint, so that two readers see at once whether they compare the same zoo."""
-    cols = ["user", "user_model", "accuracy", "clean_accuracy", "mse"]
+    """Accuracy, clean accuracy and MSE per user (and its group, for the clustered method),
+    and their means; then the zoo's fingerprint, so that two readers see at once whether
+    they compare the same zoo."""
+    grouped = (results.method == "clustered").any() if "group" in results.columns else False
+    cols = [
+        "user",
+        "user_model",
+        *(["group"] if grouped else []),
+        "accuracy",
+        "clean_accuracy",
+        "mse",
+    ]
     table = results[cols].copy()
-    mean = pd.DataFrame([{"user": "mean", "user_model": "", **results[cols[2:]].mean()}])
+    measured = ["accuracy", "clean_accuracy", "mse"]
+    blank = {"user": "mean", "user_model": "", **({"group": ""} if grouped else {})}
+    mean = pd.DataFrame([{**blank, **results[measured].mean()}])
     table = pd.concat([table.astype({"user": str}), mean], ignore_index=True)
     text = table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
     zoo = zoo_fingerprint(results)

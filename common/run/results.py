@@ -53,6 +53,12 @@ RESULT_COLUMNS = (
     "bytes_down",
     "bytes_up",
     "messages",
+    "grouping",
+    "groups",
+    "group",
+    "streams_down",
+    "stream_bytes_down",
+    "channel_uses_down",
     "wall_time_s",
     "aggregator",
     "participation",
@@ -83,6 +89,10 @@ HISTORY_COLUMNS = (
     "bytes_down",
     "messages_up",
     "bytes_up",
+    "groups",
+    "streams_down",
+    "stream_bytes_down",
+    "channel_uses_down",
     "whitening_loading_ap",
     "whitening_loading_users",
     "min_distinct_pilots",
@@ -115,6 +125,7 @@ class RunInfo:
     channel: ChannelConfig = RAYLEIGH  # the channel model
     csi: CsiConfig = PERFECT_CSI  # the users' channel knowledge
     ap_assets: str = ""  # the fingerprint of the AP's latents (APInputs.fingerprint)
+    grouping: str = ""  # how the clustered method grouped users (empty for the others)
 
 
 def history_row(
@@ -151,10 +162,20 @@ def result_rows(
     ap_metrics: Mapping[str, float],
     ledger: Ledger,
     wall_time_s: float,
+    groups: Mapping[int, int] | None = None,
 ) -> pd.DataFrame:
-    """The results table of one run: one row per evaluated user."""
+    """The results table of one run: one row per evaluated user.
+
+    ``groups`` gives each user's group (the users of one downlink stream; default: all
+    in group 0); the ``groups`` column counts them. ``bytes_down`` counts each user's
+    downlink; ``stream_bytes_down`` the bytes on air, each stream once; ``streams_down``
+    the training rounds' streams and ``channel_uses_down`` theirs, ``n`` pilots ×
+    (``u`` + side information) each.
+    """
     totals = ledger.user_totals()
     effective = info.link.channel_uses + info.side_channel_uses
+    streams = ledger.stream_totals()
+    groups = dict(groups or {})
     m_ap = compressed_dim(info.latent_dim_ap)
     users = {user: assets_fingerprint(evaluation[user]) for user in sorted(evaluation)}
     # the zoo: the AP's assets and every evaluated user's, in user order ('' if one is unknown)
@@ -191,6 +212,11 @@ def result_rows(
                 "power": float(ap_metrics.get("power", float("nan"))),
                 "primal_residual": float(ap_metrics.get("primal_residual", float("nan"))),
                 **counts,
+                "grouping": info.grouping,
+                "groups": len(set(groups.values())) or 1,
+                "group": groups.get(user, 0),
+                **streams,
+                "channel_uses_down": streams["streams_down"] * info.n_pilots * effective,
                 "wall_time_s": wall_time_s,
                 "aggregator": info.aggregator,
                 "participation": info.participation,

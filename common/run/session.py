@@ -75,6 +75,7 @@ def build_access_point(
             **settings.consensus.model_dump(exclude={"aggregator"}),
             name=settings.consensus.aggregator,
         ),
+        grouping=settings.strategy.grouping_of(settings.users.models),
     )
 
 
@@ -139,6 +140,7 @@ class Session:
             channel=settings.communication,
             csi=settings.csi,
             ap_assets=inputs.fingerprint,
+            grouping=settings.strategy.grouping if access_point.method == "clustered" else "",
         )
         self.ledger = Ledger()
         self.history: list[dict[str, float]] = []
@@ -262,6 +264,9 @@ class Session:
         row["trimmed_per_end"] = (
             self.ap.aggregator.trimmed(len(accepted)) if self.ap.uses_aggregator else 0
         )
+        row["groups"] = len(set(self.ap.groups().values()))
+        effective = self.settings.link.channel_uses + self.info.side_channel_uses
+        row["channel_uses_down"] = row["streams_down"] * self.ap.n_pilots * effective
         row["seconds"] = time.perf_counter() - self._round_started
         self.history.append(row)
         if rnd == self.last_round and row["power"] < 1e-6 * self.settings.link.power:
@@ -408,7 +413,9 @@ class Session:
         """The run's tables; ``precoders`` default to the AP's own."""
         wall = time.perf_counter() - self._started
         return RunOutcome(
-            results=result_rows(self.info, self.evaluation, self.ap_metrics, self.ledger, wall),
+            results=result_rows(
+                self.info, self.evaluation, self.ap_metrics, self.ledger, wall, self.ap.groups()
+            ),
             **self._tables(),
             precoders=dict(self.ap.precoders() if precoders is None else precoders),
             wall_time_s=wall,

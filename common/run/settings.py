@@ -36,8 +36,10 @@ from common.maths.fading import ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
 from common.maths.seeding import Stream, check_seed, rng
 from common.parties.faults import FAULT_KINDS
+from common.parties.grouping import GROUPINGS, Grouping
 from common.registry import AGGREGATORS, DATASETS, METHODS, ZOOS, Registry
 from common.schema import (
+    NEVER,
     Applies,
     Scope,
     Section,
@@ -254,6 +256,35 @@ UNTRIMMED = ("mean", "weighted_mean", "median")  # the registered rules that tri
 _FAULTY = Applies("faults.users", lambda users: users > 0, "faults.users=1 or more")
 
 
+_CLUSTERED = Applies("strategy.name", lambda name: name == "clustered", "strategy=clustered")
+
+
+def _clusters(name: str, value: object) -> int | None:
+    """None (as many groups as the grouping makes) or a whole number ≥ 1."""
+    if value is None:
+        return None
+    try:
+        return validation.positive_int(name, value, MAX_USERS)
+    except validation.InvalidValue:
+        raise validation.InvalidValue(
+            name,
+            f"strategy.clusters must be a whole number from 1 to the number of users, or "
+            f"null (as many groups as strategy.grouping makes), got {value!r}",
+        ) from None
+
+
+def _labels(name: str, value: object) -> tuple[int, ...] | None:
+    """None, or a list of group labels, whole numbers ≥ 0."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
+        raise validation.InvalidValue(
+            name,
+            f"{name} must be a list of group labels, one per user (e.g. [0,0,1]), got {value!r}",
+        )
+    return tuple(validation.whole_number(name, v) for v in value)
+
+
 class DataSettings(Section):
     """``data``: the dataset and the semantic pilots drawn from it."""
 
@@ -358,7 +389,8 @@ class CommunicationSettings(LinkConfig, ChannelConfig):
 
 
 class StrategySettings(Section):
-    """``strategy``: the method (the AP's class and its users') and its ADMM penalty."""
+    """``strategy``: the method (the AP's class and its users'), its ADMM penalty, and
+    how the clustered method groups users."""
 
     name: Annotated[str, check(_registered, METHODS)] = setting(
         "the method: a registered name (federated, multi_link, first_k, top_k, eigen_k) or "
@@ -375,6 +407,105 @@ class StrategySettings(Section):
             "strategy.name", _reads("uses_rho"), "an ADMM method (federated, multi_link)"
         ),
     )
+    clusters: Annotated[int | None, check(_clusters)] = setting(
+        "the number of groups C of the clustered method, 1..K (null: as many as the "
+        "grouping makes; kmeans needs 2..K)",
+        scope=Scope.RESULT,
+        applies=_CLUSTERED,
+        neutral=None,
+    )
+    grouping: Annotated[str, check(validation.one_of, GROUPINGS)] = setting(
+        "how the clustered method groups users: model (one group per encoder), kmeans "
+        "(k-means on the users' local precoders after round 1) or given (strategy.groups)",
+        scope=Scope.RESULT,
+        applies=_CLUSTERED,
+        neutral="model",
+    )
+    groups: Annotated[tuple[int, ...] | None, check(_labels)] = setting(
+        "grouping=given: each user's group, a list of K labels 0..C-1, every label used",
+        scope=Scope.RESULT,
+        applies=(
+            _CLUSTERED,
+            Applies("strategy.grouping", lambda rule: rule == "given", "strategy.grouping=given"),
+        ),
+        neutral=None,
+    )
+    regroup_every: Annotated[int, check(validation.whole_number)] = setting(
+        "grouping=kmeans: re-cluster every this many rounds after round 1 (0: never)",
+        scope=Scope.RESULT,
+        applies=(
+            _CLUSTERED,
+            Applies("strategy.grouping", lambda rule: rule == "kmeans", "strategy.grouping=kmeans"),
+        ),
+        neutral=0,
+    )
+
+    def grouping_of(self, models: Sequence[str]) -> Grouping:
+        """The grouping these settings describe, for users running ``models``."""
+        return Grouping(
+            rule=self.grouping,
+            clusters=self.clusters,
+            labels=self.groups,
+            regroup_every=self.regroup_every,
+            models=tuple(models),
+        )
+
+    def check_groups(self, num_users: int, models: Sequence[str]) -> None:
+        """Refuse a grouping that cannot group ``num_users`` users (clustered only).
+
+        Raises
+        ------
+        common.maths.validation.InvalidValue
+            ``clusters`` above the users, ``kmeans`` without 2..K clusters, a ``groups``
+            list of another length or with an empty group, or ``clusters`` that differs
+            from the groups ``model`` or ``given`` make.
+        """
+        if self.name != "clustered":
+            return
+        c = self.clusters
+        if c is not None and c > num_users:
+            raise validation.InvalidValue(
+                "strategy.clusters",
+                f"strategy.clusters must be at most the number of users ({num_users}), got {c}",
+            )
+        if self.grouping == "kmeans":
+            if c is None or c < 2:
+                raise validation.InvalidValue(
+                    "strategy.clusters",
+                    f"strategy.grouping=kmeans needs strategy.clusters from 2 to {num_users} "
+                    f"(the number of users), got {c}; one group is strategy=federated",
+                )
+            return
+        if self.grouping == "given":
+            labels = self.groups
+            if labels is None or len(labels) != num_users:
+                got = "none" if labels is None else f"{len(labels)} labels"
+                raise validation.InvalidValue(
+                    "strategy.groups",
+                    f"strategy.grouping=given needs strategy.groups, one label per user "
+                    f"({num_users}), got {got}",
+                )
+            made = max(labels) + 1 if c is None else c
+            empty = sorted(set(range(made)) - set(labels))
+            if empty or max(labels) >= made:
+                what = (
+                    f"no user in group(s) {', '.join(map(str, empty[:8]))}"
+                    if empty
+                    else f"label {max(labels)} is not below strategy.clusters={c}"
+                )
+                raise validation.InvalidValue(
+                    "strategy.groups",
+                    f"strategy.groups must use every label 0..{made - 1}, each at least "
+                    f"once: {what}",
+                )
+        else:
+            made = len(set(models))
+        if c is not None and c != made:
+            raise validation.InvalidValue(
+                "strategy.clusters",
+                f"strategy.grouping={self.grouping} makes {made} groups, got "
+                f"strategy.clusters={c}; leave it null or give {made}",
+            )
 
 
 class ConventionSettings(Section):
@@ -650,6 +781,7 @@ class RunSettings(Section):
     @model_validator(mode="after")
     def _consistent(self) -> RunSettings:
         self.resolve_users()
+        self.strategy.check_groups(self.num_users, self.users.models)
         if self.faults.users > self.num_users:
             raise validation.InvalidValue(
                 "faults.users",
@@ -748,7 +880,7 @@ class RunSettings(Section):
         out: dict = {}
         neutral = _neutral_values()
         for key in self.keys(include):
-            if neutral[key] is not None and self.get(key) == neutral[key]:
+            if neutral[key] is not NEVER and self.get(key) == neutral[key]:
                 continue  # as before the setting existed: stored points keep their names
             node = out
             *parents, last = key.split(".")
@@ -822,7 +954,7 @@ class RunSettings(Section):
 
 
 def _neutral_values() -> dict[str, Any]:
-    """Each setting's value at which it is left out of identities (None: never)."""
+    """Each setting's value at which it is left out of identities (:data:`NEVER`: none)."""
     return {key: neutral_of(owner, name) for key, owner, name in leaves(RunSettings)}
 
 
@@ -852,7 +984,7 @@ def stored_identity(text: str) -> dict:
             node = node[part]
         else:
             value = node
-            if neutral[key] is not None and value == neutral[key]:
+            if neutral[key] is not NEVER and value == neutral[key]:
                 continue  # left out of identities at this value (RunSettings.identity)
             target = out
             *parents, last = key.split(".")

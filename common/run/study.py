@@ -38,6 +38,12 @@ USER_METHODS = ("federated", "multi_link", "first_k", "eigen_k")
 USER_CHANNEL_USES = (1, 4)
 USER_PARTICIPATION = (0.1, 0.25, 0.5, 1.0)
 USER_SEEDS = (42,)
+# Groups of users: the clustered method between one precoder (federated) and one per user
+# (multi-link), at K users drawn in turn from the heterogeneous group's 4 models and from
+# all 8 of the embedded zoo; k-means with each of CLUSTER_COUNTS.
+CLUSTER_USERS = (64, 256)
+CLUSTER_GROUPS = ("heterogeneous", "all")
+CLUSTER_COUNTS = (2, 4, 8, 16)
 # The grids' axes by config key, as a Hydra sweep names them (docs/EXPERIMENTS.md).
 STRATEGY, USES = "strategy.name", "communication.channel_usage"
 
@@ -63,6 +69,8 @@ class StudyGrid:
     user_channel_uses: tuple[int, ...] = USER_CHANNEL_USES
     user_participation: tuple[float, ...] = USER_PARTICIPATION
     user_seeds: tuple[int, ...] = USER_SEEDS
+    cluster_users: tuple[int, ...] = CLUSTER_USERS
+    cluster_counts: tuple[int, ...] = CLUSTER_COUNTS
 
     @classmethod
     def quick(cls, seeds: tuple[int, ...] = (42,)) -> StudyGrid:
@@ -84,6 +92,8 @@ class StudyGrid:
             user_channel_uses=(4,),
             user_participation=(0.5, 1.0),
             user_seeds=seeds[:1],
+            cluster_users=(16,),
+            cluster_counts=(2, 4),
         )
 
 
@@ -214,4 +224,27 @@ def user_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
         most.replace(**{STRATEGY: "federated", USES: 4}),
         {"consensus.participation": grid.user_participation, "seed": grid.user_seeds},
     )
+    return list({p.to_json(): p for p in points}.values())
+
+
+def cluster_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+    """Groups of users (4×4, u = 4, 20 dB, the models of each of :data:`CLUSTER_GROUPS` in
+    turn): the clustered method grouped by model and by k-means into each of
+    ``cluster_counts`` groups (those below K), beside federated (one group) and multi-link
+    (one per user), at each of ``cluster_users`` users."""
+    at = base.replace(**{"antennas_tx": 4, "antennas_rx": 4, USES: 4, "users.models": None})
+    points = []
+    for group, k in itertools.product(CLUSTER_GROUPS, grid.cluster_users):
+        users = at.replace(**{"users.group": group, "users.count": k})
+        for seed in grid.user_seeds:
+            run = users.replace(seed=seed)
+            points += [run.replace(**{STRATEGY: m}) for m in ("federated", "multi_link")]
+            points.append(run.replace(**{STRATEGY: "clustered", "strategy.grouping": "model"}))
+            points += [
+                run.replace(
+                    **{STRATEGY: "clustered", "strategy.grouping": "kmeans", "strategy.clusters": c}
+                )
+                for c in grid.cluster_counts
+                if 2 <= c < k
+            ]
     return list({p.to_json(): p for p in points}.values())
