@@ -4,6 +4,7 @@
     python -m launch.figures --quick              # a small version of every grid
     python -m launch.figures --seeds 27 42 --in-process --only compression snr
     python -m launch.figures --in-process --only users --user-counts 8 32 128
+    python -m launch.figures --in-process --only clusters
 
 Each point is looked up in the point store first (``--store``, default
 ``outputs/points``, shared with ``run_simulation.py -m``); only missing points
@@ -29,6 +30,7 @@ from common.run.settings import RunSettings
 from common.run.study import (
     StudyGrid,
     channel_points,
+    cluster_points,
     compression_points,
     fault_points,
     group_points,
@@ -37,8 +39,9 @@ from common.run.study import (
     user_points,
 )
 
-# Studies run only when named (--only): the many-users study runs up to a thousand users.
-BEYOND_DEFAULT = ("users",)
+# Studies run only when named (--only): the many-users study runs up to a thousand users,
+# the groups-of-users study 256.
+BEYOND_DEFAULT = ("users", "clusters")
 
 
 def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[RunSettings]]:
@@ -50,6 +53,7 @@ def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[R
         "participation": participation_points(base, grid),
         "channels": channel_points(base, grid),
         "users": user_points(base, grid),
+        "clusters": cluster_points(base, grid),
     }
 
 
@@ -108,6 +112,11 @@ def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
                 many,
             ),
         ]
+    elif name == "clusters":
+        written = [plots.figure_clusters(results, out / "accuracy_vs_clusters.png")]
+        table = out / f"{name}.md"
+        table.write_text(plots.cluster_table(plots.cluster_summary(results)))
+        return [*written, table]
     elif name == "channels":
         written = [plots.figure_channels(results, out / "accuracy_vs_channel.png")]
         model, csi = results.channel_model, results.csi
@@ -166,7 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["compression", "snr", "groups", "faults", "participation", "channels", "users"],
+        choices=[
+            "compression",
+            "snr",
+            "groups",
+            "faults",
+            "participation",
+            "channels",
+            "users",
+            "clusters",
+        ],
     )
     parser.add_argument("--in-process", action="store_true", help="skip Flower (same numbers)")
     parser.add_argument("--store", default="outputs/points", help="the point store")
@@ -182,14 +200,21 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="the numbers of users K of the users study (default: 8 32 128 512 1000)",
     )
+    parser.add_argument(
+        "--cluster-users",
+        type=int,
+        nargs="+",
+        help="the numbers of users K of the clusters study (default: 64 256)",
+    )
     parser.add_argument("--out", default="docs/figures", help="where figures and tables go")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the base run")
     args = parser.parse_args(argv)
     for name in ("in_flight", "jobs"):
         if (value := getattr(args, name)) is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.user_counts and (bad := [k for k in args.user_counts if k < 1]):
-        parser.error(f"--user-counts must be at least 1 each, got {bad[0]}")
+    for name in ("user_counts", "cluster_users"):
+        if bad := [k for k in getattr(args, name) or () if k < 1]:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1 each, got {bad[0]}")
 
     from common.assets.devices import DeviceError, check_device
     from common.run.settings import ConfigError
@@ -217,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.user_counts:
         grid = dataclasses.replace(grid, user_counts=tuple(sorted(set(args.user_counts))))
+    if args.cluster_users:
+        grid = dataclasses.replace(grid, cluster_users=tuple(sorted(set(args.cluster_users))))
     study = _study(base, grid, models)
     names = args.only or [n for n in study if n not in BEYOND_DEFAULT]
     store, out = PointStore(args.store), Path(args.out)
