@@ -299,9 +299,9 @@ def _sessions(points) -> list[Session]:
 
 
 def test_points_in_lockstep_equal_each_point_run_alone():
-    """Five points share every message (one with partial participation and a faulty user,
-    one on an aged Rician channel known through LS estimates); each gets exactly its
-    in-process numbers."""
+    """Six points share every message (one with partial participation and a faulty user,
+    one on an aged Rician channel known through LS estimates, one whose users k-means
+    regroups every round); each gets exactly its in-process numbers."""
     problem = SOURCE.problem()
     base = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
     points = [
@@ -315,6 +315,14 @@ def test_points_in_lockstep_equal_each_point_run_alone():
             aggregator="median",
         ),
         base.replace(model="rician", k_factor=3.0, estimation="ls", ageing=0.9),
+        base.replace(
+            **{
+                "strategy.name": "clustered",
+                "strategy.grouping": "kmeans",
+                "strategy.clusters": 2,
+                "strategy.regroup_every": 1,
+            }
+        ),
     ]
     sessions = _sessions(points)
     strategy = AlignmentStrategy(sessions, node_wait_timeout=1.0)
@@ -333,6 +341,8 @@ def test_points_in_lockstep_equal_each_point_run_alone():
             np.testing.assert_allclose(value, alone.precoders[name], rtol=1e-10)
         np.testing.assert_allclose(outcome.results.accuracy, alone.results.accuracy, rtol=0)
         assert outcome.history.messages_down.tolist() == alone.history.messages_down.tolist()
+        assert outcome.results.group.tolist() == alone.results.group.tolist()
+        assert outcome.history.streams_down.tolist() == alone.history.streams_down.tolist()
         assert outcome.failures.empty
 
 

@@ -266,3 +266,29 @@ def test_the_grouping_is_part_of_the_checkpoint(tmp_path):
     assert session.resume(tmp_path) == 2
     assert fresh.groups() == {k: k % 2 for k in range(K)}
     assert (fresh.clustered_after, fresh._round) == (1, 2)
+
+
+def test_a_user_moved_to_another_group_after_its_last_round_refits_at_test_time():
+    from common.parties.protocol import AlignRefit, AlignTest
+    from common.run.session import Session
+
+    problem = SOURCE.problem()
+    run = settings_for(problem, rounds=2, channel_uses=2, seed=3).replace(
+        **{
+            "strategy.name": "clustered",
+            "strategy.grouping": "given",
+            "strategy.groups": [0, 1] * 3,
+        }
+    )
+    ap, users = build_parties(problem, run)
+    session = Session(ap, run, problem.ap)
+    for rnd in session.rounds:
+        downlink = session.train_downlink(rnd, list(range(K)))
+        replies = {k: users[k].train(downlink[k]) for k in downlink}
+        session.finish_train_round(rnd, replies, {})
+    ap.labels[4] = 1  # as a regrouping after user 4's last round would
+    test = session.test_downlink(list(range(K)))
+    assert [k for k, m in test.items() if isinstance(m, AlignRefit)] == [4]
+    assert all(isinstance(test[k], AlignTest) for k in test if k != 4)
+    np.testing.assert_array_equal(test[4].signal, test[1].signal)  # group 1's Z X̄_test
+    np.testing.assert_array_equal(test[4].pilots, ap.states[1].f @ ap.x_bar)

@@ -431,7 +431,7 @@ class FederatedAccessPoint(_ConsensusAccessPoint):
 class MultiLinkAccessPoint(_ConsensusAccessPoint):
     """One precoder per user: no consensus, K times the downlink streams.
 
-    docs/ALGORITHM.md, §4 "Multi-link and the baselines". Each user's ``F_k`` starts from
+    docs/ALGORITHM.md, §4 "Multi-link, clustered and the baselines". Each user's ``F_k`` starts from
     its own draw (``Stream.AP_INIT``, index k + 1), or from the federated draw (index 0)
     for every user under the paper's conventions.
 
@@ -548,7 +548,8 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
 
     Between the federated AP (one group) and the multi-link AP (one user per group):
     ``C`` federated ADMM problems run side by side in the same rounds and messages, and
-    the AP sends ``C`` downlink streams (docs/ALGORITHM.md, §5 "Clustered alignment").
+    the AP sends ``C`` downlink streams (docs/ALGORITHM.md, §4 "Multi-link, clustered and
+    the baselines").
     The groups come from ``strategy.grouping`` (:mod:`common.parties.grouping`): by
     encoder, given, or k-means on the users' local precoders after round 1 (until then,
     every user is in group 0), re-clustered every ``strategy.regroup_every`` rounds. A

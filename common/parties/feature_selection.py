@@ -30,7 +30,7 @@ def mmse_equalizer(effective: np.ndarray, sigma2: float) -> np.ndarray:
 
     The inverse is a pseudo-inverse (``numpy.linalg.pinv``), so a singular ``H Hᴴ``
     (σ² = 0, more receive than transmit dimensions) gives the minimum-norm solution.
-    docs/ALGORITHM.md, §4 "Multi-link and the baselines" (written there as ``W``).
+    docs/ALGORITHM.md, §4 "Multi-link, clustered and the baselines" (written there as ``W``).
 
     Parameters
     ----------
@@ -56,7 +56,7 @@ def least_squares_map(inputs: np.ndarray, targets: np.ndarray, ridge: float = 1e
 
     A ridge of ``ridge · mean eigenvalue`` keeps zero-filled (rank-deficient)
     inputs solvable; it changes a well-posed fit negligibly. docs/ALGORITHM.md, §4
-    "Multi-link and the baselines" (the user's map ``ŷ = M [x̂; 1]``).
+    "Multi-link, clustered and the baselines" (the user's map ``ŷ = M [x̂; 1]``).
 
     Parameters
     ----------

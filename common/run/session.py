@@ -149,6 +149,7 @@ class Session:
         self.ap_metrics: dict[str, float] = {}
         self._sent: set[int] = set()
         self._drawn: set[int] = set()  # users sent a training downlink in this run
+        self._trained_in: dict[int, int] = {}  # each such user's group at its last downlink
         # this round's replies as the AP keeps them, with their metrics (None: rejected)
         self._taken: dict[int, tuple[object, Mapping[str, float]]] = {}
         self._rejections: list[tuple[int, str]] = []
@@ -208,6 +209,8 @@ class Session:
         self.ledger.record(TRAIN, rnd, DOWN, downlink)
         self._sent = set(downlink)
         self._drawn |= self._sent
+        groups = self.ap.groups()
+        self._trained_in.update({k: groups.get(k, 0) for k in downlink})
         self._taken, self._rejections = {}, []
         return downlink
 
@@ -367,13 +370,17 @@ class Session:
         """The test transmission for the listed users (after the last round).
 
         A user that was never sent a training downlink in this run (never drawn under
-        partial participation, or not since a resume) gets the pilots through the final
+        partial participation, or not since a resume), or whose group has changed since
+        its last one (the clustered AP regrouped it), gets the pilots through the final
         precoder with it, to fit its equalizer on first, when its method has such a
         message (``REFIT_KIND``); the pilots' bytes are counted. A user that was sent
         pilots but failed is evaluated as it is (or fails again).
         """
         test = self.ap.test_messages(sorted(users))
-        untrained = [k for k in test if k not in self._drawn]
+        groups = self.ap.groups()
+        untrained = [
+            k for k in test if k not in self._drawn or self._trained_in.get(k) != groups.get(k, 0)
+        ]
         if untrained and self.ap.user_class.REFIT_KIND and self.ap.num_rounds > 0:
             pilots = self.ap.train_messages(untrained)
             for k in untrained:
