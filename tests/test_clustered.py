@@ -4,12 +4,14 @@ through Flower with the same numbers."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from common.parties.grouping import cluster, relabel
+from common.parties.grouping import cluster, nearest, relabel
 from common.parties.ledger import DOWN, UP, Ledger
 from common.parties.protocol import AlignPilots
 from common.run.checkpoint import Checkpoint
@@ -126,21 +128,23 @@ def _planted(seed=0, per=5, clusters=3, dim=(4, 6)):
 def test_kmeans_finds_planted_groups_and_keeps_the_labels_it_can():
     precoders, truth = _planted()
     previous = {k: 0 for k in precoders}
-    first = cluster(precoders, 3, seed=11, previous=previous)
-    again = cluster(precoders, 3, seed=11, previous=previous)
+    first, centres = cluster(precoders, 3, seed=11, previous=previous)
+    again, centres_again = cluster(precoders, 3, seed=11, previous=previous)
     assert first == again  # deterministic per seed
+    np.testing.assert_array_equal(centres, centres_again)
     pairs = {(first[k], int(t)) for k, t in enumerate(truth)}
     assert len(pairs) == 3  # the partition is the planted one (a bijection of labels)
+    # each user's nearest centre is its own group's
+    assert nearest(precoders, centres) == first
     # clustered again from labels already found: every user keeps its label
-    assert cluster(precoders, 3, seed=5, previous=first) == first
+    assert cluster(precoders, 3, seed=5, previous=first)[0] == first
     # users the AP has not heard from keep their group
     heard = {k: f for k, f in precoders.items() if k < 10}
-    partial = cluster(heard, 3, seed=11, previous=first)
+    partial, _ = cluster(heard, 3, seed=11, previous=first)
     assert all(partial[k] == first[k] for k in precoders if k >= 10)
     # too few distinct precoders for the groups: wait
-    assert (
-        cluster({0: precoders[0], 1: precoders[0].copy()}, 2, seed=0, previous={0: 0, 1: 0}) is None
-    )
+    twins = {0: precoders[0], 1: precoders[0].copy()}
+    assert cluster(twins, 2, seed=0, previous={0: 0, 1: 0}) is None
 
 
 def test_relabel_maps_new_clusters_onto_the_groups_they_share_most_members_with():
@@ -223,6 +227,11 @@ def test_older_settings_keep_their_identity():
     stored before the clustered method existed keep their names."""
     identity = settings("strategy=federated").identity()
     assert set(identity["strategy"]) == {"name", "rho"}
+    for name in ("multi_link", "first_k"):  # every method's, not only the strategy section
+        keys = settings(f"strategy={name}").keys()
+        assert {k for k in keys if k.startswith("strategy.")} >= {"strategy.clusters"}
+        flat = json.dumps(settings(f"strategy={name}").identity())
+        assert "clusters" not in flat and "grouping" not in flat and "regroup" not in flat
     kmeans = settings("strategy=clustered", "strategy.grouping=kmeans", "strategy.clusters=2")
     assert kmeans.identity()["strategy"] == {
         "name": "clustered",
@@ -237,7 +246,9 @@ def test_a_ledger_written_before_streams_counts_one_stream_per_user():
     ledger = Ledger.from_rows(old)
     assert ledger.round_totals("train", 1)["streams_down"] == 2
     assert ledger.stream_totals() == {"streams_down": 2, "stream_bytes_down": 200}
-    with pytest.raises(ValueError, match="a ledger row has 6 entries, got 4"):
+    # a resumed run numbers them by its users' groups (federated: one stream)
+    assert Ledger.from_rows(old, {0: 0, 1: 0}).round_totals("train", 1)["streams_down"] == 1
+    with pytest.raises(ValueError, match="a ledger row has 5 or 6 entries, got 4"):
         Ledger.from_rows([("train", 1, 0, DOWN)])
 
 
@@ -266,6 +277,9 @@ def test_the_grouping_is_part_of_the_checkpoint(tmp_path):
     assert session.resume(tmp_path) == 2
     assert fresh.groups() == {k: k % 2 for k in range(K)}
     assert (fresh.clustered_after, fresh._round) == (1, 2)
+    for name, value in ap.precoders().items():
+        np.testing.assert_array_equal(fresh.precoders()[name], value)
+    assert fresh.states[1] is not ap.states[1]
 
 
 def test_a_user_moved_to_another_group_after_its_last_round_refits_at_test_time():
@@ -292,3 +306,116 @@ def test_a_user_moved_to_another_group_after_its_last_round_refits_at_test_time(
     assert all(isinstance(test[k], AlignTest) for k in test if k != 4)
     np.testing.assert_array_equal(test[4].signal, test[1].signal)  # group 1's Z X̄_test
     np.testing.assert_array_equal(test[4].pilots, ap.states[1].f @ ap.x_bar)
+
+
+def test_kmeans_under_partial_participation_places_users_heard_later_by_the_nearest_centre():
+    run = _clustered(
+        participation=0.5,
+        rounds=8,
+        **{"strategy.grouping": "kmeans", "strategy.clusters": 2},
+    )
+    assert run.precoders["assigned"].all()  # all replied at least once in 8 rounds at 0.5
+    assert sorted(set(run.results.group)) == [0, 1]
+    assert run.precoders["centroids"].shape[0] == 2
+    # on the AP: round 1's repliers are clustered; a user first heard in round 2 joins the
+    # group whose centre its local precoder is nearest to, and nobody else moves
+    from common.parties.consensus import LocalPrecoder
+    from common.run.session import build_access_point
+
+    problem = SOURCE.problem()
+    settings_ = settings_for(problem, rounds=4, channel_uses=2, seed=3).replace(
+        **{"strategy.name": "clustered", "strategy.grouping": "kmeans", "strategy.clusters": 2}
+    )
+    ap = build_access_point(settings_, problem.ap, range(K))
+    gen = np.random.default_rng(0)
+    centres = [gen.normal(size=ap.shape) + 1j * gen.normal(size=ap.shape) for _ in range(2)]
+    near = {0: 0, 1: 1, 2: 0, 3: 1}  # round 1: users 0-3, around two centres
+    ap.update({k: LocalPrecoder(centres[c] + 0.01 * k) for k, c in near.items()})
+    after_one = ap.groups()
+    assert after_one[0] == after_one[2] != after_one[1] == after_one[3]
+    assert after_one[4] == after_one[5] == 0 and ap.assigned == {0, 1, 2, 3}
+    ap.update({5: LocalPrecoder(centres[1] - 0.02)})
+    assert ap.groups()[5] == after_one[1] and ap.assigned == {0, 1, 2, 3, 5}
+    assert {k: g for k, g in ap.groups().items() if k != 5} == {
+        k: g for k, g in after_one.items() if k != 5
+    }
+
+
+def test_kmeans_with_more_groups_than_a_round_trains_with_is_refused():
+    with pytest.raises(ConfigError, match=re.escape("allowed: 2 to 3")):
+        settings(
+            "strategy=clustered",
+            "users.count=10",
+            "strategy.grouping=kmeans",
+            "strategy.clusters=4",
+            "consensus.participation=0.3",
+        )
+
+
+def test_a_trimming_rule_runs_within_each_group_and_is_refused_when_no_group_can_trim():
+    labels = {"strategy.grouping": "given", "strategy.groups": [0, 0, 0, 1, 1, 1]}
+    trim = {"consensus.aggregator": "trimmed_mean", "consensus.trim_fraction": 0.34}
+    run = _clustered(**labels, **trim)
+    assert run.history.trimmed_per_end.tolist() == [2] * 6  # ⌊0.34·3⌋ = 1 in each group
+    with pytest.raises(ConfigError, match="cuts no user of the 3 the smallest group"):
+        settings_for(SOURCE.problem()).replace(
+            **{"strategy.name": "clustered", **labels, **trim, "consensus.trim_fraction": 0.2}
+        )
+
+
+def test_users_refitting_in_one_group_share_one_stream():
+    from common.parties.protocol import AlignRefit
+    from common.run.session import Session
+
+    problem = SOURCE.problem()
+    run = settings_for(problem, rounds=1, channel_uses=2, seed=3).replace(
+        **{
+            "strategy.name": "clustered",
+            "strategy.grouping": "given",
+            "strategy.groups": [0, 1] * 3,
+        }
+    )
+    ap, _ = build_parties(problem, run)
+    session = Session(ap, run, problem.ap)
+    test = session.test_downlink(list(range(K)))  # nobody trained: everyone refits
+    assert all(isinstance(m, AlignRefit) for m in test.values())
+    assert test[0] is test[2] is test[4] and test[1] is test[3] is test[5]
+    assert session.ledger.stream_totals()["stream_bytes_down"] == 2 * test[0].nbytes
+
+
+def test_the_clusters_study_and_figure():
+    from common.run import plots
+    from common.run.study import StudyGrid, cluster_points
+
+    points = cluster_points(settings(), StudyGrid())
+    assert len(points) == 3 * 2 * (2 + 1 + 4)  # groups × K × (ends, by model, k-means)
+    for p in points:
+        wanted = settings(f"users.group={p.users.group}", "users.models=null").users.models
+        assert set(p.users.models) == set(wanted)  # each group's own models, in turn
+    assert {p.num_users for p in points} == {64, 256}
+    frames = [
+        _run(**{"strategy.name": "federated"}).results,
+        _run(**{"strategy.name": "multi_link"}).results,
+        _clustered(**{"strategy.grouping": "kmeans", "strategy.clusters": 2}).results,
+    ]
+    results = pd.concat(frames, ignore_index=True)
+    new = plots.cluster_summary(results)
+    # results written before streams were counted get them from their method
+    old = results.drop(
+        columns=[
+            "grouping",
+            "groups",
+            "group",
+            "streams_down",
+            "stream_bytes_down",
+            "channel_uses_down",
+        ]
+    )
+    backfilled = plots.cluster_summary(old[old.method != "clustered"])
+    ends = new[new.method != "clustered"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(backfilled, ends)
+    assert new.groups.tolist() == [2, 1, K]  # clustered, federated, multi_link
+    fig = plots.draw_clusters(results)
+    lines = {line.get_label(): tuple(line.get_xdata()) for line in fig.axes[0].get_lines()}
+    assert lines[f"{results.user_group[0]}, K = {K}"] == (1, 2, K)
+    assert "| clustered, k-means | 2 |" in plots.cluster_table(new)

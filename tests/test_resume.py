@@ -74,7 +74,10 @@ def test_a_killed_run_resumes_after_its_last_completed_round(tmp_path, method, o
     np.testing.assert_array_equal(resumed.results.accuracy, whole.results.accuracy)
     assert resumed.history["round"].tolist() == [1, 2, 3, 4, 5]
     np.testing.assert_allclose(resumed.history.objective, whole.history.objective, rtol=1e-10)
-    assert resumed.results.bytes_down.tolist() == whole.results.bytes_down.tolist()
+    for column in ("bytes_down", "group", "stream_bytes_down", "channel_uses_down"):
+        assert resumed.results[column].tolist() == whole.results[column].tolist(), column
+    for column in ("groups", "streams_down", "stream_bytes_down", "trimmed_per_end"):
+        assert resumed.history[column].tolist() == whole.history[column].tolist(), column
     assert not (folder / CHECKPOINT_FILE).exists()
 
 

@@ -333,6 +333,24 @@ class AccessPoint(abc.ABC):
                     f"this AP's is {tuple(shape)}"
                 )
 
+    def trimmed_per_end(self, accepted: Sequence[int]) -> int:
+        """Users the consensus rule cut at each end in the last :meth:`update`.
+
+        Overridable (a method that runs the rule per group sums over its groups).
+
+        Parameters
+        ----------
+        accepted : sequence of int
+            The users whose replies the update took.
+
+        Returns
+        -------
+        int
+            ``aggregator.trimmed(len(accepted))`` for a method that combines precoders
+            (``trimmed_mean``: ``⌊β·accepted⌋``), else 0.
+        """
+        return self.aggregator.trimmed(len(accepted)) if self.uses_aggregator else 0
+
     def groups(self) -> dict[int, int]:
         """Each user's group: the users that receive one downlink stream.
 

@@ -9,6 +9,7 @@ consensus, projection and dual updates (see docs/ALGORITHM.md).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,8 @@ from common.parties import grouping, protocol
 from common.parties.access_point import AccessPoint
 from common.parties.user import TrainReply, User
 from common.registry import METHODS
+
+logger = logging.getLogger(__name__)
 
 
 class AdmmUser(User):
@@ -552,7 +555,8 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
     the baselines").
     The groups come from ``strategy.grouping`` (:mod:`common.parties.grouping`): by
     encoder, given, or k-means on the users' local precoders after round 1 (until then,
-    every user is in group 0), re-clustered every ``strategy.regroup_every`` rounds. A
+    every user is in group 0), re-clustered every ``strategy.regroup_every`` rounds; a
+    user first heard from after a clustering joins the group of the nearest centre. A
     user that changes group takes its new group's ``F, Z, U`` from the next round on.
 
     Group ``c``'s ``F`` starts from ``Stream.AP_INIT`` index ``c + 1`` (multi-link's draw
@@ -575,6 +579,10 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
         Each user's group.
     clustered_after : int
         The round after which k-means last grouped the users (0: not yet).
+    centroids : ndarray, shape (C, 2·Nt·u·m), float64
+        ``kmeans``: the groups' centres, where users first heard from later are placed.
+    assigned : set of int
+        ``kmeans``: the users k-means has grouped (the others are in group 0).
     geometry, x_bar, shape
         As :class:`FederatedAccessPoint`.
 
@@ -605,6 +613,10 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
                 )
         self.clustered_after = 0
         self._round = 0  # updates made (the round just finished)
+        features = 2 * self.shape[0] * self.shape[1]
+        self.centroids = np.zeros((count if self.grouping.rule == "kmeans" else 0, features))
+        self.assigned: set[int] = set()  # users k-means has grouped (kmeans)
+        self.trimmed = 0  # users the consensus rule cut at each end, summed over groups
 
     def _state(self, user):
         return self.states[self.labels[user]]
@@ -650,12 +662,32 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
         members: dict[int, list[int]] = {}
         for k in local:
             members.setdefault(self.labels[k], []).append(k)
+        self.trimmed = 0
         for c, users in sorted(members.items()):
             w = None if weights is None else [weights[k] for k in users]
             self.states[c].update([local[k] for k in users], self.link.power, self.aggregator, w)
             self._check_state(self.states[c])
+            self.trimmed += self.aggregator.trimmed(len(users))
         if local and self.grouping.due(self._round, self.clustered_after):
             self._regroup(local)
+        elif self.clustered_after:  # users heard for the first time join the nearest group
+            newcomers = {k: f for k, f in local.items() if k not in self.assigned}
+            self.labels.update(grouping.nearest(newcomers, self.centroids))
+            self.assigned |= set(newcomers)
+        if self.grouping.rule == "kmeans" and self._round == self.num_rounds:
+            if not self.clustered_after:
+                logger.warning(
+                    "k-means never grouped the users: no round brought %d distinct local "
+                    "precoders (strategy.clusters=%d); every user stayed in group 0",
+                    self.clusters,
+                    self.clusters,
+                )
+            elif unheard := len(self.users) - len(self.assigned):
+                logger.warning(
+                    "%d users never replied after round %d and stayed in group 0 unclustered",
+                    unheard,
+                    self.clustered_after,
+                )
         active = sorted(set(self.labels.values()))
         return {
             "primal_residual": math.sqrt(sum(self.states[c].primal_residual ** 2 for c in active)),
@@ -665,9 +697,11 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
     def _regroup(self, local: dict[int, np.ndarray]) -> None:
         """k-means on this round's local precoders; a group that had no members takes a
         copy of the state of the group most of its new members come from."""
-        labels = grouping.cluster(local, self.clusters, self.seed, self.labels)
-        if labels is None:  # fewer distinct precoders than groups: wait for a fuller round
+        found = grouping.cluster(local, self.clusters, self.seed, self.labels)
+        if found is None:  # fewer distinct precoders than groups: wait for a fuller round
             return
+        labels, self.centroids = found
+        self.assigned |= set(local)
         before = set(self.labels.values())
         for c in sorted(set(labels.values()) - before):
             came_from = [self.labels[k] for k, g in labels.items() if g == c]
@@ -685,12 +719,17 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
             ``F_c``, ``Z_c``, ``U_c`` for each group c (e.g. ``F_0``), each (Nt·u, m)
             complex128; ``groups``, shape (K,), int64, each user's group in user order;
             ``clustered_after`` and ``round`` (0-d int64): the round of the last
-            k-means grouping (0: none) and the rounds done.
+            k-means grouping (0: none) and the rounds done; under ``kmeans``,
+            ``centroids`` (C × 2·Nt·u·m float64, the groups' centres) and ``assigned``
+            (K bool, the users k-means has grouped).
         """
         out = {n: v for c, s in self.states.items() for n, v in s.arrays(f"_{c}").items()}
         out["groups"] = np.array([self.labels[k] for k in self.users], dtype=np.int64)
         out["clustered_after"] = np.array(self.clustered_after, dtype=np.int64)
         out["round"] = np.array(self._round, dtype=np.int64)
+        if self.grouping.rule == "kmeans":
+            out["centroids"] = self.centroids
+            out["assigned"] = np.array([k in self.assigned for k in self.users])
         return out
 
     def restore(self, state):
@@ -717,6 +756,25 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
         self.labels = dict(zip(self.users, labels, strict=True))
         self.clustered_after = int(state["clustered_after"])
         self._round = int(state["round"])
+        if self.grouping.rule == "kmeans":
+            self.centroids = np.array(state["centroids"], dtype=np.float64)
+            flags = np.asarray(state["assigned"], dtype=bool)
+            self.assigned = {k for k, f in zip(self.users, flags, strict=True) if f}
+
+    def trimmed_per_end(self, accepted):
+        """Users the consensus rule cut at each end in the last update, summed over the
+        groups (each group's rule runs over its own members).
+
+        Parameters
+        ----------
+        accepted : sequence of int
+            The users whose uplinks the update took (unused: the update counted them).
+
+        Returns
+        -------
+        int
+        """
+        return self.trimmed
 
 
 def _copy(state: admm.ConsensusState) -> admm.ConsensusState:

@@ -11,7 +11,9 @@ federated consensus per group of users. This module says how the groups are made
 
 A regrouping keeps the labels as stable as it can: the new clusters are matched to
 the old groups by their shared members (:func:`scipy.optimize.linear_sum_assignment`),
-so a group keeps its label, its precoder state and its place in the tables.
+so a group keeps its label, its precoder state and its place in the tables. Users
+the AP first hears from after a clustering join the group of the nearest centre
+(:func:`nearest`).
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def features(precoders: Mapping[int, np.ndarray]) -> tuple[list[int], np.ndarray
 
 def cluster(
     precoders: Mapping[int, np.ndarray], clusters: int, seed: int, previous: Mapping[int, int]
-) -> dict[int, int] | None:
+) -> tuple[dict[int, int], np.ndarray] | None:
     """Group the users whose local precoders reached the AP into ``clusters`` groups.
 
     :class:`sklearn.cluster.KMeans` (``random_state=seed``, ``n_init`` =
@@ -152,9 +154,13 @@ def cluster(
 
     Returns
     -------
-    dict of int to int or None
-        Every user's new group; ``None`` when fewer than ``clusters`` distinct precoders
-        arrived (the clustering waits for a round with enough).
+    labels : dict of int to int
+        Every user's new group.
+    centroids : ndarray, shape (clusters, 2·Nt·u·m), float64
+        Group c's centre in :func:`features`' space, row c (for :func:`nearest`).
+
+    ``None`` instead when fewer than ``clusters`` distinct precoders arrived (the
+    clustering waits for a round with enough).
     """
     from sklearn.cluster import KMeans
 
@@ -164,7 +170,34 @@ def cluster(
     fitted = KMeans(n_clusters=clusters, n_init=KMEANS_RESTARTS, random_state=seed).fit(x)
     found = {k: int(c) for k, c in zip(users, fitted.labels_, strict=True)}
     mapping = relabel(found, previous, clusters)
-    return {k: mapping[found[k]] if k in found else g for k, g in previous.items()}
+    centroids = np.empty_like(fitted.cluster_centers_)
+    for c, label in mapping.items():
+        centroids[label] = fitted.cluster_centers_[c]
+    labels = {k: mapping[found[k]] if k in found else g for k, g in previous.items()}
+    return labels, centroids
+
+
+def nearest(precoders: Mapping[int, np.ndarray], centroids: np.ndarray) -> dict[int, int]:
+    """The group whose centre is nearest to each user's :func:`features` (Euclidean, as
+    k-means assigns; ties to the lower label).
+
+    Parameters
+    ----------
+    precoders : Mapping of int to ndarray, each shape (Nt·u, m), complex128
+        Local precoders by user.
+    centroids : ndarray, shape (C, 2·Nt·u·m), float64
+        The groups' centres (:func:`cluster`).
+
+    Returns
+    -------
+    dict of int to int
+        User → group.
+    """
+    if not precoders:
+        return {}
+    users, x = features(precoders)
+    distances = ((x[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    return {k: int(c) for k, c in zip(users, distances.argmin(axis=1), strict=True)}
 
 
 def relabel(found: Mapping[int, int], previous: Mapping[int, int], clusters: int) -> dict[int, int]:

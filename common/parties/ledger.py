@@ -57,15 +57,18 @@ class Ledger:
         return list(self._rows)
 
     @classmethod
-    def from_rows(cls, rows) -> Ledger:
+    def from_rows(cls, rows, groups: Mapping[int, int] | None = None) -> Ledger:
         """A ledger holding ``rows`` (what :meth:`rows` returned; for resuming).
 
         Parameters
         ----------
         rows : iterable of 6-sequences
             ``(phase, round, user, direction, bytes, stream)``, converted to
-            ``(str, int, int, str, int, int)``; a 5-sequence (written before streams were
-            counted) is its user's own stream.
+            ``(str, int, int, str, int, int)``.
+        groups : Mapping of int to int, optional
+            For a 5-sequence (written before streams were counted, so before groups
+            changed): each user's group, whose stream it was; without it, or for a user
+            it lacks, each user's own stream.
 
         Returns
         -------
@@ -82,9 +85,11 @@ class Ledger:
         ledger = cls()
         for row in rows:
             if len(row) not in (5, 6):
-                raise ValueError(f"a ledger row has 6 entries, got {len(row)}: {row!r}")
+                raise ValueError(f"a ledger row has 5 or 6 entries, got {len(row)}: {row!r}")
             p, r, k, d, b, *stream = row
-            own = -1 if str(d) == UP else -2 - int(k)  # before streams: one per user
+            group = (groups or {}).get(int(k))
+            own = -2 - int(k) if group is None else group  # before streams were counted
+            own = -1 if str(d) == UP else own
             ledger._rows.append(
                 (str(p), int(r), int(k), str(d), int(b), int(stream[0]) if stream else own)
             )

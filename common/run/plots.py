@@ -11,6 +11,7 @@ indices), as a percentage of the AP's complex latent size.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -351,11 +352,36 @@ def draw_channels(results: pd.DataFrame):
     return fig
 
 
+def with_streams(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with the group and stream columns filled in rows written before they
+    existed, for the federated (one stream) and multi-link (one per user) methods, each
+    user sent every round's downlink: ``stream_bytes_down`` is a user's ``bytes_down``
+    (times K for multi-link), ``channel_uses_down`` ``rounds · n · u_eff`` (times K).
+    Other methods' old rows keep NaN there."""
+    out = results.copy()
+    for column, empty in (("grouping", ""), ("groups", math.nan), ("group", math.nan)):
+        if column not in out:
+            out[column] = empty
+    for column in ("streams_down", "stream_bytes_down", "channel_uses_down"):
+        if column not in out:
+            out[column] = math.nan
+    out["grouping"] = out["grouping"].fillna("")
+    for method, per_user in (("federated", False), ("multi_link", True)):
+        old = (out.method == method) & out.stream_bytes_down.isna()
+        streams = out.num_users[old] if per_user else 1
+        out.loc[old, "groups"] = streams
+        out.loc[old, "streams_down"] = out.rounds[old] * streams
+        out.loc[old, "stream_bytes_down"] = out.bytes_down[old] * streams
+        uses = out.rounds[old] * out.n_pilots[old] * out.channel_usage_effective[old]
+        out.loc[old, "channel_uses_down"] = uses * streams
+    return out
+
+
 def cluster_summary(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (K, method, grouping, C): accuracy mean and std over seeds (of each
     run's mean over users), and the run's downlink on air (``stream_bytes_down``, MB) and
     training channel uses (``channel_uses_down``)."""
-    results = results.assign(grouping=results.get("grouping", "").fillna(""))
+    results = with_streams(results).dropna(subset=["groups"]).astype({"groups": int})
     keys = ["user_group", "num_users", "method", "grouping", "groups"]
     per_run = results.groupby([*keys, "seed"], as_index=False).agg(
         accuracy=("accuracy", "mean"),

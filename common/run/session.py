@@ -264,9 +264,7 @@ class Session:
             rnd, self.ap_metrics, metrics, failed, self.ledger, self.ap.whitening_loading
         )
         # users whose F_k the consensus rule cut at each end (trimmed_mean: ⌊β·accepted⌋)
-        row["trimmed_per_end"] = (
-            self.ap.aggregator.trimmed(len(accepted)) if self.ap.uses_aggregator else 0
-        )
+        row["trimmed_per_end"] = self.ap.trimmed_per_end(list(accepted))
         row["groups"] = len(set(self.ap.groups().values()))
         effective = self.settings.link.channel_uses + self.info.side_channel_uses
         row["channel_uses_down"] = row["streams_down"] * self.ap.n_pilots * effective
@@ -353,7 +351,7 @@ class Session:
         self.completed = checkpoint.round
         self.history = [dict(row) for row in checkpoint.history]
         self.failures = [dict(row) for row in checkpoint.failures]
-        self.ledger = Ledger.from_rows(checkpoint.ledger)
+        self.ledger = Ledger.from_rows(checkpoint.ledger, self.ap.groups())
         self.ap_metrics = dict(checkpoint.ap_metrics)
         self._tracked = checkpoint.tracker
         logger.info(
@@ -383,8 +381,12 @@ class Session:
         ]
         if untrained and self.ap.user_class.REFIT_KIND and self.ap.num_rounds > 0:
             pilots = self.ap.train_messages(untrained)
+            refits: dict[tuple[int, int], AlignRefit] = {}  # one per group: one stream
             for k in untrained:
-                test[k] = AlignRefit(pilots=pilots[k].signal, signal=test[k].signal)
+                key = (id(pilots[k]), id(test[k]))
+                if key not in refits:
+                    refits[key] = AlignRefit(pilots=pilots[k].signal, signal=test[k].signal)
+                test[k] = refits[key]
         self.ledger.record(EVALUATE, 0, DOWN, test)
         self._sent = set(test)
         return test

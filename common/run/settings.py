@@ -450,15 +450,27 @@ class StrategySettings(Section):
             models=tuple(models),
         )
 
-    def check_groups(self, num_users: int, models: Sequence[str]) -> None:
+    def group_sizes(self, num_users: int, models: Sequence[str]) -> list[int]:
+        """How many users each group holds (``kmeans``: an even split of the users, as
+        far as it goes); the grouping is assumed valid (:meth:`check_groups`)."""
+        if self.grouping == "kmeans":
+            return [num_users // (self.clusters or 1)] * (self.clusters or 1)
+        labels = self.groups if self.grouping == "given" else None
+        if labels is None:
+            order: dict[str, int] = {}
+            labels = [order.setdefault(m, len(order)) for m in models]
+        return [labels.count(c) for c in sorted(set(labels))]
+
+    def check_groups(self, num_users: int, models: Sequence[str], participation: float) -> None:
         """Refuse a grouping that cannot group ``num_users`` users (clustered only).
 
         Raises
         ------
         common.maths.validation.InvalidValue
-            ``clusters`` above the users, ``kmeans`` without 2..K clusters, a ``groups``
-            list of another length or with an empty group, or ``clusters`` that differs
-            from the groups ``model`` or ``given`` make.
+            ``clusters`` above the users, ``kmeans`` without 2 clusters or more than a
+            round trains with (``⌈participation · K⌉``), a ``groups`` list of another
+            length or with an empty group, or ``clusters`` that differs from the groups
+            ``model`` or ``given`` make.
         """
         if self.name != "clustered":
             return
@@ -474,6 +486,15 @@ class StrategySettings(Section):
                     "strategy.clusters",
                     f"strategy.grouping=kmeans needs strategy.clusters from 2 to {num_users} "
                     f"(the number of users), got {c}; one group is strategy=federated",
+                )
+            per_round = max(1, math.ceil(participation * num_users))
+            if c > per_round:
+                raise validation.InvalidValue(
+                    "strategy.clusters",
+                    f"strategy.grouping=kmeans clusters the users of one round: "
+                    f"strategy.clusters={c} needs at least {c} of them, and "
+                    f"consensus.participation={participation:g} trains with {per_round} of "
+                    f"{num_users}; allowed: 2 to {per_round}",
                 )
             return
         if self.grouping == "given":
@@ -781,7 +802,7 @@ class RunSettings(Section):
     @model_validator(mode="after")
     def _consistent(self) -> RunSettings:
         self.resolve_users()
-        self.strategy.check_groups(self.num_users, self.users.models)
+        self.strategy.check_groups(self.num_users, self.users.models, self.consensus.participation)
         if self.faults.users > self.num_users:
             raise validation.InvalidValue(
                 "faults.users",
@@ -812,6 +833,13 @@ class RunSettings(Section):
         if rule.trimmed is Aggregator.trimmed:  # a rule that never trims
             return
         count = max(1, math.ceil(c.participation * self.num_users))  # Session.participants
+        where = "a round trains with"
+        if self.strategy.name == "clustered":  # the rule runs within each group
+            sizes = self.strategy.group_sizes(self.num_users, self.users.models)
+            count = max(1, math.ceil(c.participation * min(sizes)))
+            where = "the smallest group (of the users a round trains with) holds"
+            if self.strategy.grouping == "kmeans":
+                where = "a group holds when k-means splits a round evenly"
 
         def cut(beta: float) -> int:  # built as the run builds it (Session's aggregator())
             options = {**c.model_dump(exclude={"aggregator"}), "trim_fraction": beta}
@@ -835,7 +863,7 @@ class RunSettings(Section):
         raise validation.InvalidValue(
             "consensus.trim_fraction",
             f"{c.aggregator} with trim_fraction {c.trim_fraction} cuts no user of the "
-            f"{count} a round trains with (⌊{c.trim_fraction}·{count}⌋ = 0 at each end): "
+            f"{count} {where} (⌊{c.trim_fraction}·{count}⌋ = 0 at each end): "
             f"it would be the plain mean; {allowed}",
         )
 

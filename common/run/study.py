@@ -39,10 +39,10 @@ USER_CHANNEL_USES = (1, 4)
 USER_PARTICIPATION = (0.1, 0.25, 0.5, 1.0)
 USER_SEEDS = (42,)
 # Groups of users: the clustered method between one precoder (federated) and one per user
-# (multi-link), at K users drawn in turn from the heterogeneous group's 4 models and from
-# all 8 of the embedded zoo; k-means with each of CLUSTER_COUNTS.
+# (multi-link), at K users drawn in turn from the heterogeneous and the homogeneous group's
+# 4 models and from all 8 of the embedded zoo; k-means with each of CLUSTER_COUNTS.
 CLUSTER_USERS = (64, 256)
-CLUSTER_GROUPS = ("heterogeneous", "all")
+CLUSTER_GROUPS = ("heterogeneous", "homogeneous", "all")
 CLUSTER_COUNTS = (2, 4, 8, 16)
 # The grids' axes by config key, as a Hydra sweep names them (docs/EXPERIMENTS.md).
 STRATEGY, USES = "strategy.name", "communication.channel_usage"
@@ -232,10 +232,11 @@ def cluster_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
     turn): the clustered method grouped by model and by k-means into each of
     ``cluster_counts`` groups (those below K), beside federated (one group) and multi-link
     (one per user), at each of ``cluster_users`` users."""
-    at = base.replace(**{"antennas_tx": 4, "antennas_rx": 4, USES: 4, "users.models": None})
+    at = base.replace(**{"antennas_tx": 4, "antennas_rx": 4, USES: 4})
     points = []
     for group, k in itertools.product(CLUSTER_GROUPS, grid.cluster_users):
-        users = at.replace(**{"users.group": group, "users.count": k})
+        # the group's models, drawn in turn: named together, or the base's models stay
+        users = at.replace(**{"users.group": group, "users.models": None, "users.count": k})
         for seed in grid.user_seeds:
             run = users.replace(seed=seed)
             points += [run.replace(**{STRATEGY: m}) for m in ("federated", "multi_link")]
