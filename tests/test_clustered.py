@@ -16,6 +16,7 @@ from common.parties.ledger import DOWN, UP, Ledger
 from common.parties.protocol import AlignPilots
 from common.run.checkpoint import Checkpoint
 from common.run.driver import build_parties, run_experiment
+from common.run.results import STREAM_COLUMNS
 from common.run.settings import ConfigError
 from common.run.sources import SyntheticSource
 from conf import settings
@@ -282,12 +283,12 @@ def test_the_grouping_is_part_of_the_checkpoint(tmp_path):
     assert fresh.states[1] is not ap.states[1]
 
 
-def test_a_user_moved_to_another_group_after_its_last_round_refits_at_test_time():
-    from common.parties.protocol import AlignRefit, AlignTest
+def _given_session(rounds):
+    """An AP of two given groups (even and odd users), its users and its session."""
     from common.run.session import Session
 
     problem = SOURCE.problem()
-    run = settings_for(problem, rounds=2, channel_uses=2, seed=3).replace(
+    run = settings_for(problem, rounds=rounds, channel_uses=2, seed=3).replace(
         **{
             "strategy.name": "clustered",
             "strategy.grouping": "given",
@@ -295,7 +296,13 @@ def test_a_user_moved_to_another_group_after_its_last_round_refits_at_test_time(
         }
     )
     ap, users = build_parties(problem, run)
-    session = Session(ap, run, problem.ap)
+    return ap, users, Session(ap, run, problem.ap)
+
+
+def test_a_user_moved_to_another_group_after_its_last_round_refits_at_test_time():
+    from common.parties.protocol import AlignRefit, AlignTest
+
+    ap, users, session = _given_session(rounds=2)
     for rnd in session.rounds:
         downlink = session.train_downlink(rnd, list(range(K)))
         replies = {k: users[k].train(downlink[k]) for k in downlink}
@@ -365,18 +372,8 @@ def test_a_trimming_rule_runs_within_each_group_and_is_refused_when_no_group_can
 
 def test_users_refitting_in_one_group_share_one_stream():
     from common.parties.protocol import AlignRefit
-    from common.run.session import Session
 
-    problem = SOURCE.problem()
-    run = settings_for(problem, rounds=1, channel_uses=2, seed=3).replace(
-        **{
-            "strategy.name": "clustered",
-            "strategy.grouping": "given",
-            "strategy.groups": [0, 1] * 3,
-        }
-    )
-    ap, _ = build_parties(problem, run)
-    session = Session(ap, run, problem.ap)
+    ap, _, session = _given_session(rounds=1)
     test = session.test_downlink(list(range(K)))  # nobody trained: everyone refits
     assert all(isinstance(m, AlignRefit) for m in test.values())
     assert test[0] is test[2] is test[4] and test[1] is test[3] is test[5]
@@ -401,16 +398,7 @@ def test_the_clusters_study_and_figure():
     results = pd.concat(frames, ignore_index=True)
     new = plots.cluster_summary(results)
     # results written before streams were counted get them from their method
-    old = results.drop(
-        columns=[
-            "grouping",
-            "groups",
-            "group",
-            "streams_down",
-            "stream_bytes_down",
-            "channel_uses_down",
-        ]
-    )
+    old = results.drop(columns=list(STREAM_COLUMNS))
     backfilled = plots.cluster_summary(old[old.method != "clustered"])
     ends = new[new.method != "clustered"].reset_index(drop=True)
     pd.testing.assert_frame_equal(backfilled, ends)

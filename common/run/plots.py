@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from common.run.results import STREAM_COLUMNS
+
 ZETA = "compression_factor_effective"
 ZETA_LABEL = "effective compression factor ζ (% of the AP's complex latent size)"
 LABELS = {
@@ -359,12 +361,9 @@ def with_streams(results: pd.DataFrame) -> pd.DataFrame:
     (times K for multi-link), ``channel_uses_down`` ``rounds · n · u_eff`` (times K).
     Other methods' old rows keep NaN there."""
     out = results.copy()
-    for column, empty in (("grouping", ""), ("groups", math.nan), ("group", math.nan)):
+    for column in STREAM_COLUMNS:
         if column not in out:
-            out[column] = empty
-    for column in ("streams_down", "stream_bytes_down", "channel_uses_down"):
-        if column not in out:
-            out[column] = math.nan
+            out[column] = "" if column == "grouping" else math.nan
     out["grouping"] = out["grouping"].fillna("")
     for method, per_user in (("federated", False), ("multi_link", True)):
         old = (out.method == method) & out.stream_bytes_down.isna()
@@ -416,7 +415,7 @@ def draw_clusters(results: pd.DataFrame):
     (C = 1) through k-means to multi-link (C = K); grouping by model is a star."""
     plt = _pyplot()
     summary = cluster_summary(results)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
     styles = dict(zip(sorted(summary.user_group.unique()), ("-", "--", ":", "-."), strict=False))
     for (group, k), part in summary.groupby(["user_group", "num_users"]):
         spectrum = part[(part.method != "clustered") | (part.grouping == "kmeans")]
@@ -453,7 +452,8 @@ def draw_clusters(results: pd.DataFrame):
         ax.set_xticks(counts, [str(c) for c in counts])
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     axes[0].set_title("accuracy vs groups (k-means on the users' local F)")
     axes[1].set_title("downlink cost vs groups")
     fig.tight_layout()

@@ -24,6 +24,16 @@ from common.parties.user import assets_fingerprint
 from common.run.reporting import write_tables
 from common.run.sources import fingerprint
 
+# the groups of users and the downlink streams they receive (results written before the
+# clustered method lack them; common.run.plots.with_streams fills them in)
+STREAM_COLUMNS = (
+    "grouping",
+    "groups",
+    "group",
+    "streams_down",
+    "stream_bytes_down",
+    "channel_uses_down",
+)
 RESULT_COLUMNS = (
     "method",
     "dataset",
@@ -53,12 +63,7 @@ RESULT_COLUMNS = (
     "bytes_down",
     "bytes_up",
     "messages",
-    "grouping",
-    "groups",
-    "group",
-    "streams_down",
-    "stream_bytes_down",
-    "channel_uses_down",
+    *STREAM_COLUMNS,
     "wall_time_s",
     "aggregator",
     "participation",
