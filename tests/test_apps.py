@@ -299,9 +299,10 @@ def _sessions(points) -> list[Session]:
 
 
 def test_points_in_lockstep_equal_each_point_run_alone():
-    """Six points share every message (one with partial participation and a faulty user,
-    one on an aged Rician channel known through LS estimates, one whose users k-means
-    regroups every round); each gets exactly its in-process numbers."""
+    """Seven points share every message (one with partial participation and a faulty
+    user, one on an aged Rician channel known through LS estimates, one on a 3GPP CDL-B
+    channel, one whose users k-means regroups every round); each gets exactly its
+    in-process numbers."""
     problem = SOURCE.problem()
     base = settings_for(problem, **{"strategy.name": "federated"}, rounds=3, channel_uses=2, seed=5)
     points = [
@@ -315,6 +316,7 @@ def test_points_in_lockstep_equal_each_point_run_alone():
             aggregator="median",
         ),
         base.replace(model="rician", k_factor=3.0, estimation="ls", ageing=0.9),
+        base.replace(**{"communication.model": "cdl", "communication.profile": "B"}),
         base.replace(
             **{
                 "strategy.name": "clustered",

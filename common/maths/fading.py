@@ -14,7 +14,9 @@ Models: ``rayleigh`` (i.i.d. ``CN(0, 1)``, the paper's and the default, whose
 numbers do not change), ``correlated`` (Kronecker model with exponential
 correlation ``ρ^|i-j|`` at both ends, from Sionna), ``rician`` (a line-of-sight
 rank-one component between half-wavelength uniform linear arrays plus the
-scattered part, power split by the K-factor). ``coherence_uses`` (``B``) makes the
+scattered part, power split by the K-factor), and the 3GPP TR 38.901 ``tdl`` and
+``cdl`` models (Sionna's), whose ``u`` uses are ``u`` subcarriers of an OFDM symbol,
+each with its own ``H`` (:mod:`common.maths.tr38901`). ``coherence_uses`` (``B``) makes the
 channel block-fading over the ``u`` uses: ``⌈u/B⌉`` independent draws, each held for
 ``⌈u/⌈u/B⌉⌉`` consecutive uses (the last possibly fewer), so at most ``B`` uses each
 (0: one draw for all of them). Every entry has unit mean power under every model.
@@ -35,11 +37,35 @@ from typing import Annotated
 
 import numpy as np
 
-from common.maths import validation
+from common.maths import tr38901, validation
 from common.schema import Applies, Scope, Section, check, setting
 
-MODELS = ("rayleigh", "correlated", "rician")
+MODELS = ("rayleigh", "correlated", "rician", "tdl", "cdl")
+THREE_GPP = ("tdl", "cdl")  # 3GPP TR 38.901 models, through Sionna (common.maths.tr38901)
+MAX_FFT_SIZE = 4096  # NR's largest FFT
 ESTIMATORS = ("perfect", "ls", "lmmse")
+
+
+_3GPP = Applies("communication.model", lambda m: m in THREE_GPP, "channel=tdl or channel=cdl")
+_NOT_3GPP = Applies(
+    "communication.model",
+    lambda m: m not in THREE_GPP,
+    "channel=rayleigh, correlated or rician (tdl and cdl map the uses onto subcarriers)",
+)
+
+
+def _numerology(name: str, value: object) -> float:
+    """An NR subcarrier spacing, ``15e3·2^μ`` Hz for ``μ = 0..6``."""
+    allowed = ", ".join(f"{v:g}" for v in tr38901.SUBCARRIER_SPACINGS)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or number not in tr38901.SUBCARRIER_SPACINGS:
+        raise validation.InvalidValue(
+            name, f"{name} must be an NR subcarrier spacing in Hz ({allowed}), got {value!r}"
+        )
+    return number
 
 
 class ChannelConfig(Section):
@@ -56,7 +82,22 @@ class ChannelConfig(Section):
     k_factor : float
         Rician K-factor, linear (not dB), ``>= 0`` (``rician``).
     coherence_uses : int
-        Channel uses per fading block, ``>= 0`` (0: one channel for all ``u`` uses).
+        Channel uses per fading block, ``>= 0`` (0: one channel for all ``u`` uses; not
+        for ``tdl``/``cdl``, whose uses are subcarriers).
+    profile : str
+        The TR 38.901 model letter, ``A``–``E`` (``tdl``, ``cdl``).
+    delay_spread : float
+        RMS delay spread, s (``tdl``, ``cdl``).
+    carrier_frequency : float
+        Carrier frequency, Hz (``tdl``, ``cdl``).
+    subcarrier_spacing : float
+        OFDM subcarrier spacing, Hz (``tdl``, ``cdl``).
+    fft_size : int
+        Subcarriers the ``u`` uses are spread over (``tdl``, ``cdl``; at least ``u``).
+    array : str
+        ``ula`` or ``upa`` at both ends (``cdl``).
+    antenna_spacing : float
+        Element spacing, wavelengths (``cdl``).
 
     Each field's check and description are its ``setting(...)`` declaration.
 
@@ -88,6 +129,58 @@ class ChannelConfig(Section):
     coherence_uses: Annotated[int, check(validation.whole_number)] = setting(
         "block fading: a fresh channel every this many channel uses (0: one for all u)",
         scope=Scope.RESULT,
+        applies=_NOT_3GPP,
+    )
+    profile: Annotated[str, check(validation.one_of, tr38901.PROFILES)] = setting(
+        "the TR 38.901 model letter, A-E (TDL-A..E, CDL-A..E; D and E have a line of sight)",
+        scope=Scope.RESULT,
+        applies=_3GPP,
+        neutral="A",
+    )
+    delay_spread: Annotated[
+        float, check(validation.in_range, *tr38901.DELAY_SPREAD_RANGE, "[1e-9, 1e-5] s")
+    ] = setting(
+        "RMS delay spread (tdl, cdl), scales the model's normalised delays",
+        unit="s",
+        scope=Scope.RESULT,
+        applies=_3GPP,
+        neutral=1e-7,
+    )
+    carrier_frequency: Annotated[
+        float, check(validation.in_range, *tr38901.CARRIER_RANGE, "[0.5e9, 100e9] Hz")
+    ] = setting(
+        "carrier frequency (tdl, cdl), within TR 38.901's 0.5-100 GHz",
+        unit="Hz",
+        scope=Scope.RESULT,
+        applies=_3GPP,
+        neutral=3.5e9,
+    )
+    subcarrier_spacing: Annotated[float, check(_numerology)] = setting(
+        "OFDM subcarrier spacing (tdl, cdl): an NR numerology, 15e3·2^μ for μ = 0..6",
+        unit="Hz",
+        scope=Scope.RESULT,
+        applies=_3GPP,
+        neutral=30e3,
+    )
+    fft_size: Annotated[int, check(validation.positive_int, MAX_FFT_SIZE)] = setting(
+        "subcarriers of the OFDM symbol the u channel uses are spread over (tdl, cdl), u to 4096",
+        scope=Scope.RESULT,
+        applies=_3GPP,
+        neutral=64,
+    )
+    array: Annotated[str, check(validation.one_of, tr38901.ARRAYS)] = setting(
+        "antenna arrays at both ends (cdl): ula (one row) or upa (the squarest grid)",
+        scope=Scope.RESULT,
+        applies=Applies("communication.model", lambda m: m == "cdl", "channel=cdl"),
+        neutral="ula",
+    )
+    antenna_spacing: Annotated[
+        float, check(validation.in_range, 0.05, 10.0, "[0.05, 10] wavelengths")
+    ] = setting(
+        "element spacing of both arrays (cdl), in wavelengths",
+        scope=Scope.RESULT,
+        applies=Applies("communication.model", lambda m: m == "cdl", "channel=cdl"),
+        neutral=0.5,
     )
 
 
@@ -144,7 +237,19 @@ class CsiConfig(Section):
         return self.estimation == "perfect" and self.ageing == 1.0
 
 
-RAYLEIGH = ChannelConfig(model="rayleigh", correlation=0.0, k_factor=0.0, coherence_uses=0)
+RAYLEIGH = ChannelConfig(
+    model="rayleigh",
+    correlation=0.0,
+    k_factor=0.0,
+    coherence_uses=0,
+    profile="A",
+    delay_spread=1e-7,
+    carrier_frequency=3.5e9,
+    subcarrier_spacing=30e3,
+    fft_size=64,
+    array="ula",
+    antenna_spacing=0.5,
+)
 """The paper's channel: static i.i.d. Rayleigh."""
 PERFECT_CSI = CsiConfig(estimation="perfect", csi_snr_db=math.inf, ageing=1.0)
 """The paper's channel knowledge: known exactly, unchanged at test time."""
@@ -279,6 +384,8 @@ class ChannelModel:
     rng : numpy.random.Generator
         The user's channel stream; ``rician`` draws its two angles from it, uniform in
         ``(−π/2, π/2)`` (the other models draw nothing here).
+    channel_uses : int, optional
+        ``u``, the subcarriers a ``tdl``/``cdl`` draw covers (default 1).
 
     Attributes
     ----------
@@ -290,8 +397,16 @@ class ChannelModel:
         The deterministic (line-of-sight) part; zeros except for ``rician``.
     """
 
-    def __init__(self, config: ChannelConfig, n_rx: int, n_tx: int, rng: np.random.Generator):
+    def __init__(
+        self,
+        config: ChannelConfig,
+        n_rx: int,
+        n_tx: int,
+        rng: np.random.Generator,
+        channel_uses: int = 1,
+    ):
         self.config, self.n_rx, self.n_tx = config, n_rx, n_tx
+        self.channel_uses = channel_uses
         self._r_tx = self._r_rx = None
         if config.model == "correlated" and config.correlation > 0:
             self._r_tx = exponential_correlation(config.correlation, n_tx)
@@ -320,17 +435,41 @@ class ChannelModel:
         ndarray, shape (blocks, Nr, Nt), complex128
             The scattered part, of mean power ``1/(K+1)`` per entry (``rician``) or 1.
         """
+        if self.config.model in THREE_GPP:
+            return self._three_gpp(rng)
         # block by block: the default model's first draw is the paper's Rayleigh matrix
         h = np.stack([cn((self.n_rx, self.n_tx), rng) for _ in range(blocks)])
         if self._r_tx is not None:
             h = correlate(h, self._r_tx, self._r_rx)
         return math.sqrt(self._scatter_power) * h
 
+    def _three_gpp(self, rng: np.random.Generator) -> np.ndarray:
+        """One TDL/CDL realisation on the ``u`` uses' subcarriers (``u × Nr × Nt``), seeded
+        by one draw from ``rng`` (:func:`common.maths.tr38901.response`)."""
+        c = self.config
+        index = tr38901.subcarriers(self.channel_uses, c.fft_size)
+        h = tr38901.response(
+            c.model,
+            c.profile,
+            n_rx=self.n_rx,
+            n_tx=self.n_tx,
+            delay_spread=c.delay_spread,
+            carrier_frequency=c.carrier_frequency,
+            frequencies=tr38901.frequencies(c.fft_size, c.subcarrier_spacing)[index],
+            times=np.zeros(1),
+            seed=int(rng.integers(2**63 - 1)),
+            array=c.array,
+            spacing=c.antenna_spacing,
+        )
+        return h[0]
+
     def covariance(self) -> np.ndarray:
         """Covariance of ``vec(H)`` (column-major) of the zero-mean part.
 
         ``R = (1/(K+1)) R_txᵀ ⊗ R_rx`` (identity correlation matrices unless
-        ``correlated``); docs/ALGORITHM.md, §6, *CSI* (``lmmse``).
+        ``correlated``); docs/ALGORITHM.md, §6, *CSI* (``lmmse``). For ``tdl`` and ``cdl``
+        the identity: unit power per entry, the spatial correlation of a CDL
+        realisation's few clusters not modelled in the prior.
 
         Returns
         -------
@@ -470,8 +609,10 @@ def draw_link_channels(
         The training, known and test channels, ``Nr·u × Nt·u`` complex128 each.
     """
     coherence = min(config.coherence_uses or channel_uses, channel_uses)
+    if config.model in THREE_GPP:  # each use on its own subcarrier: its own H
+        coherence = 1
     blocks = -(-channel_uses // coherence)
-    model = ChannelModel(config, n_rx, n_tx, rng)
+    model = ChannelModel(config, n_rx, n_tx, rng, channel_uses)
     h = model.mean + model.scattered(blocks, rng)
     known = estimate(h, model, csi, csi_rng)
     test = h

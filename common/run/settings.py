@@ -32,7 +32,7 @@ from pydantic import ValidationError, model_validator
 from common.maths import validation
 from common.maths.aggregation import Aggregator, aggregator
 from common.maths.conventions import NAMES as CONVENTION_NAMES
-from common.maths.fading import ChannelConfig, CsiConfig
+from common.maths.fading import THREE_GPP, ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
 from common.maths.seeding import Stream, check_seed, rng
 from common.parties.faults import FAULT_KINDS
@@ -810,6 +810,13 @@ class RunSettings(Section):
                 f"got {self.faults.users}",
             )
         self._check_trimming()
+        link = self.communication
+        if link.model in THREE_GPP and link.fft_size < link.channel_uses:
+            raise validation.InvalidValue(
+                "communication.fft_size",
+                f"communication.fft_size must be at least communication.channel_usage "
+                f"(u = {link.channel_uses}: each use on its own subcarrier), got {link.fft_size}",
+            )
         if (
             self.consensus.participation < 1
             and METHODS.get(self.strategy.name).rounds_for(self.experiment.rounds) == 1
