@@ -184,7 +184,7 @@ def test_a_grouping_that_cannot_be_made_is_refused_by_name():
         ): "strategy.grouping=kmeans needs strategy.clusters from 2 to 8",
         (
             "strategy.grouping=kmeans",
-        ): "needs strategy.clusters from 2 to 8 (the number of users), got None",
+        ): "needs strategy.clusters from 2 to 8 (the number of users), got null",
         (
             "strategy.grouping=given",
             "strategy.groups=[0,1]",
@@ -193,7 +193,7 @@ def test_a_grouping_that_cannot_be_made_is_refused_by_name():
         (
             "strategy.grouping=given",
             "strategy.groups=[0,0,0,0,1,1,1,-1]",
-        ): "groups must be a whole number >= 0, got -1",
+        ): "strategy.groups[7] must be a group label, a whole number >= 0, got -1",
         (
             "strategy.grouping=kmeans",
             "strategy.clusters=2",

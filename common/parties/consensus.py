@@ -646,7 +646,9 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
         -------
         dict of str to float
             ``primal_residual`` ``√(Σ_c ‖F_c − Z_c‖²)`` and ``power``, the mean of
-            ``‖Z_c‖²`` (linear), both over the groups with members.
+            ``‖Z_c‖²`` (linear), both over the groups with members, whether they replied
+            yet or not (as multi-link's over all its users: a group none of whose users
+            has trained yet counts with its initial ``F`` and ``Z = 0``).
 
         Raises
         ------

@@ -282,7 +282,17 @@ def _labels(name: str, value: object) -> tuple[int, ...] | None:
             name,
             f"{name} must be a list of group labels, one per user (e.g. [0,0,1]), got {value!r}",
         )
-    return tuple(validation.whole_number(name, v) for v in value)
+    labels = []
+    for position, label in enumerate(value):
+        try:
+            labels.append(validation.whole_number(name, label))
+        except validation.InvalidValue:
+            raise validation.InvalidValue(
+                name,
+                f"strategy.groups[{position}] must be a group label, a whole number >= 0, "
+                f"got {label!r}",
+            ) from None
+    return tuple(labels)
 
 
 class DataSettings(Section):
@@ -485,7 +495,8 @@ class StrategySettings(Section):
                 raise validation.InvalidValue(
                     "strategy.clusters",
                     f"strategy.grouping=kmeans needs strategy.clusters from 2 to {num_users} "
-                    f"(the number of users), got {c}; one group is strategy=federated",
+                    f"(the number of users), got {'null' if c is None else c}"
+                    + ("; one group is strategy=federated" if c == 1 else ""),
                 )
             per_round = max(1, math.ceil(participation * num_users))
             if c > per_round:
