@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from common.assets.source import AssetSource
 from common.run import budget
 from common.run.driver import build_parties, run_experiment
+from common.run.session import Session
+from common.run.sources import SyntheticSource
 from conf import settings
 
 
@@ -160,3 +163,26 @@ def test_replies_handed_over_as_they_come_equal_replies_handed_over_at_once():
     assert at_once.failures == streamed.failures and len(at_once.failures) == 1
     assert "uplink rejected" in at_once.failures[0]["reason"]
     assert [r["objective"] for r in at_once.history] == [r["objective"] for r in streamed.history]
+
+
+STALE_SOURCE = SyntheticSource(n=200, n_test=80, ap_dim=12, user_dims=(14, 9, 10, 11, 8, 13))
+
+
+def test_users_whose_equalizer_is_from_the_first_half_of_the_rounds_are_named(caplog):
+    """Under partial participation, a user drawn only early decodes the final precoder
+    with an equalizer fitted to an old one: the run names such users."""
+    from tests.synthetic import settings_for
+
+    problem, users = STALE_SOURCE.problem(), range(STALE_SOURCE.num_users)
+    run = settings_for(problem, rounds=6, seed=3).replace(participation=0.2)
+    session = Session(build_parties(problem, run)[0], run, STALE_SOURCE.ap_inputs())
+    last = {}
+    for rnd in range(1, 7):
+        last.update(dict.fromkeys(session.participants(rnd, users), rnd))
+    stale = sorted(k for k, rnd in last.items() if rnd <= 3)
+    assert stale  # the draws of this seed leave some users behind
+    with caplog.at_level(logging.WARNING, logger="common.run.session"):
+        run_experiment(problem, run)
+    warned = [r.getMessage() for r in caplog.records if "last fitted" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].startswith(f"{len(stale)} user(s) ({', '.join(map(str, stale))})")

@@ -150,6 +150,7 @@ class Session:
         self._sent: set[int] = set()
         self._drawn: set[int] = set()  # users sent a training downlink in this run
         self._trained_in: dict[int, int] = {}  # each such user's group at its last downlink
+        self._last_trained: dict[int, int] = {}  # ... and the round of that downlink
         # this round's replies as the AP keeps them, with their metrics (None: rejected)
         self._taken: dict[int, tuple[object, Mapping[str, float]]] = {}
         self._rejections: list[tuple[int, str]] = []
@@ -211,6 +212,7 @@ class Session:
         self._drawn |= self._sent
         groups = self.ap.groups()
         self._trained_in.update({k: groups.get(k, 0) for k in downlink})
+        self._last_trained.update(dict.fromkeys(downlink, rnd))
         self._taken, self._rejections = {}, []
         return downlink
 
@@ -387,9 +389,31 @@ class Session:
                 if key not in refits:
                     refits[key] = AlignRefit(pilots=pilots[k].signal, signal=test[k].signal)
                 test[k] = refits[key]
+        self._warn_stale([k for k in test if k not in untrained])
         self.ledger.record(EVALUATE, 0, DOWN, test)
         self._sent = set(test)
         return test
+
+    def _warn_stale(self, users: Sequence[int]) -> None:
+        """Warn of users whose equalizer was last fitted in the first half of the rounds
+        (under partial participation): it was fitted to a precoder the consensus has
+        since moved away from, and they decode the final one with it."""
+        half = self.last_round // 2
+        stale = sorted(k for k in users if self._last_trained.get(k, self.last_round) <= half)
+        if not stale or self.last_round < 2:
+            return
+        shown = ", ".join(map(str, stale[:10])) + (", …" if len(stale) > 10 else "")
+        logger.warning(
+            "%d user(s) (%s) last fitted their equalizer in round %d or earlier of %d, to "
+            "a precoder the consensus has since moved away from; their accuracy may be "
+            "near chance (consensus.participation=%g: more rounds or a higher "
+            "participation draw them again)",
+            len(stale),
+            shown,
+            half,
+            self.last_round,
+            self.settings.consensus.participation,
+        )
 
     def finish_evaluation(
         self, evaluations: Mapping[int, Mapping[str, float]], errors: Mapping[int, str]
