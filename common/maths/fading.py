@@ -47,6 +47,7 @@ ESTIMATORS = ("perfect", "ls", "lmmse")
 
 
 _3GPP = Applies("communication.model", lambda m: m in THREE_GPP, "channel=tdl or channel=cdl")
+_CDL = Applies("communication.model", lambda m: m == "cdl", "channel=cdl")
 _NOT_3GPP = Applies(
     "communication.model",
     lambda m: m not in THREE_GPP,
@@ -171,7 +172,7 @@ class ChannelConfig(Section):
     array: Annotated[str, check(validation.one_of, tr38901.ARRAYS)] = setting(
         "antenna arrays at both ends (cdl): ula (one row) or upa (the squarest grid)",
         scope=Scope.RESULT,
-        applies=Applies("communication.model", lambda m: m == "cdl", "channel=cdl"),
+        applies=_CDL,
         neutral="ula",
     )
     antenna_spacing: Annotated[
@@ -179,7 +180,7 @@ class ChannelConfig(Section):
     ] = setting(
         "element spacing of both arrays (cdl), in wavelengths",
         scope=Scope.RESULT,
-        applies=Applies("communication.model", lambda m: m == "cdl", "channel=cdl"),
+        applies=_CDL,
         neutral=0.5,
     )
 
