@@ -723,7 +723,7 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
             ``clustered_after`` and ``round`` (0-d int64): the round of the last
             k-means grouping (0: none) and the rounds done; under ``kmeans``,
             ``centroids`` (C × 2·Nt·u·m float64, the groups' centres) and ``assigned``
-            (K bool, the users k-means has grouped).
+            (K int64, 1 for the users k-means has grouped).
         """
         out = {n: v for c, s in self.states.items() for n, v in s.arrays(f"_{c}").items()}
         out["groups"] = np.array([self.labels[k] for k in self.users], dtype=np.int64)
@@ -731,7 +731,7 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
         out["round"] = np.array(self._round, dtype=np.int64)
         if self.grouping.rule == "kmeans":
             out["centroids"] = self.centroids
-            out["assigned"] = np.array([k in self.assigned for k in self.users])
+            out["assigned"] = np.array([k in self.assigned for k in self.users], dtype=np.int64)
         return out
 
     def restore(self, state):
@@ -760,7 +760,7 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
         self._round = int(state["round"])
         if self.grouping.rule == "kmeans":
             self.centroids = np.array(state["centroids"], dtype=np.float64)
-            flags = np.asarray(state["assigned"], dtype=bool)
+            flags = np.asarray(state["assigned"]) != 0
             self.assigned = {k for k, f in zip(self.users, flags, strict=True) if f}
 
     def trimmed_per_end(self, accepted):
