@@ -597,16 +597,13 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.labels = self.grouping.initial(self.users)
-        count = self.grouping.count(self.users)
-        if self.grouping.rule != "kmeans":
-            count = max(count, max(self.labels.values()) + 1)
-        self.clusters = count
+        self.clusters = count = self.grouping.count(self.users)
         one_draw = count == 1 or self.conventions.shared_initial_f or self.grouping.rule == "kmeans"
         first = admm.ConsensusState.initial(self.shape, rng(self.seed, Stream.AP_INIT))
         self.states = {}
         for c in range(count):
             if one_draw:  # groups that have had no members start as copies of group 0
-                self.states[c] = first if c == 0 else _copy(first)
+                self.states[c] = first if c == 0 else _copied(first)
             else:
                 self.states[c] = admm.ConsensusState.initial(
                     self.shape, rng(self.seed, Stream.AP_INIT, c + 1)
@@ -708,7 +705,7 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
         for c in sorted(set(labels.values()) - before):
             came_from = [self.labels[k] for k, g in labels.items() if g == c]
             source = min(set(came_from), key=lambda g: (-came_from.count(g), g))
-            self.states[c] = _copy(self.states[source])
+            self.states[c] = _copied(self.states[source])
         self.labels = labels
         self.clustered_after = self._round
 
@@ -779,5 +776,6 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
         return self.trimmed
 
 
-def _copy(state: admm.ConsensusState) -> admm.ConsensusState:
-    return admm.ConsensusState(state.f.copy(), state.z.copy(), state.u.copy())
+def _copied(state: admm.ConsensusState) -> admm.ConsensusState:
+    """A copy of ``state`` (``from_arrays`` copies what ``arrays`` names)."""
+    return admm.ConsensusState.from_arrays(state.arrays())

@@ -89,10 +89,11 @@ class Grouping:
         return {k: order.setdefault(self.models[k], len(order)) for k in sorted(users)}
 
     def count(self, users: Sequence[int]) -> int:
-        """The number of groups ``C`` the rule makes of ``users``."""
+        """The number of groups ``C`` the rule makes of ``users``: ``clusters`` for
+        ``kmeans``, else the labels ``0..C-1`` :meth:`initial` uses."""
         if self.rule == "kmeans":
             return int(self.clusters or 1)
-        return len(set(self.initial(users).values()))
+        return max(self.initial(users).values()) + 1
 
     def due(self, rnd: int, last: int) -> bool:
         """Whether ``kmeans`` clusters the users after round ``rnd``, the last clustering

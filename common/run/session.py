@@ -148,9 +148,9 @@ class Session:
         self.evaluation: dict[int, dict[str, float]] = {}
         self.ap_metrics: dict[str, float] = {}
         self._sent: set[int] = set()
-        self._drawn: set[int] = set()  # users sent a training downlink in this run
-        self._trained_in: dict[int, int] = {}  # each such user's group at its last downlink
-        self._last_trained: dict[int, int] = {}  # ... and the round of that downlink
+        # users sent a training downlink in this run: their group and round at the last one
+        self._trained_in: dict[int, int] = {}
+        self._last_trained: dict[int, int] = {}
         # this round's replies as the AP keeps them, with their metrics (None: rejected)
         self._taken: dict[int, tuple[object, Mapping[str, float]]] = {}
         self._rejections: list[tuple[int, str]] = []
@@ -209,7 +209,6 @@ class Session:
         downlink = self.ap.train_messages(self.participants(rnd, users))
         self.ledger.record(TRAIN, rnd, DOWN, downlink)
         self._sent = set(downlink)
-        self._drawn |= self._sent
         groups = self.ap.groups()
         self._trained_in.update({k: groups.get(k, 0) for k in downlink})
         self._last_trained.update(dict.fromkeys(downlink, rnd))
@@ -379,7 +378,7 @@ class Session:
         test = self.ap.test_messages(sorted(users))
         groups = self.ap.groups()
         untrained = [
-            k for k in test if k not in self._drawn or self._trained_in.get(k) != groups.get(k, 0)
+            k for k in test if k not in self._trained_in or self._trained_in[k] != groups.get(k, 0)
         ]
         if untrained and self.ap.user_class.REFIT_KIND and self.ap.num_rounds > 0:
             pilots = self.ap.train_messages(untrained)

@@ -261,10 +261,8 @@ _CLUSTERED = Applies("strategy.name", lambda name: name == "clustered", "strateg
 
 def _clusters(name: str, value: object) -> int | None:
     """None (as many groups as the grouping makes) or a whole number ≥ 1."""
-    if value is None:
-        return None
     try:
-        return validation.positive_int(name, value, MAX_USERS)
+        return _optional_count(name, value)
     except validation.InvalidValue:
         raise validation.InvalidValue(
             name,
@@ -465,10 +463,7 @@ class StrategySettings(Section):
         far as it goes); the grouping is assumed valid (:meth:`check_groups`)."""
         if self.grouping == "kmeans":
             return [num_users // (self.clusters or 1)] * (self.clusters or 1)
-        labels = self.groups if self.grouping == "given" else None
-        if labels is None:
-            order: dict[str, int] = {}
-            labels = [order.setdefault(m, len(order)) for m in models]
+        labels = list(self.grouping_of(models).initial(range(num_users)).values())
         return [labels.count(c) for c in sorted(set(labels))]
 
     def check_groups(self, num_users: int, models: Sequence[str], participation: float) -> None:
