@@ -95,6 +95,8 @@ class ChannelConfig(Section):
         OFDM subcarrier spacing, Hz (``tdl``, ``cdl``).
     fft_size : int
         Subcarriers the ``u`` uses are spread over (``tdl``, ``cdl``; at least ``u``).
+    speed : float
+        The user's speed, m/s (``tdl``, ``cdl``; 0: a static channel).
     array : str
         ``ula`` or ``upa`` at both ends (``cdl``).
     antenna_spacing : float
@@ -109,7 +111,8 @@ class ChannelConfig(Section):
     """
 
     model: Annotated[str, check(validation.one_of, MODELS)] = setting(
-        "the channel model: rayleigh, correlated (Kronecker), rician", scope=Scope.RESULT
+        "the channel model: rayleigh, correlated (Kronecker), rician, tdl, cdl (3GPP)",
+        scope=Scope.RESULT,
     )
     correlation: Annotated[float, check(validation.in_range, 0, 1, "[0, 1)", upper_open=True)] = (
         setting(
@@ -168,6 +171,16 @@ class ChannelConfig(Section):
         scope=Scope.RESULT,
         applies=_3GPP,
         neutral=64,
+    )
+    speed: Annotated[float, check(validation.in_range, 0, tr38901.MAX_SPEED, "[0, 1000] m/s")] = (
+        setting(
+            "the user's speed (tdl, cdl): the Doppler of the channel's evolution in time "
+            "(tracking.*); 0: static",
+            unit="m/s",
+            scope=Scope.RESULT,
+            applies=(_3GPP, Applies("tracking.slots", lambda s: s > 0, "tracking.slots=1 or more")),
+            neutral=0.0,
+        )
     )
     array: Annotated[str, check(validation.one_of, tr38901.ARRAYS)] = setting(
         "antenna arrays at both ends (cdl): ula (one row) or upa (the squarest grid)",
@@ -248,6 +261,7 @@ RAYLEIGH = ChannelConfig(
     carrier_frequency=3.5e9,
     subcarrier_spacing=30e3,
     fft_size=64,
+    speed=0.0,
     array="ula",
     antenna_spacing=0.5,
 )
@@ -421,7 +435,7 @@ class ChannelModel:
             self.mean = math.sqrt(k / (k + 1.0)) * los
             self._scatter_power = 1.0 / (k + 1.0)
 
-    def scattered(self, blocks: int, rng: np.random.Generator) -> np.ndarray:
+    def scattered(self, blocks: int, rng: np.random.Generator, time: float = 0.0) -> np.ndarray:
         """``blocks`` draws of the zero-mean part (``blocks × Nr × Nt``).
 
         Parameters
@@ -430,6 +444,10 @@ class ChannelModel:
             The number of independent draws (fading blocks).
         rng : numpy.random.Generator
             The stream to draw from.
+        time : float, optional
+            Seconds since the draw's time origin (``tdl``/``cdl``: the realisation evolved
+            for that long at ``speed``, the same realisation at every time; the other
+            models are static and ignore it). Default 0.
 
         Returns
         -------
@@ -437,16 +455,17 @@ class ChannelModel:
             The scattered part, of mean power ``1/(K+1)`` per entry (``rician``) or 1.
         """
         if self.config.model in THREE_GPP:
-            return self._three_gpp(rng)
+            return self._three_gpp(rng, time)
         # block by block: the default model's first draw is the paper's Rayleigh matrix
         h = np.stack([cn((self.n_rx, self.n_tx), rng) for _ in range(blocks)])
         if self._r_tx is not None:
             h = correlate(h, self._r_tx, self._r_rx)
         return math.sqrt(self._scatter_power) * h
 
-    def _three_gpp(self, rng: np.random.Generator) -> np.ndarray:
-        """One TDL/CDL realisation on the ``u`` uses' subcarriers (``u × Nr × Nt``), seeded
-        by one draw from ``rng`` (:func:`common.maths.tr38901.response`)."""
+    def _three_gpp(self, rng: np.random.Generator, time: float) -> np.ndarray:
+        """One TDL/CDL realisation on the ``u`` uses' subcarriers (``u × Nr × Nt``) at
+        ``time`` s, seeded by one draw from ``rng`` (:func:`common.maths.tr38901.response`:
+        one seed gives one realisation, evaluated at ``[0, time]``)."""
         c = self.config
         index = tr38901.subcarriers(self.channel_uses, c.fft_size)
         h = tr38901.response(
@@ -457,12 +476,13 @@ class ChannelModel:
             delay_spread=c.delay_spread,
             carrier_frequency=c.carrier_frequency,
             frequencies=tr38901.frequencies(c.fft_size, c.subcarrier_spacing)[index],
-            times=np.zeros(1),
+            times=np.array([0.0, time]) if time > 0 else np.zeros(1),
             seed=int(rng.integers(2**63 - 1)),
+            speed=c.speed,
             array=c.array,
             spacing=c.antenna_spacing,
         )
-        return h[0]
+        return h[-1]
 
     def covariance(self) -> np.ndarray:
         """Covariance of ``vec(H)`` (column-major) of the zero-mean part.
@@ -573,6 +593,7 @@ def draw_link_channels(
     rng: np.random.Generator,
     csi_rng: np.random.Generator,
     scale: float = 1.0,
+    time: float = 0.0,
 ) -> LinkChannels:
     """One user's training, known and test channels. ``rng`` draws the channel itself (its
     first draw is the i.i.d. Rayleigh matrix of the default model) from ``config``;
@@ -603,6 +624,9 @@ def draw_link_channels(
         Amplitude factor applied to all three channels (the conventions'
         :attr:`~common.maths.conventions.Conventions.channel_scale`: 1, or ``1/√2`` for
         the paper's). Default 1.
+    time : float, optional
+        Seconds after training: the channel the user sees then (``tdl``/``cdl`` evolve at
+        ``speed``; the other models are static). Default 0 (the training channel).
 
     Returns
     -------
@@ -614,7 +638,7 @@ def draw_link_channels(
         coherence = 1
     blocks = -(-channel_uses // coherence)
     model = ChannelModel(config, n_rx, n_tx, rng, channel_uses)
-    h = model.mean + model.scattered(blocks, rng)
+    h = model.mean + model.scattered(blocks, rng, time)
     known = estimate(h, model, csi, csi_rng)
     test = h
     if csi.ageing < 1.0:

@@ -30,6 +30,8 @@ class Stream(enum.IntEnum):
     PARTICIPATION = 6  # which users the AP trains with in each round
     CSI = 7  # a user's channel-estimation error and channel ageing
     ASSIGNMENT = 8  # which of a group's models each user runs (users.assignment=random)
+    TRACKING = 9  # a user's channel estimate in a deployment slot (tracking.*)
+    REFRESH = 10  # which pilots an equalizer refresh sends (tracking.pilots), per slot
 
 
 MAX_SEED = 2**63 - 1  # results tables store seeds as int64
@@ -62,11 +64,11 @@ def check_seed(seed: object, name: str = "seed") -> int:
     return int(seed)
 
 
-def rng(seed: int, stream: Stream, index: int = 0) -> np.random.Generator:
+def rng(seed: int, stream: Stream, index: int = 0, *occasion: int) -> np.random.Generator:
     """A fresh generator for one purpose of one party.
 
-    Seeded with ``[seed, stream, index]``, so the same triple gives the same numbers in
-    every process and runtime.
+    Seeded with ``[seed, stream, index, *occasion]``, so the same entries give the same
+    numbers in every process and runtime (without ``occasion``, the triple's stream).
 
     Parameters
     ----------
@@ -77,6 +79,8 @@ def rng(seed: int, stream: Stream, index: int = 0) -> np.random.Generator:
     index : int, optional
         The party or occasion within the purpose (user k for ``CHANNEL`` and ``CSI``, the
         round for ``PARTICIPATION``, ...), ``>= 0``. Default 0.
+    *occasion : int
+        Further entries, ``>= 0`` (the deployment slot of a user's ``TRACKING`` stream).
 
     Returns
     -------
@@ -88,4 +92,4 @@ def rng(seed: int, stream: Stream, index: int = 0) -> np.random.Generator:
     common.maths.validation.InvalidValue
         ``seed`` is not a whole number in ``0..`` :data:`MAX_SEED` (a ``ValueError``).
     """
-    return np.random.default_rng([check_seed(seed), int(stream), int(index)])
+    return np.random.default_rng([check_seed(seed), int(stream), int(index), *map(int, occasion)])

@@ -28,6 +28,7 @@ PROFILES = ("A", "B", "C", "D", "E")  # TR 38.901 Tables 7.7.2-1..5 (TDL), 7.7.1
 ARRAYS = ("ula", "upa")  # CDL antenna arrays at both ends
 CARRIER_RANGE = (0.5e9, 100e9)  # Hz: the frequencies TR 38.901's models are defined for
 DELAY_SPREAD_RANGE = (1e-9, 1e-5)  # s: 1 ns .. 10 µs (the standard's scalings: 10-1000 ns)
+MAX_SPEED = 1000.0  # m/s: a user's speed (Sionna takes any; 1000 m/s is an aircraft's)
 SUBCARRIER_SPACINGS = tuple(15e3 * 2**mu for mu in range(7))  # NR numerologies μ = 0..6, Hz
 
 

@@ -49,6 +49,8 @@ class AdmmUser(User):
     TRAIN_KIND = protocol.AlignPilots.KIND
     TEST_KIND = protocol.AlignTest.KIND
     REFIT_KIND = protocol.AlignRefit.KIND
+    SLOT_KIND = protocol.AlignSlot.KIND
+    TRACK_KIND = protocol.AlignTrack.KIND
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -107,7 +109,9 @@ class AdmmUser(User):
         Parameters
         ----------
         message : Message
-            An :class:`~common.parties.protocol.AlignPilots` (``F X̄``, Nt·u × n).
+            An :class:`~common.parties.protocol.AlignPilots` (``F X̄``, Nt·u × n), or an
+            :class:`~common.parties.protocol.AlignTrack` (a ``full`` refresh: the same over
+            the channel of its deployment slot, and its estimate there).
 
         Returns
         -------
@@ -125,9 +129,13 @@ class AdmmUser(User):
         numpy.linalg.LinAlgError
             Under the paper's conventions, a singular loaded system.
         """
-        self._expect(message, self.TRAIN_KIND)
-        moments, noise_energy = self._fit(message.signal)
-        a_gram, a_y = admm.uplink_statistics(self.g, self.h_known, self._y_bar)
+        self._expect(message, self.TRAIN_KIND, self.TRACK_KIND)
+        true, known = self.h_block, self.h_known
+        if message.KIND == self.TRACK_KIND:
+            channels = self.channels_at(float(message.time[0]), int(message.slot[0]))
+            true, known = channels.train, channels.known
+        moments, noise_energy = self._fit(message.signal, true)
+        a_gram, a_y = admm.uplink_statistics(self.g, known, self._y_bar)
         objective, fit = admm.local_objective(self._y_energy, moments, self.g, noise_energy)
         metrics = {
             "objective": objective,
@@ -136,15 +144,24 @@ class AdmmUser(User):
         }
         return TrainReply(protocol.AlignUplink(a_gram=a_gram, a_y=a_y), metrics)
 
-    def _fit(self, signal: np.ndarray) -> tuple[admm.ReceivedMoments, float]:
-        """The G step on the precoded pilots ``signal`` (Nt·u × n): sets :attr:`g`; the
-        received pilots' moments and the noise energy ``nσ²``."""
-        self._check_pilot_count(signal)
-        received = self.h_block @ signal
-        noise_energy = self.n_pilots * self.noise_variance
-        moments = admm.ReceivedMoments.of(self._y_bar, received)
+    def _fit(
+        self, signal: np.ndarray, channel: np.ndarray, columns: np.ndarray | None = None
+    ) -> tuple[admm.ReceivedMoments, float]:
+        """The G step on the precoded pilots ``signal`` (Nt·u × n, or the ``p`` pilots
+        ``columns`` of them) through ``channel``: sets :attr:`g`; the received pilots'
+        moments and the noise energy ``pσ²``."""
+        target = self._y_bar
+        if columns is None:
+            self._check_pilot_count(signal)
+        else:
+            self._check_columns(signal, columns)
+            target = self._y_bar[:, columns]
+        count = target.shape[1]
+        received = channel @ signal
+        noise_energy = count * self.noise_variance
+        moments = admm.ReceivedMoments.of(target, received)
         if self.conventions.paper:
-            loading = self.conventions.paper_g_loading(self.n_pilots, self.link, received.shape[0])
+            loading = self.conventions.paper_g_loading(count, self.link, received.shape[0])
             self.g = admm.equalizer_with(moments, loading)
         else:
             self.g = admm.equalizer(moments, noise_energy)
@@ -161,7 +178,9 @@ class AdmmUser(User):
         message : Message
             An :class:`~common.parties.protocol.AlignTest` (Nt·u × n_test), or an
             :class:`~common.parties.protocol.AlignRefit` whose pilots the user first fits
-            its equalizer on (it has not trained in this run).
+            its equalizer on (it has not trained in this run), or an
+            :class:`~common.parties.protocol.AlignSlot` decoded over the channel at its
+            time, after re-fitting ``G_k`` on its pilots when it carries some.
 
         Returns
         -------
@@ -173,12 +192,43 @@ class AdmmUser(User):
         RuntimeError
             No equalizer yet (the user never trained).
         """
+        channel = None  # the test-time channel
         if message.KIND == self.REFIT_KIND:
-            self._fit(message.pilots)
+            self._fit(message.pilots, self.h_block)
+        elif message.KIND == self.SLOT_KIND:
+            time, slot = float(message.time[0]), int(message.slot[0])
+            if message.columns.size:  # a refresh (or what rebuilds a resumed user's G)
+                fit_time = float(message.fit_time[0])
+                self._fit(message.pilots, self.channels_at(fit_time, slot).train, message.columns)
+            channel = self.channels_at(time, slot).train
         if self.g is None:
             raise RuntimeError(f"user {self.index} has no equalizer yet: train first")
-        received = self.receive(message.signal, Stream.EVAL_NOISE)
+        # every slot has the evaluation's noise: slots differ by their channel alone
+        received = self.receive(message.signal, Stream.EVAL_NOISE, channel)
         return decompress(self.whitening.dewhiten(self.g @ received), self.dim).T
+
+    def _check_columns(self, signal: np.ndarray, columns: np.ndarray) -> None:
+        """A refresh's pilots: ``p`` distinct columns of the ``n``, one signal column each."""
+        n = self.n_pilots
+        if columns.ndim != 1 or signal.shape[1] != columns.size:
+            raise ValueError(
+                f"user {self.index}: a refresh of {signal.shape[1]} pilots names "
+                f"{columns.size} pilot columns"
+            )
+        if columns.size and (columns.min() < 0 or columns.max() >= n):
+            raise ValueError(
+                f"user {self.index}: refresh pilot columns must be in 0..{n - 1}, got "
+                f"{int(columns.min())}..{int(columns.max())}"
+            )
+        if columns.size > 1 and (np.diff(columns) <= 0).any():
+            raise ValueError(
+                f"user {self.index}: refresh pilot columns must be distinct and increasing"
+            )
+        if signal.shape[0] != self.link.tx_dim:
+            raise ValueError(
+                f"user {self.index}: refresh pilots have {signal.shape[0]} symbols per "
+                f"sample, expected Nt·u = {self.link.tx_dim}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -630,7 +680,8 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
 
     def update(self, replies, weights=None):
         """Per group: its members' local F steps, consensus, projection and dual step
-        (§3, steps 4–7); then, when due, k-means regroups the users that replied.
+        (§3, steps 4–7); then, when due, k-means regroups the users that replied (never
+        after the training rounds: a deployment phase's refresh rounds keep the groups).
 
         Parameters
         ----------
@@ -667,7 +718,9 @@ class ClusteredAccessPoint(_ConsensusAccessPoint):
             self.states[c].update([local[k] for k in users], self.link.power, self.aggregator, w)
             self._check_state(self.states[c])
             self.trimmed += self.aggregator.trimmed(len(users))
-        if local and self.grouping.due(self._round, self.clustered_after):
+        if self._round > self.num_rounds:  # a deployment phase's refresh: groups stay
+            pass
+        elif local and self.grouping.due(self._round, self.clustered_after):
             self._regroup(local)
         elif self.clustered_after:  # users heard for the first time join the nearest group
             newcomers = {k: f for k, f in local.items() if k not in self.assigned}

@@ -4,11 +4,13 @@ the downlink streams that carry them."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from common.parties.protocol import Message
 
 DOWN, UP = "down", "up"
+# the phases of training and its evaluation (a deployment phase's are counted apart)
+RUN_PHASES = ("train", "evaluate")
 
 
 class Ledger:
@@ -128,8 +130,13 @@ class Ledger:
         out["stream_bytes_down"] = sum(streams.values())
         return out
 
-    def stream_totals(self) -> dict[str, int]:
+    def stream_totals(self, phases: Collection[str] | None = None) -> dict[str, int]:
         """The downlink's streams over the whole run, each counted once per round.
+
+        Parameters
+        ----------
+        phases : collection of str, optional
+            Count only these phases (default: all).
 
         Returns
         -------
@@ -139,15 +146,20 @@ class Ledger:
         """
         seen: dict[tuple[str, int, int], int] = {}
         for phase, rnd, _, direction, nbytes, stream in self._rows:
-            if direction == DOWN:
+            if direction == DOWN and (phases is None or phase in phases):
                 seen[(phase, rnd, stream)] = nbytes
         return {
             "streams_down": sum(1 for phase, _, _ in seen if phase == "train"),
             "stream_bytes_down": sum(seen.values()),
         }
 
-    def user_totals(self) -> dict[int, dict[str, int]]:
+    def user_totals(self, phases: Collection[str] | None = None) -> dict[int, dict[str, int]]:
         """Per user, over the whole run: bytes down, bytes up, messages both ways.
+
+        Parameters
+        ----------
+        phases : collection of str, optional
+            Count only these phases (default: all).
 
         Returns
         -------
@@ -158,7 +170,9 @@ class Ledger:
         out: dict[int, dict[str, int]] = defaultdict(
             lambda: {"bytes_down": 0, "bytes_up": 0, "messages": 0}
         )
-        for _, _, user, direction, nbytes, _ in self._rows:
+        for phase, _, user, direction, nbytes, _ in self._rows:
+            if phases is not None and phase not in phases:
+                continue
             out[user][f"bytes_{direction}"] += nbytes
             out[user]["messages"] += 1
         return dict(out)

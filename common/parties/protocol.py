@@ -274,6 +274,69 @@ class AlignRefit(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class AlignSlot(Message):
+    """A deployment slot's test transmission, over the channel at the slot's time, with the
+    pilots of an equalizer refresh when one opens the slot (docs/ALGORITHM.md, §6,
+    *Channels that move*).
+
+    Attributes
+    ----------
+    signal : ndarray, shape (Nt·u, n_test), complex128
+        The :class:`AlignTest` signal.
+    slot : ndarray, shape (1,), int64
+        The slot, from 1.
+    time : ndarray, shape (1,), float64
+        ``t_s``, s after the training channel: the channel the signal goes through.
+    pilots : ndarray, shape (Nt·u, p), complex128
+        The pilots to re-fit ``G_k`` on first: columns ``columns`` of the pilots the user
+        last trained on (``p = 0``: no refresh, decode with the equalizer held).
+    columns : ndarray, shape (p,), int64
+        Which of the ``n`` pilots ``pilots`` holds, in order.
+    fit_time : ndarray, shape (1,), float64
+        The channel's time, s, the pilots went through (``time`` for a refresh; earlier
+        for what rebuilds a resumed user's equalizer, which no ledger counts).
+    """
+
+    KIND: ClassVar[str] = "align_slot"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {
+        "signal": COMPLEX,
+        "slot": INT,
+        "time": REAL,
+        "pilots": COMPLEX,
+        "columns": INT,
+        "fit_time": REAL,
+    }
+    signal: np.ndarray
+    slot: np.ndarray
+    time: np.ndarray
+    pilots: np.ndarray
+    columns: np.ndarray
+    fit_time: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignTrack(Message):
+    """A ``full`` refresh's training downlink: :class:`AlignPilots` over the channel of
+    deployment slot ``slot`` (at ``time`` s), answered with an :class:`AlignUplink`.
+
+    Attributes
+    ----------
+    signal : ndarray, shape (Nt·u, n), complex128
+        ``F X̄``, one column per pilot.
+    slot : ndarray, shape (1,), int64
+        The slot the refresh opens, from 1.
+    time : ndarray, shape (1,), float64
+        Its time ``t_s``, s.
+    """
+
+    KIND: ClassVar[str] = "align_track"
+    DTYPES: ClassVar[dict[str, np.dtype]] = {"signal": COMPLEX, "slot": INT, "time": REAL}
+    signal: np.ndarray
+    slot: np.ndarray
+    time: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
 class FeaturePilots(Message):
     """First-K/Top-K/Eigen-K pilots: selected features, whitened and power-normalised.
 
@@ -347,7 +410,17 @@ class Ack(Message):
 
 MESSAGES: dict[str, type[Message]] = {
     cls.KIND: cls
-    for cls in (AlignPilots, AlignUplink, AlignTest, AlignRefit, FeaturePilots, FeatureTest, Ack)
+    for cls in (
+        AlignPilots,
+        AlignUplink,
+        AlignTest,
+        AlignRefit,
+        AlignSlot,
+        AlignTrack,
+        FeaturePilots,
+        FeatureTest,
+        Ack,
+    )
 }
 
 

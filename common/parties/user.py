@@ -19,7 +19,14 @@ import numpy as np
 from common.maths import noise, validation
 from common.maths.compression import compress
 from common.maths.conventions import CORRECTED, Conventions
-from common.maths.fading import PERFECT_CSI, RAYLEIGH, ChannelConfig, CsiConfig, draw_link_channels
+from common.maths.fading import (
+    PERFECT_CSI,
+    RAYLEIGH,
+    ChannelConfig,
+    CsiConfig,
+    LinkChannels,
+    draw_link_channels,
+)
 from common.maths.link import LinkConfig
 from common.maths.seeding import Stream, rng
 from common.maths.whitening import Whitening, fit_whitening
@@ -241,6 +248,10 @@ class User(abc.ABC):
     # a test transmission that carries pilots to fit on first, for a user never sent
     # pilots in this run ('': the method has none, such a user cannot be evaluated)
     REFIT_KIND: ClassVar[str] = ""
+    # a deployment slot's transmission, and a full refresh's training downlink ('': the
+    # method has no deployment phase, tracking.*)
+    SLOT_KIND: ClassVar[str] = ""
+    TRACK_KIND: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -271,6 +282,7 @@ class User(abc.ABC):
         self.distinct_pilots = data.distinct_pilots
         self.fingerprint = data.fingerprint
         self.whitening = data.whitening
+        self._channel_config, self._csi = channel_config, csi
         channels = draw_link_channels(
             channel_config,
             csi,
@@ -284,6 +296,8 @@ class User(abc.ABC):
         self.h_block = channels.train  # what the pilots really go through
         self.h_known = channels.known  # what the user knows of it (its estimate)
         self.h_test = channels.test  # what the test transmission goes through
+        self._at: tuple[tuple[int, float], LinkChannels] | None = None  # the last channels_at
+        self._clean_accuracy: float | None = None  # the head's on the clean test latents
 
     @classmethod
     def prepare(cls, index: int, data: UserData, conventions: Conventions) -> PreparedData:
@@ -493,7 +507,46 @@ class User(abc.ABC):
                 f"expected Nt·u = {self.link.tx_dim}"
             )
 
-    def receive(self, signal: np.ndarray, stream: Stream) -> np.ndarray:
+    def channels_at(self, time: float, slot: int) -> LinkChannels:
+        """The user's channel ``time`` s after training, and its estimate of it in deployment
+        slot ``slot`` (docs/ALGORITHM.md, §6, *Channels that move*).
+
+        The same realisation as the training channel (the user's ``CHANNEL`` stream),
+        evolved for ``time`` s at ``communication.speed`` (``tdl``/``cdl``; the other models
+        are static); the estimate's error is drawn from ``rng(seed, TRACKING, k, slot)``.
+
+        Parameters
+        ----------
+        time : float
+            Seconds after training, ``>= 0``.
+        slot : int
+            The deployment slot (from 1), naming the estimate's draw.
+
+        Returns
+        -------
+        LinkChannels
+            ``train``: the true channel then; ``known``: the user's estimate of it;
+            ``test``: the true channel again. ``Nr·u × Nt·u`` complex128 each.
+        """
+        key = (int(slot), float(time))
+        if self._at is None or self._at[0] != key:
+            channels = draw_link_channels(
+                self._channel_config,
+                self._csi,
+                self.link.antennas_rx,
+                self.link.antennas_tx,
+                self.link.channel_uses,
+                rng(self.seed, Stream.CHANNEL, self.index),
+                rng(self.seed, Stream.TRACKING, self.index, key[0]),
+                scale=self.conventions.channel_scale,
+                time=key[1],
+            )
+            self._at = (key, LinkChannels(channels.train, channels.known, channels.train))
+        return self._at[1]
+
+    def receive(
+        self, signal: np.ndarray, stream: Stream, channel: np.ndarray | None = None
+    ) -> np.ndarray:
         """``𝓗 s + n``: the signal through this user's true channel (the test-time one for
         evaluation noise), noise from ``stream``.
 
@@ -508,6 +561,8 @@ class User(abc.ABC):
         stream : Stream
             ``Stream.EVAL_NOISE`` (through ``h_test``) or another stream, e.g.
             ``PILOT_NOISE`` (through ``h_block``).
+        channel : ndarray, shape (Nr·u, Nt·u), complex128, optional
+            Another channel to go through (a deployment slot's, :meth:`channels_at`).
 
         Returns
         -------
@@ -520,7 +575,7 @@ class User(abc.ABC):
             rng(self.seed, stream, self.index),
         )
         h = self.h_test if stream == Stream.EVAL_NOISE else self.h_block
-        return h @ signal + w
+        return (h if channel is None else channel) @ signal + w
 
     def evaluate(self, message: protocol.Message) -> dict[str, float]:
         """Task accuracy, MSE to the clean latents, and clean accuracy (the upper bound).
@@ -549,7 +604,7 @@ class User(abc.ABC):
         RuntimeError
             Raised by :meth:`decode` when nothing was learned yet.
         """
-        self._expect(message, self.TEST_KIND, self.REFIT_KIND)
+        self._expect(message, self.TEST_KIND, self.REFIT_KIND, self.SLOT_KIND)
         decoded = self.decode(message)
         if decoded.shape[0] != self._labels.shape[0]:
             raise ValueError(
@@ -557,10 +612,12 @@ class User(abc.ABC):
                 f"labels have {self._labels.shape[0]}"
             )
         predictions = self._predict(decoded.astype(np.float32))
-        clean = self._predict(self._test.astype(np.float32))
+        if self._clean_accuracy is None:  # the same in every evaluation (deployment slots)
+            clean = self._predict(self._test.astype(np.float32))
+            self._clean_accuracy = self.conventions.accuracy(clean, self._labels)
         return {
             "accuracy": self.conventions.accuracy(predictions, self._labels),
-            "clean_accuracy": self.conventions.accuracy(clean, self._labels),
+            "clean_accuracy": self._clean_accuracy,
             "mse": self.conventions.mse(decoded, self._test, self.link),
             "n_test": float(self._labels.shape[0]),
             **assets_metric(self.fingerprint),

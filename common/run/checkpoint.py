@@ -29,6 +29,7 @@ from common.run.settings import RunSettings, stored_identity
 CHECKPOINT_FILE = "checkpoint.npz"
 _STATE = "state."  # array names in the file: the AP's state, and the record as JSON
 _RECORD = "record"
+_DEPLOYMENT = "deployment."  # the deployment phase's arrays
 
 
 class CheckpointError(ValueError):
@@ -68,6 +69,10 @@ class Checkpoint:
     ap_metrics: dict[str, float]
     # the experiment tracker's run (Tracker.ref: "<backend>:<run id>"), continued on resume
     tracker: str = ""
+    # after a deployment slot (tracking.*): the slots done, the evaluation, the slots'
+    # rows and the users' last G fits (JSON), and the pilots of those fits (arrays)
+    deployment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    deployment_arrays: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def write(self, folder: str | Path) -> Path:
         """Replace the checkpoint in ``folder`` atomically; returns its path."""
@@ -81,8 +86,10 @@ class Checkpoint:
             "ledger": self.ledger,
             "ap_metrics": self.ap_metrics,
             "tracker": self.tracker,
+            "deployment": self.deployment,
         }
         arrays = {_STATE + name: value for name, value in self.ap_state.items()}
+        arrays |= {_DEPLOYMENT + name: value for name, value in self.deployment_arrays.items()}
         arrays[_RECORD] = np.array(json.dumps(record))
         final = folder / CHECKPOINT_FILE
         with atomic_file(final, fsync=True) as out:
@@ -106,6 +113,9 @@ class Checkpoint:
             with np.load(path, allow_pickle=False) as data:
                 record = json.loads(str(data[_RECORD]))
                 state = {k[len(_STATE) :]: data[k] for k in data.files if k.startswith(_STATE)}
+                deployed = {
+                    k[len(_DEPLOYMENT) :]: data[k] for k in data.files if k.startswith(_DEPLOYMENT)
+                }
             return cls(
                 round=int(record["round"]),
                 settings=str(record["settings"]),
@@ -115,6 +125,8 @@ class Checkpoint:
                 ledger=[tuple(row) for row in record["ledger"]],
                 ap_metrics=dict(record["ap_metrics"]),
                 tracker=str(record.get("tracker", "")),  # "" in checkpoints before trackers
+                deployment=dict(record.get("deployment", {})),
+                deployment_arrays=deployed,
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path} is unreadable: {exc}") from exc
@@ -130,6 +142,18 @@ class Checkpoint:
             with np.load(path, allow_pickle=False) as data:
                 return int(json.loads(str(data[_RECORD]))["round"])
         except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    @staticmethod
+    def slots_done(folder: str | Path | None) -> int:
+        """The deployment slots done when the checkpoint in ``folder`` was made; 0 when it
+        was made in training, or there is no readable one."""
+        if folder is None:
+            return 0
+        try:
+            with np.load(Path(folder) / CHECKPOINT_FILE, allow_pickle=False) as data:
+                return int(json.loads(str(data[_RECORD])).get("deployment", {}).get("slot", 0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return 0
 
     def check_settings(self, settings: RunSettings, folder: str | Path) -> None:

@@ -98,9 +98,11 @@ def run_parties(
             take = partial(session.take_train_reply, rnd)
             _, errors = _deliver(downlink, lambda k, m: by_index[k].train(m), take)
             session.finish_train_round(rnd, {}, errors)
-        test = session.test_downlink(list(by_index))
-        evaluations, errors = _deliver(test, lambda k, m: by_index[k].evaluate(m))
-        session.finish_evaluation(evaluations, errors)
+        if not session.evaluated:
+            test = session.test_downlink(list(by_index))
+            evaluations, errors = _deliver(test, lambda k, m: by_index[k].evaluate(m))
+            session.finish_evaluation(evaluations, errors)
+        deploy(session, by_index, progress=progress)
         outcome = session.outcome()
     except BaseException as exc:
         session.tracker.fail(
@@ -109,6 +111,21 @@ def run_parties(
         raise
     session.tracker.finish(outcome, session.last_round)
     return outcome
+
+
+def deploy(session: Session, by_index: Mapping[int, User], *, progress: bool = False) -> None:
+    """The deployment phase (``tracking.*``; nothing without slots): each slot's refresh
+    rounds (``full``), then its transmission, every user called directly."""
+    users = list(by_index)
+    for slot in tqdm(session.slots, desc="slots", disable=not progress, leave=False):
+        for _ in session.track_rounds(slot):
+            downlink = session.track_downlink(slot, users)
+            take = partial(session.take_train_reply, 0)
+            _, errors = _deliver(downlink, lambda k, m: by_index[k].train(m), take)
+            session.finish_track_round(slot, {}, errors)
+        messages = session.slot_downlink(slot, users)
+        evaluations, errors = _deliver(messages, lambda k, m: by_index[k].evaluate(m))
+        session.finish_slot(slot, evaluations, errors)
 
 
 def run_experiment(

@@ -7,6 +7,7 @@ run returns and what its output folder holds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from common.files import atomic_file
 from common.maths.compression import compressed_dim
 from common.maths.fading import PERFECT_CSI, RAYLEIGH, ChannelConfig, CsiConfig
 from common.maths.link import LinkConfig
-from common.parties.ledger import Ledger
+from common.parties.ledger import RUN_PHASES, Ledger
 from common.parties.user import assets_fingerprint
 from common.run.reporting import write_tables
 from common.run.sources import fingerprint
@@ -104,6 +105,22 @@ HISTORY_COLUMNS = (
     "seconds",
 )
 FAILURE_COLUMNS = ("round", "stage", "user", "reason")
+# the deployment phase (tracking.*): one row per slot and user; the overhead columns count
+# what the refreshes have cost that user so far (pilots received, bytes each way, channel
+# uses of its pilots' streams) and the AP's refresh rounds so far
+TRACKING_COLUMNS = (
+    "slot",
+    "time_s",
+    "user",
+    "accuracy",
+    "mse",
+    "refreshed",
+    "overhead_pilots",
+    "overhead_rounds",
+    "overhead_bytes_down",
+    "overhead_bytes_up",
+    "overhead_channel_uses",
+)
 PRECODERS_FILE = "precoders.npz"
 
 
@@ -177,9 +194,9 @@ def result_rows(
     the training rounds' streams and ``channel_uses_down`` theirs, ``n`` pilots ×
     (``u`` + side information) each.
     """
-    totals = ledger.user_totals()
+    totals = ledger.user_totals(RUN_PHASES)  # a deployment phase's are in tracking.csv
     effective = info.link.channel_uses + info.side_channel_uses
-    streams = ledger.stream_totals()
+    streams = ledger.stream_totals(RUN_PHASES)
     groups = dict(groups or {})
     m_ap = compressed_dim(info.latent_dim_ap)
     users = {user: assets_fingerprint(evaluation[user]) for user in sorted(evaluation)}
@@ -252,9 +269,14 @@ class RunOutcome:
     failures: pd.DataFrame
     precoders: dict[str, np.ndarray]
     wall_time_s: float
+    # the deployment phase's slots (tracking.*; empty, and not written, without one)
+    tracking: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=list(TRACKING_COLUMNS))
+    )
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {"results": self.results, "history": self.history, "failures": self.failures}
+        tables = {"results": self.results, "history": self.history, "failures": self.failures}
+        return tables | ({"tracking": self.tracking} if len(self.tracking) else {})
 
     def save(self, out_dir: str | Path) -> list[Path]:
         """The tables (parquet/csv) and the learned precoders (npz), each written atomically.
@@ -283,6 +305,11 @@ class RunOutcome:
             failures=pd.read_csv(folder / "failures.csv", dtype={"reason": str}),
             precoders=precoders,
             wall_time_s=float(results.wall_time_s.iloc[0]) if len(results) else float("nan"),
+            **(
+                {"tracking": pd.read_csv(folder / "tracking.csv")}
+                if (folder / "tracking.csv").is_file()
+                else {}
+            ),
         )
 
 

@@ -15,16 +15,25 @@ loop::
     test = session.test_downlink(users)
     ...deliver, collect evaluations and errors...
     session.finish_evaluation(evaluations, errors)
+    for slot in session.slots:  # a deployment phase (tracking.slots > 0)
+        for _ in session.track_rounds(slot):  # tracking.policy=full's refresh rounds
+            downlink = session.track_downlink(slot, users)
+            ...deliver, take each reply with session.take_train_reply(0, user, reply)...
+            session.finish_track_round(slot, replies, errors)
+        messages = session.slot_downlink(slot, users)
+        ...deliver, collect evaluations and errors...
+        session.finish_slot(slot, evaluations, errors)
     outcome = session.outcome()
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +42,25 @@ import pandas as pd
 from common.maths.aggregation import aggregator
 from common.maths.conventions import Conventions
 from common.maths.seeding import Stream, rng
+from common.maths.validation import InvalidValue
 from common.parties.access_point import AccessPoint, access_point_class
 from common.parties.faults import FaultyUser
 from common.parties.ledger import DOWN, UP, Ledger
-from common.parties.protocol import AlignRefit, Message
+from common.parties.protocol import (
+    AlignPilots,
+    AlignRefit,
+    AlignSlot,
+    AlignTest,
+    AlignTrack,
+    Message,
+)
 from common.parties.user import PreparedData, TrainReply, User, UserData
 from common.run.checkpoint import Checkpoint, CheckpointError
 from common.run.reporting import write_tables
 from common.run.results import (
     FAILURE_COLUMNS,
     HISTORY_COLUMNS,
+    TRACKING_COLUMNS,
     RunInfo,
     RunOutcome,
     history_row,
@@ -55,6 +73,20 @@ from common.run.trackers import Tracker, open_tracker
 logger = logging.getLogger(__name__)
 
 TRAIN, EVALUATE = "train", "evaluate"
+# the deployment phase's ledger phases (their round: the slot): the slots' test data, an
+# equalizer refresh's pilots, a full refresh's rounds
+SLOT, REFRESH, TRACK = "slot", "refresh", "track"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """How a user's equalizer was last fitted: on columns ``columns`` (None: all) of the
+    pilots ``signal`` (``Nt·u × n`` complex128, as the AP sent them), over its channel at
+    ``time`` s after training (0: the training channel)."""
+
+    signal: np.ndarray
+    time: float
+    columns: np.ndarray | None = None
 
 
 def build_access_point(
@@ -142,6 +174,13 @@ class Session:
             ap_assets=inputs.fingerprint,
             grouping=settings.strategy.grouping if access_point.method == "clustered" else "",
         )
+        pilots = settings.tracking.pilots
+        if settings.tracking.slots and pilots is not None and pilots > access_point.n_pilots:
+            raise InvalidValue(
+                "tracking.pilots",
+                f"tracking.pilots must be at most the pilot set's {access_point.n_pilots} "
+                f"pilots (data.pilot_fraction), or null for all of them; got {pilots}",
+            )
         self.ledger = Ledger()
         self.history: list[dict[str, float]] = []
         self.failures: list[dict[str, object]] = []
@@ -157,6 +196,18 @@ class Session:
         self._started = time.perf_counter()
         self._round_started = self._started
         self.completed = 0  # training rounds done (more than 0 after resuming)
+        # the deployment phase (tracking.*): its rows, the slots done, the AP's refresh
+        # rounds, and per user its last G fit: the pilots (Nt·u × n), when (s) and on which
+        # of them (columns; None: all); the fits sent and not yet answered
+        self.tracking: list[dict[str, float]] = []
+        self.slots_done = 0
+        self.track_rounds_done = 0
+        self._fits: dict[int, Fit] = {}
+        self._proposed: dict[int, Fit] = {}
+        self._phase, self._slot = TRAIN, 0
+        self._evaluated = False
+        self._rebuild: set[int] = set()  # resumed in the deployment phase: users without G
+        self._refreshed: set[int] = set()  # the users a refresh reached in the current slot
         self.tracker: Tracker = Tracker()  # logger=none until track()
         self._tracked = ""  # the tracked run a checkpoint names (Tracker.ref)
         # a method that cannot restore its state (no restore()) is not checkpointed
@@ -208,6 +259,8 @@ class Session:
         self._round_started = time.perf_counter()
         downlink = self.ap.train_messages(self.participants(rnd, users))
         self.ledger.record(TRAIN, rnd, DOWN, downlink)
+        self._phase = TRAIN
+        self._propose({k: m.signal for k, m in downlink.items()}, 0.0)
         self._sent = set(downlink)
         groups = self.ap.groups()
         self._trained_in.update({k: groups.get(k, 0) for k in downlink})
@@ -232,7 +285,10 @@ class Session:
         reply : TrainReply
             Its uplink and metrics.
         """
-        self.ledger.record(TRAIN, rnd, UP, {user: reply.message})
+        if self._phase == TRACK:  # a refresh round: counted under its slot
+            self.ledger.record(TRACK, self._slot, UP, {user: reply.message})
+        else:
+            self.ledger.record(TRAIN, rnd, UP, {user: reply.message})
         try:
             self.ap.check_reply(user, reply.message)
             kept = self.ap.absorb(user, reply.message)
@@ -247,20 +303,7 @@ class Session:
     ) -> dict[str, float]:
         """Absorb the replies (those not taken already with :meth:`take_train_reply`),
         update the AP, record failures and silent users; returns the history row."""
-        for k in sorted(replies):
-            if k not in self._taken:
-                self.take_train_reply(rnd, k, replies[k])
-        taken, self._taken = self._taken, {}
-        rejections, self._rejections = self._rejections, []
-        failed = self._record_failures(rnd, TRAIN, taken, errors)
-        for user, reason in sorted(rejections):
-            self.failures.append({"round": rnd, "stage": TRAIN, "user": user, "reason": reason})
-            logger.warning("round %d: user %d: %s", rnd, user, reason)
-        accepted = {k: kept for k, (kept, _) in sorted(taken.items()) if kept is not None}
-        weights = {k: _reliability(taken[k][1]) for k in accepted}
-        self.ap_metrics = self.ap.update(accepted, weights)
-        failed += len(rejections)
-        metrics = {k: m for k, (_, m) in sorted(taken.items())}
+        self.ap_metrics, failed, metrics, accepted = self._close_round(rnd, TRAIN, replies, errors)
         row = history_row(
             rnd, self.ap_metrics, metrics, failed, self.ledger, self.ap.whitening_loading
         )
@@ -311,6 +354,28 @@ class Session:
         )
         return row
 
+    def _close_round(
+        self, rnd: int, stage: str, replies: Mapping[int, TrainReply], errors: Mapping[int, str]
+    ) -> tuple[dict[str, float], int, dict[int, Mapping[str, float]], dict[int, object]]:
+        """Take the replies not taken yet, record the failures (``round`` ``rnd``, stage
+        ``stage``) and update the AP: its metrics, the failure count, the users' metrics
+        and the accepted replies."""
+        for k in sorted(replies):
+            if k not in self._taken:
+                self.take_train_reply(rnd, k, replies[k])
+        taken, self._taken = self._taken, {}
+        rejections, self._rejections = self._rejections, []
+        failed = self._record_failures(rnd, stage, taken, errors)
+        for user, reason in sorted(rejections):
+            self.failures.append({"round": rnd, "stage": stage, "user": user, "reason": reason})
+            logger.warning("round %d: user %d: %s", rnd, user, reason)
+        accepted = {k: kept for k, (kept, _) in sorted(taken.items()) if kept is not None}
+        weights = {k: _reliability(taken[k][1]) for k in accepted}
+        ap_metrics = self.ap.update(accepted, weights)
+        metrics = {k: m for k, (_, m) in sorted(taken.items())}
+        self._commit(metrics)  # a user that answered has fitted its G on the pilots
+        return ap_metrics, failed + len(rejections), metrics, accepted
+
     def _tables(self) -> dict[str, pd.DataFrame]:
         """The history and failures so far, as the run's tables."""
         return {
@@ -355,6 +420,8 @@ class Session:
         self.ledger = Ledger.from_rows(checkpoint.ledger, self.ap.groups())
         self.ap_metrics = dict(checkpoint.ap_metrics)
         self._tracked = checkpoint.tracker
+        if checkpoint.deployment:
+            self._resume_deployment(checkpoint)
         logger.info(
             "[%s] resuming after round %d of %d from %s",
             self.info.method,
@@ -388,6 +455,7 @@ class Session:
                 if key not in refits:
                     refits[key] = AlignRefit(pilots=pilots[k].signal, signal=test[k].signal)
                 test[k] = refits[key]
+            self._propose({k: pilots[k].signal for k in untrained}, 0.0)
         self._warn_stale([k for k in test if k not in untrained])
         self.ledger.record(EVALUATE, 0, DOWN, test)
         self._sent = set(test)
@@ -420,6 +488,11 @@ class Session:
         """Keep each user's task metrics; returns the mean accuracy and the failure count."""
         failed = self._record_failures(self.last_round, EVALUATE, evaluations, errors)
         self.evaluation = {k: dict(evaluations[k]) for k in sorted(evaluations)}
+        self._evaluated = True
+        self._commit(evaluations)
+        self._refreshed = set()
+        if self.journal is not None:  # a kill in slot 1 goes on from here
+            self._checkpoint_deployment()
         accuracies = [m["accuracy"] for m in self.evaluation.values()]
         mean = float(np.mean(accuracies)) if accuracies else math.nan
         logger.info(
@@ -440,6 +513,246 @@ class Session:
             logger.warning("round %d %s: user %d failed: %s", rnd, stage, user, reason[:200])
         return len(errors) + len(silent)
 
+    @property
+    def evaluated(self) -> bool:
+        """Whether the evaluation after the last round is done (in this process, or before
+        a resume into the deployment phase)."""
+        return self._evaluated
+
+    # ---- deployment (tracking.*) ---------------------------------------------------------
+    def _propose(
+        self, signals: Mapping[int, np.ndarray], when: float, columns: np.ndarray | None = None
+    ) -> None:
+        """The G fit a downlink makes for each user (its pilots, the channel's time, which
+        pilots), kept once the user answers (:meth:`_commit`): what an equalizer refresh
+        re-sends, and what rebuilds a resumed user's G."""
+        if self.settings.tracking.slots:
+            self._proposed.update({k: Fit(signal, when, columns) for k, signal in signals.items()})
+
+    def _commit(self, answered: Iterable[int]) -> None:
+        """The proposed fits of the users that answered become their fits."""
+        for k in answered:
+            if k in self._proposed:
+                self._fits[k] = self._proposed[k]
+                if self._evaluated:  # a deployment phase's refresh reached k
+                    self._refreshed.add(k)
+        self._proposed = {}
+
+    @property
+    def slots(self) -> range:
+        """The deployment slots still to run (none without ``tracking.slots``)."""
+        return range(self.slots_done + 1, self.settings.tracking.slots + 1)
+
+    def track_rounds(self, slot: int) -> range:
+        """The ``full`` refresh rounds that open ``slot`` (none under another policy, or in
+        a slot no refresh opens)."""
+        t = self.settings.tracking
+        return range(t.rounds if t.policy == "full" and t.refreshes(slot) else 0)
+
+    def track_downlink(self, slot: int, users: Sequence[int]) -> dict[int, Message]:
+        """A ``full`` refresh round's training downlink for this round's participants
+        (``consensus.participation``, drawn as a training round numbered after the last):
+        ``F X̄`` over the channel of ``slot`` (:class:`AlignTrack`), counted under the
+        ``track`` phase of the slot. Take the replies with :meth:`take_train_reply`."""
+        rnd = self.last_round + self.track_rounds_done + 1
+        self._round_started = time.perf_counter()
+        when = self.settings.tracking.time(slot)
+        pilots = self.ap.train_messages(self.participants(rnd, users))
+        tracked: dict[int, AlignTrack] = {}
+        downlink = {}
+        for k, message in pilots.items():
+            if id(message) not in tracked:
+                tracked[id(message)] = AlignTrack(
+                    signal=message.signal,
+                    slot=np.array([slot], dtype=np.int64),
+                    time=np.array([when]),
+                )
+            downlink[k] = tracked[id(message)]
+        self.ledger.record(TRACK, slot, DOWN, pilots)  # the pilots: what the refresh costs
+        self._phase, self._slot = TRACK, slot
+        self._propose({k: m.signal for k, m in pilots.items()}, when)
+        self._sent = set(downlink)
+        self._taken, self._rejections = {}, []
+        return downlink
+
+    def finish_track_round(
+        self, slot: int, replies: Mapping[int, TrainReply], errors: Mapping[int, str]
+    ) -> None:
+        """Close a ``full`` refresh round: the AP's warm-started ADMM update on the replies
+        (failures recorded under stage ``track``, round: the slot)."""
+        self._close_round(slot, TRACK, replies, errors)
+        self._phase = TRAIN
+        self.track_rounds_done += 1
+        logger.debug(
+            "[%s] slot %d: refresh round %d (%.2f s)",
+            self.info.method,
+            slot,
+            self.track_rounds_done,
+            time.perf_counter() - self._round_started,
+        )
+
+    def _refresh_columns(self, slot: int) -> np.ndarray:
+        """The pilots an equalizer refresh of ``slot`` sends: all ``n`` in order, or
+        ``tracking.pilots`` of them drawn from ``rng(seed, REFRESH, 0, slot)``, sorted."""
+        n, p = self.ap.n_pilots, self.settings.tracking.pilots
+        if p is None or p >= n:
+            return np.arange(n, dtype=np.int64)
+        chosen = rng(self.settings.seed, Stream.REFRESH, 0, slot).choice(n, size=p, replace=False)
+        return np.sort(chosen).astype(np.int64)
+
+    def slot_downlink(self, slot: int, users: Sequence[int]) -> dict[int, Message]:
+        """Slot ``slot``'s transmissions (:class:`AlignSlot`): the test set through the
+        final precoder over the channel at ``t_s``, with an equalizer refresh's pilots
+        when one opens the slot. The test data are counted under the ``slot`` phase, the
+        refresh's pilots under ``refresh`` (the pilot indices it names are not: every user
+        can draw them from the seed and the slot). After a resume, a user that has not
+        answered a slot since is also sent what rebuilds its equalizer (its last fit's
+        pilots, uncounted: a device keeps its G)."""
+        t = self.settings.tracking
+        when = t.time(slot)
+        test = self.ap.test_messages(sorted(users))
+        refresh = t.policy == "equalizer" and t.refreshes(slot)
+        columns = self._refresh_columns(slot) if refresh else None
+        empty = Fit(np.zeros((self.settings.link.tx_dim, 0), dtype=np.complex128), when, None)
+        built: dict[tuple, AlignSlot] = {}
+        refits: dict[int, np.ndarray] = {}
+        out = {}
+        for k, message in test.items():
+            fit = self._fits.get(k)
+            if fit is not None and refresh:
+                fit = Fit(fit.signal, when, columns)
+                refits[k] = fit.signal
+            elif fit is None or k not in self._rebuild:
+                fit = empty
+            cols = np.arange(fit.signal.shape[1]) if fit.columns is None else fit.columns
+            key = (id(message), id(fit.signal), fit.time)
+            if key not in built:
+                built[key] = AlignSlot(
+                    signal=message.signal,
+                    slot=np.array([slot], dtype=np.int64),
+                    time=np.array([when]),
+                    pilots=np.ascontiguousarray(fit.signal[:, cols]),
+                    columns=cols.astype(np.int64),
+                    fit_time=np.array([fit.time]),
+                )
+            out[k] = built[key]
+        self._propose(refits, when, columns)
+        self.ledger.record(
+            SLOT, slot, DOWN, {k: AlignTest(signal=m.signal) for k, m in out.items()}
+        )
+        # the refresh's pilots, one stream per distinct precoder (its message object)
+        pilots: dict[int, AlignPilots] = {}
+        for k in refits:
+            if id(out[k]) not in pilots:
+                pilots[id(out[k])] = AlignPilots(signal=out[k].pilots)
+        self.ledger.record(REFRESH, slot, DOWN, {k: pilots[id(out[k])] for k in refits})
+        self._sent = set(out)
+        return out
+
+    def finish_slot(
+        self, slot: int, evaluations: Mapping[int, Mapping[str, float]], errors: Mapping[int, str]
+    ) -> dict[str, float]:
+        """Record slot ``slot``'s accuracy and MSE per user, with the overhead the refreshes
+        have cost so far (``tracking.csv``), and checkpoint the deployment phase; returns
+        the slot's mean accuracy and failure count."""
+        failed = self._record_failures(slot, SLOT, evaluations, errors)
+        self._commit(evaluations)
+        self._rebuild -= set(evaluations)  # they hold their G again
+        when = self.settings.tracking.time(slot)
+        overhead = self.ledger.user_totals((REFRESH, TRACK))
+        effective = self.settings.link.channel_uses + self.info.side_channel_uses
+        symbols = self.settings.link.tx_dim * np.dtype(np.complex128).itemsize  # per pilot
+        accuracies = []
+        for k in sorted(evaluations):
+            spent = overhead.get(k, {"bytes_down": 0, "bytes_up": 0})
+            pilots = spent["bytes_down"] // symbols
+            accuracies.append(float(evaluations[k]["accuracy"]))
+            self.tracking.append(
+                {
+                    "slot": slot,
+                    "time_s": when,
+                    "user": k,
+                    "accuracy": float(evaluations[k]["accuracy"]),
+                    "mse": float(evaluations[k]["mse"]),
+                    "refreshed": int(k in self._refreshed),
+                    "overhead_pilots": pilots,
+                    "overhead_rounds": self.track_rounds_done,
+                    "overhead_bytes_down": spent["bytes_down"],
+                    "overhead_bytes_up": spent["bytes_up"],
+                    "overhead_channel_uses": pilots * effective,
+                }
+            )
+        self.slots_done = slot
+        self._refreshed = set()
+        if self.journal is not None:
+            write_tables(self.journal, {**self._tables(), "tracking": self._tracking_table()})
+            self._checkpoint_deployment()
+        mean = float(np.mean(accuracies)) if accuracies else math.nan
+        logger.info(
+            "[%s] slot %d/%d (t = %.4g s): mean accuracy %.4f",
+            self.info.method,
+            slot,
+            self.settings.tracking.slots,
+            when,
+            mean,
+        )
+        return {"mean_accuracy": mean, "failures": failed}
+
+    def _tracking_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.tracking, columns=list(TRACKING_COLUMNS))
+
+    def _checkpoint_deployment(self) -> None:
+        """After the evaluation and each slot but the last (with a deployment phase): the
+        AP's state, the evaluation, the slots' rows and each user's last G fit (when, on
+        which pilots, and those pilots, each distinct signal once), so that a resumed run
+        goes on with the next slot."""
+        slots = self.settings.tracking.slots
+        if not self._checkpoints or not slots or self.slots_done >= slots:
+            return
+        signals: dict[int, int] = {}
+        arrays: dict[str, np.ndarray] = {}
+        fits = {}
+        for k, fit in sorted(self._fits.items()):
+            if id(fit.signal) not in signals:
+                signals[id(fit.signal)] = len(signals)
+                arrays[f"pilots.{signals[id(fit.signal)]}"] = fit.signal
+            columns = None if fit.columns is None else fit.columns.tolist()
+            fits[str(k)] = [signals[id(fit.signal)], fit.time, columns]
+        Checkpoint(
+            round=self.completed,
+            settings=self.settings.to_json(),
+            ap_state=self.ap.precoders(),
+            history=self.history,
+            failures=self.failures,
+            ledger=self.ledger.rows(),
+            ap_metrics=self.ap_metrics,
+            tracker=self.tracker.ref,
+            deployment={
+                "slot": self.slots_done,
+                "track_rounds": self.track_rounds_done,
+                "evaluation": {str(k): v for k, v in self.evaluation.items()},
+                "tracking": self.tracking,
+                "fits": fits,
+                "rebuild": sorted(self._rebuild),
+            },
+            deployment_arrays=arrays,
+        ).write(self.journal)
+
+    def _resume_deployment(self, checkpoint: Checkpoint) -> None:
+        """Take back the deployment phase from ``checkpoint`` (made after the evaluation or
+        a slot); every user with a fit rebuilds its G in the next slot it answers."""
+        state = checkpoint.deployment
+        self.slots_done = int(state["slot"])
+        self.track_rounds_done = int(state["track_rounds"])
+        self.evaluation = {int(k): dict(v) for k, v in state["evaluation"].items()}
+        self.tracking = [dict(row) for row in state["tracking"]]
+        for k, (index, when, columns) in state["fits"].items():
+            cols = None if columns is None else np.asarray(columns, dtype=np.int64)
+            signal = checkpoint.deployment_arrays[f"pilots.{index}"]
+            self._fits[int(k)] = Fit(signal, float(when), cols)
+        self._evaluated = True
+        self._rebuild = set(self._fits)
+
     # ---- outcome -----------------------------------------------------------------------
     def outcome(self, precoders: Mapping[str, np.ndarray] | None = None) -> RunOutcome:
         """The run's tables; ``precoders`` default to the AP's own."""
@@ -451,4 +764,5 @@ class Session:
             **self._tables(),
             precoders=dict(self.ap.precoders() if precoders is None else precoders),
             wall_time_s=wall,
+            tracking=self._tracking_table(),
         )

@@ -535,6 +535,105 @@ class StrategySettings(Section):
             )
 
 
+POLICIES = ("none", "equalizer", "full")  # tracking.policy: how the alignment is kept on track
+# the deployment phase's keys are read only when it has slots, the refresh's under a policy
+_DEPLOYED = Applies("tracking.slots", lambda slots: slots > 0, "tracking.slots=1 or more")
+_REFRESHED = Applies(
+    "tracking.policy", lambda policy: policy != "none", "tracking.policy=equalizer or full"
+)
+
+
+def _slot_count(name: str, value: object) -> int:
+    count = validation.whole_number(name, value)
+    if count > MAX_ROUNDS:
+        raise validation.InvalidValue(
+            name, f"{name} must be a whole number in 0..{MAX_ROUNDS:,}, got {value!r}"
+        )
+    return count
+
+
+def _optional_pilots(name: str, value: object) -> int | None:
+    return None if value is None else validation.positive_int(name, value)
+
+
+class TrackingSettings(Section):
+    """``tracking``: a deployment phase after training, over a channel that moves, and how
+    the alignment is kept on track in it (docs/ALGORITHM.md, §6, *Channels that move*).
+
+    Training sees the channel at ``t = 0``; slot ``s = 1..slots`` decodes the test set
+    over the channel at ``t_s = train_time + (s − 1)·slot_duration``. Under a policy, a
+    refresh opens slots ``1, 1 + every, 1 + 2·every, …``: the users re-fit ``G_k`` on
+    ``pilots`` of the pilots last sent (``equalizer``), or the AP and users run ``rounds``
+    warm-started ADMM rounds on all of them (``full``), over that slot's channel.
+    """
+
+    slots: Annotated[int, check(_slot_count)] = setting(
+        "deployment slots after training (0: no deployment phase), at most 100,000",
+        scope=Scope.RESULT,
+        neutral=0,
+    )
+    slot_duration: Annotated[float, check(validation.positive_float)] = setting(
+        "the time between two slots (each decodes over the channel at its start)",
+        unit="s",
+        scope=Scope.RESULT,
+        applies=_DEPLOYED,
+        neutral=0.01,
+    )
+    train_time: Annotated[float, check(validation.in_range, 0, math.inf, ">= 0 seconds")] = setting(
+        "from the training channel (t = 0) to the first slot",
+        unit="s",
+        scope=Scope.RESULT,
+        applies=_DEPLOYED,
+        neutral=0.0,
+    )
+    policy: Annotated[str, check(validation.one_of, POLICIES)] = setting(
+        "none (F, G_k as trained), equalizer (the users re-fit G_k on fresh pilots) or full "
+        "(warm-started ADMM rounds on fresh pilots)",
+        scope=Scope.RESULT,
+        applies=_DEPLOYED,
+        neutral="none",
+    )
+    every: Annotated[int, check(validation.positive_int, MAX_ROUNDS)] = setting(
+        "a refresh every this many slots (opening slot 1, 1 + every, ...)",
+        scope=Scope.RESULT,
+        applies=(_DEPLOYED, _REFRESHED),
+        neutral=1,
+    )
+    pilots: Annotated[int | None, check(_optional_pilots)] = setting(
+        "pilots an equalizer refresh sends, at most the pilot set (null: all of them)",
+        scope=Scope.RESULT,
+        applies=(
+            _DEPLOYED,
+            Applies("tracking.policy", lambda p: p == "equalizer", "tracking.policy=equalizer"),
+        ),
+        neutral=None,
+    )
+    rounds: Annotated[int, check(validation.positive_int, MAX_ROUNDS)] = setting(
+        "warm-started ADMM rounds per full refresh",
+        scope=Scope.RESULT,
+        applies=(
+            _DEPLOYED,
+            Applies("tracking.policy", lambda p: p == "full", "tracking.policy=full"),
+        ),
+        neutral=1,
+    )
+
+    def refreshes(self, slot: int) -> bool:
+        """Whether a refresh opens deployment slot ``slot`` (1-based)."""
+        return self.policy != "none" and (slot - 1) % self.every == 0
+
+    def plan(self) -> tuple[tuple[int, int], ...]:
+        """What a transport runs: each slot with the ``full`` refresh rounds opening it."""
+        return tuple(
+            (slot, self.rounds if self.policy == "full" and self.refreshes(slot) else 0)
+            for slot in range(1, self.slots + 1)
+        )
+
+    def time(self, slot: int) -> float:
+        """``t_s``, s: when slot ``slot`` (1-based) decodes, from the training channel."""
+        return self.train_time + (slot - 1) * self.slot_duration
+
+
 class ConventionSettings(Section):
     """``conventions``: the algorithm as docs/ALGORITHM.md writes it, or the paper code's."""
 
@@ -748,6 +847,7 @@ class RunSettings(Section):
     consensus: ConsensusSettings
     faults: FaultSettings
     experiment: ExperimentSettings
+    tracking: TrackingSettings
     logger: LoggerSettings
     latents: LatentSettings
     device: Annotated[str, check(_device)] = setting(
@@ -823,10 +923,22 @@ class RunSettings(Section):
                 f"communication.fft_size must be at least communication.channel_usage "
                 f"(u = {link.channel_uses}: each use on its own subcarrier), got {link.fft_size}",
             )
-        if (
-            self.consensus.participation < 1
-            and METHODS.get(self.strategy.name).rounds_for(self.experiment.rounds) == 1
-        ):
+        method = METHODS.get(self.strategy.name)
+        if self.tracking.slots and self.csi.ageing < 1:
+            raise validation.InvalidValue(
+                "csi.ageing",
+                f"csi.ageing must be 1 with a deployment phase (tracking.slots="
+                f"{self.tracking.slots}), whose slots see the channel evolve in time "
+                f"(communication.speed) instead of aged once; got {self.csi.ageing}",
+            )
+        if self.tracking.slots and not method.user_class.SLOT_KIND:
+            raise validation.InvalidValue(
+                "tracking.slots",
+                f"a deployment phase needs an ADMM method (federated, multi_link, clustered), "
+                f"whose users decode with an equalizer; {self.strategy.name} has none, got "
+                f"tracking.slots={self.tracking.slots}",
+            )
+        if self.consensus.participation < 1 and method.rounds_for(self.experiment.rounds) == 1:
             raise validation.InvalidValue(
                 "consensus.participation",
                 f"participation below 1 needs an iterative method; {self.strategy.name} trains "
@@ -1116,7 +1228,10 @@ def _index() -> dict[str, list[str]]:
     """Every name a setting can be called by (its key, its last part, its field name)."""
     names: dict[str, list[str]] = {}
     for key, _, field in leaves(RunSettings):
-        for name in {key, key.rsplit(".", 1)[-1], field}:
+        # the deployment phase's keys go by their full names (tracking.rounds is not
+        # experiment.rounds)
+        short = () if key.startswith("tracking.") else (key.rsplit(".", 1)[-1], field)
+        for name in {key, *short}:
             names.setdefault(name, []).append(key)
     for key in RunSettings.model_fields:
         names.setdefault(key, [key])
