@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from common.run.reporting import failed_users, per_user_table  # noqa: E402
+from common.run.reporting import failed_users, per_user_table, slot_table  # noqa: E402
 from common.run.settings import ConfigError, refuse_unused  # noqa: E402
 from common.run.trackers import check_tracker, name_runs  # noqa: E402
 from conf import override_keys, validated  # noqa: E402
@@ -84,6 +84,8 @@ def main(cfg: DictConfig) -> float:
         if store is not None:
             store.save(settings, outcome)
     print(per_user_table(outcome.results))
+    if len(outcome.tracking):
+        print(slot_table(outcome.tracking))
     failed = failed_users(
         outcome.results,
         outcome.failures,
@@ -109,10 +111,14 @@ def interrupted(out_dir: Path) -> int:
 
     kept = "nothing (no round had finished)"
     if (out_dir / CHECKPOINT_FILE).exists():
-        done = Checkpoint.read(out_dir).round
+        checkpoint = Checkpoint.read(out_dir)
+        done = f"rounds 1-{checkpoint.round}"
+        if checkpoint.deployment:
+            slot = checkpoint.deployment["slot"]
+            done += " and the evaluation" + (f" and deployment slots 1-{slot}" if slot else "")
         overrides = " ".join(HydraConfig.get().overrides.task)
         kept = (
-            f"the history and AP checkpoint of rounds 1-{done}; continue with:\n  python "
+            f"the history and AP checkpoint of {done}; continue with:\n  python "
             f"run_simulation.py {overrides} experiment.resume=true hydra.run.dir={out_dir}"
         )
     elif (out_dir / "history.csv").exists():

@@ -32,6 +32,7 @@ from clients.client import AlignmentClient
 from clients.device import Device
 from clients.shelf import Shelf
 from common.maths.conventions import Conventions
+from common.parties import protocol
 from common.parties.access_point import access_point_class
 from common.parties.user import PreparedData, User
 from common.run.points import point_key
@@ -215,12 +216,22 @@ class UserNode:
             except Exception as exc:  # this point's failure; the others go on
                 records.add_error(reply, i, f"{type(exc).__name__}: {exc}")
                 continue
-            if evaluate:
-                context.state.pop(key, None)
+            if evaluate and not _deploying(settings, config):
+                context.state.pop(key, None)  # the point is over for this user
             else:
                 context.state[key] = records.state_record(user.export_state())
             records.add_reply(reply, i, uplink, kind, values, samples)
         return Message(reply, reply_to=msg)
+
+
+def _deploying(settings: RunSettings, config: dict) -> bool:
+    """Whether the point goes on after this evaluation: a deployment phase
+    (``tracking.*``) has slots after the entry's round (the evaluation's round is the
+    last training round; a slot's, the slot)."""
+    slots = settings.tracking.slots
+    if not slots:
+        return False
+    return str(config.get("kind")) != protocol.AlignSlot.KIND or int(config["round"]) < slots
 
 
 def _forget_finished(context: Context, content: RecordDict, runs: list[RunSettings]) -> None:

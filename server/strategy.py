@@ -42,6 +42,12 @@ from transport import records
 logger = logging.getLogger(__name__)
 
 
+def deployment_plan(session: Session) -> tuple:
+    """What the deployment phases of points run in lockstep must share: the slots left and
+    the refresh rounds that open each (:meth:`TrackingSettings.plan`)."""
+    return session.settings.tracking.plan()[session.slots_done :]
+
+
 class AlignmentStrategy(Strategy):
     """Drives one or more :class:`Session` (any access point) in lockstep over a Flower grid.
 
@@ -70,11 +76,11 @@ class AlignmentStrategy(Strategy):
     ) -> None:
         if not sessions:
             raise ValueError("a strategy needs at least one session")
-        shape = {(s.ap.users, s.last_round, s.completed) for s in sessions}
+        shape = {(s.ap.users, s.last_round, s.completed, deployment_plan(s)) for s in sessions}
         if len(shape) > 1:
             raise ValueError(
-                "sessions run in lockstep must share their users, number of rounds and "
-                f"completed rounds, got {sorted(shape)}"
+                "sessions run in lockstep must share their users, number of rounds, "
+                f"completed rounds and deployment phase, got {sorted(shape)}"
             )
         # Flower counts this strategy's rounds from 1; a resumed run goes on after its
         # completed rounds
@@ -278,3 +284,35 @@ class AlignmentStrategy(Strategy):
             evaluations = {k: records.metrics(*reply) for k, reply in good.items()}
             summaries.append(session.finish_evaluation(evaluations, errors))
         return self._prefixed(summaries)
+
+    # ---- deployment (tracking.*: after the evaluation) --------------------------------------
+    def deploy(self, grid: Grid, timeout: float) -> None:
+        """The deployment phase of every session, in lockstep: each slot's ``full`` refresh
+        rounds as training messages of another kind (:class:`AlignTrack`), then the slot's
+        transmissions as evaluation messages (:class:`AlignSlot`). Each message waits at
+        most ``timeout`` s; users that fail or stay silent are recorded by their session."""
+        first = self.sessions[0]
+        for slot in first.slots:
+            for _ in first.track_rounds(slot):
+                self.connect(grid)
+                self._round, self._taken = 0, set()
+                users = self._reachable()
+                downlinks = [session.track_downlink(slot, users) for session in self.sessions]
+                messages = self._messages(slot, downlinks, MessageType.TRAIN)
+                replies = list(grid.send_and_receive(messages, timeout=timeout))
+                self.take_replies(replies)
+                for index, (session, (good, errors)) in enumerate(
+                    zip(self.sessions, self._split(replies), strict=True)
+                ):
+                    for k in sorted(good):
+                        if (k, index) not in self._taken:
+                            self._take(index, k, *good[k])
+                    session.finish_track_round(slot, {}, errors)
+            self.connect(grid)
+            users = self._reachable()
+            downlinks = [session.slot_downlink(slot, users) for session in self.sessions]
+            messages = self._messages(slot, downlinks, MessageType.EVALUATE)
+            replies = list(grid.send_and_receive(messages, timeout=timeout))
+            for session, (good, errors) in zip(self.sessions, self._split(replies), strict=True):
+                evaluations = {k: records.metrics(*reply) for k, reply in good.items()}
+                session.finish_slot(slot, evaluations, errors)

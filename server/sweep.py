@@ -143,26 +143,23 @@ def run_sessions(
     initial = ArrayRecord(
         {f"{i}.{k}": Array(v) for i, s in enumerate(sessions) for k, v in s.ap.precoders().items()}
     )
-    result = strategy.start(
-        grid=PacedGrid(
-            grid,
-            round_timeout,
-            round_timeout_factor,
-            window=_window(grid, messages_in_flight, cpus_per_user),
-            on_replies=strategy.take_replies,
-        ),
-        initial_arrays=initial,
-        num_rounds=strategy.rounds_to_run,
-        timeout=round_timeout,
+    paced = PacedGrid(
+        grid,
+        round_timeout,
+        round_timeout_factor,
+        window=_window(grid, messages_in_flight, cpus_per_user),
+        on_replies=strategy.take_replies,
     )
-    outcomes = []
-    for index, session in enumerate(sessions):
-        prefix = f"{index}."
-        precoders = {
-            k[len(prefix) :]: a.numpy() for k, a in result.arrays.items() if k.startswith(prefix)
-        }
-        outcomes.append(session.outcome(precoders=precoders))
-    return outcomes
+    if strategy.rounds_to_run:  # none left: resumed in the deployment phase
+        strategy.start(
+            grid=paced,
+            initial_arrays=initial,
+            num_rounds=strategy.rounds_to_run,
+            timeout=round_timeout,
+        )
+    strategy.deploy(paced, round_timeout)
+    # the AP's own state (after a deployment phase's refresh rounds too)
+    return [session.outcome() for session in sessions]
 
 
 MESSAGES_PER_ACTOR = 4  # a simulated round's messages in flight per actor, by default
@@ -215,15 +212,17 @@ def _rounds(point: RunSettings) -> int:
 
 
 def lockstep_batches(
-    points: Sequence[RunSettings], in_flight: int, completed: Sequence[int] | None = None
+    points: Sequence[RunSettings], in_flight: int, completed: Sequence[object] | None = None
 ) -> list[list[int]]:
     """Point indices in batches of at most ``in_flight`` points that can share every round:
-    same users, same number of rounds and the same rounds ``completed`` (resumed points),
+    same users, same number of rounds, the same deployment phase (``tracking.*``) and the
+    same progress ``completed`` (resumed points: their rounds, or rounds and slots),
     split as evenly as possible."""
     completed = [0] * len(points) if completed is None else completed
     classes: dict[tuple, list[int]] = {}
     for i, point in enumerate(points):
-        classes.setdefault((point.users.models, _rounds(point), completed[i]), []).append(i)
+        key = (point.users.models, _rounds(point), completed[i], point.tracking.plan())
+        classes.setdefault(key, []).append(i)
     batches = []
     for members in classes.values():
         count = -(-len(members) // in_flight)
@@ -272,7 +271,12 @@ def _run(
         logger.error("point %d/%d failed: %s", number, len(points), text)
         failed.append(_Failure(number, exc))
 
-    for batch in lockstep_batches(points, in_flight, completed):
+    # points resumed in their deployment phase share rounds with those at the same slot
+    progress = [
+        (done, Checkpoint.slots_done(j) if r else 0)
+        for done, j, r in zip(completed, journals, resumes, strict=True)
+    ]
+    for batch in lockstep_batches(points, in_flight, progress):
         opened: list[tuple[int, Session]] = []
         for i in batch:
             try:

@@ -515,7 +515,10 @@ def test_points_of_different_shapes_cannot_share_rounds():
     )
     long = short.replace(rounds=3)
     sessions = _sessions((short, long))
-    with pytest.raises(ValueError, match="must share their users, number of rounds and completed"):
+    with pytest.raises(
+        ValueError,
+        match="must share their users, number of rounds, completed rounds and deployment",
+    ):
         AlignmentStrategy(sessions)
 
 

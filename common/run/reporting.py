@@ -51,6 +51,31 @@ def per_user_table(results: pd.DataFrame) -> str:
     return text + (f"\nzoo {zoo} (the fingerprint of the AP's and users' assets)" if zoo else "")
 
 
+def slot_table(tracking: pd.DataFrame, shown: int = 12) -> str:
+    """The deployment phase per slot (``tracking.csv``): its time (ms), the users' mean
+    accuracy and MSE, how many were refreshed, and the mean refresh overhead per user so
+    far (pilots, kB down and up); at most ``shown`` slots, evenly spread, the last
+    included."""
+    per_slot = tracking.groupby("slot").agg(
+        time_ms=("time_s", lambda t: 1e3 * t.iloc[0]),
+        accuracy=("accuracy", "mean"),
+        mse=("mse", "mean"),
+        refreshed=("refreshed", "sum"),
+        pilots=("overhead_pilots", "mean"),
+        kb_down=("overhead_bytes_down", lambda b: b.mean() / 1e3),
+        kb_up=("overhead_bytes_up", lambda b: b.mean() / 1e3),
+    )
+    step = max(1, -(-len(per_slot) // shown))
+    picked = per_slot.iloc[sorted({*range(0, len(per_slot), step), len(per_slot) - 1})]
+    text = picked.reset_index().to_string(
+        index=False, float_format=lambda v: f"{v:.4f}" if abs(v) < 10 else f"{v:,.0f}"
+    )
+    return (
+        f"deployment: {len(per_slot)} slots, mean accuracy {per_slot.accuracy.mean():.4f} "
+        f"(worst slot {per_slot.accuracy.min():.4f}); overhead per user so far:\n{text}"
+    )
+
+
 def zoo_fingerprint(results: pd.DataFrame) -> str:
     """The zoo a run's results came from (``''`` for results written before it was kept)."""
     if "zoo" not in results.columns or not len(results):
