@@ -5,6 +5,7 @@
     python -m launch.figures --seeds 27 42 --in-process --only compression snr
     python -m launch.figures --in-process --only users --user-counts 8 32 128
     python -m launch.figures --in-process --only clusters
+    python -m launch.figures --in-process --only tracking
 
 Each point is looked up in the point store first (``--store``, default
 ``outputs/points``, shared with ``run_simulation.py -m``); only missing points
@@ -36,12 +37,13 @@ from common.run.study import (
     group_points,
     participation_points,
     snr_points,
+    tracking_points,
     user_points,
 )
 
 # Studies run only when named (--only): the many-users study runs up to a thousand users,
-# the groups-of-users study 256.
-BEYOND_DEFAULT = ("users", "clusters")
+# the groups-of-users study 256, the moving-channels study 30 deployment phases.
+BEYOND_DEFAULT = ("users", "clusters", "tracking")
 
 
 def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[RunSettings]]:
@@ -54,6 +56,7 @@ def _study(base: RunSettings, grid: StudyGrid, models: dict) -> dict[str, list[R
         "channels": channel_points(base, grid),
         "users": user_points(base, grid),
         "clusters": cluster_points(base, grid),
+        "tracking": tracking_points(base, grid),
     }
 
 
@@ -168,6 +171,14 @@ def _draw(name: str, results: pd.DataFrame, out: Path) -> list[Path]:
     return [*written, table]
 
 
+def _draw_tracking(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """The moving-channels figure and its table (tracking.md)."""
+    written = [plots.figure_tracking(frame, out / "accuracy_vs_time.png")]
+    table = out / "tracking.md"
+    table.write_text(plots.tracking_table(plots.tracking_summary(frame)))
+    return [*written, table]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small version of every grid")
@@ -184,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             "channels",
             "users",
             "clusters",
+            "tracking",
         ],
     )
     parser.add_argument("--in-process", action="store_true", help="skip Flower (same numbers)")
@@ -263,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return interrupted(store, points)
     for name in names:
+        if name == "tracking":  # drawn from the deployment slots, not the results
+            frame = plots.tracking_frame([(c, store.load(c).tracking) for c in study[name]])
+            for path in _draw_tracking(frame, out):
+                print(f"wrote {path}")
+            continue
         results = pd.concat([store.load(c).results for c in study[name]], ignore_index=True)
         for path in _draw(name, results, out):
             print(f"wrote {path}")

@@ -258,3 +258,48 @@ def test_the_users_participation_table_holds_only_the_studied_group_and_channel_
     assert len(rows) == 1 and "| 4 | " in rows[0]  # K = 4, one group, u = 4 only
     full = frames[4, 1.0].accuracy.mean()
     assert rows[0].rstrip(" |").endswith(f"{full:.3f} ± 0.000")
+
+
+def test_the_tracking_grid_and_figure_draw_what_they_name(tmp_path):
+    """66 points (2 channels x 3 speeds x 11 refresh schemes, 80 slots of 0.25 ms); the
+    figure has the three speeds' time panels, the refresh-interval and overhead panels per
+    channel, and the table one row per (channel, speed, scheme) with its overhead."""
+    from common.run.study import tracking_points
+    from launch import figures
+    from tests.test_tracking import PROBLEM, _settings
+
+    points = tracking_points(settings(), StudyGrid())
+    assert len(points) == 66 and {p.seed for p in points} == {42}
+    assert {round(p.communication.speed * 3.6) for p in points} == {3, 30, 120}
+    assert {(p.tracking.slots, p.tracking.slot_duration) for p in points} == {(80, 0.25e-3)}
+    runs = []
+    for speed in (0.0, 8.3):
+        for policy, options in (
+            ("none", {}),
+            ("equalizer", {"tracking.every": 2, "tracking.pilots": 64}),
+            ("equalizer", {"tracking.every": 4, "tracking.pilots": 64}),
+            ("full", {"tracking.every": 3, "tracking.rounds": 2}),
+        ):
+            run = _settings(policy, speed=speed, **options)
+            runs.append((run, run_experiment(PROBLEM, run).tracking))
+    frame = plots.tracking_frame(runs)
+    summary = plots.tracking_summary(frame)
+    assert len(summary) == 2 * 4
+    own = summary[(summary.speed_kmh == 29.9) & (summary.scheme == "full, every 6 ms, 2 rounds")]
+    last = runs[7][1][runs[7][1].slot == 6]
+    span = 6 * 2e-3  # s: 6 slots of 2 ms
+    assert own.pilots_per_s.item() == pytest.approx(last.overhead_pilots.mean() / span)
+    assert own.kb_up_per_s.item() == pytest.approx(last.overhead_bytes_up.mean() / span / 1e3)
+    written = figures._draw_tracking(frame, tmp_path)
+    assert {p.name for p in written} == {"accuracy_vs_time.png", "tracking.md"}
+    table = (tmp_path / "tracking.md").read_text()
+    assert "| TDL-A | 29.9 | equalizer, every 4 ms, 64 pilots |" in table
+    fig = plots.draw_tracking(frame)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:3] == [
+        "TDL-A, 0 km/h",
+        "TDL-A, 29.9 km/h",
+        "TDL-A: how often to refresh (dotted: never)",
+    ]
+    intervals = fig.axes[2].get_lines()[0].get_xdata()  # equalizer on 64 pilots
+    assert list(intervals) == [4.0, 8.0]

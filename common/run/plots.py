@@ -100,7 +100,8 @@ def _line(ax, part: pd.DataFrame, x: str, label: str) -> None:
 def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure laid out by its own engine keeps it
+        fig.tight_layout()
     fig.savefig(out, dpi=130)
     _pyplot().close(fig)
     return out
@@ -476,6 +477,152 @@ def cluster_table(summary: pd.DataFrame) -> str:
             f"| {int(row.uses_down):,} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def tracking_frame(runs: Sequence[tuple[object, pd.DataFrame]]) -> pd.DataFrame:
+    """The deployment slots of several runs in one frame, each row labelled with its run's
+    channel (``channel``: e.g. ``TDL-A``), ``speed_kmh`` and refresh ``scheme`` (e.g.
+    ``equalizer, every 1 ms, 256 pilots``), ``policy``, ``interval_ms`` and
+    ``refresh_pilots``; ``runs``: (settings, tracking table) pairs."""
+    frames = []
+    for settings, tracking in runs:
+        c, t = settings.communication, settings.tracking
+        scheme = t.policy
+        if t.policy != "none":
+            scheme += f", every {1e3 * t.every * t.slot_duration:g} ms"
+        if t.policy == "equalizer":
+            scheme += f", {t.pilots or 'all'} pilots"
+        if t.policy == "full":
+            scheme += f", {t.rounds} rounds"
+        frames.append(
+            tracking.assign(
+                channel=f"{c.model.upper()}-{c.profile}",
+                speed_kmh=round(c.speed * 3.6, 1),
+                scheme=scheme,
+                policy=t.policy,
+                interval_ms=1e3 * t.every * t.slot_duration if t.policy != "none" else math.nan,
+                refresh_pilots=t.pilots if t.policy == "equalizer" and t.pilots else math.nan,
+                slot_duration=t.slot_duration,
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def tracking_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per channel, speed and scheme: the mean accuracy over slots and users, the worst
+    slot's, and the refresh overhead per user and second (pilots, kB down and up)."""
+    last = frame[frame.slot == frame.slot.max()]
+    span = (
+        (frame.slot.max() * frame.slot_duration)
+        .groupby([frame.channel, frame.speed_kmh, frame.scheme])
+        .first()
+    )
+    keys = ["channel", "speed_kmh", "scheme"]
+    per_slot = frame.groupby([*keys, "slot"]).accuracy.mean()
+    out = pd.DataFrame(
+        {
+            "accuracy": frame.groupby(keys).accuracy.mean(),
+            "worst_slot": per_slot.groupby(keys).min(),
+            "pilots_per_s": last.groupby(keys).overhead_pilots.mean() / span,
+            "kb_down_per_s": last.groupby(keys).overhead_bytes_down.mean() / span / 1e3,
+            "kb_up_per_s": last.groupby(keys).overhead_bytes_up.mean() / span / 1e3,
+        }
+    )
+    return out.reset_index()
+
+
+def tracking_table(summary: pd.DataFrame) -> str:
+    """:func:`tracking_summary` as markdown, one row per channel, speed and scheme."""
+    lines = [
+        "| channel | km/h | refresh | mean accuracy | worst slot | pilots/s per user "
+        "| kB/s down per user | kB/s up per user |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary.itertuples():
+        lines.append(
+            f"| {r.channel} | {r.speed_kmh:g} | {r.scheme} | {r.accuracy:.3f} | "
+            f"{r.worst_slot:.3f} | {r.pilots_per_s:,.0f} | {r.kb_down_per_s:,.0f} | "
+            f"{r.kb_up_per_s:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def figure_tracking(frame: pd.DataFrame, out: str | Path) -> Path:
+    """Accuracy vs time per channel and speed, and vs overhead (see :func:`draw_tracking`)."""
+    return _save(draw_tracking(frame), out)
+
+
+def draw_tracking(frame: pd.DataFrame, pilots: int = 64):
+    """Per channel (a row): one panel per speed with the users' mean accuracy in each slot
+    against its time (ms), for no refresh, ``full`` and equalizer refreshes on ``pilots``
+    pilots every 1 and 4 ms; the mean accuracy over the slots against the refresh interval
+    (equalizer refreshes on ``pilots`` pilots, one line per speed); and against the
+    refresh overhead (kB per user and second, down and up; every scheme)."""
+    plt = _pyplot()
+    channels, speeds = sorted(frame.channel.unique()), sorted(frame.speed_kmh.unique())
+    schemes = sorted(frame.scheme.unique())
+    palette = [c for c in plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2]]
+    colours = dict(zip([s for s in schemes if s != "none"], palette, strict=False))
+    colours["none"] = "black"  # the reference every panel has
+    cols = len(speeds) + 2
+    fig, axes = plt.subplots(
+        len(channels), cols, figsize=(4.2 * cols, 3.6 * len(channels) + 0.8),
+        squeeze=False, layout="constrained",
+    )  # fmt: skip
+    summary = tracking_summary(frame)
+    intervals = frame[(frame.policy == "equalizer") & (frame.refresh_pilots == pilots)]
+    shown = {"none", *frame[frame.policy == "full"].scheme}
+    shown |= set(intervals[intervals.interval_ms.isin([1.0, 4.0])].scheme)
+    markers = dict(zip(speeds, ("o", "s", "^", "D"), strict=False))
+    for i, channel in enumerate(channels):
+        for j, speed in enumerate(speeds):
+            ax = axes[i][j]
+            part = frame[(frame.channel == channel) & (frame.speed_kmh == speed)]
+            for scheme, runs in part[part.scheme.isin(shown)].groupby("scheme"):
+                curve = runs.groupby("time_s").accuracy.mean()
+                ax.plot(1e3 * curve.index, curve.values, label=scheme, color=colours[scheme])
+            ax.set(
+                title=f"{channel}, {speed:g} km/h", xlabel="time after training (ms)",
+                ylabel=LABELS["accuracy"], ylim=(0, 1),
+            )  # fmt: skip
+            ax.grid(alpha=0.3)
+        ax = axes[i][-2]
+        for speed, part in summary[summary.channel == channel].groupby("speed_kmh"):
+            own = intervals[(intervals.channel == channel) & (intervals.speed_kmh == speed)]
+            curve = own.groupby("interval_ms").accuracy.mean()
+            ax.plot(curve.index, curve.values, marker=markers[speed], label=f"{speed:g} km/h")
+            none = part[part.scheme == "none"].accuracy
+            if len(none):
+                ax.axhline(none.iloc[0], linestyle=":", color=ax.lines[-1].get_color())
+        ax.set(
+            xscale="log", xlabel=f"refresh interval (ms; equalizer, {pilots} pilots)",
+            ylabel="mean accuracy over the slots", ylim=(0, 1),
+            title=f"{channel}: how often to refresh (dotted: never)",
+        )  # fmt: skip
+        ticks = sorted(intervals.interval_ms.unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax = axes[i][-1]
+        for r in summary[summary.channel == channel].itertuples():
+            cost = r.kb_down_per_s + r.kb_up_per_s
+            ax.plot(
+                max(cost, 1.0), r.accuracy, marker=markers[r.speed_kmh], linestyle="none",
+                color=colours[r.scheme],
+            )  # fmt: skip
+        for speed, marker in markers.items():
+            ax.plot([], [], marker=marker, linestyle="none", color="grey", label=f"{speed:g} km/h")
+        ax.set(
+            xscale="log", xlabel="refresh overhead per user (kB/s, down + up; none at 1)",
+            ylabel="mean accuracy over the slots", title=f"{channel}: accuracy vs overhead",
+            ylim=(0, 1),
+        )  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    handles = [plt.Line2D([], [], color=colours[s]) for s in schemes]
+    fig.legend(handles, schemes, fontsize=8, loc="outside lower center", ncol=5, frameon=False)
+    return fig
 
 
 def markdown_table(results: pd.DataFrame, metric: str, rows: list[str], columns: list[str]) -> str:

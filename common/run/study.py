@@ -44,6 +44,22 @@ USER_SEEDS = (42,)
 CLUSTER_USERS = (64, 256)
 CLUSTER_GROUPS = ("heterogeneous", "homogeneous", "all")
 CLUSTER_COUNTS = (2, 4, 8, 16)
+# Channels that move: the default run (8 users, 4×4, u = 4, 20 dB, 30 rounds) on TDL-A
+# (100 ns) and CDL-C (100 ns, ULAs) at 3.5 GHz, then TRACKING_SLOTS deployment slots of
+# TRACKING_SLOT_S each (20 ms), at each speed (3, 30, 120 km/h in m/s), under each policy:
+# (policy, every, pilots (None: all), rounds): none; equalizer refreshes on 64 pilots from
+# every 2 to every 32 slots; every 4 slots on 16, 256 and all pilots; every 16 slots on all
+# pilots and full every 16
+TRACKING_CHANNELS = (("tdl", "A"), ("cdl", "C"))
+TRACKING_SPEEDS = (3 / 3.6, 30 / 3.6, 120 / 3.6)
+TRACKING_SLOTS, TRACKING_SLOT_S = 80, 0.25e-3
+TRACKING_POLICIES = (
+    ("none", 1, None, 1),
+    *(("equalizer", every, 64, 1) for every in (2, 4, 8, 16, 32)),  # 0.5 to 8 ms
+    *(("equalizer", 4, pilots, 1) for pilots in (16, 256, None)),
+    ("equalizer", 16, None, 1),  # beside full at the same interval
+    ("full", 16, None, 2),
+)
 # The grids' axes by config key, as a Hydra sweep names them (docs/EXPERIMENTS.md).
 STRATEGY, USES = "strategy.name", "communication.channel_usage"
 
@@ -249,3 +265,33 @@ def cluster_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
                 if 2 <= c < k
             ]
     return list({p.to_json(): p for p in points}.values())
+
+
+def tracking_points(base: RunSettings, grid: StudyGrid) -> list[RunSettings]:
+    """Channels that move (one seed, the first of ``grid.user_seeds``): the default run on each of
+    :data:`TRACKING_CHANNELS` at 3.5 GHz, then a deployment phase of
+    :data:`TRACKING_SLOTS` slots of :data:`TRACKING_SLOT_S` s from the training channel,
+    at each of :data:`TRACKING_SPEEDS` under each of :data:`TRACKING_POLICIES`."""
+    points = []
+    for (model, profile), speed in itertools.product(TRACKING_CHANNELS, TRACKING_SPEEDS):
+        at = base.replace(
+            seed=grid.user_seeds[0],
+            **{
+                "communication.model": model,
+                "communication.profile": profile,
+                "communication.carrier_frequency": 3.5e9,
+                "communication.speed": round(speed, 4),
+                "tracking.slots": TRACKING_SLOTS,
+                "tracking.slot_duration": TRACKING_SLOT_S,
+            },
+        )
+        for policy, every, pilots, rounds in TRACKING_POLICIES:
+            options: dict = {"tracking.policy": policy}
+            if policy != "none":
+                options["tracking.every"] = every
+            if policy == "equalizer":
+                options["tracking.pilots"] = pilots
+            if policy == "full":
+                options["tracking.rounds"] = rounds
+            points.append(at.replace(**options))
+    return points
