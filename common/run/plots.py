@@ -534,6 +534,9 @@ def tracking_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def tracking_table(summary: pd.DataFrame) -> str:
     """:func:`tracking_summary` as markdown, one row per channel, speed and scheme."""
     lines = [
+        "### accuracy and refresh overhead per channel, speed and refresh scheme\n",
+        "mean accuracy over the users and slots, the worst slot's mean, and the overhead of "
+        "the refreshes per user and second of the deployment phase\n",
         "| channel | km/h | refresh | mean accuracy | worst slot | pilots/s per user "
         "| kB/s down per user | kB/s up per user |",
         "|---|---|---|---|---|---|---|---|",

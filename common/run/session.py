@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -390,6 +391,11 @@ class Session:
         evaluation, so a run interrupted after it redoes it."""
         if not self._checkpoints or rnd >= self.last_round:
             return
+        self._write_checkpoint(rnd)
+
+    def _write_checkpoint(self, rnd: int, **deployment: Any) -> None:
+        """The AP's state and the tables so far, after round ``rnd`` (and the deployment
+        phase's ``deployment`` and ``deployment_arrays``, :meth:`_checkpoint_deployment`)."""
         Checkpoint(
             round=rnd,
             settings=self.settings.to_json(),
@@ -399,6 +405,7 @@ class Session:
             ledger=self.ledger.rows(),
             ap_metrics=self.ap_metrics,
             tracker=self.tracker.ref,
+            **deployment,
         ).write(self.journal)
 
     def resume(self, folder: str | Path) -> int:
@@ -718,15 +725,8 @@ class Session:
                 arrays[f"pilots.{signals[id(fit.signal)]}"] = fit.signal
             columns = None if fit.columns is None else fit.columns.tolist()
             fits[str(k)] = [signals[id(fit.signal)], fit.time, columns]
-        Checkpoint(
-            round=self.completed,
-            settings=self.settings.to_json(),
-            ap_state=self.ap.precoders(),
-            history=self.history,
-            failures=self.failures,
-            ledger=self.ledger.rows(),
-            ap_metrics=self.ap_metrics,
-            tracker=self.tracker.ref,
+        self._write_checkpoint(
+            self.completed,
             deployment={
                 "slot": self.slots_done,
                 "track_rounds": self.track_rounds_done,
@@ -736,7 +736,7 @@ class Session:
                 "rebuild": sorted(self._rebuild),
             },
             deployment_arrays=arrays,
-        ).write(self.journal)
+        )
 
     def _resume_deployment(self, checkpoint: Checkpoint) -> None:
         """Take back the deployment phase from ``checkpoint`` (made after the evaluation or
