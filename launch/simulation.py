@@ -192,6 +192,7 @@ def warm_assets(points: Sequence[RunSettings]) -> None:
     available = budget.available_memory()
     for settings in points:  # sizes differ per point (antennas, channel uses, pilots)
         source = AssetSource(settings)
+        settings.tracking.check_pilots(len(source.pilots()))  # before Flower starts
         # a local Ray's actors share one copy of each user (user_shelf); on a cluster
         # every actor may end up holding every user
         workers = local_actors(settings)

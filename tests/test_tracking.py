@@ -10,7 +10,7 @@ import pytest
 from flwr.app import MessageType
 
 from clients.client_app import make_client_app
-from common.maths import admm, validation
+from common.maths import admm
 from common.run.driver import build_parties, run_experiment, run_parties
 from common.run.results import RunOutcome
 from common.run.session import Session
@@ -257,7 +257,7 @@ def test_a_run_killed_in_its_deployment_phase_resumes_at_its_next_slot(
         ({"tracking.policy": "often"}, "tracking.policy", "none, equalizer, full"),
         ({"tracking.slots": -1}, "tracking.slots", "whole number"),
         ({"tracking.slot_duration": 0.0}, "tracking.slot_duration", "> 0"),
-        ({"tracking.train_time": -1.0}, "tracking.train_time", ">= 0"),
+        ({"tracking.train_time": -1.0}, "tracking.train_time", "[0, inf) seconds"),
         ({"communication.speed": -3.0}, "communication.speed", "[0, 1000] m/s"),
         ({"strategy.name": "first_k"}, "tracking.slots", "needs an ADMM method"),
         ({"csi.ageing": 0.9}, "csi.ageing", "must be 1 with a deployment phase"),
@@ -272,7 +272,7 @@ def test_bad_tracking_settings_are_refused_by_name(changes, key, says):
 
 def test_more_refresh_pilots_than_the_pilot_set_are_refused_before_any_round():
     settings = _settings("equalizer", **{"tracking.pilots": 201})
-    with pytest.raises(validation.InvalidValue, match=r"tracking.pilots.*200 pilots.*got 201"):
+    with pytest.raises(ConfigError, match=r"'tracking.pilots' = 201 is invalid.*200 pilots"):
         run_experiment(PROBLEM, settings)
 
 
@@ -340,3 +340,21 @@ def test_a_clustered_run_keeps_its_groups_through_the_refresh_rounds():
     assert outcome.results.group.tolist() == trained.results.group.tolist()
     assert [ap.groups()[k] for k in sorted(ap.groups())] == trained.results.group.tolist()
     assert outcome.tracking.accuracy.min() > 0.5
+
+
+def test_the_printed_slot_table_keeps_the_first_the_worst_and_the_last_slot():
+    from common.run.reporting import slot_table
+
+    tracking = run_experiment(PROBLEM, _settings("none", speed=33.3)).tracking
+    per_slot = tracking.groupby("slot").accuracy.mean()
+    text = slot_table(tracking, shown=2)
+    rows = [line.split()[0] for line in text.splitlines()[2:]]
+    assert rows == [str(s) for s in sorted({1, 4, int(per_slot.idxmin()), 6})]
+    assert f"worst: slot {per_slot.idxmin()}, {per_slot.min():.4f}" in text
+
+
+def test_a_deployment_phase_that_cannot_show_much_is_warned_of(caplog):
+    run_experiment(PROBLEM, _settings("equalizer", **{"tracking.pilots": 5}))
+    said = caplog.text
+    assert "see a static channel (communication.speed=0)" in said
+    assert "tracking.pilots=5 is fewer than the equalizer's Nr·u = 8 unknowns per row" in said

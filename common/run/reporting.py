@@ -53,9 +53,9 @@ def per_user_table(results: pd.DataFrame) -> str:
 
 def slot_table(tracking: pd.DataFrame, shown: int = 12) -> str:
     """The deployment phase per slot (``tracking.csv``): its time (ms), the users' mean
-    accuracy and MSE, how many were refreshed, and the mean refresh overhead per user so
-    far (pilots, kB down and up); at most ``shown`` slots, evenly spread, the last
-    included."""
+    accuracy and MSE, how many users a refresh reached, and the refresh overhead per user
+    so far, averaged over the users (pilots, kB = 1,000 bytes down and up); at most about
+    ``shown`` slots, evenly spread, with the first, the worst and the last."""
     per_slot = tracking.groupby("slot").agg(
         time_ms=("time_s", lambda t: 1e3 * t.iloc[0]),
         accuracy=("accuracy", "mean"),
@@ -66,13 +66,23 @@ def slot_table(tracking: pd.DataFrame, shown: int = 12) -> str:
         kb_up=("overhead_bytes_up", lambda b: b.mean() / 1e3),
     )
     step = max(1, -(-len(per_slot) // shown))
-    picked = per_slot.iloc[sorted({*range(0, len(per_slot), step), len(per_slot) - 1})]
-    text = picked.reset_index().to_string(
-        index=False, float_format=lambda v: f"{v:.4f}" if abs(v) < 10 else f"{v:,.0f}"
-    )
+    worst = per_slot.index.get_loc(per_slot.accuracy.idxmin())
+    picked = per_slot.iloc[sorted({*range(0, len(per_slot), step), worst, len(per_slot) - 1})]
+    formats = {
+        "time_ms": "{:.3f}".format,
+        "accuracy": "{:.4f}".format,
+        "mse": "{:.4f}".format,
+        "pilots": "{:,.0f}".format,
+        "kb_down": "{:,.1f}".format,
+        "kb_up": "{:,.1f}".format,
+    }
+    text = picked.reset_index().to_string(index=False, formatters=formats)
+    which = "every slot" if step == 1 else f"every {step}th slot, the worst and the last"
     return (
         f"deployment: {len(per_slot)} slots, mean accuracy {per_slot.accuracy.mean():.4f} "
-        f"(worst slot {per_slot.accuracy.min():.4f}); overhead per user so far:\n{text}"
+        f"(worst: slot {per_slot.accuracy.idxmin()}, {per_slot.accuracy.min():.4f}); "
+        f"{which}, with the users refreshed and the refresh overhead so far, mean per user "
+        f"(kB = 1,000 bytes):\n{text}"
     )
 
 

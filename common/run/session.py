@@ -43,7 +43,6 @@ import pandas as pd
 from common.maths.aggregation import aggregator
 from common.maths.conventions import Conventions
 from common.maths.seeding import Stream, rng
-from common.maths.validation import InvalidValue
 from common.parties.access_point import AccessPoint, access_point_class
 from common.parties.faults import FaultyUser
 from common.parties.ledger import DOWN, UP, Ledger
@@ -130,6 +129,30 @@ def build_user(settings: RunSettings, index: int, data: UserData | PreparedData)
     return user
 
 
+def _warn_deployment(settings: RunSettings) -> None:
+    """Warn of a deployment phase that runs but cannot show much: over a channel that does
+    not move, or with equalizer refreshes on fewer pilots than the equalizer's unknowns
+    per row (``Nr·u``)."""
+    t, c = settings.tracking, settings.communication
+    if not t.slots:
+        return
+    if c.speed == 0:
+        logger.warning(
+            "the deployment phase's %d slots see a static channel (communication.speed=0%s): "
+            "every slot decodes over the training channel",
+            t.slots,
+            "" if c.model in ("tdl", "cdl") else f"; channel={c.model} never moves",
+        )
+    unknowns = settings.link.rx_dim
+    if t.policy == "equalizer" and t.pilots is not None and t.pilots < unknowns:
+        logger.warning(
+            "tracking.pilots=%d is fewer than the equalizer's Nr·u = %d unknowns per row: "
+            "each refresh's fit rests on the noise loading and accuracy will be poor",
+            t.pilots,
+            unknowns,
+        )
+
+
 def _reliability(metrics: Mapping[str, float]) -> float:
     """A user's weight for weighing aggregators: the inverse of its pilot MSE (1 when it
     reports none, or a useless one). An MSE below the smallest normal float64 counts as
@@ -175,13 +198,8 @@ class Session:
             ap_assets=inputs.fingerprint,
             grouping=settings.strategy.grouping if access_point.method == "clustered" else "",
         )
-        pilots = settings.tracking.pilots
-        if settings.tracking.slots and pilots is not None and pilots > access_point.n_pilots:
-            raise InvalidValue(
-                "tracking.pilots",
-                f"tracking.pilots must be at most the pilot set's {access_point.n_pilots} "
-                f"pilots (data.pilot_fraction), or null for all of them; got {pilots}",
-            )
+        settings.tracking.check_pilots(access_point.n_pilots)
+        _warn_deployment(settings)
         self.ledger = Ledger()
         self.history: list[dict[str, float]] = []
         self.failures: list[dict[str, object]] = []
@@ -696,11 +714,11 @@ class Session:
             self._checkpoint_deployment()
         mean = float(np.mean(accuracies)) if accuracies else math.nan
         logger.info(
-            "[%s] slot %d/%d (t = %.4g s): mean accuracy %.4f",
+            "[%s] slot %d/%d (t = %.4g ms): mean accuracy %.4f",
             self.info.method,
             slot,
             self.settings.tracking.slots,
-            when,
+            1e3 * when,
             mean,
         )
         return {"mean_accuracy": mean, "failures": failed}

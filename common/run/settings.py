@@ -579,12 +579,14 @@ class TrackingSettings(Section):
         applies=_DEPLOYED,
         neutral=0.01,
     )
-    train_time: Annotated[float, check(validation.in_range, 0, math.inf, ">= 0 seconds")] = setting(
-        "from the training channel (t = 0) to the first slot",
-        unit="s",
-        scope=Scope.RESULT,
-        applies=_DEPLOYED,
-        neutral=0.0,
+    train_time: Annotated[float, check(validation.in_range, 0, math.inf, "[0, inf) seconds")] = (
+        setting(
+            "from the training channel (t = 0) to the first slot",
+            unit="s",
+            scope=Scope.RESULT,
+            applies=_DEPLOYED,
+            neutral=0.0,
+        )
     )
     policy: Annotated[str, check(validation.one_of, POLICIES)] = setting(
         "none (F, G_k as trained), equalizer (the users re-fit G_k on fresh pilots) or full "
@@ -617,6 +619,21 @@ class TrackingSettings(Section):
         ),
         neutral=1,
     )
+
+    def check_pilots(self, n_pilots: int) -> None:
+        """Refuse ``pilots`` beyond the pilot set of ``n_pilots`` (known once the data are).
+
+        Raises
+        ------
+        ConfigError
+            ``tracking.pilots`` is larger than ``n_pilots`` (with a deployment phase).
+        """
+        if self.slots and self.pilots is not None and self.pilots > n_pilots:
+            raise ConfigError(
+                f"config key 'tracking.pilots' = {self.pilots} is invalid: it must be at most "
+                f"the pilot set's {n_pilots} pilots (data.pilot_fraction), or null for all "
+                "of them"
+            )
 
     def refreshes(self, slot: int) -> bool:
         """Whether a refresh opens deployment slot ``slot`` (1-based)."""
