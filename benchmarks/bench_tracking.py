@@ -49,11 +49,14 @@ def main() -> None:
         "channel=cdl",
         "communication.profile=C",
         "communication.speed=8.333",
+        f"tracking.slots={args.slots}",
+        "tracking.slot_duration=0.00025",
     )
+    floor_run = base.replace(**{"tracking.slots": 0, "communication.speed": 0.0})
     source = AssetSource(base)
     problem = source.problem()
     started = time.perf_counter()
-    run_experiment(problem, base.replace(**{"communication.speed": 0.0}))
+    run_experiment(problem, floor_run)
     training = time.perf_counter() - started
     print(f"training and evaluation alone, in process: {training:.1f} s")
     users = base.num_users
@@ -72,14 +75,12 @@ def main() -> None:
     for name, run in runs.items():
         if name == "Flower":  # the same run without a deployment phase, through Flower
             started = time.perf_counter()
-            run(base.replace(**{"communication.speed": 0.0}))
+            run(floor_run)
             floor = time.perf_counter() - started
         else:
             floor = training
         for policy, options in POLICIES.items():
-            point = base.replace(
-                **{"tracking.slots": args.slots, "tracking.slot_duration": 0.25e-3, **options}
-            )
+            point = base.replace(**options)
             started = time.perf_counter()
             outcome = run(point)
             phase = time.perf_counter() - started - floor
