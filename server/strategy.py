@@ -300,13 +300,8 @@ class AlignmentStrategy(Strategy):
                 downlinks = [session.track_downlink(slot, users) for session in self.sessions]
                 messages = self._messages(slot, downlinks, MessageType.TRAIN)
                 replies = list(grid.send_and_receive(messages, timeout=timeout))
-                self.take_replies(replies)
-                for index, (session, (good, errors)) in enumerate(
-                    zip(self.sessions, self._split(replies), strict=True)
-                ):
-                    for k in sorted(good):
-                        if (k, index) not in self._taken:
-                            self._take(index, k, *good[k])
+                self.take_replies(replies)  # every good reply, those taken as they came too
+                for session, (_, errors) in zip(self.sessions, self._split(replies), strict=True):
                     session.finish_track_round(slot, {}, errors)
             self.connect(grid)
             users = self._reachable()

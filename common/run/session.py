@@ -571,8 +571,7 @@ class Session:
     def track_rounds(self, slot: int) -> range:
         """The ``full`` refresh rounds that open ``slot`` (none under another policy, or in
         a slot no refresh opens)."""
-        t = self.settings.tracking
-        return range(t.rounds if t.policy == "full" and t.refreshes(slot) else 0)
+        return range(self.settings.tracking.refresh_rounds(slot))
 
     def track_downlink(self, slot: int, users: Sequence[int]) -> dict[int, Message]:
         """A ``full`` refresh round's training downlink for this round's participants

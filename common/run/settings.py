@@ -639,12 +639,14 @@ class TrackingSettings(Section):
         """Whether a refresh opens deployment slot ``slot`` (1-based)."""
         return self.policy != "none" and (slot - 1) % self.every == 0
 
+    def refresh_rounds(self, slot: int) -> int:
+        """The ``full`` refresh rounds that open ``slot`` (0 under another policy, or in a
+        slot no refresh opens)."""
+        return self.rounds if self.policy == "full" and self.refreshes(slot) else 0
+
     def plan(self) -> tuple[tuple[int, int], ...]:
         """What a transport runs: each slot with the ``full`` refresh rounds opening it."""
-        return tuple(
-            (slot, self.rounds if self.policy == "full" and self.refreshes(slot) else 0)
-            for slot in range(1, self.slots + 1)
-        )
+        return tuple((slot, self.refresh_rounds(slot)) for slot in range(1, self.slots + 1))
 
     def time(self, slot: int) -> float:
         """``t_s``, s: when slot ``slot`` (1-based) decodes, from the training channel."""
